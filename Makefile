@@ -1,0 +1,41 @@
+# bglab: the two README commands are `make demo` and `make test`; everything else is a helper.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Extras installed for each job. torch==2.13.0 (CPU build) comes with the `train` extra.
+DEMO_EXTRAS := train
+TEST_EXTRAS := train,dev
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all bench lint clean
+
+$(BIN)/python:
+	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; set PY=/path/to/python3.11"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[$*]"
+	@touch $@
+
+## One command: set up and run the main job on the embedded sample data.
+demo: $(VENV)/.installed-$(DEMO_EXTRAS)
+	$(BIN)/bglab demo --out out/demo
+
+## One command: set up and run the fast test suite (what CI runs).
+test: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+## The whole suite, slow tests included.
+test-all: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Benchmarks (figures quoted in the README); see bench/README.md.
+bench: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/python bench/run_all.py
+
+lint: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/ruff check bglab tests bench
+
+clean:
+	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis

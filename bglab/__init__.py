@@ -1,0 +1,3 @@
+"""bglab: background lab for image classification."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,35 @@
+"""Segmenter and locator backends behind one protocol, chosen by name (``--backend NAME``)."""
+
+from __future__ import annotations
+
+from bglab.segment.base import Locator, Segmenter, SegmenterBase
+from bglab.segment.registry import BackendInfo, Runtime, backends, create, is_available, register
+
+register(BackendInfo("unet", "segmenter", "bglab.segment.unet", "create",
+                     "bglab's own hand U-Net (ONNX Runtime, shipped in the package); the default"))
+register(BackendInfo("chroma", "segmenter", "bglab.segment.chroma", "create",
+                     "chroma key for green / blue screens (key colour estimated from the border)"))
+register(BackendInfo("grabcut", "segmenter", "bglab.segment.grabcut", "create",
+                     "OpenCV GrabCut seeded by a box (a locator's, or the image minus a border)"))
+register(BackendInfo("mask-files", "segmenter", "bglab.segment.maskfiles", "create_segmenter",
+                     "ground-truth masks read from a folder, matched by file stem"))
+register(BackendInfo("mask-box", "locator", "bglab.segment.maskfiles", "create_locator",
+                     "box of a mask (from mask files, or from any segmenter)"))
+register(BackendInfo("full", "locator", "bglab.segment.maskfiles", "create_full_locator",
+                     "the whole image as one box (no localisation)"))
+register(BackendInfo("mediapipe-hands", "locator", "bglab.segment.mediapipe", "create_hands",
+                     "MediaPipe Hands landmarks' extent plus a margin (offline; extra 'hands')",
+                     extra="hands", requires=("mediapipe",)))
+register(BackendInfo("mediapipe-selfie", "segmenter", "bglab.segment.mediapipe", "create_selfie",
+                     "MediaPipe selfie (person) segmentation (offline model file; extra 'hands')",
+                     extra="hands", requires=("mediapipe",)))
+register(BackendInfo("rembg", "segmenter", "bglab.segment.rembg_backend", "create",
+                     "any rembg session or a local ONNX file via U2NET_HOME (extra 'rembg')",
+                     extra="rembg", requires=("rembg",)))
+
+DEFAULT_SEGMENTER = "unet"
+
+__all__ = [
+    "DEFAULT_SEGMENTER", "BackendInfo", "Locator", "Runtime", "Segmenter", "SegmenterBase",
+    "backends", "create", "is_available", "register",
+]

@@ -1,0 +1,94 @@
+"""Backend registry: ``--backend NAME`` resolves here everywhere (remove, preprocess, variants, eval-seg, serve).
+
+Backends register a factory with :func:`register`; the factory is only imported and called when the backend
+is asked for, so optional extras (mediapipe, rembg) cost nothing until used. Threading / providers for every
+backend come from one :class:`Runtime` object.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bglab.errors import BackendError
+
+Kind = Literal["segmenter", "locator"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how backends run: CPU threads per session and ONNX Runtime providers (one place to set them)."""
+
+    threads: int = 0  # 0 = library default (all cores)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        """Read ``BGLAB_THREADS`` (int) and ``BGLAB_PROVIDERS`` (comma list) from the environment."""
+        threads = int(os.environ.get("BGLAB_THREADS", "0") or 0)
+        prov = os.environ.get("BGLAB_PROVIDERS", "")
+        providers = tuple(p.strip() for p in prov.split(",") if p.strip()) or ("CPUExecutionProvider",)
+        return cls(threads=threads, providers=providers)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the registry knows about one backend before it is loaded."""
+
+    name: str
+    kind: Kind
+    module: str  # module that defines the factory, imported lazily
+    factory: str  # attribute name of the factory in that module
+    summary: str
+    extra: str | None = None  # pip extra that provides its dependencies, if optional
+    requires: tuple[str, ...] = field(default_factory=tuple)  # importable modules it needs
+
+
+_BACKENDS: dict[str, BackendInfo] = {}
+
+
+def register(info: BackendInfo) -> None:
+    """Add a backend (a new backend is one module plus one ``register`` line in ``bglab/segment/__init__.py``)."""
+    _BACKENDS[info.name] = info
+
+
+def backends(kind: Kind | None = None) -> list[BackendInfo]:
+    """All registered backends, optionally only segmenters or locators, in registration order."""
+    return [b for b in _BACKENDS.values() if kind is None or b.kind == kind]
+
+
+def is_available(name: str) -> tuple[bool, str]:
+    """Whether a backend's optional dependencies import; returns (ok, reason-if-not)."""
+    info = _info(name)
+    for mod in info.requires:
+        try:
+            importlib.import_module(mod)
+        except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+            fix = f"pip install 'bglab[{info.extra}]'" if info.extra else f"install {mod}"
+            return False, f"needs {mod} ({type(exc).__name__}: {exc}); {fix}"
+    return True, ""
+
+
+def _info(name: str) -> BackendInfo:
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        known = ", ".join(sorted(_BACKENDS)) or "none"
+        raise BackendError(f"unknown backend {name!r}", hint=f"choose one of: {known}") from None
+
+
+def create(name: str, *, kind: Kind | None = None, runtime: Runtime | None = None, **options: Any) -> Any:
+    """Build a backend instance by name; options go to its factory (e.g. ``threshold=0.5``)."""
+    info = _info(name)
+    if kind is not None and info.kind != kind:
+        others = ", ".join(b.name for b in backends(kind))
+        raise BackendError(f"backend {name!r} is a {info.kind}, not a {kind}", hint=f"{kind}s: {others}")
+    ok, why = is_available(name)
+    if not ok:
+        raise BackendError(f"backend {name!r} is not available: {why}")
+    module = importlib.import_module(info.module)
+    factory: Callable[..., Any] = getattr(module, info.factory)
+    return factory(runtime=runtime or Runtime.from_env(), **options)

@@ -1,0 +1,27 @@
+"""Shared fixtures: where the real data lives, and skipping cleanly where it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the shared real data (``../shared/data``); skips the test when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data not found at {SHARED} (set BGLAB_SHARED_DATA)")
+    return SHARED
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under the shared data; skips the calling test when it does not exist."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data missing: {p}")
+    return p

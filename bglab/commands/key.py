@@ -1,0 +1,64 @@
+"""``bglab key SRC DST``: chroma-key a folder of green / blue screen images into mask files, with QC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``key`` command to the bglab app."""
+
+    @app.command("key")
+    def key(
+        src: Annotated[Path, typer.Argument(help="Folder of screen images (class sub-folders are kept).")],
+        dst: Annotated[Path, typer.Argument(help="Output folder for masks, key_report.csv, contact_sheet.png.")],
+        key_colour: str = typer.Option("auto", "--key",
+                                       help="Key colour: auto (from the image border), green, blue or #rrggbb."),
+        tolerance: float = typer.Option(0.2, "--tolerance", min=0.0, max=2.0,
+                                        help="HSV distance to the key below which a pixel is background."),
+        min_fg: float = typer.Option(0.05, "--min-fg", min=0.0, max=1.0,
+                                     help="QC: reject masks whose foreground fraction is below this."),
+        max_fg: float = typer.Option(0.80, "--max-fg", min=0.0, max=1.0,
+                                     help="QC: reject masks whose foreground fraction is above this."),
+        sheet: bool = typer.Option(True, "--sheet/--no-sheet",
+                                   help="Write contact_sheet.png (sample + rejects) for review."),
+        workers: int = typer.Option(1, "--workers", min=1, help="Images keyed in parallel (threads)."),
+    ) -> None:
+        """Key SRC into 8-bit masks DST/<rel>.png; implausible masks go to DST/_rejected. Resumable."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Table
+
+        from bglab.key import QCRules, key_folder
+
+        console = Console()
+        qc = QCRules(min_fg=min_fg, max_fg=max_fg)
+        options = {"key": key_colour, "tolerance": tolerance}
+        with Progress(TextColumn("keying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("key", total=None)
+
+            def on_item(done: int, total: int, item: object) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = key_folder(src, dst, segmenter_options=options, qc=qc, workers=workers,
+                                progress=on_item, sheet=sheet)
+        table = Table(title=f"bglab key {src} -> {dst}")
+        table.add_column("status")
+        table.add_column("images", justify="right")
+        table.add_row("[green]ok[/]", str(report.ok))
+        table.add_row("[yellow]rejected[/]", str(report.rejected))
+        table.add_row("[red]errors[/]", str(report.errors))
+        table.add_row("(already done, skipped)", str(report.resumed))
+        console.print(table)
+        for item in report.items:
+            if item.status == "error":
+                console.print(f"[red]error[/] {item.file}: {item.reason}", highlight=False)
+        console.print(f"report: {report.report_path}")
+        if report.sheet_path is not None:
+            console.print(f"contact sheet: {report.sheet_path}")
+        if report.errors:
+            raise typer.Exit(1)

@@ -194,3 +194,25 @@ def test_real_masks(shared_data: Path) -> None:
         assert component_count(r) == 1
         assert fill_holes(m).sum() >= binarize(m).sum()
         assert (fill_holes(m) | binarize(m)).sum() == fill_holes(m).sum()
+
+
+def test_refine_min_fraction_keeps_several_regions_and_drops_specks():
+    m = np.zeros((20, 40), np.float32)
+    m[2:10, 2:10] = 1.0  # 64 px
+    m[2:9, 20:28] = 1.0  # 56 px: a second hand
+    m[15, 35] = 1.0  # a speck
+    out = refine(m, min_fraction=0.2)
+    assert out[5, 5] == 1 and out[5, 24] == 1 and out[15, 35] == 0
+    only = refine(m)  # default: the largest region alone
+    assert only[5, 5] == 1 and only[5, 24] == 0
+
+
+def test_refine_soft_edge_keeps_antialiased_border():
+    m = np.zeros((12, 12), np.float32)
+    m[3:9, 3:9] = 0.9
+    m[3:9, 9] = 0.3  # soft edge column, below threshold
+    m[0, 0] = 0.3  # soft value far from the region: dropped
+    hard = refine(m)
+    soft = refine(m, soft_edge=True)
+    assert hard[5, 9] == 0 and soft[5, 9] == np.float32(0.3)
+    assert soft[0, 0] == 0 and soft[5, 5] == 1

@@ -175,14 +175,28 @@ def refine(
     largest: bool = True,
     fill: bool = True,
     feather_radius: float = 0.0,
+    min_fraction: float | None = None,
+    soft_edge: bool = False,
 ) -> np.ndarray:
-    """Clean a predicted mask: binarize, keep the largest component, fill holes, then feather (float32)."""
-    fg = binarize(mask, threshold)
-    if largest:
-        fg = keep_largest_component(fg)
+    """Clean a predicted mask: binarize, drop stray components, fill holes, then feather (float32).
+
+    ``largest`` keeps only the largest component; ``min_fraction`` instead keeps every component at least
+    that fraction of the largest (several hands survive, specks do not). ``soft_edge`` keeps the input's
+    soft values in a 2-pixel band around the kept region, so anti-aliased edges are not lost.
+    """
+    if min_fraction is not None:
+        fg = keep_components(mask, min_fraction, threshold=threshold)
+    elif largest:
+        fg = keep_largest_component(mask, threshold=threshold)
+    else:
+        fg = binarize(mask, threshold)
     if fill:
         fg = fill_holes(fg)
-    return feather(fg, feather_radius)
+    out = fg.astype(np.float32)
+    if soft_edge and fg.any():
+        band = cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2).astype(bool)
+        out = np.maximum(out, np.where(band, as_soft(mask, fg.shape), 0.0)).astype(np.float32)
+    return feather(out, feather_radius)
 
 
 def coverage(mask: np.ndarray, threshold: float = 0.5) -> float:

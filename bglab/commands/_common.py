@@ -1,0 +1,64 @@
+"""Helpers shared by CLI commands: parsing ``key=value`` options and colours, building progress bars."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+
+from bglab.errors import ConfigError
+
+# soft_wrap: long paths and messages stay on one line in logs instead of being cut at 80 columns
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def parse_options(items: list[str] | None) -> dict[str, object]:
+    """Turn ``["threshold=0.4", "masks=dir"]`` into a dict, parsing numbers, booleans and JSON values."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"option {item!r} is not key=value", hint="e.g. --option threshold=0.4")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """Parse ``#rrggbb``, ``r,g,b`` or a few names (white, black, green, blue, grey) into an RGB tuple."""
+    names = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
+             "grey": (128, 128, 128), "gray": (128, 128, 128), "red": (255, 0, 0)}
+    t = text.strip().lower()
+    if t in names:
+        return names[t]
+    try:
+        if t.startswith("#") and len(t) == 7:
+            return (int(t[1:3], 16), int(t[3:5], 16), int(t[5:7], 16))
+        parts = [int(p) for p in t.split(",")]
+        if len(parts) == 3 and all(0 <= p <= 255 for p in parts):
+            return (parts[0], parts[1], parts[2])
+    except ValueError:
+        pass
+    raise ConfigError(f"cannot read colour {text!r}", hint="use #rrggbb, r,g,b (0-255) or a name like white")
+
+
+def progress_bar(console_: Console | None = None, *, transient: bool = False) -> Progress:
+    """The standard bglab progress bar: description, bar, count, rate, elapsed and remaining time."""
+    return Progress(
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console_ or err_console,
+        transient=transient,
+    )

@@ -209,3 +209,26 @@ def remove_files(
 def iter_count(paths: Iterable[Path]) -> int:
     """Number of inputs a batch will process (for progress bars)."""
     return len(collect_inputs(list(paths)))
+
+
+def remove_background(
+    image: np.ndarray,
+    *,
+    mode: Mode = "cutout",
+    backend: str | None = None,
+    segmenter=None,
+    background: np.ndarray | None = None,
+    **options,
+) -> np.ndarray:
+    """One call for one in-memory image: segment it (``backend`` name or a ready ``segmenter``) and apply ``mode``.
+
+    ``options`` are :class:`RemoveOptions` fields (``color=``, ``blur=``, ``fit=``, ``margin=``, ...). Reuse a
+    ``segmenter`` from :func:`bglab.segment.create` when processing many images, so the model loads once.
+    """
+    if segmenter is None:
+        from bglab.segment import DEFAULT_SEGMENTER, create
+
+        segmenter = create(backend or DEFAULT_SEGMENTER, kind="segmenter")
+    opts = RemoveOptions(mode=mode, **options)
+    mask = prepare_mask(segmenter.predict(image), opts)
+    return apply_mode(image, mask, opts, background=background)

@@ -1,0 +1,203 @@
+"""Backends: registry errors, mask-files / mask-box / full, grabcut, rembg's U2NetOnnx, mediapipe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bglab.boxes import Box
+from bglab.errors import BackendError, ConfigError, MaskError
+from bglab.io import read_image, read_mask, write_mask
+from bglab.metrics import seg_scores
+from bglab.ops.mask import as_soft
+from bglab.segment import create, is_available
+from bglab.segment.grabcut import GrabCutSegmenter
+from tests.conftest import SHARED, shared_path
+
+PETS = ["Abyssinian_1", "Bengal_10", "american_bulldog_100"]
+U2NETP = SHARED.parent / "anchors" / "u2netp.onnx"
+
+
+def _pet(stem: str) -> tuple[Path, Path]:
+    cls = stem.rsplit("_", 1)[0]
+    root = shared_path("pets3")
+    return root / cls / "images" / f"{stem}.jpg", root / cls / "masks" / f"{stem}.png"
+
+
+# ----------------------------------------------------------------------------- registry
+def test_unknown_backend_names_the_choices() -> None:
+    with pytest.raises(BackendError, match="unknown backend 'nope'.*grabcut"):
+        create("nope")
+
+
+def test_wrong_kind_is_refused() -> None:
+    with pytest.raises(BackendError, match="is a locator, not a segmenter"):
+        create("full", kind="segmenter")
+    with pytest.raises(BackendError, match="is a segmenter, not a locator"):
+        create("grabcut", kind="locator")
+
+
+# ----------------------------------------------------------------------------- mask files
+def test_mask_files_pets3_layout_matches_read_mask(shared_data: Path) -> None:
+    seg = create("mask-files", masks=shared_data / "pets3")  # root of <class>/{images,masks,trimaps}
+    loc = create("mask-box", masks=shared_data / "pets3")
+    for stem in PETS:
+        image_path, mask_path = _pet(stem)
+        image = read_image(image_path)
+        truth = read_mask(mask_path)
+        assert seg.find(image_path) == mask_path  # masks/ wins over trimaps/ with the same stem
+        pred = seg.predict(image, source=image_path)
+        assert pred.dtype == np.float32 and pred.shape == image.shape[:2]
+        np.testing.assert_array_equal(pred, as_soft(truth))
+        assert loc.locate(image, source=image_path) == [Box.from_mask(truth)]
+
+
+def test_mask_files_errors(tmp_path: Path) -> None:
+    write_mask(tmp_path / "cat.png", np.zeros((10, 12), np.uint8))
+    seg = create("mask-files", masks=tmp_path)
+    image = np.zeros((20, 20, 3), np.uint8)
+    with pytest.raises(BackendError, match="source"):
+        seg.predict(image)
+    with pytest.raises(BackendError, match="no mask for dog.jpg"):
+        seg.predict(image, source=Path("somewhere/dog.jpg"))
+    with pytest.raises(MaskError, match=r"12x10 but its image somewhere/cat\.jpg is 20x20") as exc:
+        seg.predict(image, source=Path("somewhere/cat.jpg"))
+    assert exc.value.path == tmp_path / "cat.png"
+    with pytest.raises(BackendError, match="mask folder not found"):
+        create("mask-files", masks=tmp_path / "missing")
+    with pytest.raises(BackendError, match="masks="):
+        create("mask-files")
+
+
+def test_mask_box_empty_mask_and_margin(tmp_path: Path) -> None:
+    m = np.zeros((20, 30), np.uint8)
+    write_mask(tmp_path / "empty.png", m)
+    m[5:10, 10:20] = 255
+    write_mask(tmp_path / "box.png", m)
+    image = np.zeros((20, 30, 3), np.uint8)
+    assert create("mask-box", masks=tmp_path).locate(image, source=Path("empty.jpg")) == []
+    padded = create("mask-box", masks=tmp_path, margin=0.5).locate(image, source=Path("box.jpg"))
+    assert padded == [Box(5, 2.5, 25, 12.5)]
+
+
+def test_full_locator() -> None:
+    assert create("full").locate(np.zeros((7, 9, 3), np.uint8)) == [Box(0, 0, 9, 7)]
+
+
+# ----------------------------------------------------------------------------- grabcut
+def test_grabcut_seeded_by_mask_box_on_pets3(shared_data: Path) -> None:
+    # measured at max_side 256 (seed 0): IoU 0.79, 0.79, 0.76 (border-only seeding: 0.36, 0.51, 0.76)
+    seg = create("grabcut", locator="mask-box", masks=shared_data / "pets3", margin=0.05, max_side=256)
+    for stem in PETS:
+        image_path, mask_path = _pet(stem)
+        image = read_image(image_path)
+        pred = seg.predict(image, source=image_path)
+        assert pred.dtype == np.float32 and pred.shape == image.shape[:2]
+        assert 0.0 <= pred.min() and pred.max() <= 1.0
+        assert seg_scores(pred, read_mask(mask_path)).iou > 0.6, stem
+
+
+def test_grabcut_border_seed_on_pets3_is_deterministic() -> None:
+    image_path, mask_path = _pet("american_bulldog_100")
+    image = read_image(image_path)
+    seg = create("grabcut", max_side=256)
+    pred = seg.predict(image)
+    assert seg_scores(pred, read_mask(mask_path)).iou > 0.6  # measured 0.76
+    GrabCutSegmenter(seed=1).predict(image)  # moves OpenCV's global RNG on
+    np.testing.assert_array_equal(seg.predict(image), pred)
+
+
+class _NoBoxes:
+    name = "none"
+
+    def locate(self, image: np.ndarray, *, source: Path | None = None) -> list[Box]:
+        return []
+
+
+def test_grabcut_no_box_and_flat_image_give_empty_masks() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    out = GrabCutSegmenter(_NoBoxes()).predict(image)
+    assert out.shape == (40, 50) and out.dtype == np.float32 and not out.any()
+    flat = GrabCutSegmenter().predict(np.full((30, 30, 3), 128, np.uint8))
+    assert flat.shape == (30, 30) and flat.dtype == np.float32
+
+
+def test_grabcut_rejects_bad_options() -> None:
+    with pytest.raises(ConfigError, match="unknown grabcut options: masks"):
+        create("grabcut", masks="x")
+    with pytest.raises(ConfigError, match="border"):
+        create("grabcut", border=0.7)
+
+
+# ----------------------------------------------------------------------------- rembg
+@pytest.mark.skipif(not U2NETP.is_file(), reason=f"anchor model absent: {U2NETP}")
+def test_u2netp_onnx_without_rembg(shared_data: Path) -> None:
+    from bglab.segment.registry import Runtime
+    from bglab.segment.rembg_backend import U2NetOnnx
+    from bglab.segment.rembg_backend import create as create_rembg
+
+    seg = create_rembg(Runtime(threads=1), model_path=str(U2NETP))
+    assert isinstance(seg, U2NetOnnx) and seg.size == 320
+    for name in ("01.jpg", "25.jpg"):
+        image = read_image(shared_data / "hands_wild" / "images" / name)
+        pred = seg.predict(image)
+        assert pred.shape == image.shape[:2] and pred.dtype == np.float32
+        assert 0.0 <= pred.min() < 0.05 and 0.95 < pred.max() <= 1.0  # min-max normalised
+
+
+def test_rembg_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bglab.segment.registry import Runtime
+    from bglab.segment.rembg_backend import U2NetOnnx
+    from bglab.segment.rembg_backend import create as create_rembg
+
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    with pytest.raises(BackendError, match=r"model u2netp not found offline; put u2netp\.onnx in \$U2NET_HOME"):
+        create_rembg(Runtime())
+    with pytest.raises(BackendError, match="not found"):
+        U2NetOnnx(tmp_path / "absent.onnx")
+
+
+# ----------------------------------------------------------------------------- mediapipe
+def test_mediapipe_missing_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bglab.segment import mediapipe as mp_backend
+    from bglab.segment.registry import Runtime
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import now fails as if not installed
+    with pytest.raises(BackendError, match="hands"):
+        mp_backend.create_hands(Runtime())
+    with pytest.raises(BackendError, match="hands"):
+        mp_backend.create_selfie(Runtime())
+
+
+mediapipe_ok, mediapipe_why = is_available("mediapipe-hands")
+
+
+@pytest.mark.skipif(not mediapipe_ok, reason=f"mediapipe not installed: {mediapipe_why}")
+def test_mediapipe_hands_find_webcam_hands(shared_data: Path) -> None:
+    loc = create("mediapipe-hands")
+    root = shared_data / "rps" / "webcam"
+    files = [p for c in ("rock", "paper", "scissors") for p in sorted((root / c).glob("*.png"))[:2]]
+    found = 0
+    for f in files:
+        image = read_image(f)
+        h, w = image.shape[:2]
+        boxes = loc.locate(image)
+        for b in boxes:
+            assert b.is_valid and 0 <= b.x0 < b.x1 <= w and 0 <= b.y0 < b.y1 <= h
+            assert b.area > 0.05 * w * h  # a hand fills a good part of these frames
+        found += bool(boxes)
+    assert found >= 5, f"hands found in {found} of {len(files)} webcam images"
+
+
+@pytest.mark.skipif(not mediapipe_ok, reason=f"mediapipe not installed: {mediapipe_why}")
+def test_mediapipe_selfie_mask(shared_data: Path) -> None:
+    seg = create("mediapipe-selfie")
+    image = read_image(shared_data / "hands_wild" / "images" / "25.jpg")
+    pred = seg.predict(image)
+    assert pred.shape == image.shape[:2] and pred.dtype == np.float32
+    assert 0.0 <= pred.min() and pred.max() <= 1.0 and pred.max() > 0.5  # a person is in the picture
+    with pytest.raises(BackendError, match="landscape"):
+        create("mediapipe-selfie", model="huge")

@@ -1,0 +1,75 @@
+"""``bglab serve``: the HTTP API and web page (FastAPI + uvicorn; needs the ``serve`` extra)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from bglab.commands._common import err_console
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to listen on; 127.0.0.1 = this machine only. The server has no "
+                                  "authentication: bind other addresses only on a trusted network."),
+    port: int = typer.Option(7860, "--port", help="TCP port to listen on."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1,
+                                help="Worker processes; each loads its own model session once."),
+    backend: str = typer.Option(None, "--backend", "-b",
+                                help="Default segmenter when a request names none (see `bglab backends`); "
+                                     "default: unet."),
+    allow: list[str] = typer.Option(None, "--allow",
+                                    help="Segmenters clients may choose (repeatable); default: every "
+                                         "registered one except mask-files, which is never served."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb",
+                                        help="Largest request body in MiB (image + background); 413 above."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels",
+                                   help="Largest image in pixels, checked from the header before decoding; "
+                                        "422 above."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1,
+                                    help="Images processed at once per worker (threads doing CPU work)."),
+    queue: int = typer.Option(8, "--queue", min=0,
+                              help="Requests that may wait per worker; more get 503 with Retry-After."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request (waiting included); 504 after."),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="CPU threads per model session; 0 = CPU cores / workers."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error."),
+) -> None:
+    """Serve the HTTP API (POST /api/remove, POST /api/segment, GET /api/backends, /healthz, /docs) and the
+    web page at / until interrupted (Ctrl+C)."""
+    from bglab.errors import BackendError, BglabError
+    from bglab.segment import DEFAULT_SEGMENTER, backends, is_available
+    from bglab.server.settings import ServerSettings
+
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401  (python-multipart)
+        import uvicorn
+    except ImportError as exc:
+        raise BglabError(f"bglab serve needs the 'serve' extra ({exc})",
+                         hint="pip install 'bglab[serve]'") from None
+    settings = ServerSettings(
+        host=host, port=port, workers=workers, backend=backend or DEFAULT_SEGMENTER, backends=tuple(allow or ()),
+        max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, concurrency=concurrency, queue=queue,
+        timeout=timeout, threads=threads,
+    )
+    ok, why = is_available(settings.backend)  # raises BackendError for an unknown name
+    kinds = {b.name: b.kind for b in backends()}
+    if kinds[settings.backend] != "segmenter":
+        raise BackendError(f"backend {settings.backend!r} is a {kinds[settings.backend]}, not a segmenter",
+                           hint="choose a segmenter from `bglab backends`")
+    if not ok:
+        raise BackendError(f"backend {settings.backend!r} is not available: {why}")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can use the "
+                          "server (there is no authentication)")
+    os.environ.update(settings.to_env())  # worker processes read their settings from here
+    err_console.print(f"bglab serve: http://{host}:{port}/  (API docs /docs, {workers} worker(s), "
+                      f"default backend {settings.backend})", highlight=False)
+    uvicorn.run("bglab.server.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,100 @@
+"""Server settings: one frozen dataclass, read from ``BGLAB_SERVE_*`` environment variables for worker processes.
+
+``bglab serve --workers N`` starts uvicorn with an import string (``bglab.server.app:create_app_from_env``),
+so each worker process builds its own app; the command writes its settings to the environment
+(:meth:`ServerSettings.to_env`) and every worker reads them back (:meth:`ServerSettings.from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+from bglab.errors import ConfigError
+
+ENV_PREFIX = "BGLAB_SERVE_"
+
+REFUSED_BACKENDS: frozenset[str] = frozenset({"mask-files"})
+"""Backends the server never runs: ``mask-files`` reads masks from a folder path, and clients give no paths."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the HTTP server needs; defaults are safe for a laptop on loopback."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    workers: int = 1
+    backend: str = "unet"  # default segmenter when a request names none
+    backends: tuple[str, ...] = ()  # allow-list of segmenters clients may ask for; () = every registered one
+    max_upload_bytes: int = 20 * 1024 * 1024  # whole request body (image + background + form fields)
+    max_pixels: int = 40_000_000  # decoded image size (header check, before decoding): 40 MP
+    concurrency: int = 1  # images processed at once per process (threads doing CPU work)
+    queue: int = 8  # requests allowed to wait for a slot per process; more get 503 + Retry-After
+    timeout: float = 60.0  # seconds per request (waiting + processing) before 504
+    threads: int = 0  # CPU threads per model session; 0 = cores / workers
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
+            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (self.max_upload_bytes >= 1024, f"max upload must be >= 1024 bytes, got {self.max_upload_bytes}"),
+            (self.max_pixels >= 1, f"max pixels must be >= 1, got {self.max_pixels}"),
+            (self.concurrency >= 1, f"concurrency must be >= 1, got {self.concurrency}"),
+            (self.queue >= 0, f"queue must be >= 0, got {self.queue}"),
+            (self.timeout > 0, f"timeout must be > 0 seconds, got {self.timeout}"),
+            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message, hint="see `bglab serve --help`")
+        if self.backend in REFUSED_BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} cannot be served",
+                              hint="it reads files by path; serve a model backend such as unet or chroma")
+
+    @property
+    def session_threads(self) -> int:
+        """CPU threads per model session: ``threads``, or the cores shared out between the workers."""
+        if self.threads:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def allows(self, name: str) -> bool:
+        """Whether clients may ask for backend ``name`` (refused backends never are)."""
+        if name in REFUSED_BACKENDS:
+            return False
+        return not self.backends or name in self.backends or name == self.backend
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as ``BGLAB_SERVE_*`` variables (read back by :meth:`from_env`)."""
+        out = {}
+        for key, value in asdict(self).items():
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            out[ENV_PREFIX + key.upper()] = text
+        return out
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
+        """Settings from ``BGLAB_SERVE_*`` variables; unset ones keep their defaults."""
+        env = os.environ if env is None else env
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = f.default
+            try:
+                if isinstance(default, tuple):
+                    kwargs[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+                elif isinstance(default, bool):
+                    kwargs[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int):
+                    kwargs[f.name] = int(raw)
+                elif isinstance(default, float):
+                    kwargs[f.name] = float(raw)
+                else:
+                    kwargs[f.name] = raw
+            except ValueError:
+                raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {f.name}") from None
+        return cls(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,106 @@
+"""``bglab preprocess``: run a preprocessing pipeline over whole data sets (parallel, resumable)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from bglab.commands._common import console, err_console, parse_options, progress_bar
+
+
+def preprocess(
+    srcs: list[str] = typer.Argument(..., metavar="SRC...",
+                                     help="Sources: ImageFolder folders, CSV manifests, or ORIGIN=PATH."),
+    dst: Path = typer.Argument(..., metavar="DST", help="Output folder."),
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML / TOML / JSON); flags "
+                                                             "below override or add steps."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (one backend session each)."),
+    size: int = typer.Option(None, "--size", help="Resize to SIZE x SIZE, keeping the aspect ratio (padded)."),
+    grey: bool = typer.Option(False, "--grey", "--gray", help="Convert to greyscale."),
+    crop: bool = typer.Option(False, "--crop", help="Crop to the located box (else the mask's box)."),
+    margin: float = typer.Option(None, "--margin", help="Crop margin, fraction of the box per side (implies --crop)."),
+    square: bool = typer.Option(None, "--square/--no-square", help="Square crops."),
+    backend: str = typer.Option(None, "--backend", "-b", help="Segmenter backend (see `bglab backends`)."),
+    option: list[str] = typer.Option(None, "--option", help="Segmenter option key=value (repeatable)."),
+    locator: str = typer.Option(None, "--locator", "-l", help="Locator backend, e.g. mediapipe-hands, mask-box."),
+    locator_option: list[str] = typer.Option(None, "--locator-option", help="Locator option key=value."),
+    on_missing: str = typer.Option(None, "--on-missing", help="No box found: keep | skip | mask-box."),
+    background: str = typer.Option(None, "--background", help="remove | colour | blur | swap | keep."),
+    color: str = typer.Option(None, "--color", "--colour", help="Background colour (#rrggbb, r,g,b, name)."),
+    dropout: float = typer.Option(None, "--dropout", help="Pixel dropout probability (seeded per sample)."),
+    noise: float = typer.Option(None, "--noise", help="Gaussian noise sigma, 0..255 units (seeded per sample)."),
+    seed: int = typer.Option(None, "--seed", help="Global seed of the random steps."),
+    fmt: str = typer.Option(None, "--format", help="Output format: png (default), webp, jpg."),
+    engine: str = typer.Option("local", "--engine", help="local (process pool) | ray (extra 'ray')."),
+    engine_option: list[str] = typer.Option(None, "--engine-option",
+                                            help="Engine option key=value, e.g. address=ray://head:10001."),
+    chunk: int = typer.Option(8, "--chunk", help="Images per task (batched inference)."),
+    manifest: bool = typer.Option(False, "--manifest", help="Treat every SRC as a CSV manifest (default: "
+                                                             "files ending .csv are manifests)."),
+    limit: int = typer.Option(None, "--limit",
+                              help="Only N samples, evenly spaced over the sorted list (a quick check)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo every sample (forget the journal)."),
+    show_config: bool = typer.Option(False, "--show-config", help="Print the resolved pipeline and exit."),
+) -> None:
+    """Preprocess data sets: DST/<origin>/<class>/<stem>.png, DST/manifest.parquet, DST/summary.csv.
+
+    Kill it at any time and run it again: finished samples are skipped. Exit code 0 when nothing failed
+    (samples where no box was found are results, not failures), 1 when any sample failed.
+    """
+    from bglab.commands._common import parse_color
+    from bglab.pipeline import Pipeline, apply_overrides, load_config
+    from bglab.preprocess import preprocess as run, summary_table
+
+    base = load_config(config) if config is not None else None
+    cfg = apply_overrides(
+        base, locator=locator, locator_options=parse_options(locator_option), on_missing=on_missing,
+        backend=backend, options=parse_options(option), background=background,
+        color=list(parse_color(color)) if color else None, crop=crop, margin=margin, square=square, size=size,
+        grey=grey, dropout=dropout, noise=noise, seed=seed, fmt=fmt)
+    pipe = Pipeline.from_config(cfg)
+    if show_config:
+        console.print(pipe.to_yaml(), highlight=False)
+        return
+
+    t0 = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task("preprocess", total=None, rate="")
+        state = {"n": 0, "t": time.perf_counter()}
+
+        def start(total: int, resumed: int) -> None:
+            progress.update(task, total=total, completed=resumed)
+            if resumed:
+                progress.console.print(f"resuming: {resumed} of {total} sample(s) already done")
+            state["t"] = time.perf_counter()
+
+        def tick(rec: dict) -> None:
+            state["n"] += 1
+            rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
+            progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
+            if rec["status"] == "failed":
+                progress.console.print(f"[red]failed[/] {rec['error']}", highlight=False)
+
+        rep = run(srcs, dst, cfg, workers=workers, chunk=chunk, engine=engine, overwrite=overwrite, limit=limit,
+                  manifest=manifest or None, on_start=start, on_progress=tick,
+                  engine_options=parse_options(engine_option))
+    for p in rep.problems:
+        err_console.print(f"[yellow]manifest row skipped:[/] {p}", highlight=False)
+    console.print(summary_table(rep.summary, title=f"bglab preprocess ({pipe!r})"))
+    elapsed = time.perf_counter() - t0
+    rate = rep.processed / elapsed if elapsed > 0 else 0.0
+    console.print(f"{rep.processed} processed, {rep.resumed} already done, {rep.count('failed')} failed in "
+                  f"{elapsed:.1f} s ({rate:.1f} img/s, {workers} worker(s)); outputs in {dst}; manifest "
+                  f"{rep.manifest_path.name if rep.manifest_path else '-'}; summary summary.csv", highlight=False)
+    if rep.interrupted:
+        err_console.print("[red]interrupted[/]: run the same command again to resume")
+        raise typer.Exit(130)
+    if rep.exit_code:
+        n = len(rep.failed) + len(rep.problems)
+        err_console.print(f"[bold red]{n} sample(s) failed[/]; see the manifest's error column")
+        raise typer.Exit(rep.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("preprocess")(preprocess)

@@ -1,0 +1,1 @@
+"""Execution engines for ``bglab preprocess`` beyond the built-in local process pool (``bglab.preprocess``)."""

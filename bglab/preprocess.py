@@ -1,0 +1,666 @@
+"""Run a :class:`~bglab.pipeline.Pipeline` over whole data sets: parallel, resumable, with a manifest and summary.
+
+Layout of ``DST``::
+
+    DST/<origin>/<class>/<stem>.png   one output per input (format from the config's ``output.format``)
+    DST/manifest.parquet              one row per sample (``manifest.csv`` when pyarrow is missing)
+    DST/summary.csv                   found / not found / failed per origin x class, with totals
+    DST/pipeline.yaml                 the resolved pipeline config the outputs were made with
+    DST/.journal/run-*.jsonl          append-only journal: one line per finished sample
+
+Safety: every output is written atomically (:func:`bglab.io.write_image`) by a worker, and only after that
+does the main process append the sample's journal line (``fsync`` once per chunk). A restart skips the
+samples whose journal line exists *and* whose output file exists (``skipped`` samples have no output by
+design; ``failed`` ones are retried), removes temp files left by a killed write, and rebuilds the manifest
+from the journal, atomically. So a run can be killed at any moment and resumed: no half-written output, no
+sample journalled twice, a manifest that matches the files.
+
+Statuses: ``done`` (output written; located, or no locate step), ``not-found`` (no box found, output still
+written as ``on_missing: keep | mask-box`` says), ``skipped`` (no box and ``on_missing: skip``: no output),
+``failed`` (unreadable file, backend error, output name clash: ``error`` says why). Only ``failed`` makes the
+run's exit code 1: not finding a hand is a result (it is what the summary measures), not an error.
+
+Engines: ``local`` runs in this process (``workers=1``) or a process pool (``forkserver`` / ``spawn``) with one
+backend session per worker (``Runtime(threads=1)``), chunks of ``chunk`` images per task (batched inference)
+and at most ``2 x workers`` chunks in flight. ``ray`` is :mod:`bglab.engines.ray_engine`. From a Python
+script with ``workers > 1``, call :func:`preprocess` under ``if __name__ == "__main__":`` (worker processes
+import the main module, as always with ``spawn`` / ``forkserver``).
+
+Only the samples of the current sources are in the manifest; outputs left in DST by earlier runs over other
+sources (or another ``--limit``) stay on disk but are not listed.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import multiprocessing as mp
+import os
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bglab.dataset import Sample
+from bglab.errors import BglabError, ConfigError, DatasetError
+
+__all__ = [
+    "ENGINES", "Item", "PreprocessReport", "Journal", "collect_samples", "plan", "preprocess", "summarize",
+]
+
+ENGINES = ("local", "ray")
+JOURNAL_DIR = ".journal"
+_TMP_RE = re.compile(r"^\..+\.tmp$")
+_UNSAFE = re.compile(r"[^\w.+-]+")
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def _parse_source(src: str | Path) -> tuple[str | None, Path]:
+    text = str(src)
+    if "=" in text and not Path(text).exists():
+        name, _, path = text.partition("=")
+        if name and path:
+            return name, Path(path)
+    return None, Path(text)
+
+
+def collect_samples(sources: Sequence[str | Path | Sequence[Sample]], *, manifest: bool | None = None
+                    ) -> tuple[list[Sample], list[str]]:
+    """Samples from ImageFolder trees and / or CSV manifests, each keeping its origin; plus row problems.
+
+    A source is a folder (origin = its name), a ``.csv`` manifest (or any file with ``manifest=True``),
+    ``ORIGIN=PATH`` to name the origin, or an already-built list of samples. Two sources with the same origin
+    name are refused (their outputs would mix).
+    """
+    from bglab.dataset import combine, read_imagefolder, read_manifest
+
+    parts: list[list[Sample]] = []
+    problems: list[str] = []
+    origin_of: dict[str, str] = {}
+    for src in sources:
+        if not isinstance(src, str | Path):
+            parts.append(list(src))
+            continue
+        name, path = _parse_source(src)
+        if path.is_file() and (manifest or path.suffix.lower() == ".csv"):
+            samples, probs = read_manifest(path, strict=False)
+            if name:
+                from dataclasses import replace
+
+                samples = [replace(s, origin=name) for s in samples]
+            problems.extend(str(p) for p in probs)
+        elif path.is_dir() and not manifest:
+            samples = read_imagefolder(path, origin=name)
+        elif not path.exists():
+            raise DatasetError("source not found", path=path, hint="pass an ImageFolder folder or a CSV manifest")
+        else:
+            raise DatasetError("cannot read this source", path=path,
+                               hint="pass a folder of class sub-folders, or a .csv manifest (path,label,...)")
+        for o in {s.origin for s in samples}:
+            if o in origin_of and origin_of[o] != str(path):
+                raise DatasetError(f"two sources have the origin name {o!r}: {origin_of[o]} and {path}",
+                                   path=path, hint=f"name them: OTHERNAME={path}")
+            origin_of[o] = str(path)
+        parts.append(samples)
+    return combine(*parts), problems
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work (picklable): the sample's key, input file, output path relative to DST and labels."""
+
+    key: str
+    input: str
+    output: str
+    origin: str
+    label: str
+
+
+def _safe(name: str) -> str:
+    s = _UNSAFE.sub("_", str(name)).strip("._") or "_"
+    return s
+
+
+def sample_key(s: Sample) -> str:
+    """The sample's stable key: ``origin/label/filename`` (also the seed of its random distortions)."""
+    return f"{s.origin}/{s.label}/{Path(s.path).name}"
+
+
+def plan(samples: Iterable[Sample], fmt: str = "png") -> tuple[list[Item], list[dict[str, Any]]]:
+    """Work items, and failure records for samples whose output name clashes with an earlier one."""
+    items: list[Item] = []
+    clashes: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    keys: set[str] = set()
+    for s in samples:
+        key = sample_key(s)
+        out = f"{_safe(s.origin)}/{_safe(s.label)}/{_safe(Path(s.path).stem)}.{fmt}"
+        if out in seen or key in keys:
+            clashes.append(_record(Item(key, str(s.path), "", s.origin, s.label), "failed",
+                                   error=f"{s.path}: output name {out} clashes with {seen.get(out, key)}; "
+                                         "rename one of them"))
+            continue
+        seen[out] = str(s.path)
+        keys.add(key)
+        items.append(Item(key, str(s.path), out, s.origin, s.label))
+    return items, clashes
+
+
+def _record(item: Item, status: str, *, error: str = "", result: Any = None, timings: Mapping[str, float] = (),
+            ) -> dict[str, Any]:
+    rec: dict[str, Any] = {"key": item.key, "input": item.input,
+                           "output": item.output if status in ("done", "not-found") else "",
+                           "origin": item.origin, "label": item.label, "status": status,
+                           "found": None, "box_source": "", "box": None, "coverage": None,
+                           "timings": dict(timings), "error": error}
+    if result is not None:
+        rec["found"] = result.found
+        rec["box_source"] = result.box_source
+        rec["box"] = None if result.box is None else [round(v, 3) for v in result.box.xyxy]
+        rec["coverage"] = None if result.coverage is None else round(float(result.coverage), 6)
+        rec["timings"].update(result.timings)
+    rec["timings"] = {k: round(v, 6) for k, v in rec["timings"].items()}
+    return rec
+
+
+# --------------------------------------------------------------------------------------------- workers
+
+
+class Worker:
+    """One pipeline session that reads, processes and writes chunks of items (in a pool process or here)."""
+
+    def __init__(self, config: Mapping[str, Any], dst: str | Path, threads: int = 0,
+                 max_pixels: int | None = None) -> None:
+        from bglab.pipeline import Pipeline
+        from bglab.segment import Runtime
+
+        if threads > 0:
+            import cv2
+
+            cv2.setNumThreads(threads)
+        runtime = Runtime(threads=threads) if threads > 0 else Runtime.from_env()
+        self.pipeline = Pipeline.from_config(dict(config), runtime=runtime).open()
+        self.dst = Path(dst)
+        self.max_pixels = max_pixels
+
+    def process(self, items: Sequence[Item]) -> list[dict[str, Any]]:
+        from bglab.io import read_image, write_image
+
+        records: dict[int, dict[str, Any]] = {}
+        images, idx, reads = [], [], []
+        for i, it in enumerate(items):
+            t0 = time.perf_counter()
+            try:
+                images.append(read_image(it.input, max_pixels=self.max_pixels))
+                idx.append(i)
+                reads.append(time.perf_counter() - t0)
+            except BglabError as exc:
+                records[i] = _record(it, "failed", error=str(exc), timings={"read": time.perf_counter() - t0})
+            except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
+                records[i] = _record(it, "failed", error=f"{it.input}: unexpected {type(exc).__name__}: {exc}")
+        results = self.pipeline.run_batch(images, sources=[items[i].input for i in idx],
+                                          keys=[items[i].key for i in idx]) if images else []
+        for i, t_read, res in zip(idx, reads, results, strict=True):
+            it = items[i]
+            timings = {"read": t_read}
+            if res.status in ("done", "not-found"):
+                t0 = time.perf_counter()
+                try:
+                    write_image(self.dst / it.output, res.image, quality=self.pipeline.quality)
+                except BglabError as exc:
+                    records[i] = _record(it, "failed", error=str(exc), timings=timings)
+                    continue
+                timings["write"] = time.perf_counter() - t0
+            records[i] = _record(it, res.status, error=res.error, result=res, timings=timings)
+        for rec in records.values():
+            rec["timings"]["total"] = round(sum(v for k, v in rec["timings"].items() if k != "total"), 6)
+        return [records[i] for i in range(len(items))]
+
+
+_WORKER: Worker | None = None
+_WORKER_ERROR: BaseException | None = None
+
+
+def _init_worker(config: Mapping[str, Any], dst: str, threads: int, max_pixels: int | None) -> None:
+    global _WORKER, _WORKER_ERROR
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(max(threads, 1)))
+    try:
+        _WORKER = Worker(config, dst, threads, max_pixels)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the first task, so the caller sees the real error
+        _WORKER_ERROR = exc
+
+
+def _run_chunk(items: Sequence[Item]) -> list[dict[str, Any]]:
+    if _WORKER is None:
+        raise _WORKER_ERROR or BglabError("preprocess worker was not initialised")
+    return _WORKER.process(items)
+
+
+_PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.pipeline", "bglab.preprocess",
+            "bglab.segment"]
+
+
+def _pool_context() -> Any:
+    """``forkserver`` (workers fork from a server that has imported numpy, OpenCV and bglab once) or ``spawn``."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+# --------------------------------------------------------------------------------------------- journal
+
+
+class Journal:
+    """Append-only JSONL journal in ``DST/.journal``: one file per run, one line per finished sample."""
+
+    def __init__(self, dst: Path) -> None:
+        self.dir = Path(dst) / JOURNAL_DIR
+        self._fh: Any = None
+
+    def files(self) -> list[Path]:
+        return sorted(self.dir.glob("run-*.jsonl")) if self.dir.is_dir() else []
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every complete line of every run, oldest first (a line torn by a kill is ignored)."""
+        for f in self.files():
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.endswith("\n"):
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(rec, dict) and "key" in rec:
+                        yield rec
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for rec in self.records():
+            out[rec["key"]] = rec
+        return out
+
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        self._fh = open(self.dir / f"run-{stamp}-{os.getpid()}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append lines and make them durable (one fsync per call: per chunk)."""
+        for rec in records:
+            self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def clear(self) -> None:
+        for f in self.files():
+            f.unlink()
+
+
+def remove_temp_files(dst: Path) -> int:
+    """Delete temp files (``.<name>.*.tmp``) that a killed atomic write left under ``dst``; returns the count."""
+    n = 0
+    for dirpath, _, filenames in os.walk(dst):
+        for name in filenames:
+            if _TMP_RE.match(name):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+                except OSError:
+                    pass
+    return n
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class PreprocessReport:
+    """What a run did: one record per sample (this run's and resumed ones), totals, where things are."""
+
+    dst: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    resumed: int = 0
+    processed: int = 0
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    manifest_path: Path | None = None
+    summary_path: Path | None = None
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.records)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed (not-found and skipped are results, not failures), else 1."""
+        return 1 if (self.failed or self.problems) else 0
+
+
+def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows per origin x class, then per origin (class ``all``) and overall (``all``/``all``).
+
+    ``found`` counts samples whose box came from a locator; ``not_found`` those where none did (statuses
+    not-found and skipped); ``failed`` errors. ``found_pct`` = found / (found + not_found), failures excluded:
+    the detection rate of the reference study. Without a locate step ``found`` counts finished samples.
+    """
+    cells: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        st = r["status"]
+        kind = "failed" if st == "failed" else (
+            "not_found" if st in ("not-found", "skipped") or r.get("found") is False else "found")
+        for key in ((r["origin"], r["label"]), (r["origin"], "all"), ("all", "all")):
+            cells[key]["images"] += 1
+            cells[key][kind] += 1
+            cells[key]["skipped"] += st == "skipped"
+    rows = []
+    order = sorted(cells, key=lambda k: (k[0] == "all", k[0], k[1] == "all", k[1]))
+    for origin, label in order:
+        c = cells[(origin, label)]
+        seen = c["found"] + c["not_found"]
+        rows.append({"origin": origin, "label": label, "images": c["images"], "found": c["found"],
+                     "not_found": c["not_found"], "skipped": c["skipped"], "failed": c["failed"],
+                     "found_pct": round(100.0 * c["found"] / seen, 2) if seen else None})
+    return rows
+
+
+_MANIFEST_BASE = ("key", "input", "output", "origin", "label", "status", "found", "box_source",
+                  "box_x0", "box_y0", "box_x1", "box_y1", "coverage")
+
+
+def _manifest_rows(records: Sequence[Mapping[str, Any]], step_labels: Sequence[str]) -> tuple[list[str], list]:
+    tcols = ["read", *step_labels, "write", "total"]
+    extra = sorted({k for r in records for k in r.get("timings", {})} - set(tcols))
+    tcols += extra
+    cols = [*_MANIFEST_BASE, *(f"t_{t}" for t in tcols), "error"]
+    rows = []
+    for r in records:
+        box = r.get("box") or [None] * 4
+        t = r.get("timings", {})
+        rows.append([r["key"], r["input"], r["output"], r["origin"], r["label"], r["status"], r.get("found"),
+                     r.get("box_source", ""), *box, r.get("coverage"), *(t.get(k) for k in tcols),
+                     r.get("error", "")])
+    return cols, rows
+
+
+def write_manifest(dst: Path, records: Sequence[Mapping[str, Any]], step_labels: Sequence[str]) -> Path:
+    """``DST/manifest.parquet`` (``.csv`` without pyarrow), written atomically."""
+    import pandas as pd
+
+    from bglab.io import atomic_write_bytes
+
+    cols, rows = _manifest_rows(records, step_labels)
+    df = pd.DataFrame(rows, columns=cols)
+    df["found"] = df["found"].astype("boolean")
+    for c in cols:
+        if c.startswith(("box_x", "box_y", "t_")) or c == "coverage":
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    try:
+        import pyarrow  # noqa: F401
+
+        buf = _io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return atomic_write_bytes(dst / "manifest.parquet", buf.getvalue(), fsync=True)
+    except ImportError:
+        return atomic_write_bytes(dst / "manifest.csv", df.to_csv(index=False).encode(), fsync=True)
+
+
+def read_output_manifest(dst: str | Path) -> Any:
+    """The manifest of a finished run as a pandas DataFrame (parquet or CSV, whichever is there)."""
+    import pandas as pd
+
+    dst = Path(dst)
+    if (dst / "manifest.parquet").is_file():
+        return pd.read_parquet(dst / "manifest.parquet")
+    if (dst / "manifest.csv").is_file():
+        return pd.read_csv(dst / "manifest.csv", keep_default_na=False)
+    raise DatasetError("no manifest.parquet or manifest.csv", path=dst, hint="run bglab preprocess first")
+
+
+def write_summary(dst: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    import csv
+
+    from bglab.io import atomic_write_text
+
+    buf = _io.StringIO()
+    cols = ["origin", "label", "images", "found", "not_found", "skipped", "failed", "found_pct"]
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r[c] is None else r[c] for c in cols])
+    return atomic_write_text(dst / "summary.csv", buf.getvalue())
+
+
+def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "found / not found / failed") -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in ("origin", "class", "images", "found", "not found", "failed", "found %"):
+        table.add_column(c, justify="left" if c in ("origin", "class") else "right")
+    for r in rows:
+        pct = "" if r["found_pct"] is None else f"{r['found_pct']:.1f}"
+        style = "bold" if r["label"] == "all" else None
+        table.add_row(r["origin"], r["label"], str(r["images"]), str(r["found"]), str(r["not_found"]),
+                      str(r["failed"]), pct, style=style)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+
+def _chunks(items: Sequence[Item], n: int) -> list[list[Item]]:
+    return [list(items[i:i + n]) for i in range(0, len(items), n)]
+
+
+def _check_dst_config(dst: Path, config: Mapping[str, Any], journal: Journal, overwrite: bool) -> None:
+    import yaml
+
+    path = dst / "pipeline.yaml"
+    if overwrite or not path.is_file() or not journal.files():
+        return
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - an unreadable record is treated as different
+        old = None
+    if old != dict(config):
+        raise ConfigError("this output folder was made with a different pipeline config", path=path,
+                          hint="use a new DST, or --overwrite to redo every sample with the new config")
+
+
+def preprocess(
+    sources: Sequence[str | Path | Sequence[Sample]],
+    dst: str | Path,
+    config: Mapping[str, Any] | str | Path,
+    *,
+    workers: int = 1,
+    chunk: int = 8,
+    engine: str = "local",
+    overwrite: bool = False,
+    limit: int | None = None,
+    manifest: bool | None = None,
+    max_pixels: int | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    engine_options: Mapping[str, Any] | None = None,
+) -> PreprocessReport:
+    """Run the pipeline over every sample of ``sources`` into ``dst``; see the module doc for the layout.
+
+    ``on_start(total, resumed)`` is called once before processing, ``on_progress(record)`` per finished
+    sample. Returns the report; ``report.exit_code`` is 1 when any sample failed.
+    """
+    from bglab.pipeline import Pipeline
+
+    t_start = time.perf_counter()
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
+    if int(workers) < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if int(chunk) < 1:
+        raise ConfigError(f"chunk must be >= 1, got {chunk}")
+    pipe = Pipeline.from_config(config)  # validates; no backend is opened here
+    resolved = pipe.to_config()
+    samples, problems = collect_samples(sources, manifest=manifest)
+    if limit is not None and int(limit) < len(samples):
+        step = len(samples) / max(int(limit), 1)  # an evenly spaced subset: every class gets its share
+        samples = [samples[int(i * step)] for i in range(int(limit))]
+    if not samples:
+        raise DatasetError("no input images found", hint="check SRC")
+    items, clashes = plan(samples, pipe.format)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    journal = Journal(dst)
+    lock = _lock(dst)
+    try:
+        return _preprocess_locked(pipe, resolved, items, clashes, problems, dst, journal, t_start,
+                                  workers=workers, chunk=chunk, engine=engine, overwrite=overwrite,
+                                  max_pixels=max_pixels, on_start=on_start, on_progress=on_progress,
+                                  engine_options=engine_options)
+    finally:
+        _unlock(lock)
+
+
+def _lock(dst: Path) -> Any:
+    """An exclusive lock on ``DST/.journal/lock`` (released by the OS if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        return None
+    (dst / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
+    fh = open(dst / JOURNAL_DIR / "lock", "a")  # noqa: SIM115
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ConfigError("another bglab preprocess is writing to this folder", path=dst,
+                          hint="wait for it to finish, or use another DST") from None
+    return fh
+
+
+def _unlock(fh: Any) -> None:
+    if fh is not None:
+        fh.close()
+
+
+def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item], clashes: list[dict[str, Any]],
+                       problems: list[str], dst: Path, journal: Journal, t_start: float, *, workers: int,
+                       chunk: int, engine: str, overwrite: bool, max_pixels: int | None,
+                       on_start: Callable[[int, int], None] | None,
+                       on_progress: Callable[[dict[str, Any]], None] | None,
+                       engine_options: Mapping[str, Any] | None) -> PreprocessReport:
+    from bglab.io import atomic_write_text
+
+    _check_dst_config(dst, resolved, journal, overwrite)
+    remove_temp_files(dst)
+    if overwrite:
+        journal.clear()
+    atomic_write_text(dst / "pipeline.yaml", pipe.to_yaml())
+
+    latest = journal.latest()
+    todo: list[Item] = []
+    resumed = 0
+    for it in items:
+        rec = latest.get(it.key)
+        if rec is not None and rec.get("input") == it.input and (
+                rec["status"] == "skipped" or (rec["status"] in ("done", "not-found")
+                                               and rec.get("output") == it.output
+                                               and (dst / it.output).is_file())):
+            resumed += 1
+            continue
+        todo.append(it)
+    report = PreprocessReport(dst=dst, resumed=resumed, problems=problems)
+    if on_start is not None:
+        on_start(len(items), resumed)
+
+    journal.open()
+    try:
+        run = _run_ray if engine == "ray" else _run_local
+        for recs in run(todo, dst, resolved, workers=int(workers), chunk=int(chunk), max_pixels=max_pixels,
+                        engine_options=dict(engine_options or {})):
+            journal.append(recs)
+            report.processed += len(recs)
+            if on_progress is not None:
+                for r in recs:
+                    on_progress(r)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        journal.close()
+        latest = journal.latest()
+        report.records = [latest[it.key] for it in items if it.key in latest] + clashes
+        report.summary = summarize(report.records)
+        report.manifest_path = write_manifest(dst, report.records, pipe.step_labels)
+        report.summary_path = write_summary(dst, report.summary)
+        report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _run_local(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,
+               max_pixels: int | None, engine_options: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    chunks = _chunks(todo, chunk)
+    if not chunks:
+        return
+    if workers == 1:
+        w = Worker(config, dst, 0, max_pixels)
+        for c in chunks:
+            yield w.process(c)
+        w.pipeline.close()
+        return
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_init_worker,
+                             initargs=(dict(config), str(dst), 1, max_pixels))
+    pending: set[Future] = set()
+    it = iter(chunks)
+    try:
+        for c in it:
+            pending.add(ex.submit(_run_chunk, c))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    records = f.result()
+                except BrokenProcessPool as exc:
+                    raise BglabError(f"a worker process died ({exc})",
+                                     hint="finished samples are kept: run the same command again to resume; "
+                                          "--workers 1 shows the error in this process") from None
+                yield records
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(ex.submit(_run_chunk, nxt))
+    finally:
+        for f in pending:
+            f.cancel()
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_ray(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,
+             max_pixels: int | None, engine_options: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    from bglab.engines.ray_engine import run_chunks
+
+    yield from run_chunks(_chunks(todo, chunk), str(dst), dict(config), workers=workers,
+                          max_pixels=max_pixels, **engine_options)
+
+
+def item_dict(item: Item) -> dict[str, str]:
+    return asdict(item)

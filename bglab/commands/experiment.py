@@ -1,0 +1,140 @@
+"""``bglab experiment CONFIG``: run (or resume) a background experiment; ``bglab eval-cls``: score its models.
+
+``experiment`` trains every protocol x arm x variant x seed the config asks for into ``--out`` (default
+``work/experiments/<name>``, ``<name>-quick`` with ``--quick``), resuming an interrupted run, then writes
+``summary.json`` and ``report.html``. ``eval-cls RUN_DIR DATA_DIR`` preprocesses an ImageFolder data set
+with each finished run's arm pipeline and reports the accuracy of its final model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bglab.errors import BglabError, DatasetError
+
+
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/rps-reference.yaml).",
+                                           show_default=False)],
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the config's quick: profile (CI-sized run).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (resumed when it exists).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: the config's).")] = None,
+    max_epochs: Annotated[int | None, typer.Option(
+        "--max-epochs", help="Stop after training this many epochs in total (resume later).", min=1)] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu (bit-reproducible), cuda or auto.")] = "cpu",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every epoch.")] = False,
+) -> None:
+    """Train and compare the preprocessing arms of an experiment; writes metrics, checkpoints and a report."""
+    from rich.markup import escape
+
+    from bglab.commands._common import console, err_console
+    from bglab.experiment.config import load_experiment_config
+    from bglab.experiment.runner import run_experiment
+
+    cfg = load_experiment_config(config, quick=quick)
+    run_dir = out or Path("work") / "experiments" / (f"{cfg.name}-quick" if quick else cfg.name)
+    runs = cfg.runs()
+    console.print(f"experiment [bold]{cfg.name}[/]{' (quick)' if quick else ''}: {len(runs)} run(s) "
+                  f"({len(cfg.used_arms())} arm(s), {len(cfg.seeds)} seed(s)) -> {run_dir}", highlight=False)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        if verbose or " epoch " not in msg:
+            err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s[/] {escape(msg)}", highlight=False)
+
+    summary = run_experiment(cfg, run_dir, max_epochs=max_epochs, threads=threads, log=log, device=device)
+    if not summary.get("complete"):
+        console.print(f"stopped after the epoch budget; run the same command again to continue ({run_dir})")
+        raise typer.Exit(0)
+    for v in summary.get("verdicts", []):
+        if v["distortion"] == "clean":
+            colour = "red" if v["rejected"] else "green"
+            console.print(f"[{colour}]{escape(v['study'] + ': ' + v['text'])}[/]", highlight=False)
+    console.print(f"done in {time.perf_counter() - t0:.0f} s: {run_dir / 'report.html'}", highlight=False)
+
+
+def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None) -> list[dict[str, Any]]:
+    """Accuracy (overall and per class) of every finished run's final model on an ImageFolder data set."""
+    import numpy as np
+    import torch
+
+    from bglab.dataset import read_imagefolder
+    from bglab.experiment.config import ArmConfig
+    from bglab.experiment.data import prepare_arm
+    from bglab.experiment.runner import _predict, _to_tensor, load_checkpoint
+    from bglab.train.classifiers import build_classifier
+
+    ckpts = sorted((run_dir / "checkpoints").glob("*.safetensors"))
+    if not ckpts:
+        raise BglabError("no checkpoints in the run directory", path=run_dir,
+                         hint="run `bglab experiment CONFIG --out RUN_DIR` first")
+    samples = read_imagefolder(data_dir)
+    results: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}
+    ok_cache: dict[str, Any] = {}
+    for path in ckpts:
+        state, weights, _ = load_checkpoint(path)
+        if not state.get("done") or (runs and state["run"] not in runs):
+            continue
+        classes = list(state["classes"])
+        unknown = sorted({s.label for s in samples} - set(classes))
+        if unknown:
+            raise DatasetError(f"classes {unknown} were not trained (the model knows {classes})", path=data_dir,
+                               hint="use class folders named like the training classes")
+        pkey = json.dumps(state["pipeline"], sort_keys=True)
+        if pkey not in cache:
+            arm = ArmConfig(state["arm"], [], state["pipeline"])
+            imgs = prepare_arm(arm, samples, size=int(state["size"]), channels=int(state["channels"]), cache_dir=None)
+            cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
+        x, ok = cache[pkey], ok_cache[pkey]
+        y = np.array([classes.index(s.label) for s in samples], np.int64)[ok]
+        opts = {k: v for k, v in state["model"].items() if k != "name"}
+        model = build_classifier(state["model"]["name"], len(classes), int(state["channels"]), int(state["size"]),
+                                 **opts)
+        model.load_state_dict(weights)
+        pred, loss = _predict(model, _to_tensor(x[ok]), torch.from_numpy(y))
+        per_class = {c: (float((pred[y == i] == i).mean()) if (y == i).any() else None)
+                     for i, c in enumerate(classes)}
+        results.append({"run": state["run"], "protocol": state["protocol"], "arm": state["arm"],
+                        "variant": state["variant"], "seed": state["seed"], "n": int(len(y)),
+                        "failed": int((~ok).sum()), "accuracy": float((pred == y).mean()) if len(y) else None,
+                        "loss": loss, "per_class": per_class})
+    if not results:
+        raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
+    return results
+
+
+def eval_cls(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of `bglab experiment`.", show_default=False)],
+    data_dir: Annotated[Path, typer.Argument(help="ImageFolder data set (one sub-folder per class).",
+                                             show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only these run ids (repeatable).")] = None,
+) -> None:
+    """Score every finished model of an experiment on another data set (preprocessed with its arm)."""
+    from rich.table import Table
+
+    from bglab.commands._common import console
+
+    results = evaluate_run_dir(run_dir, data_dir, runs=run)
+    if as_json:
+        typer.echo(json.dumps(results, indent=1))
+        return
+    table = Table(title=f"{data_dir} scored by {run_dir}")
+    for col in ("run", "n", "accuracy %", *results[0]["per_class"]):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in results:
+        acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
+        table.add_row(r["run"], str(r["n"]), acc,
+                      *("n/a" if v is None else f"{100 * v:.1f}" for v in r["per_class"].values()))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("experiment")(experiment)
+    app.command("eval-cls")(eval_cls)

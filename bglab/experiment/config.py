@@ -1,0 +1,572 @@
+"""Typed experiment configuration, loaded from YAML and validated: every problem is a ConfigError naming the key.
+
+Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
+
+    name: rps-reference
+    seeds: [0, 1, 2]               # training seeds (initial weights, data order, augmentation)
+    split_seed: 0                  # one split for every arm, variant and seed
+    threads: 2                     # torch.set_num_threads (0 = leave torch's default)
+    input: {size: 64, channels: 1} # every arm ends with resize(size) (+ grey when channels is 1)
+    sources:                       # ImageFolder folders or CSV manifests; the name is the origin
+      webcam: {path: ../../shared/data/rps/webcam, per_class: null}
+    protocols:                     # which parts train / validate / test
+      cross-domain:
+        split: {webcam: [0.7, 0.15, 0.15]}           # train, val, test fractions per source
+        test_sets: {webcam: webcam/test, sxsw: sxsw} # SOURCE/PART (train|val|test) or a whole SOURCE
+    arms:                          # preprocessing: pipeline steps before resize / grey (bglab.pipeline)
+      original: []
+      crop: [{segment: {backend: unet}}, {crop: {to: mask, margin: 0.1}}]
+    model: {name: cnn, dropout: 0.5, batchnorm: false}
+    train: {epochs: 100, batch_size: 64, lr: 0.001, eval_every: 10, augment: {noise: 0}}
+    variants:                      # model / train overrides, e.g. the regularisation ablation
+      base: {}
+      none: {model: {dropout: 0.0}}
+    evaluate: {distortions: {dropout25: {dropout: 0.25}, noise25: {noise: 25}}, seed: 1234}
+    studies:                       # which protocol x arm x variant combinations to train (x every seed)
+      background: {protocols: [cross-domain], arms: [original, crop], variants: [base]}
+    baseline: original             # arm the others are compared with
+    quick: {seeds: [0], train: {epochs: 3}}   # overrides applied by --quick (deep merge)
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bglab.errors import ConfigError
+
+__all__ = [
+    "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
+    "StudyConfig", "TrainConfig", "VariantConfig", "deep_merge", "load_experiment_config", "parse_config",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+PARTS = ("train", "val", "test")
+_TOP_KEYS = ("name", "seeds", "split_seed", "threads", "input", "sources", "protocols", "arms", "model", "train",
+             "variants", "evaluate", "studies", "baseline", "quick")
+
+
+def _err(key: str, message: str, hint: str | None = None) -> ConfigError:
+    return ConfigError(f"{key}: {message}", hint=hint)
+
+
+def _mapping(key: str, value: Any, *, allow_none: bool = True) -> dict[str, Any]:
+    if value is None and allow_none:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _err(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _keys(key: str, cfg: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    for k in cfg:
+        if k not in allowed:
+            raise _err(f"{key}.{k}" if key else k, "unknown key", f"allowed keys: {', '.join(allowed)}")
+
+
+def _name(key: str, value: Any) -> str:
+    s = str(value)
+    if not _NAME_RE.match(s):
+        raise _err(key, f"name {s!r} may only use letters, digits and _ . + -", "e.g. crop+remove")
+    return s
+
+
+def _int(key: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise _err(key, f"expected an integer, got {value!r}")
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise _err(key, f"{v} is out of range", f"use a value in [{lo}, {hi if hi is not None else 'inf'}]")
+    return v
+
+
+def _float(key: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _err(key, f"expected a number, got {value!r}")
+    v = float(value)
+    if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise _err(key, f"{value!r} is out of range", f"use a value in [{lo}, {hi if hi is not None else 'inf'}]")
+    return v
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _err(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _names(key: str, value: Any, known: Mapping[str, Any], what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise _err(key, f"expected a non-empty list of {what} names, got {value!r}")
+    out = []
+    for i, v in enumerate(value):
+        if str(v) not in known:
+            raise _err(f"{key}[{i}]", f"unknown {what} {v!r}", f"defined: {', '.join(known)}")
+        if str(v) not in out:
+            out.append(str(v))
+    return tuple(out)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in recursively (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in override.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ parts
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One data source: an ImageFolder folder or a CSV manifest; ``per_class`` keeps that many per class."""
+
+    name: str
+    path: Path
+    per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class TestSetRef:
+    """A test set: ``part`` (train / val / test) of a split source, or the whole source (``part`` None)."""
+
+    source: str
+    part: str | None
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Which fraction of each split source trains / validates / tests, and the named test sets."""
+
+    name: str
+    split: dict[str, tuple[float, float, float]]
+    test_sets: dict[str, TestSetRef]
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """One preprocessing arm: its own pipeline steps and the full pipeline config (with resize / grey)."""
+
+    name: str
+    steps: list[Any]
+    pipeline: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly training augmentation (seeded): each image is augmented with probability ``p``."""
+
+    p: float = 0.5
+    noise: float = 0.0      # Gaussian noise SD in 0..255 units
+    dropout: float = 0.0    # probability of removing a pixel
+    flip: bool = False      # horizontal flip with probability 0.5
+
+    @property
+    def active(self) -> bool:
+        return self.noise > 0 or self.dropout > 0 or self.flip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    eval_every: int = 10
+    checkpoint_every: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """A model / training variant: the classifier options and the training settings."""
+
+    name: str
+    model: dict[str, Any]
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Distorted copies of every test set (``bglab.ops.distort``, fixed per-image seed)."""
+
+    distortions: dict[str, dict[str, float]]
+    seed: int = 1234
+    bootstrap: int = 2000
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    protocols: tuple[str, ...]
+    arms: tuple[str, ...]
+    variants: tuple[str, ...]
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """One training run: protocol x arm x variant x seed."""
+
+    protocol: str
+    variant: str
+    seed: int
+    arm: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.protocol}__{self.arm}__{self.variant}__s{self.seed}"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    seeds: tuple[int, ...]
+    split_seed: int
+    threads: int
+    size: int
+    channels: int
+    sources: dict[str, SourceConfig]
+    protocols: dict[str, ProtocolConfig]
+    arms: dict[str, ArmConfig]
+    variants: dict[str, VariantConfig]
+    evaluate: EvalConfig
+    studies: dict[str, StudyConfig]
+    baseline: str
+    raw: dict[str, Any]
+    quick: bool = False
+
+    def runs(self) -> list[RunKey]:
+        """Every run the studies ask for, once each, ordered protocol, variant, seed, arm (config order)."""
+        pi = {n: i for i, n in enumerate(self.protocols)}
+        vi = {n: i for i, n in enumerate(self.variants)}
+        ai = {n: i for i, n in enumerate(self.arms)}
+        keys = {RunKey(p, v, s, a) for st in self.studies.values() for p in st.protocols for a in st.arms
+                for v in st.variants for s in self.seeds}
+        return sorted(keys, key=lambda k: (pi[k.protocol], vi[k.variant], k.seed, ai[k.arm]))
+
+    def used_arms(self) -> list[str]:
+        used = {a for st in self.studies.values() for a in st.arms}
+        return [a for a in self.arms if a in used]
+
+    def used_sources(self) -> list[str]:
+        used: set[str] = set()
+        for st in self.studies.values():
+            for p in st.protocols:
+                proto = self.protocols[p]
+                used |= set(proto.split) | {t.source for t in proto.test_sets.values()}
+        return [s for s in self.sources if s in used]
+
+
+# ------------------------------------------------------------------------------------------------ parse
+
+
+def _parse_sources(raw: Any, base: Path) -> dict[str, SourceConfig]:
+    cfg = _mapping("sources", raw, allow_none=False)
+    if not cfg:
+        raise _err("sources", "needs at least one source", "e.g. sources: {webcam: {path: data/webcam}}")
+    out = {}
+    for name, v in cfg.items():
+        key = f"sources.{name}"
+        _name(key, name)
+        if isinstance(v, str):
+            v = {"path": v}
+        v = _mapping(key, v, allow_none=False)
+        _keys(key, v, ("path", "per_class"))
+        if "path" not in v:
+            raise _err(f"{key}.path", "missing", "an ImageFolder folder or a CSV manifest")
+        p = Path(str(v["path"])).expanduser()
+        if not p.is_absolute():
+            p = (base / p).resolve()
+        pc = v.get("per_class")
+        out[name] = SourceConfig(name, p, None if pc is None else _int(f"{key}.per_class", pc, lo=1))
+    return out
+
+
+def _fractions(key: str, value: Any) -> tuple[float, float, float]:
+    if not isinstance(value, list | tuple) or len(value) not in (2, 3):
+        raise _err(key, f"expected [train, val, test] fractions, got {value!r}", "e.g. [0.7, 0.15, 0.15]")
+    fr = [_float(f"{key}[{i}]", f, lo=0.0, hi=1.0) for i, f in enumerate(value)]
+    if len(fr) == 2:
+        fr.append(0.0)
+    if abs(sum(fr) - 1.0) > 1e-6:
+        raise _err(key, f"fractions {fr} must sum to 1")
+    if fr[0] <= 0:
+        raise _err(key, "the train fraction must be > 0")
+    return (fr[0], fr[1], fr[2])
+
+
+def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str, ProtocolConfig]:
+    cfg = _mapping("protocols", raw, allow_none=False)
+    if not cfg:
+        raise _err("protocols", "needs at least one protocol")
+    out = {}
+    for name, v in cfg.items():
+        key = f"protocols.{name}"
+        _name(key, name)
+        v = _mapping(key, v, allow_none=False)
+        _keys(key, v, ("split", "test_sets"))
+        split_raw = _mapping(f"{key}.split", v.get("split"), allow_none=False)
+        if not split_raw:
+            raise _err(f"{key}.split", "needs at least one source to train on",
+                       "e.g. split: {webcam: [0.7, 0.15, 0.15]}")
+        split: dict[str, tuple[float, float, float]] = {}
+        for s, fr in split_raw.items():
+            if s not in sources:
+                raise _err(f"{key}.split.{s}", "unknown source", f"defined: {', '.join(sources)}")
+            split[s] = _fractions(f"{key}.split.{s}", fr)
+        if not any(f[1] > 0 for f in split.values()):
+            raise _err(f"{key}.split", "no source gives a validation part", "give some source a val fraction > 0")
+        tests_raw = _mapping(f"{key}.test_sets", v.get("test_sets"), allow_none=False)
+        if not tests_raw:
+            raise _err(f"{key}.test_sets", "needs at least one test set", "e.g. test_sets: {webcam: webcam/test}")
+        tests: dict[str, TestSetRef] = {}
+        for t, ref in tests_raw.items():
+            tkey = f"{key}.test_sets.{t}"
+            _name(tkey, t)
+            src, _, part = str(ref).partition("/")
+            if src not in sources:
+                raise _err(tkey, f"unknown source {src!r}", f"defined: {', '.join(sources)}")
+            if part:
+                if part not in PARTS:
+                    raise _err(tkey, f"unknown part {part!r}", "use SOURCE/test (or /val, /train), or SOURCE")
+                if src not in split:
+                    raise _err(tkey, f"source {src!r} is not split in this protocol", f"use {src} (the whole source)")
+                if split[src][PARTS.index(part)] <= 0:
+                    raise _err(tkey, f"the {part} fraction of {src!r} is 0")
+                if part == "train":
+                    raise _err(tkey, "testing on the training part measures nothing", "use SOURCE/test")
+                tests[t] = TestSetRef(src, part)
+            else:
+                if src in split:
+                    raise _err(tkey, f"source {src!r} trains this protocol: testing on all of it would leak",
+                               f"use {src}/test")
+                tests[t] = TestSetRef(src, None)
+        out[name] = ProtocolConfig(name, split, tests)
+    return out
+
+
+def _parse_arms(raw: Any, size: int, channels: int) -> dict[str, ArmConfig]:
+    from bglab.pipeline import Pipeline
+
+    cfg = _mapping("arms", raw, allow_none=False)
+    if not cfg:
+        raise _err("arms", "needs at least one arm", "e.g. arms: {original: []}")
+    out = {}
+    for name, steps in cfg.items():
+        key = f"arms.{name}"
+        _name(key, name)
+        seed = 0
+        if isinstance(steps, Mapping):
+            _keys(key, steps, ("steps", "seed"))
+            seed = _int(f"{key}.seed", steps.get("seed", 0), lo=0)
+            steps = steps.get("steps")
+        steps = [] if steps is None else steps
+        if not isinstance(steps, list):
+            raise _err(key, f"expected a list of pipeline steps, got {steps!r}", "e.g. [{segment: {backend: unet}}]")
+        for i, st in enumerate(steps):
+            sname = st if isinstance(st, str) else (next(iter(st)) if isinstance(st, Mapping) and st else "")
+            if str(sname).lower() in ("resize", "grey", "gray", "greyscale", "grayscale"):
+                raise _err(f"{key}[{i}]", f"leave out {sname!r}: every arm ends with resize and grey",
+                           "set input.size / input.channels instead")
+        full = list(copy.deepcopy(steps)) + [{"resize": {"size": size}}]
+        if channels == 1:
+            full.append("grey")
+        pcfg = {"seed": seed, "steps": full}
+        try:
+            Pipeline.from_config(pcfg)
+        except ConfigError as exc:
+            raise _err(key, exc.message, exc.hint) from None
+        out[name] = ArmConfig(name, list(steps), pcfg)
+    return out
+
+
+_MODEL_DEFAULTS: dict[str, Any] = {"name": "cnn", "dropout": 0.5, "batchnorm": False}
+
+
+def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
+    _keys(key, cfg, ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "eval_every", "checkpoint_every",
+                     "augment"))
+    aug = _mapping(f"{key}.augment", cfg.get("augment"))
+    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip"))
+    augment = AugmentConfig(
+        p=_float(f"{key}.augment.p", aug.get("p", 0.5), 0.0, 1.0),
+        noise=_float(f"{key}.augment.noise", aug.get("noise", 0.0), 0.0, 255.0),
+        dropout=_float(f"{key}.augment.dropout", aug.get("dropout", 0.0), 0.0, 1.0),
+        flip=_bool(f"{key}.augment.flip", aug.get("flip", False)))
+    opt = str(cfg.get("optimizer", "adam")).lower()
+    if opt not in ("adam", "sgd"):
+        raise _err(f"{key}.optimizer", f"unknown optimizer {opt!r}", "use adam or sgd")
+    epochs = _int(f"{key}.epochs", cfg.get("epochs", 100), lo=1)
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=_int(f"{key}.batch_size", cfg.get("batch_size", 64), lo=1),
+        lr=_float(f"{key}.lr", cfg.get("lr", 1e-3), lo=1e-9),
+        weight_decay=_float(f"{key}.weight_decay", cfg.get("weight_decay", 0.0), lo=0.0),
+        optimizer=opt,
+        eval_every=_int(f"{key}.eval_every", cfg.get("eval_every", 10), lo=1),
+        checkpoint_every=_int(f"{key}.checkpoint_every", cfg.get("checkpoint_every", 1), lo=1),
+        augment=augment)
+
+
+def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any], size: int, channels: int,
+                    ) -> dict[str, VariantConfig]:
+    from bglab.train.classifiers import build_classifier
+
+    cfg = _mapping("variants", raw)
+    if not cfg:
+        cfg = {"base": {}}
+    out = {}
+    for name, v in cfg.items():
+        key = f"variants.{name}"
+        _name(key, name)
+        v = _mapping(key, v)
+        _keys(key, v, ("model", "train"))
+        m = deep_merge(deep_merge(_MODEL_DEFAULTS, model), _mapping(f"{key}.model", v.get("model")))
+        t = deep_merge(train, _mapping(f"{key}.train", v.get("train")))
+        opts = {k: val for k, val in m.items() if k != "name"}
+        try:
+            build_classifier(str(m["name"]), 2, channels, size, **opts)
+        except ConfigError as exc:
+            raise _err(key, exc.message, exc.hint) from None
+        except (TypeError, ValueError) as exc:
+            raise _err(f"{key}.model", str(exc)) from None
+        out[name] = VariantConfig(name, m, _parse_train(f"{key}.train" if "train" in v else "train", t))
+    return out
+
+
+def _parse_eval(raw: Any) -> EvalConfig:
+    cfg = _mapping("evaluate", raw)
+    _keys("evaluate", cfg, ("distortions", "seed", "bootstrap", "alpha"))
+    dist_raw = _mapping("evaluate.distortions", cfg.get("distortions"))
+    dist: dict[str, dict[str, float]] = {}
+    for name, d in dist_raw.items():
+        key = f"evaluate.distortions.{name}"
+        _name(key, name)
+        if name == "clean":
+            raise _err(key, "'clean' is reserved for the undistorted test set")
+        d = _mapping(key, d, allow_none=False)
+        _keys(key, d, ("dropout", "noise"))
+        dd = {"dropout": _float(f"{key}.dropout", d.get("dropout", 0.0), 0.0, 1.0),
+              "noise": _float(f"{key}.noise", d.get("noise", 0.0), 0.0, 255.0)}
+        if dd["dropout"] == 0 and dd["noise"] == 0:
+            raise _err(key, "distorts nothing", "give dropout (probability) and/or noise (SD, 0..255)")
+        dist[name] = dd
+    return EvalConfig(dist, seed=_int("evaluate.seed", cfg.get("seed", 1234), lo=0),
+                      bootstrap=_int("evaluate.bootstrap", cfg.get("bootstrap", 2000), lo=100),
+                      alpha=_float("evaluate.alpha", cfg.get("alpha", 0.05), 1e-6, 0.5))
+
+
+def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, Any], variants: Mapping[str, Any],
+                   ) -> dict[str, StudyConfig]:
+    cfg = _mapping("studies", raw)
+    if not cfg:
+        return {"main": StudyConfig("main", tuple(protocols), tuple(arms), tuple(variants))}
+    out = {}
+    for name, v in cfg.items():
+        key = f"studies.{name}"
+        _name(key, name)
+        v = _mapping(key, v, allow_none=False)
+        _keys(key, v, ("protocols", "arms", "variants"))
+        out[name] = StudyConfig(
+            name,
+            _names(f"{key}.protocols", v.get("protocols", list(protocols)), protocols, "protocol"),
+            _names(f"{key}.arms", v.get("arms", list(arms)), arms, "arm"),
+            _names(f"{key}.variants", v.get("variants", list(variants)[:1]), variants, "variant"))
+    return out
+
+
+def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: bool = False) -> ExperimentConfig:
+    """Validate a raw config mapping (``quick``: apply its ``quick:`` overrides first)."""
+    raw = _mapping("config", raw, allow_none=False)
+    _keys("", raw, _TOP_KEYS)
+    if quick:
+        q = _mapping("quick", raw.get("quick"))
+        if "quick" in q:
+            raise _err("quick.quick", "not allowed")
+        raw = deep_merge(raw, q)
+    base = Path(base_dir)
+    name = _name("name", raw.get("name", "experiment"))
+    seeds_raw = raw.get("seeds", [0])
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
+        seeds_raw = [seeds_raw]
+    if not isinstance(seeds_raw, list) or not seeds_raw:
+        raise _err("seeds", f"expected a non-empty list of integers, got {seeds_raw!r}")
+    seeds = tuple(dict.fromkeys(_int(f"seeds[{i}]", s, lo=0) for i, s in enumerate(seeds_raw)))
+    inp = _mapping("input", raw.get("input"))
+    _keys("input", inp, ("size", "channels"))
+    size = _int("input.size", inp.get("size", 64), lo=8, hi=1024)
+    channels = _int("input.channels", inp.get("channels", 1), lo=1, hi=3)
+    if channels == 2:
+        raise _err("input.channels", "must be 1 (grey) or 3 (RGB)")
+    sources = _parse_sources(raw.get("sources"), base)
+    protocols = _parse_protocols(raw.get("protocols"), sources)
+    arms = _parse_arms(raw.get("arms"), size, channels)
+    model = _mapping("model", raw.get("model"))
+    train = _mapping("train", raw.get("train"))
+    _parse_train("train", train)  # validates the defaults themselves
+    variants = _parse_variants(raw.get("variants"), model, train, size, channels)
+    studies = _parse_studies(raw.get("studies"), protocols, arms, variants)
+    baseline = str(raw.get("baseline", next(iter(arms))))
+    if baseline not in arms:
+        raise _err("baseline", f"unknown arm {baseline!r}", f"defined: {', '.join(arms)}")
+    return ExperimentConfig(
+        name=name, seeds=seeds, split_seed=_int("split_seed", raw.get("split_seed", 0), lo=0),
+        threads=_int("threads", raw.get("threads", 0), lo=0), size=size, channels=channels, sources=sources,
+        protocols=protocols, arms=arms, variants=variants, evaluate=_parse_eval(raw.get("evaluate")),
+        studies=studies, baseline=baseline, raw=raw, quick=quick)
+
+
+def load_experiment_config(path: str | Path, *, quick: bool = False) -> ExperimentConfig:
+    """Read and validate an experiment YAML file (``quick``: apply its ``quick:`` profile)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("experiment config not found", path=p, hint="e.g. configs/rps-reference.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read experiment config: {exc}", path=p) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse YAML: {exc}", path=p) from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("an experiment config must be a mapping", path=p, hint="see configs/rps-reference.yaml")
+    try:
+        return parse_config(raw, base_dir=p.resolve().parent, quick=quick)
+    except ConfigError as exc:
+        if exc.path is None:
+            raise ConfigError(exc.message, path=p, hint=exc.hint) from None
+        raise
+
+
+def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as run: paths absolute, the quick profile applied, arm pipelines and variants expanded."""
+    out = {k: v for k, v in cfg.raw.items() if k != "quick"}
+    out["sources"] = {n: {"path": str(s.path), "per_class": s.per_class} for n, s in cfg.sources.items()}
+    out["resolved"] = {
+        "quick": cfg.quick,
+        "arms": {n: a.pipeline for n, a in cfg.arms.items()},
+        "variants": {n: {"model": v.model, "train": _train_dict(v.train)} for n, v in cfg.variants.items()},
+        "runs": [k.id for k in cfg.runs()],
+    }
+    return out
+
+
+def _train_dict(t: TrainConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(t)

@@ -1,0 +1,294 @@
+"""Experiment data: sources with their origins, one seeded split for every arm, arm preprocessing, caching.
+
+* :func:`load_sources` reads every source (ImageFolder folder or CSV manifest) with ``origin`` = the source's
+  name, keeping at most ``per_class`` samples per class (whole near-duplicate groups, seeded).
+* :func:`prepare_arm` runs an arm's :class:`bglab.pipeline.Pipeline` over every sample once and caches the
+  result as ``cache/<arm>-<fingerprint>.npz`` (uint8 images, ok flags, errors, keys; read back with
+  ``allow_pickle=False``). The fingerprint covers the pipeline config and the sample list, so a changed arm
+  or data set is recomputed and an unchanged one is read back.
+* :func:`make_protocol` turns a protocol into index arrays (train / val / each test set) over the sample
+  table. The split depends only on ``split_seed`` and the samples (never on the arm or the training seed) and
+  keeps near-duplicate groups (Roboflow ``.rf.`` copies) whole; samples that failed in *any* arm are left out
+  of every arm so that all arms see exactly the same images.
+* :func:`distorted` makes the distorted copies of a test set with :mod:`bglab.ops.distort` and a fixed
+  per-image seed (the same noise pattern for an image in every arm).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from bglab.dataset import Sample, combine, read_imagefolder, read_manifest
+from bglab.dataset import split as split_samples
+from bglab.errors import BglabError, DatasetError
+from bglab.experiment.config import ArmConfig, ExperimentConfig, ProtocolConfig, SourceConfig
+
+__all__ = ["ArmImages", "ExperimentData", "ProtocolData", "distorted", "load_data", "load_sources",
+           "make_protocol", "prepare_arm", "sample_key"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def sample_key(s: Sample) -> str:
+    """``origin/label/filename``: the sample's stable key (and the seed of its distortions)."""
+    try:
+        from bglab.preprocess import sample_key as _key
+
+        return _key(s)
+    except ImportError:  # pragma: no cover - preprocess is part of bglab
+        return f"{s.origin}/{s.label}/{Path(s.path).name}"
+
+
+def _limit(samples: list[Sample], per_class: int, seed: int, source: str) -> list[Sample]:
+    """At most ``per_class`` samples per class, taking whole groups in a seeded order."""
+    by_label: dict[str, dict[str, list[Sample]]] = defaultdict(lambda: defaultdict(list))
+    for s in samples:
+        by_label[s.label][s.group].append(s)
+    out: list[Sample] = []
+    for label in sorted(by_label):
+        groups = sorted(by_label[label])
+        random.Random(f"bglab.experiment.limit|{seed}|{source}|{label}").shuffle(groups)
+        taken = 0
+        for g in groups:
+            if taken >= per_class:
+                break
+            members = by_label[label][g][: per_class - taken]
+            out.extend(members)
+            taken += len(members)
+    return out
+
+
+def _read_source(src: SourceConfig) -> list[Sample]:
+    p = src.path
+    if p.is_file():
+        samples = read_manifest(p)
+        return [replace(s, origin=src.name) for s in samples]
+    if not p.exists():
+        raise DatasetError(f"source {src.name!r} not found", path=p,
+                           hint=f"fix sources.{src.name}.path (relative paths are relative to the config file)")
+    return read_imagefolder(p, origin=src.name)
+
+
+def load_sources(cfg: ExperimentConfig) -> dict[str, list[Sample]]:
+    """Samples of every source the studies use, in config order (``per_class`` applied, seeded)."""
+    out: dict[str, list[Sample]] = {}
+    for name in cfg.used_sources():
+        src = cfg.sources[name]
+        samples = _read_source(src)
+        if src.per_class is not None:
+            samples = _limit(samples, src.per_class, cfg.split_seed, name)
+        out[name] = sorted(samples, key=lambda s: (s.label, str(s.path)))
+    combine(*out.values())  # refuses a file with two labels across sources
+    return out
+
+
+# ------------------------------------------------------------------------------------------- arm images
+
+
+@dataclass
+class ArmImages:
+    """One arm's preprocessed images: ``images[i]`` for sample ``i``; ``ok[i]`` False where it failed."""
+
+    arm: str
+    images: np.ndarray
+    ok: np.ndarray
+    errors: list[str]
+    cached: bool = False
+
+
+def _fingerprint(arm: ArmConfig, keys: Sequence[str], paths: Sequence[str], shape: tuple[int, ...]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(arm.pipeline, sort_keys=True, default=str).encode())
+    h.update(json.dumps(list(shape)).encode())
+    for k, p in zip(keys, paths, strict=True):
+        h.update(f"{k}\0{p}\n".encode())
+    return h.hexdigest()
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    from bglab.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channels: int, cache_dir: Path | None,
+                threads: int = 0, progress: Progress | None = None, chunk: int = 16) -> ArmImages:
+    """Run the arm's pipeline on every sample (or read the cache); failed samples get ``ok=False``."""
+    from bglab.io import read_image
+    from bglab.pipeline import Pipeline
+
+    keys = [sample_key(s) for s in samples]
+    shape = (len(samples), size, size) if channels == 1 else (len(samples), size, size, 3)
+    fp = _fingerprint(arm, keys, [str(s.path) for s in samples], shape)
+    cache = None if cache_dir is None else Path(cache_dir) / f"{arm.name}-{fp[:16]}.npz"
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == fp and z["images"].shape == shape:
+                    errors = [str(e) for e in z["errors"]]
+                    return ArmImages(arm.name, z["images"].copy(), z["ok"].astype(bool), errors, cached=True)
+        except (OSError, ValueError, KeyError):
+            pass  # a broken cache is recomputed
+    from bglab.segment import Runtime
+
+    pipe = Pipeline.from_config(arm.pipeline, runtime=Runtime(threads=threads))
+    images = np.zeros(shape, np.uint8)
+    ok = np.zeros(len(samples), bool)
+    errors = [""] * len(samples)
+    try:
+        for start in range(0, len(samples), chunk):
+            idx = list(range(start, min(start + chunk, len(samples))))
+            batch, good = [], []
+            for i in idx:
+                try:
+                    batch.append(read_image(samples[i].path))
+                    good.append(i)
+                except BglabError as exc:
+                    errors[i] = str(exc)
+            if batch:
+                results = pipe.run_batch(batch, sources=[samples[i].path for i in good], keys=[keys[i] for i in good])
+                for i, r in zip(good, results, strict=True):
+                    if r.image is None:
+                        errors[i] = r.error or f"{samples[i].path}: {r.status}"
+                        continue
+                    img = np.asarray(r.image)
+                    if channels == 1 and img.ndim == 3 and img.shape[2] == 1:
+                        img = img[:, :, 0]
+                    if img.shape != shape[1:]:
+                        errors[i] = f"{samples[i].path}: arm output has shape {img.shape}, expected {shape[1:]}"
+                        continue
+                    images[i] = img
+                    ok[i] = True
+            if progress is not None:
+                progress(arm.name, idx[-1] + 1, len(samples))
+    finally:
+        pipe.close()
+    if cache is not None:
+        _save_npz(cache, images=images, ok=ok, errors=np.array(errors, dtype=str), keys=np.array(keys, dtype=str),
+                  fingerprint=np.array(fp))
+    return ArmImages(arm.name, images, ok, errors)
+
+
+# -------------------------------------------------------------------------------------------- the table
+
+
+@dataclass
+class ExperimentData:
+    """Every sample of every used source, its label index, and each arm's images (aligned by index)."""
+
+    classes: list[str]
+    samples: list[Sample]
+    keys: list[str]
+    labels: np.ndarray
+    origins: np.ndarray
+    arms: dict[str, ArmImages]
+    ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def dropped(self) -> dict[str, list[str]]:
+        """Per arm, the errors of the samples it could not preprocess."""
+        return {a: [e for e, o in zip(im.errors, im.ok, strict=True) if not o] for a, im in self.arms.items()}
+
+
+def load_data(cfg: ExperimentConfig, *, cache_dir: Path | None, progress: Progress | None = None) -> ExperimentData:
+    """Read the sources and preprocess them with every used arm (cached); ``ok`` = usable in every arm."""
+    sources = load_sources(cfg)
+    samples = [s for src in sources.values() for s in src]
+    classes = sorted({s.label for s in samples})
+    if len(classes) < 2:
+        raise DatasetError(f"the experiment needs at least 2 classes, found {classes}",
+                           hint="check the sources' class folders")
+    cls_index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([cls_index[s.label] for s in samples], np.int64)
+    origins = np.array([s.origin for s in samples], dtype=str)
+    keys = [sample_key(s) for s in samples]
+    dup = {k for k, n in Counter(keys).items() if n > 1}
+    if dup:
+        raise DatasetError(f"two samples share the key {sorted(dup)[0]!r} (origin/label/filename)",
+                           hint="rename one of the files")
+    arms = {}
+    for name in cfg.used_arms():
+        arms[name] = prepare_arm(cfg.arms[name], samples, size=cfg.size, channels=cfg.channels,
+                                 cache_dir=cache_dir, threads=cfg.threads, progress=progress)
+    ok = np.ones(len(samples), bool)
+    for a in arms.values():
+        ok &= a.ok
+    return ExperimentData(classes, samples, keys, labels, origins, arms, ok)
+
+
+@dataclass
+class ProtocolData:
+    """Index arrays into :class:`ExperimentData` for one protocol: train, val and each named test set."""
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    tests: dict[str, np.ndarray]
+
+    def counts(self, data: ExperimentData) -> dict[str, dict[str, int]]:
+        parts = {"train": self.train, "val": self.val, **{f"test:{k}": v for k, v in self.tests.items()}}
+        out = {}
+        for name, idx in parts.items():
+            row = {c: int((data.labels[idx] == i).sum()) for i, c in enumerate(data.classes)}
+            row["total"] = int(len(idx))
+            out[name] = row
+        return out
+
+
+def make_protocol(cfg: ExperimentConfig, proto: ProtocolConfig, data: ExperimentData) -> ProtocolData:
+    """The protocol's parts as sorted index arrays, leaving out samples that failed in any arm."""
+    index = {str(s.path): i for i, s in enumerate(data.samples)}
+    parts: dict[str, dict[str, list[int]]] = {}  # source -> part -> indices
+    for src, fractions in proto.split.items():
+        members = [s for s in data.samples if s.origin == src]
+        sp = split_samples(members, fractions=fractions, seed=cfg.split_seed)
+        parts[src] = {p: [index[str(s.path)] for s in getattr(sp, p)] for p in ("train", "val", "test")}
+
+    def keep(ids: list[int]) -> np.ndarray:
+        a = np.array(sorted(ids), np.int64)
+        return a[data.ok[a]] if len(a) else a
+
+    train = keep([i for p in parts.values() for i in p["train"]])
+    val = keep([i for p in parts.values() for i in p["val"]])
+    tests = {}
+    for name, ref in proto.test_sets.items():
+        if ref.part is None:
+            ids = [i for i, s in enumerate(data.samples) if s.origin == ref.source]
+        else:
+            ids = parts[ref.source][ref.part]
+        tests[name] = keep(ids)
+    for part, idx in (("train", train), ("val", val), *((f"test set {k}", v) for k, v in tests.items())):
+        if len(idx) == 0:
+            raise DatasetError(f"protocol {proto.name!r}: the {part} part is empty",
+                               hint="use more images (per_class) or larger fractions")
+    return ProtocolData(proto.name, train, val, tests)
+
+
+def distorted(images: np.ndarray, keys: Sequence[str], spec: Mapping[str, float], seed: int, name: str
+              ) -> np.ndarray:
+    """Copies of ``images`` under one distortion (pixel ``dropout`` then Gaussian ``noise``), seeded per image."""
+    from bglab.ops.distort import gaussian_noise, pixel_dropout
+    from bglab.pipeline import sample_seed
+
+    out = np.empty_like(images)
+    p, sigma = float(spec.get("dropout", 0.0)), float(spec.get("noise", 0.0))
+    for i, (img, key) in enumerate(zip(images, keys, strict=True)):
+        rng = np.random.default_rng(sample_seed(seed, key, f"experiment.{name}"))
+        x = img
+        if p > 0:
+            x = pixel_dropout(x, p, rng=rng)
+        if sigma > 0:
+            x = gaussian_noise(x, sigma, rng=rng)
+        out[i] = x
+    return out

@@ -1,0 +1,497 @@
+"""Analysis of a run directory and ONE self-contained HTML report (plots as base64 PNG, no external assets).
+
+:func:`analyse` reads ``metrics.csv`` and the final predictions and computes, per study and protocol: final
+accuracy per line (arm / variant) x test set x distortion with a t-interval over seeds, accuracy curves,
+per-class accuracy, confusion matrices (summed over seeds), and paired comparisons (each arm against the
+baseline arm; each variant against the study's first variant) with Holm-corrected verdicts.
+:func:`write_report` writes ``summary.json`` and ``report.html`` (matplotlib, Agg backend only).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig
+from bglab.experiment.stats import Comparison, compare, t_interval, verdict
+
+__all__ = ["analyse", "render_html", "write_report"]
+
+SECTION_TITLES = ("Accuracy curves", "Final accuracy", "Per-class accuracy", "Confusion matrices",
+                  "Accuracy under distortion", "Differences and paired tests")
+
+
+# ----------------------------------------------------------------------------------------------- analysis
+
+
+def _lines(study: StudyConfig) -> list[tuple[str, str, str]]:
+    """``(label, arm, variant)`` for every arm x variant of a study."""
+    out = []
+    for v in study.variants:
+        for a in study.arms:
+            if len(study.variants) == 1:
+                label = a
+            elif len(study.arms) == 1:
+                label = v
+            else:
+                label = f"{a} / {v}"
+            out.append((label, a, v))
+    return out
+
+
+def _load_preds(out: Path, key: RunKey, test: str, dist: str) -> dict[str, np.ndarray] | None:
+    p = out / "predictions" / key.id / f"{test}__{dist}.npz"
+    if not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k].copy() for k in ("y_true", "y_pred", "keys")}
+
+
+def _final_rows(rows: Sequence[Mapping[str, Any]], cfg: ExperimentConfig) -> dict[tuple, float]:
+    """(protocol, arm, variant, seed, split, test_set, distortion) -> accuracy at the run's last epoch."""
+    out: dict[tuple, float] = {}
+    for r in rows:
+        if r["split"] == "fit" or int(r["epoch"]) != cfg.variants[r["variant"]].train.epochs:
+            continue
+        out[(r["protocol"], r["arm"], r["variant"], int(r["seed"]), r["split"], r["test_set"], r["distortion"])] = \
+            float(r["accuracy"])
+    return out
+
+
+def _ci(values: list[float]) -> dict[str, Any]:
+    m, lo, hi = t_interval(values)
+    return {"mean": m, "lo": lo, "hi": hi, "n": len(values), "values": values}
+
+
+def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, Any]] | None = None
+            ) -> dict[str, Any]:
+    """Everything the report shows, as plain data (JSON-serialisable)."""
+    from bglab.experiment.runner import _read_csv
+
+    out = Path(out)
+    if rows is None:
+        rows = _read_csv(out / "metrics.csv")
+    final = _final_rows(rows, cfg)
+    dists = ["clean", *cfg.evaluate.distortions]
+    classes: list[str] = []
+    data_json = out / "data.json"
+    if data_json.is_file():
+        classes = json.loads(data_json.read_text(encoding="utf-8")).get("classes", [])
+    studies: dict[str, Any] = {}
+    for sname, st in cfg.studies.items():
+        lines = _lines(st)
+        sp: dict[str, Any] = {}
+        for proto in st.protocols:
+            tests = list(cfg.protocols[proto].test_sets)
+            res: dict[str, Any] = {"tests": tests, "distortions": dists, "lines": [lab for lab, _, _ in lines],
+                                   "final": {}, "curves": {}, "per_class": {}, "confusion": {}}
+            # final accuracy
+            for lab, a, v in lines:
+                f: dict[str, Any] = {}
+                for split, test, dist in [("train", "train", "clean"), ("val", "val", "clean"),
+                                          *(("test", t, d) for t in tests for d in dists)]:
+                    vals = [final[k] for s in cfg.seeds
+                            if (k := (proto, a, v, s, split, test, dist)) in final]
+                    f[f"{test}|{dist}"] = _ci(vals)
+                res["final"][lab] = f
+            # curves (mean / min / max over seeds)
+            acc: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+            for r in rows:
+                if r["protocol"] != proto or r["distortion"] != "clean":
+                    continue
+                for lab, a, v in lines:
+                    if r["arm"] == a and r["variant"] == v:
+                        acc[(lab, r["split"], r["test_set"])][int(r["epoch"])].append(float(r["accuracy"]))
+            res["curves"] = {f"{lab}|{split}|{test}": {str(e): [float(np.mean(x)), float(np.min(x)), float(np.max(x))]
+                                                       for e, x in sorted(ep.items())}
+                             for (lab, split, test), ep in acc.items()}
+            # per-class accuracy and confusion (clean, summed over seeds) + correctness for the paired tests
+            correct: dict[tuple, tuple[list[int], np.ndarray]] = {}
+            for lab, a, v in lines:
+                for t in tests:
+                    for d in dists:
+                        seeds, mats, keys = [], [], None
+                        cm = None
+                        for s in cfg.seeds:
+                            pr = _load_preds(out, RunKey(proto, v, s, a), t, d)
+                            if pr is None:
+                                continue
+                            if keys is not None and not np.array_equal(keys, pr["keys"]):
+                                continue
+                            keys = pr["keys"]
+                            seeds.append(s)
+                            mats.append(pr["y_true"] == pr["y_pred"])
+                            if d == "clean":
+                                k = max(len(classes), int(pr["y_true"].max(initial=0)) + 1,
+                                        int(pr["y_pred"].max(initial=0)) + 1)
+                                m = np.zeros((k, k), np.int64)
+                                np.add.at(m, (pr["y_true"], pr["y_pred"]), 1)
+                                cm = m if cm is None else cm + m
+                        if mats:
+                            correct[(lab, t, d)] = (seeds, np.stack(mats), keys)  # type: ignore[assignment]
+                        if cm is not None:
+                            res["confusion"][f"{lab}|{t}"] = cm.tolist()
+                            with np.errstate(invalid="ignore", divide="ignore"):
+                                pc = np.diag(cm) / cm.sum(axis=1)
+                            res["per_class"][f"{lab}|{t}"] = [None if math.isnan(x) else float(x) for x in pc]
+            res["comparisons"], res["verdicts"] = _comparisons(cfg, st, proto, lines, tests, dists, correct)
+            sp[proto] = res
+        studies[sname] = {"protocols": sp, "arms": list(st.arms), "variants": list(st.variants),
+                          "lines": [lab for lab, _, _ in lines]}
+    return {"name": cfg.name, "classes": classes, "seeds": list(cfg.seeds), "baseline": cfg.baseline,
+            "studies": studies}
+
+
+def _pair(correct: Mapping[tuple, Any], ka: tuple, kb: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+    if ka not in correct or kb not in correct:
+        return None
+    sa, ca, keys_a = correct[ka]
+    sb, cb, keys_b = correct[kb]
+    if not np.array_equal(keys_a, keys_b):
+        return None
+    common = [s for s in sa if s in sb]
+    if not common:
+        return None
+    return ca[[sa.index(s) for s in common]], cb[[sb.index(s) for s in common]]
+
+
+def _comparisons(cfg: ExperimentConfig, st: StudyConfig, proto: str, lines: list[tuple[str, str, str]],
+                 tests: list[str], dists: list[str], correct: Mapping[tuple, Any]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    label = {(a, v): lab for lab, a, v in lines}
+    groups: list[tuple[str, str, list[tuple[str, str]]]] = []  # (what, condition, [(label A, label B)])
+    if len(st.arms) > 1:
+        base = cfg.baseline if cfg.baseline in st.arms else st.arms[0]
+        for v in st.variants:
+            pairs = [(label[(base, v)], label[(a, v)]) for a in st.arms if a != base]
+            groups.append(("preprocessing", f"variant {v}" if len(st.variants) > 1 else "", pairs))
+    if len(st.variants) > 1:
+        for a in st.arms:
+            pairs = [(label[(a, st.variants[0])], label[(a, v)]) for v in st.variants[1:]]
+            groups.append(("the model variant", f"arm {a}" if len(st.arms) > 1 else "", pairs))
+    comps: list[dict[str, Any]] = []
+    verdicts: list[dict[str, Any]] = []
+    for what, cond, pairs in groups:
+        for d in dists:
+            found: list[Comparison] = []
+            for la, lb in pairs:
+                for t in tests:
+                    pair = _pair(correct, (la, t, d), (lb, t, d))
+                    if pair is None:
+                        continue
+                    found.append(compare(la, lb, t, pair[0], pair[1], n_boot=cfg.evaluate.bootstrap,
+                                         seed=cfg.evaluate.seed))
+            rejected, adjusted, text = verdict(found, cfg.evaluate.alpha, what)
+            where = ", ".join(x for x in (cond, f"distortion {d}" if d != "clean" else "clean test images") if x)
+            verdicts.append({"what": what, "condition": cond, "distortion": d, "rejected": rejected,
+                             "text": f"[{proto}; {where}] {text}"})
+            for c in adjusted:
+                comps.append({**c.as_dict(), "what": what, "condition": cond, "distortion": d})
+    return comps, verdicts
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def _fig_to_b64(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curves_fig(res: Mapping[str, Any], title: str) -> str:
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+    panels = [("train", "train"), ("val", "val"), *(("test", t) for t in res["tests"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.8), squeeze=False, sharey=True)
+    for ax, (split, test) in zip(axes[0], panels, strict=True):
+        for i, lab in enumerate(res["lines"]):
+            c = res["curves"].get(f"{lab}|{split}|{test}")
+            if not c:
+                continue
+            ep = [int(e) for e in c]
+            m = [v[0] for v in c.values()]
+            ax.plot(ep, m, marker="o", ms=3, label=lab, color=f"C{i}")
+            ax.fill_between(ep, [v[1] for v in c.values()], [v[2] for v in c.values()], color=f"C{i}", alpha=0.15)
+        ax.set_title(f"{split}" if split != "test" else f"test: {test}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    _legend(fig, axes[0][0])
+    fig.suptitle(title, fontsize=10, y=1.03)
+    return _fig_to_b64(fig)
+
+
+def _legend(fig: Any, ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08),
+                   ncol=min(len(labels), 6), frameon=False)
+
+
+def _bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[tuple[float, float, float]]]) -> None:
+    n = max(1, len(series))
+    width = 0.8 / n
+    x = np.arange(len(groups))
+    for i, (lab, vals) in enumerate(series.items()):
+        m = np.array([v[0] for v in vals], float)
+        lo = np.array([v[1] for v in vals], float)
+        hi = np.array([v[2] for v in vals], float)
+        err = np.vstack([np.where(np.isnan(lo), 0, m - lo), np.where(np.isnan(hi), 0, hi - m)])
+        ax.bar(x + (i - (n - 1) / 2) * width, np.nan_to_num(m), width, yerr=err, capsize=2, label=lab, color=f"C{i}")
+    ax.set_xticks(x, groups, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _per_class_fig(res: Mapping[str, Any], classes: Sequence[str], title: str) -> str:
+    plt = _plt()
+    tests = res["tests"]
+    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 2.8), squeeze=False)
+    for ax, t in zip(axes[0], tests, strict=True):
+        series = {}
+        for lab in res["lines"]:
+            pc = res["per_class"].get(f"{lab}|{t}")
+            if pc is not None:
+                series[lab] = [(math.nan if v is None else v, math.nan, math.nan) for v in pc]
+        _bars(ax, list(classes), series)
+        ax.set_title(f"test: {t}", fontsize=9)
+    axes[0][0].set_ylabel("accuracy (all seeds)")
+    _legend(fig, axes[0][0])
+    fig.suptitle(title, fontsize=10, y=1.03)
+    return _fig_to_b64(fig)
+
+
+def _confusion_fig(res: Mapping[str, Any], test: str, classes: Sequence[str], title: str) -> str:
+    plt = _plt()
+    labs = [lab for lab in res["lines"] if f"{lab}|{test}" in res["confusion"]]
+    fig, axes = plt.subplots(2, max(1, len(labs)), figsize=(2.6 * max(1, len(labs)), 5.0), squeeze=False)
+    for j, lab in enumerate(labs):
+        cm = np.array(res["confusion"][f"{lab}|{test}"], float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pct = 100 * cm / cm.sum(axis=1, keepdims=True)
+        for i, (mat, fmt) in enumerate(((cm, "{:.0f}"), (np.nan_to_num(pct), "{:.0f}%"))):
+            ax = axes[i][j]
+            ax.imshow(np.nan_to_num(pct), cmap="Blues", vmin=0, vmax=100)  # colour by row % in both
+            for (r, c), v in np.ndenumerate(mat):
+                dark = np.nan_to_num(pct)[r, c] > 60
+                ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            names = list(classes) or [str(k) for k in range(cm.shape[0])]
+            ax.set_xticks(range(cm.shape[0]), names[: cm.shape[0]], fontsize=7, rotation=30)
+            ax.set_yticks(range(cm.shape[0]), names[: cm.shape[0]], fontsize=7)
+            ax.set_title(f"{lab}: {'row %' if i else 'counts'}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("true")
+            if i == 1:
+                ax.set_xlabel("predicted")
+    fig.suptitle(title, fontsize=10, y=1.03)
+    fig.tight_layout()
+    return _fig_to_b64(fig)
+
+
+def _robust_fig(res: Mapping[str, Any], title: str) -> str:
+    plt = _plt()
+    tests = res["tests"]
+    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 2.8), squeeze=False)
+    for ax, t in zip(axes[0], tests, strict=True):
+        series = {}
+        for lab in res["lines"]:
+            f = res["final"][lab]
+            cells = [f[f"{t}|{d}"] for d in res["distortions"]]
+            series[lab] = [(c["mean"], c["lo"], c["hi"]) for c in cells]
+        _bars(ax, res["distortions"], series)
+        ax.set_title(f"test: {t}", fontsize=9)
+    axes[0][0].set_ylabel("final accuracy (mean, 95% CI)")
+    _legend(fig, axes[0][0])
+    fig.suptitle(title, fontsize=10, y=1.03)
+    return _fig_to_b64(fig)
+
+
+def _diff_fig(comps: Sequence[Mapping[str, Any]], title: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(comps) + 1.2))
+    ys = np.arange(len(comps))[::-1]
+    for y, c in zip(ys, comps, strict=True):
+        lo, hi = c["boot_ci"]
+        color = "C3" if c["p_holm"] < 0.05 else "C0"
+        ax.plot([100 * lo, 100 * hi], [y, y], color=color)
+        ax.plot([100 * c["diff"]], [y], "o", color=color)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ys, [f"{c['b']} - {c['a']} | {c['test_set']} | {c['distortion']}" for c in comps], fontsize=7)
+    ax.set_xlabel("accuracy difference (points), 95% bootstrap CI; red: Holm p < 0.05")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return _fig_to_b64(fig)
+
+
+# ------------------------------------------------------------------------------------------------- HTML
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.rej{color:#b00020;font-weight:bold}.keep{color:#0a6b2a}code{background:#f4f4f4;padding:1px 3px}
+h2{border-bottom:2px solid #ddd;padding-bottom:3px;margin-top:2em}"""
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _ci_cell(d: Mapping[str, Any]) -> str:
+    if d["n"] == 0:
+        return "n/a"
+    if math.isnan(d["lo"]):
+        return f"{_pct(d['mean'])}"
+    return f"{_pct(d['mean'])} [{_pct(d['lo'])}, {_pct(d['hi'])}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: Mapping[str, Any] | None = None,
+                extra: Mapping[str, Any] | None = None) -> str:
+    """The report as one HTML string (figures inline as base64 PNG; no external links or assets)."""
+    e = html.escape
+    classes = analysis.get("classes", [])
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bglab experiment: {e(cfg.name)}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>Experiment <code>{e(cfg.name)}</code>{' (quick profile)' if cfg.quick else ''}</h1>",
+             f"<p>Seeds {e(str(list(cfg.seeds)))}; input {cfg.size}x{cfg.size}, {cfg.channels} channel(s); "
+             f"baseline arm <code>{e(cfg.baseline)}</code>. Accuracies in %; CIs are 95 % Student-t intervals "
+             "over seeds; differences use a paired bootstrap over test images (images resampled jointly across "
+             "seeds) and McNemar's exact / mid-p test per seed; verdicts are Holm-corrected over the comparisons "
+             "of one condition.</p>"]
+    # verdicts first
+    parts.append("<h2 id='verdict'>Verdict</h2><ul>")
+    for sname, s in analysis["studies"].items():
+        for res in s["protocols"].values():
+            for v in res["verdicts"]:
+                cls = "rej" if v["rejected"] else "keep"
+                parts.append(f"<li class='{cls}'>{e(sname)}: {e(v['text'])}</li>")
+    parts.append("</ul>")
+    # data
+    parts.append("<h2 id='data'>Data</h2>")
+    if data_info:
+        parts.append(f"<p>{data_info.get('n_samples', '?')} images, {data_info.get('n_usable', '?')} usable in every "
+                     f"arm; classes {e(', '.join(data_info.get('classes', [])))}; preprocessing "
+                     f"{data_info.get('preprocess_seconds', '?')} s.</p>")
+        for proto, counts in data_info.get("protocols", {}).items():
+            header = ["part", *classes, "total"]
+            parts.append(f"<h4>{e(proto)}</h4>" + _table(header, [[p, *(str(c.get(k, 0)) for k in classes),
+                                                                   str(c["total"])] for p, c in counts.items()]))
+        for arm, errs in data_info.get("left_out", {}).items():
+            parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
+                         f"e.g. {e(errs[0])}</p>")
+    parts.append("<h4>Arms (pipeline configs)</h4>" + _table(
+        ["arm", "steps"], [[n, json.dumps(a.pipeline["steps"])] for n, a in cfg.arms.items()]))
+    vrows = [[n, json.dumps(v.model), f"epochs {v.train.epochs}, batch {v.train.batch_size}, {v.train.optimizer} "
+              f"lr {v.train.lr}, augment {v.train.augment}"] for n, v in cfg.variants.items()]
+    parts.append("<h4>Variants</h4>" + _table(["variant", "model", "train"], vrows))
+    for sname, s in analysis["studies"].items():
+        parts.append(f"<h2 id='study-{e(sname)}'>Study: {e(sname)}</h2><p>arms {e(', '.join(s['arms']))}; "
+                     f"variants {e(', '.join(s['variants']))}</p>")
+        for proto, res in s["protocols"].items():
+            title = f"{sname} / {proto}"
+            parts.append(f"<h3>{e(proto)}</h3>")
+            parts.append(f"<h4>{SECTION_TITLES[0]}</h4>" + _img(_curves_fig(res, title), f"curves {title}"))
+            header = ["line", "train", "val", *(f"{t} ({d})" for t in res["tests"] for d in res["distortions"])]
+            rows = [[lab, _ci_cell(f["train|clean"]), _ci_cell(f["val|clean"]),
+                     *(_ci_cell(f[f"{t}|{d}"]) for t in res["tests"] for d in res["distortions"])]
+                    for lab, f in res["final"].items()]
+            parts.append(f"<h4>{SECTION_TITLES[1]}</h4>" + _table(header, rows))
+            parts.append(f"<h4>{SECTION_TITLES[2]}</h4>" + _img(_per_class_fig(res, classes, title),
+                                                               f"per-class {title}"))
+            pc_rows = [[lab, t, *(_pct(v) for v in res["per_class"][f"{lab}|{t}"])]
+                       for t in res["tests"] for lab in res["lines"] if f"{lab}|{t}" in res["per_class"]]
+            parts.append(_table(["line", "test set", *classes], pc_rows))
+            parts.append(f"<h4>{SECTION_TITLES[3]}</h4><p>Summed over seeds; rows are the true class.</p>")
+            for t in res["tests"]:
+                parts.append(_img(_confusion_fig(res, t, classes, f"{title}: test {t}"), f"confusion {title} {t}"))
+            parts.append(f"<h4>{SECTION_TITLES[4]}</h4>")
+            if len(res["distortions"]) > 1:
+                parts.append(_img(_robust_fig(res, title), f"distortion {title}"))
+            else:
+                parts.append("<p>No distortions configured (evaluate.distortions).</p>")
+            parts.append(f"<h4>{SECTION_TITLES[5]}</h4>")
+            comps = res["comparisons"]
+            if comps:
+                parts.append(_img(_diff_fig(comps, title), f"differences {title}"))
+                rows = []
+                for c in comps:
+                    mc = "; ".join(f"b={m['b']} c={m['c']} p={m['p_exact']:.3g} mid-p={m['p_midp']:.3g}"
+                                   for m in c["mcnemar"])
+                    lo, hi = c["seed_ci"]
+                    sci = "n/a" if lo is None or math.isnan(lo) else f"[{_pct(lo)}, {_pct(hi)}]"
+                    rows.append([f"{c['b']} - {c['a']}", c["test_set"], c["distortion"], f"{100 * c['diff']:+.1f}",
+                                 sci, f"[{_pct(c['boot_ci'][0])}, {_pct(c['boot_ci'][1])}]", f"{c['p_boot']:.3g}",
+                                 f"{c['p_holm']:.3g}", mc])
+                parts.append(_table(["B - A", "test set", "distortion", "diff (points)", "95% CI over seeds",
+                                     "95% bootstrap CI", "bootstrap p", "Holm p", "McNemar per seed"], rows))
+            else:
+                parts.append("<p>Nothing to compare (one arm and one variant).</p>")
+    if extra:
+        parts.append(f"<h2 id='run'>Run</h2><pre>{e(json.dumps(dict(extra), indent=1, default=str))}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _clean_json(x: Any) -> Any:
+    if isinstance(x, float):
+        return None if math.isnan(x) or math.isinf(x) else x
+    if isinstance(x, Mapping):
+        return {str(k): _clean_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean_json(v) for v in x]
+    if isinstance(x, np.generic):
+        return _clean_json(x.item())
+    return x
+
+
+def write_report(out: str | Path, cfg: ExperimentConfig, *, data_info: Mapping[str, Any] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Analyse the run directory, write ``summary.json`` and ``report.html``; return the summary."""
+    from bglab.io import atomic_write_text
+
+    out = Path(out)
+    if data_info is None and (out / "data.json").is_file():
+        data_info = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    analysis = analyse(out, cfg)
+    verdicts = [{"study": s, "protocol": p, **v} for s, st in analysis["studies"].items()
+                for p, res in st["protocols"].items() for v in res["verdicts"]]
+    final = {s: {p: {lab: {k: v["mean"] for k, v in f.items()} for lab, f in res["final"].items()}
+                 for p, res in st["protocols"].items()} for s, st in analysis["studies"].items()}
+    summary = {**(dict(extra) if extra else {}), "verdicts": verdicts, "final_accuracy": final,
+               "analysis": analysis}
+    atomic_write_text(out / "summary.json", json.dumps(_clean_json(summary), indent=1) + "\n")
+    atomic_write_text(out / "report.html", render_html(analysis, cfg, data_info, extra))
+    return _clean_json(summary)

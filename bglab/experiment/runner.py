@@ -1,0 +1,528 @@
+"""Train every protocol x arm x variant x seed with identical splits, order and initial weights; resumable.
+
+Run directory (``OUT``)::
+
+    config.yaml                      the resolved config (a different config in the same OUT is refused)
+    data.json                        classes, counts per protocol part x class, samples left out and why
+    cache/<arm>-<hash>.npz           preprocessed uint8 images per arm (no pickle)
+    metrics/<run>.csv                per run: one ``fit`` row per epoch (running train loss / accuracy) and,
+                                     every ``eval_every`` epochs, train / val / test rows (clean and distorted)
+    metrics.csv, metrics.parquet     all runs together (columns in METRIC_COLUMNS)
+    checkpoints/<run>.safetensors    weights (+ optimiser state while unfinished); the JSON state is in its
+                                     metadata and mirrored in checkpoints/<run>.json
+    predictions/<run>/<test>__<distortion>.npz   y_true, y_pred, keys of the final model
+    sessions.jsonl                   one line per invocation
+    summary.json, report.html        written by :mod:`bglab.experiment.report`
+
+Determinism: the initial weights come from ``(seed, "init")`` only, so every arm of a seed starts from the
+same weights; the data order and augmentation of epoch ``e`` come from ``(seed, e)`` and the dropout masks
+from ``torch.manual_seed((seed, e))``, so a resumed run continues exactly where it stopped. Resumption: a
+finished run (checkpoint marked done) is skipped; an unfinished one continues at the epoch after its
+checkpoint, and metric rows after that epoch are dropped first. A run's files are written in the order
+predictions -> metrics -> checkpoint, each atomically, so an interruption never leaves them disagreeing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bglab.errors import BglabError, ConfigError
+from bglab.experiment.config import ExperimentConfig, RunKey, VariantConfig, resolved_config
+from bglab.experiment.data import ExperimentData, ProtocolData, distorted, load_data, make_protocol
+
+__all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "derive_seed", "load_checkpoint", "run_experiment"]
+
+METRIC_COLUMNS = ("protocol", "arm", "variant", "seed", "epoch", "split", "test_set", "distortion", "accuracy",
+                  "loss", "n", "session")
+Log = Callable[[str], None]
+
+
+class EpochBudgetReached(BglabError):
+    """The ``max_epochs`` budget of this invocation is used up; run again to continue."""
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (stable across machines and Python versions)."""
+    h = hashlib.sha256("|".join(str(p) for p in ("bglab.experiment", *parts)).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------- file helpers
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    from bglab.io import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    from bglab.io import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
+    _atomic_text(path, buf.getvalue())
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["seed"], r["epoch"], r["n"], r["session"] = int(r["seed"]), int(r["epoch"]), int(r["n"]), int(r["session"])
+        r["accuracy"], r["loss"] = float(r["accuracy"]), float(r["loss"])
+    return rows
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_bytes(path, buf.getvalue())
+
+
+# -------------------------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[str, Any]) -> None:
+    import torch
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous().clone()
+                                        for k, v in model.state_dict().items()}
+    st = dict(state)
+    if optimizer is not None:
+        osd = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, pst in osd["state"].items():
+            for k, v in pst.items():
+                if isinstance(v, torch.Tensor):
+                    tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous().clone()
+                else:
+                    scalars.setdefault(str(pid), {})[k] = v
+        st["optimizer"] = {"param_groups": osd["param_groups"], "scalars": scalars}
+    text = json.dumps(st, sort_keys=True, default=str)
+    _atomic_bytes(path, save(tensors, metadata={"bglab": text}))
+    _atomic_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(state, model_state_dict, optimizer_tensors)`` of a run checkpoint (safetensors; no pickle)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise BglabError(f"cannot read checkpoint: {exc}", path=p, hint="delete it to retrain this run") from None
+    if "bglab" not in meta:
+        raise BglabError("checkpoint has no bglab state", path=p, hint="delete it to retrain this run")
+    state = json.loads(meta["bglab"])
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
+    return state, model, optim
+
+
+def _restore_optimizer(optimizer: Any, state: dict[str, Any], tensors: dict[str, Any]) -> None:
+    saved = state.get("optimizer")
+    if not saved:
+        return
+    per: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        per.setdefault(int(pid), {})[k] = v
+    for pid, sc in saved.get("scalars", {}).items():
+        per.setdefault(int(pid), {}).update(sc)
+    optimizer.load_state_dict({"state": per, "param_groups": saved["param_groups"]})
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def _to_tensor(x: np.ndarray) -> Any:
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+def _as_float(x_uint8: Any) -> Any:
+    return x_uint8.float().div_(255.0)
+
+
+def _normalise(x: Any) -> Any:
+    """[0, 1] -> [-1, 1], in channels-last layout (about 1.5x faster convolutions on CPU)."""
+    import torch
+
+    return x.sub(0.5).div_(0.5).contiguous(memory_format=torch.channels_last)
+
+
+def _augment(x: Any, aug: Any, g: Any) -> Any:
+    """Seeded augmentation of a float batch in [0, 1]: flip, pixel dropout, Gaussian noise (0..255 units)."""
+    import torch
+
+    n = x.shape[0]
+    sel = torch.rand(n, generator=g) < aug.p
+    if aug.flip:
+        f = sel & (torch.rand(n, generator=g) < 0.5)
+        x = torch.where(f[:, None, None, None], x.flip(-1), x)
+    if aug.dropout > 0:
+        drop = torch.rand((n, 1, *x.shape[2:]), generator=g) < aug.dropout
+        x = x.masked_fill(drop & sel[:, None, None, None], 0.0)
+    if aug.noise > 0:
+        noise = torch.randn(x.shape, generator=g) * (aug.noise / 255.0)
+        x = (x + noise * sel[:, None, None, None]).clamp_(0.0, 1.0)
+    return x
+
+
+def _predict(model: Any, x: Any, y: Any | None = None, batch: int = 256, device: str = "cpu"
+             ) -> tuple[np.ndarray, float]:
+    """Predicted classes and mean cross-entropy loss (nan without labels), in eval mode."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    model.eval()
+    preds, loss_sum = [], 0.0
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            logits = model(_normalise(_as_float(x[i:i + batch].to(device))))
+            preds.append(logits.argmax(1).cpu())
+            if y is not None:
+                loss_sum += float(F.cross_entropy(logits, y[i:i + batch].to(device), reduction="sum"))
+    pred = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
+    return pred, (loss_sum / max(1, x.shape[0]) if y is not None else float("nan"))
+
+
+@dataclass
+class _EvalSet:
+    split: str
+    test_set: str
+    distortion: str
+    x: Any
+    y: Any
+    keys: np.ndarray
+
+
+@dataclass
+class RunResult:
+    key: RunKey
+    status: str  # done | skipped (already done) | partial
+    epochs_trained: int
+    seconds: float
+
+
+class _Budget:
+    def __init__(self, max_epochs: int | None) -> None:
+        self.left = max_epochs
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+def _build(variant: VariantConfig, n_classes: int, cfg: ExperimentConfig) -> Any:
+    from bglab.train.classifiers import build_classifier
+
+    opts = {k: v for k, v in variant.model.items() if k != "name"}
+    return build_classifier(variant.model["name"], n_classes, cfg.channels, cfg.size, **opts)
+
+
+def _optimizer(model: Any, variant: VariantConfig) -> Any:
+    import torch
+
+    t = variant.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData,
+               evalsets: list[_EvalSet], out: Path, session: int, budget: _Budget, log: Log,
+               on_epoch: Callable[[RunKey, int], None] | None, device: str = "cpu") -> RunResult:
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    variant = cfg.variants[key.variant]
+    t = variant.train
+    ckpt = out / "checkpoints" / f"{key.id}.safetensors"
+    mpath = out / "metrics" / f"{key.id}.csv"
+    t0 = time.perf_counter()
+    _seed_everything(derive_seed(key.seed, "init"))
+    model = _build(variant, len(data.classes), cfg)
+    start = 0
+    rows: list[dict[str, Any]] = []
+    sessions: list[int] = []
+    if ckpt.is_file():
+        state, msd, osd = load_checkpoint(ckpt)
+        if state.get("run") != key.id:
+            raise BglabError(f"checkpoint belongs to run {state.get('run')!r}", path=ckpt, hint="delete it")
+        if state.get("done"):
+            return RunResult(key, "skipped", 0, 0.0)
+        model.load_state_dict(msd)
+        start = int(state["epoch"])
+        sessions = list(state.get("sessions", []))
+        rows = [r for r in _read_csv(mpath) if r["epoch"] <= start]
+    elif mpath.exists():
+        mpath.unlink()  # metrics without a checkpoint: an interrupted first epoch
+    # weights were initialised on the CPU (the same on every device); channels-last suits CPU convolutions
+    model.to(device=device, memory_format=torch.channels_last)
+    opt = _optimizer(model, variant)
+    if start > 0:
+        _restore_optimizer(opt, state, osd)
+    if session not in sessions:
+        sessions.append(session)
+    arm_x = data.arms[key.arm].images
+    x_train = _to_tensor(arm_x[pdata.train])
+    y_train = torch.from_numpy(data.labels[pdata.train])
+    n = x_train.shape[0]
+    base = {"protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed, "session": session}
+    state_base = {"run": key.id, "protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed,
+                  "epochs": t.epochs, "classes": data.classes, "size": cfg.size, "channels": cfg.channels,
+                  "model": variant.model, "pipeline": cfg.arms[key.arm].pipeline, "train": {
+                      "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer}}
+    trained = 0
+    for epoch in range(start + 1, t.epochs + 1):
+        if not budget.take():
+            return RunResult(key, "partial", trained, time.perf_counter() - t0)
+        te = time.perf_counter()
+        torch.manual_seed(derive_seed(key.seed, "epoch", epoch))
+        g = torch.Generator().manual_seed(derive_seed(key.seed, "order", epoch))
+        perm = torch.randperm(n, generator=g)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in range(0, n, t.batch_size):
+            idx = perm[b:b + t.batch_size]
+            if idx.numel() < 2:
+                continue  # batch-norm cannot train on one image
+            x = _as_float(x_train[idx])
+            if t.augment.active:
+                x = _augment(x, t.augment, g)
+            x, y = x.to(device), y_train[idx].to(device)
+            logits = model(_normalise(x))
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * idx.numel()
+            correct += int((logits.argmax(1) == y).sum().item())
+            seen += idx.numel()
+        rows.append({**base, "epoch": epoch, "split": "fit", "test_set": "train", "distortion": "clean",
+                     "accuracy": correct / max(1, seen), "loss": loss_sum / max(1, seen), "n": seen})
+        final = epoch == t.epochs
+        if epoch % t.eval_every == 0 or final:
+            for es in evalsets:
+                pred, loss_v = _predict(model, es.x, es.y, device=device)
+                acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
+                rows.append({**base, "epoch": epoch, "split": es.split, "test_set": es.test_set,
+                             "distortion": es.distortion, "accuracy": acc, "loss": loss_v, "n": len(pred)})
+                if final and es.split == "test":
+                    _save_npz(out / "predictions" / key.id / f"{es.test_set}__{es.distortion}.npz",
+                              y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64),
+                              keys=es.keys)
+        trained += 1
+        if final or epoch % t.checkpoint_every == 0 or budget.left == 0:
+            _write_csv(mpath, rows)
+            state = {**state_base, "epoch": epoch, "done": final, "sessions": sessions,
+                     "updated": datetime.now(UTC).isoformat(timespec="seconds")}
+            _save_checkpoint(ckpt, model, None if final else opt, state)
+        fit = next(r for r in reversed(rows) if r["split"] == "fit")
+        val = [r for r in rows[-len(evalsets):] if r["split"] == "val" and r["epoch"] == epoch]
+        log(f"{key.id} epoch {epoch}/{t.epochs}: loss {fit['loss']:.3f} train acc {fit['accuracy']:.3f}"
+            + (f" val acc {val[0]['accuracy']:.3f}" if val else "") + f" ({time.perf_counter() - te:.1f} s)")
+        if on_epoch is not None:
+            on_epoch(key, epoch)
+    return RunResult(key, "done", trained, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def _check_run_dir(out: Path, resolved: dict[str, Any]) -> None:
+    import yaml
+
+    path = out / "config.yaml"
+    if path.is_file():
+        try:
+            old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            old = {}
+
+        def key(d: Mapping[str, Any]) -> Any:  # threads change speed, not results
+            return {k: v for k, v in d.items() if k != "threads"}
+
+        if key(old) != key(json.loads(json.dumps(resolved))):
+            raise ConfigError("this run directory holds a different experiment (config changed)", path=out,
+                              hint="use another --out, or delete the directory to start again")
+        return
+    _atomic_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
+
+
+def _next_session(out: Path, info: Mapping[str, Any]) -> int:
+    path = out / "sessions.jsonl"
+    n = 0
+    if path.is_file():
+        n = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    line = json.dumps({"session": n + 1, **info}, default=str)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+    return n + 1
+
+
+def collect_metrics(out: Path) -> list[dict[str, Any]]:
+    """All per-run metric rows of a run directory (sorted), written to metrics.csv and metrics.parquet."""
+    rows: list[dict[str, Any]] = []
+    for p in sorted((out / "metrics").glob("*.csv")):
+        rows.extend(_read_csv(p))
+    _write_csv(out / "metrics.csv", rows)
+    try:
+        import pandas as pd
+
+        df = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        _atomic_bytes(out / "metrics.parquet", buf.getvalue())
+    except ImportError:  # pragma: no cover - pandas / pyarrow are in the train extra
+        pass
+    return rows
+
+
+def _evalsets(cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData, arm: str) -> list[_EvalSet]:
+    import torch
+
+    x = data.arms[arm].images
+    keys = np.array(data.keys, dtype=str)
+    sets = []
+    for split, idx in (("train", pdata.train), ("val", pdata.val)):
+        sets.append(_EvalSet(split, split, "clean", _to_tensor(x[idx]), torch.from_numpy(data.labels[idx]), keys[idx]))
+    for name, idx in pdata.tests.items():
+        y = torch.from_numpy(data.labels[idx])
+        sets.append(_EvalSet("test", name, "clean", _to_tensor(x[idx]), y, keys[idx]))
+        for dname, spec in cfg.evaluate.distortions.items():
+            xd = distorted(x[idx], list(keys[idx]), spec, cfg.evaluate.seed, dname)
+            sets.append(_EvalSet("test", name, dname, _to_tensor(xd), y, keys[idx]))
+    return sets
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | None = None,
+                   threads: int | None = None, log: Log | None = None, report: bool = True,
+                   on_epoch: Callable[[RunKey, int], None] | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Run (or resume) the whole experiment into ``out``; returns the summary (also ``out/summary.json``).
+
+    ``max_epochs``: train at most this many epochs in this call (over all runs), then stop with the state
+    saved (``summary["complete"]`` is False); running again continues. ``on_epoch(run, epoch)`` is called after
+    every trained epoch (tests raise from it to simulate an interruption). ``device``: ``cpu`` (default,
+    bit-reproducible), ``cuda`` or ``auto`` (cuda when available).
+    """
+    import torch
+
+    log = log or (lambda s: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = resolved_config(cfg)
+    _check_run_dir(out, resolved)
+    n_threads = cfg.threads if threads is None else threads
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    if n_threads > 0:
+        torch.set_num_threads(n_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _run(cfg, out, max_epochs=max_epochs, log=log, report=report, on_epoch=on_epoch,
+                    device=_device(device))
+    finally:  # leave the process as it was (library use, tests)
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+
+
+def _device(name: str) -> str:
+    import torch
+
+    name = str(name).lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"unknown device {name!r}", hint="use cpu, cuda or auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but torch sees no GPU", hint="use --device cpu")
+    return name
+
+
+def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, report: bool,
+         on_epoch: Callable[[RunKey, int], None] | None, device: str) -> dict[str, Any]:
+    session = _next_session(out, {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": cfg.quick,
+                                  "max_epochs": max_epochs, "pid": os.getpid()})
+    t0 = time.perf_counter()
+    log(f"reading and preprocessing {len(cfg.used_arms())} arm(s)")
+    data = load_data(cfg, cache_dir=out / "cache",
+                     progress=lambda arm, i, n: log(f"  {arm}: {i}/{n}") if i == n else None)
+    protocols = {name: make_protocol(cfg, cfg.protocols[name], data)
+                 for name in dict.fromkeys(k.protocol for k in cfg.runs())}
+    info = {"classes": data.classes, "n_samples": len(data.samples), "n_usable": int(data.ok.sum()),
+            "left_out": {a: errs[:50] for a, errs in data.dropped().items() if errs},
+            "protocols": {n: p.counts(data) for n, p in protocols.items()},
+            "preprocess_seconds": round(time.perf_counter() - t0, 2)}
+    _atomic_text(out / "data.json", json.dumps(info, indent=2) + "\n")
+    budget = _Budget(max_epochs)
+    results: list[RunResult] = []
+    cache: dict[tuple[str, str], list[_EvalSet]] = {}
+    complete = True
+    for key in cfg.runs():
+        ek = (key.protocol, key.arm)
+        if ek not in cache:  # 64x64 grey test sets are small: keep every protocol x arm in memory
+            cache[ek] = _evalsets(cfg, data, protocols[key.protocol], key.arm)
+        res = _train_run(key, cfg, data, protocols[key.protocol], cache[ek], out, session, budget, log, on_epoch,
+                         device)
+        results.append(res)
+        if res.status != "skipped":
+            log(f"{key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")
+        if res.status == "partial":
+            complete = False
+            break
+    collect_metrics(out)
+    summary: dict[str, Any] = {"name": cfg.name, "complete": complete, "session": session,
+                               "runs": {r.key.id: r.status for r in results},
+                               "seconds": round(time.perf_counter() - t0, 2)}
+    if complete and report:
+        from bglab.experiment.report import write_report
+
+        summary = write_report(out, cfg, data_info=info, extra=summary)
+    else:
+        _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,381 @@
+"""Experiments: config validation, statistics on hand-computed cases, a micro experiment end to end (run
+directory, resumption after an interruption, determinism, report), and the CLI commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+from bglab.errors import ConfigError  # noqa: E402
+from bglab.experiment import stats  # noqa: E402
+from bglab.experiment.config import load_experiment_config, parse_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # the runner sets torch's threads from the config (1 here); restore them afterwards
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+CLASSES = ("paper", "rock", "scissors")
+
+
+# ------------------------------------------------------------------------------------------ synthetic data
+
+
+def _image(cls: int, i: int, source: str, rng: np.random.Generator) -> np.ndarray:
+    """A 40x40 RGB picture: a bright class shape (square / disc / cross) on a green screen or on clutter."""
+    h = w = 40
+    if source == "screen":
+        img = np.zeros((h, w, 3), np.uint8)
+        img[...] = (40, 180, 60)
+    else:
+        img = rng.integers(0, 120, size=(h, w, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = 20 + rng.integers(-4, 5), 20 + rng.integers(-4, 5)
+    if cls == 0:
+        shape = (abs(yy - cy) < 9) & (abs(xx - cx) < 9)
+    elif cls == 1:
+        shape = (yy - cy) ** 2 + (xx - cx) ** 2 < 81
+    else:
+        shape = ((abs(yy - cy) < 3) & (abs(xx - cx) < 11)) | ((abs(xx - cx) < 3) & (abs(yy - cy) < 11))
+    img[shape] = (230, 200, 190)
+    return img
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bglab.io import write_image
+
+    root = tmp_path_factory.mktemp("expdata")
+    rng = np.random.default_rng(0)
+    for source in ("screen", "clutter"):
+        for c, name in enumerate(CLASSES):
+            d = root / source / name
+            d.mkdir(parents=True)
+            for i in range(30):
+                write_image(d / f"{name}_{i:03d}.png", _image(c, i, source, rng))
+    return root
+
+
+def micro_config(root: Path, **over: object) -> dict:
+    cfg = {
+        "name": "micro",
+        "seeds": [0],
+        "threads": 1,
+        "input": {"size": 32, "channels": 1},
+        "sources": {"screen": {"path": str(root / "screen")}, "clutter": {"path": str(root / "clutter")}},
+        "protocols": {"cross": {"split": {"screen": [0.6, 0.2, 0.2]},
+                                "test_sets": {"screen": "screen/test", "clutter": "clutter"}}},
+        "arms": {"original": [],
+                 "keyed": [{"segment": {"backend": "chroma"}}, {"background": {"mode": "remove"}}]},
+        "model": {"name": "cnn", "widths": [8, 16], "hidden": 32, "dropout": 0.5},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "eval_every": 1},
+        "evaluate": {"distortions": {"dropout25": {"dropout": 0.25}, "noise25": {"noise": 25}}, "bootstrap": 200},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def reference_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from bglab.experiment.runner import run_experiment
+
+    out = tmp_path_factory.mktemp("ref") / "run"
+    cfg = parse_config(micro_config(data_root))
+    summary = run_experiment(cfg, out)
+    return out, summary
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_reference_config_parses_with_and_without_quick() -> None:
+    full = load_experiment_config(REPO / "configs" / "rps-reference.yaml")
+    quick = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)
+    assert full.seeds == (0, 1, 2) and quick.seeds == (0,)
+    assert full.size == 64 and quick.size == 32
+    assert set(full.arms) == {"original", "crop", "crop+remove", "remove"}
+    assert full.arms["crop"].pipeline["steps"][-2:] == [{"resize": {"size": 64}}, "grey"]
+    assert full.variants["base"].train.epochs == 100 and quick.variants["base"].train.epochs == 10
+    assert full.variants["none"].model["dropout"] == 0.0 and full.variants["both"].model["batchnorm"] is True
+    assert full.variants["noise-aug"].train.augment.noise == 25
+    assert full.protocols["combined"].test_sets["sxsw"].part == "test"
+    runs = full.runs()
+    assert len(runs) == len({r.id for r in runs}) == (8 + 3 + 2) * 3  # shared base runs are trained once
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"epochz": 3}, "epochz"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"protocols": {"p": {"split": {"screen": [0.6, 0.2, 0.2]}, "test_sets": {"t": "screen"}}}},
+     "protocols.p.test_sets.t"),  # testing on a whole source that also trains: a leak
+    ({"protocols": {"p": {"split": {"nope": [0.6, 0.2, 0.2]}, "test_sets": {"t": "clutter"}}}},
+     "protocols.p.split.nope"),
+    ({"arms": {"a": [{"resize": {"size": 64}}]}}, "arms.a[0]"),
+    ({"arms": {"a": [{"segment": {"backend": "no-such-backend"}}]}}, "arms.a"),
+    ({"model": {"name": "transformer"}}, "variants.base"),
+    ({"studies": {"s": {"arms": ["missing"]}}}, "studies.s.arms[0]"),
+    ({"evaluate": {"distortions": {"d": {"dropout": 2}}}}, "evaluate.distortions.d.dropout"),
+])
+def test_config_errors_name_the_key(data_root: Path, change: dict, key: str) -> None:
+    raw = micro_config(data_root)
+    if "epochz" in change:
+        raw["train"] = {**raw["train"], **change}
+        key = "train.epochz"
+    else:
+        raw.update(change)
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert key in str(info.value)
+
+
+def test_quick_profile_deep_merges(data_root: Path) -> None:
+    raw = micro_config(data_root, quick={"train": {"epochs": 1}, "sources": {"screen": {"per_class": 5}}})
+    cfg = parse_config(raw, quick=True)
+    assert cfg.quick and cfg.variants["base"].train.epochs == 1 and cfg.variants["base"].train.batch_size == 16
+    assert cfg.sources["screen"].per_class == 5 and cfg.sources["screen"].path == data_root / "screen"
+
+
+# ------------------------------------------------------------------------------------------------- stats
+
+
+def test_mcnemar_known_table() -> None:
+    # b=1, c=9: P(X<=1 | n=10, 1/2) = 11/1024; exact p = 22/1024; mid-p = 2 (11 - 10/2) / 1024 = 12/1024
+    r = stats.mcnemar_counts(1, 9)
+    assert r.p_exact == pytest.approx(22 / 1024)
+    assert r.p_midp == pytest.approx(12 / 1024)
+    assert stats.mcnemar_counts(5, 5).p_exact == 1.0
+    assert stats.mcnemar_counts(0, 0).p_midp == 1.0
+    a = np.array([1, 1, 0, 0, 1, 0], bool)
+    b = np.array([1, 0, 1, 1, 1, 1], bool)
+    r2 = stats.mcnemar(a, b)
+    assert (r2.b, r2.c) == (1, 3)
+    assert r2.p_exact == pytest.approx(2 * 5 / 16)  # P(X<=1 | n=4) = 5/16
+
+
+def test_t_interval_known_values() -> None:
+    m, lo, hi = stats.t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2) * sd 1 / sqrt(3)
+    assert m == 2.0 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    m1, lo1, hi1 = stats.t_interval([0.7])
+    assert m1 == 0.7 and math.isnan(lo1) and math.isnan(hi1)
+
+
+def test_paired_bootstrap_and_holm() -> None:
+    same = np.array([1, 0, 1, 1, 0] * 8, bool)
+    r = stats.paired_bootstrap(same, same, n_boot=500)
+    assert r.diff == 0 and r.p == 1.0
+    a = np.zeros(40, bool)
+    b = np.ones(40, bool)
+    r = stats.paired_bootstrap(a, b, n_boot=500)
+    assert r.diff == 1.0 and r.lo == r.hi == 1.0 and r.p < 0.01
+    # two seeds: per-image differences are averaged over seeds before resampling
+    r2 = stats.paired_bootstrap(np.stack([a, a]), np.stack([b, a]), n_boot=500)
+    assert r2.diff == pytest.approx(0.5)
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    c = stats.compare("A", "B", "t", np.stack([a, a]), np.stack([b, b]), n_boot=300)
+    rejected, adjusted, text = stats.verdict([c])
+    assert rejected and "REJECTED" in text and adjusted[0].p_holm == pytest.approx(c.p_boot)
+    c0 = stats.compare("A", "B", "t", same, same, n_boot=300)
+    assert not stats.verdict([c0])[0] and "NOT rejected" in stats.verdict([c0])[2]
+
+
+# ------------------------------------------------------------------------------------- micro experiment
+
+
+def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
+    out, summary = reference_run
+    assert summary["complete"] is True
+    for name in ("config.yaml", "data.json", "metrics.csv", "metrics.parquet", "report.html", "summary.json",
+                 "sessions.jsonl"):
+        assert (out / name).is_file(), name
+    runs = ["cross__original__base__s0", "cross__keyed__base__s0"]
+    for run in runs:
+        assert (out / "checkpoints" / f"{run}.safetensors").is_file()
+        state = json.loads((out / "checkpoints" / f"{run}.json").read_text())
+        assert state["done"] is True and state["epoch"] == 2
+        for test in ("screen", "clutter"):
+            for dist in ("clean", "dropout25", "noise25"):
+                with np.load(out / "predictions" / run / f"{test}__{dist}.npz", allow_pickle=False) as z:
+                    assert z["y_true"].shape == z["y_pred"].shape and len(z["y_true"]) > 0
+    caches = sorted((out / "cache").glob("*.npz"))
+    assert len(caches) == 2
+    with np.load(caches[0], allow_pickle=False) as z:
+        assert z["images"].dtype == np.uint8 and z["images"].shape[1:] == (32, 32) and z["ok"].all()
+    rows = _rows(out / "metrics.csv")
+    assert {r["split"] for r in rows} == {"fit", "train", "val", "test"}
+    assert {r["distortion"] for r in rows} == {"clean", "dropout25", "noise25"}
+    fit = Counter((r["arm"], r["epoch"]) for r in rows if r["split"] == "fit")
+    assert fit == {(a, e): 1 for a in ("original", "keyed") for e in ("1", "2")}
+    data = json.loads((out / "data.json").read_text())
+    assert data["protocols"]["cross"]["test:clutter"]["total"] == 90
+    # identical splits for every arm: the same test images in the same order
+    k1 = np.load(out / "predictions" / runs[0] / "clutter__clean.npz")["keys"]
+    k2 = np.load(out / "predictions" / runs[1] / "clutter__clean.npz")["keys"]
+    assert np.array_equal(k1, k2)
+
+
+def test_same_seed_same_initial_weights_across_arms() -> None:
+    from bglab.experiment.runner import _seed_everything, derive_seed
+    from bglab.train.classifiers import build_classifier
+
+    nets = []
+    for _ in range(2):
+        _seed_everything(derive_seed(0, "init"))
+        nets.append(build_classifier("cnn", 3, 1, 32, widths=[8, 16], hidden=32))
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert p.data.equal(q.data)
+
+
+def _metric_key(r: dict[str, str]) -> tuple:
+    return (r["arm"], r["seed"], r["epoch"], r["split"], r["test_set"], r["distortion"])
+
+
+def test_resume_after_epoch_budget_continues_without_retraining(data_root: Path, tmp_path: Path,
+                                                                reference_run: tuple[Path, dict]) -> None:
+    from bglab.experiment.runner import run_experiment
+
+    cfg = parse_config(micro_config(data_root))
+    out = tmp_path / "run"
+    first = run_experiment(cfg, out, max_epochs=3)  # 2 runs x 2 epochs: stops in the middle of the second run
+    assert first["complete"] is False and not (out / "report.html").exists()
+    rows1 = _rows(out / "metrics.csv")
+    assert {r["session"] for r in rows1} == {"1"}
+    second = run_experiment(cfg, out)
+    assert second["complete"] is True
+    rows = _rows(out / "metrics.csv")
+    fits = [r for r in rows if r["split"] == "fit"]
+    assert Counter((r["arm"], r["epoch"]) for r in fits) == {(a, e): 1 for a in ("original", "keyed") for e in "12"}
+    by_session = {(r["arm"], r["epoch"]): r["session"] for r in fits}
+    assert sorted(k for k, s in by_session.items() if s == "2") == [("keyed", "2")]  # only the unfinished epoch
+    # resumed training is exactly the uninterrupted training
+    ref = {_metric_key(r): (r["accuracy"], r["loss"]) for r in _rows(reference_run[0] / "metrics.csv")}
+    got = {_metric_key(r): (r["accuracy"], r["loss"]) for r in rows}
+    assert got.keys() == ref.keys()
+    for k in ref:
+        assert float(got[k][0]) == pytest.approx(float(ref[k][0]), abs=1e-9), k
+        assert float(got[k][1]) == pytest.approx(float(ref[k][1]), rel=1e-4, abs=1e-6), k
+    # a third call trains nothing
+    run_experiment(cfg, out)
+    assert Counter(r["session"] for r in _rows(out / "metrics.csv") if r["split"] == "fit") == {"1": 3, "2": 1}
+
+
+def test_resume_after_an_exception_mid_run(data_root: Path, tmp_path: Path) -> None:
+    from bglab.experiment.runner import run_experiment
+
+    cfg = parse_config(micro_config(data_root, arms={"original": []}))
+    out = tmp_path / "run"
+
+    def boom(key: object, epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, out, on_epoch=boom)
+    state = json.loads((out / "checkpoints" / "cross__original__base__s0.json").read_text())
+    assert state["epoch"] == 1 and state["done"] is False
+    run_experiment(cfg, out)
+    fits = [r for r in _rows(out / "metrics.csv") if r["split"] == "fit"]
+    assert [(r["epoch"], r["session"]) for r in fits] == [("1", "1"), ("2", "2")]
+
+
+def test_changed_config_in_same_run_dir_is_refused(data_root: Path, reference_run: tuple[Path, dict]) -> None:
+    from bglab.experiment.runner import run_experiment
+
+    for change in ({"seeds": [0, 1]}, {"evaluate": {"distortions": {"noise9": {"noise": 9}}}}):
+        cfg = parse_config(micro_config(data_root, **change))
+        with pytest.raises(ConfigError, match="different experiment"):
+            run_experiment(cfg, reference_run[0])
+    run_experiment(parse_config(micro_config(data_root, threads=2)), reference_run[0])  # threads: same experiment
+
+
+def test_report_is_self_contained_with_sections(reference_run: tuple[Path, dict]) -> None:
+    out, summary = reference_run
+    text = (out / "report.html").read_text()
+    for title in ("Verdict", "Data", "Accuracy curves", "Final accuracy", "Per-class accuracy", "Confusion matrices",
+                  "Accuracy under distortion", "Differences and paired tests"):
+        assert title in text, title
+    assert text.count("data:image/png;base64,") >= 6
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", text, re.I)
+    assert "<script" not in text and "<link" not in text
+    assert "does not matter" in text
+    verdicts = summary["verdicts"]
+    assert {v["distortion"] for v in verdicts} == {"clean", "dropout25", "noise25"}
+    assert all(isinstance(v["rejected"], bool) for v in verdicts)
+    res = summary["analysis"]["studies"]["main"]["protocols"]["cross"]
+    comps = res["comparisons"]
+    assert {(c["a"], c["b"]) for c in comps} == {("original", "keyed")}
+    assert all(len(c["mcnemar"]) == 1 for c in comps)
+    # the figures agree with the raw predictions
+    with np.load(out / "predictions" / "cross__keyed__base__s0" / "clutter__clean.npz") as z:
+        y, p = z["y_true"], z["y_pred"]
+    cm = np.array(res["confusion"]["keyed|clutter"])
+    assert cm.sum() == len(y) == 90 and np.trace(cm) == int((y == p).sum())
+    assert res["per_class"]["keyed|clutter"][1] == pytest.approx(float((p[y == 1] == 1).mean()))
+    assert res["final"]["keyed"]["clutter|clean"]["mean"] == pytest.approx(float((y == p).mean()))
+    c = next(c for c in comps if c["test_set"] == "clutter" and c["distortion"] == "clean")
+    with np.load(out / "predictions" / "cross__original__base__s0" / "clutter__clean.npz") as z:
+        p0 = z["y_pred"]
+    assert c["diff"] == pytest.approx(float((p == y).mean() - (p0 == y).mean()))
+    assert c["mcnemar"][0]["b"] == int(((p0 == y) & (p != y)).sum())
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_experiment_quick_and_eval_cls(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from bglab.cli import main
+
+    raw = micro_config(data_root, arms={"original": []}, quick={"train": {"epochs": 1}})
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    assert main(["experiment", str(path), "--quick", "--out", str(out)]) == 0
+    assert (out / "report.html").is_file()
+    capsys.readouterr()
+    assert main(["eval-cls", str(out), str(data_root / "clutter"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res) == 1 and res[0]["n"] == 90 and 0.0 <= res[0]["accuracy"] <= 1.0
+    assert set(res[0]["per_class"]) == set(CLASSES)
+    assert main(["experiment", str(tmp_path / "missing.yaml")]) == 2
+    odd = tmp_path / "odd" / "lizard"
+    odd.mkdir(parents=True)
+    (odd / "a.png").write_bytes((data_root / "clutter" / "rock" / "rock_000.png").read_bytes())
+    assert main(["eval-cls", str(out), str(tmp_path / "odd")]) == 2  # a class the models never saw
+    assert "lizard" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reference_quick_profile_on_shared_data(shared_data: Path, tmp_path: Path) -> None:
+    from bglab.experiment.runner import run_experiment
+    from bglab.segment.unet import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("the hand U-Net model is not built yet")
+    cfg = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)
+    summary = run_experiment(cfg, tmp_path / "quick")
+    assert summary["complete"] is True and all(s == "done" for s in summary["runs"].values())
+    assert len(summary["runs"]) == 13
+    text = (tmp_path / "quick" / "report.html").read_text()
+    assert "Study: background" in text and "Study: regularisation" in text and "Study: noise" in text

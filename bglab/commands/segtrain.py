@@ -1,0 +1,158 @@
+"""``bglab train-seg`` / ``export-seg`` / ``ablate-seg``: train bglab's hand U-Net, export it to ONNX, ablate it.
+
+Needs the ``train`` extra (torch, albumentations, onnx, safetensors); imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bglab.errors import BackendError, ConfigError
+
+
+def _need_train_extra() -> None:
+    try:
+        import albumentations  # noqa: F401
+        import safetensors  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise BackendError(f"training needs the 'train' extra ({exc})", hint="pip install 'bglab[train]'") from None
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The running command as ``bglab <name> --opt value ...`` (only options that differ from the default)."""
+    import shlex
+
+    parts = ["bglab", ctx.info_name or ctx.command.name or ""]
+    for prm in ctx.command.params:
+        val = ctx.params.get(prm.name)
+        if getattr(prm, "param_type_name", "") == "argument":
+            parts.append(shlex.quote(str(val)))
+            continue
+        if val is None or val == prm.default or (isinstance(val, tuple | list) and not val):
+            continue
+        if getattr(prm, "is_flag", False) and isinstance(val, bool):
+            flags = prm.opts if val else prm.secondary_opts
+            if flags:
+                parts.append(flags[0])
+            continue
+        for v in val if isinstance(val, tuple | list) else [val]:
+            parts += [prm.opts[0], shlex.quote(str(v))]
+    return " ".join(parts)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train-seg``, ``export-seg`` and ``ablate-seg`` to the bglab app."""
+
+    @app.command("train-seg")
+    def train_seg(
+        ctx: typer.Context,
+        keyed: Annotated[Path, typer.Option("--keyed", help="Keyed masks: DIR/<class>/<stem>.png (+ key_report.csv).")],
+        images: Annotated[Path, typer.Option("--images", help="Webcam photos: DIR/<class>/<stem>.png.")],
+        out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, logs, splits).")],
+        data_root: Annotated[Path | None, typer.Option(
+            "--data-root", help="Folder with backgrounds/, pets3/, facemask/ (default: IMAGES/../..).")] = None,
+        size: int = typer.Option(160, "--size", min=32, help="Training crop side (pixels)."),
+        epochs: int = typer.Option(100, "--epochs", min=1, help="Maximum number of epochs."),
+        max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.05,
+                                                 help="Stop after this much training time (resume counts it)."),
+        depth: int = typer.Option(4, "--depth", min=1, max=6, help="Number of down-samplings."),
+        base: int = typer.Option(16, "--base", min=2, help="Channels of the first level."),
+        max_mult: int = typer.Option(4, "--max-mult", min=1, help="Channels stop growing at base * max-mult."),
+        separable: bool = typer.Option(False, "--separable/--no-separable", help="Depthwise-separable convs."),
+        dropout: float = typer.Option(0.0, "--dropout", min=0.0, max=0.9, help="Dropout in the deep half."),
+        batchnorm: bool = typer.Option(True, "--batchnorm/--no-batchnorm", help="Batch normalisation."),
+        skip: str = typer.Option("concat", "--skip", help="Skip connections: concat or add."),
+        augment: bool = typer.Option(True, "--augment/--no-augment",
+                                     help="Composites + albumentations (off: plain webcam photos only)."),
+        faces: bool = typer.Option(True, "--faces/--no-faces", help="Use face crops as hand-free backgrounds."),
+        harmonize: bool = typer.Option(True, "--harmonize/--no-harmonize",
+                                       help="Hide the paste (colour pull to the scene, area shrink, blur)."),
+        batch: int = typer.Option(16, "--batch", min=1, help="Batch size."),
+        lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+        samples: int = typer.Option(1600, "--samples-per-epoch", min=1, help="Training samples per epoch."),
+        patience: int = typer.Option(6, "--patience", min=1, help="Early stopping: epochs without improvement."),
+        threads: int = typer.Option(2, "--threads", min=1, help="PyTorch threads."),
+        workers: int = typer.Option(1, "--workers", min=0, help="Data-generating worker processes."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
+        seed: int = typer.Option(0, "--seed", help="Seed for splits, composites and weights."),
+        limit: int | None = typer.Option(None, "--limit", min=4, help="Use only this many photos (smoke tests)."),
+        val_composites: int = typer.Option(240, "--val-composites", min=1, help="Fixed validation composites."),
+    ) -> None:
+        """Train the hand U-Net from scratch on keyed webcam hands composited onto real photos."""
+        _need_train_extra()
+        from bglab.train.segtrain import TrainConfig, train
+
+        if skip not in ("concat", "add"):
+            raise ConfigError(f"--skip must be concat or add, not {skip!r}")
+        cfg = TrainConfig(keyed=str(keyed), images=str(images), out=str(out),
+                          data_root=str(data_root) if data_root else None, size=size, epochs=epochs,
+                          max_minutes=max_minutes, depth=depth, base=base, max_mult=max_mult, separable=separable,
+                          dropout=dropout, batchnorm=batchnorm, skip=skip, augment=augment, faces=faces,
+                          harmonize=harmonize,
+                          seed=seed, batch=batch, lr=lr, samples_per_epoch=samples, patience=patience,
+                          threads=threads, workers=workers, limit=limit, val_composites=val_composites,
+                          command=_command_line(ctx))
+        train(cfg, resume=resume, progress=True)
+
+    @app.command("export-seg")
+    def export_seg(
+        run: Annotated[Path, typer.Argument(help="Training run folder (from train-seg).")],
+        out: Annotated[Path, typer.Argument(help="ONNX file to write (a .json with its sha256 goes next to it).")],
+        which: str = typer.Option("best", "--which", help="Checkpoint: best or last."),
+        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Recorded mask threshold."),
+        size: int | None = typer.Option(None, "--size", min=16,
+                                        help="Inference long side recorded in the JSON (default: training size)."),
+    ) -> None:
+        """Export a run's checkpoint to ONNX (dynamic batch / size) and check it against PyTorch."""
+        _need_train_extra()
+        from bglab.train.segtrain import export_onnx
+
+        if which not in ("best", "last"):
+            raise ConfigError(f"--which must be best or last, not {which!r}")
+        export_onnx(run, out, which=which, threshold=threshold, size=size)
+
+    @app.command("ablate-seg")
+    def ablate_seg(
+        ctx: typer.Context,
+        keyed: Annotated[Path, typer.Option("--keyed", help="Keyed masks folder.")],
+        images: Annotated[Path, typer.Option("--images", help="Webcam photos folder.")],
+        out: Annotated[Path, typer.Option("--out", help="Folder for the ablation runs and ablation.json.")],
+        data_root: Annotated[Path | None, typer.Option("--data-root", help="backgrounds/ + pets3/ root.")] = None,
+        minutes: float = typer.Option(3.0, "--minutes", min=0.001, help="Training minutes per configuration."),
+        size: int = typer.Option(160, "--size", min=32),
+        samples: int = typer.Option(800, "--samples-per-epoch", min=1),
+        seed: int = typer.Option(0, "--seed"),
+        limit: int | None = typer.Option(None, "--limit", min=4, help="Use only this many photos (smoke tests)."),
+        val_composites: int = typer.Option(240, "--val-composites", min=1),
+        only: list[str] | None = typer.Option(None, "--only", help="Run only these (base, +dropout, ...)."),
+        workers: int = typer.Option(1, "--workers", min=0),
+        threads: int = typer.Option(2, "--threads", min=1, help="PyTorch threads."),
+    ) -> None:
+        """Short runs: base / +dropout / +batch-norm / +augmentation; prints a validation F1 table."""
+        _need_train_extra()
+        from rich.console import Console
+        from rich.table import Table
+
+        from bglab.train.segtrain import TrainConfig, ablate
+
+        cfg = TrainConfig(keyed=str(keyed), images=str(images), out=str(out),
+                          data_root=str(data_root) if data_root else None, size=size, seed=seed,
+                          samples_per_epoch=samples, limit=limit, val_composites=val_composites, workers=workers,
+                          threads=threads,
+                          command=_command_line(ctx))
+        rows = ablate(cfg, minutes_each=minutes, names=only)
+        table = Table(title=f"ablation ({minutes:g} min each, same validation set)")
+        for col in ("config", "epochs", "val loss", "val F1", "F1 composites", "F1 webcam", "val IoU"):
+            table.add_column(col, justify="right" if col != "config" else "left")
+
+        def f(v: object) -> str:
+            return f"{v:.3f}" if isinstance(v, float) else "-"
+
+        for r in rows:
+            table.add_row(r["name"], str(r["epochs"]), f(r["val_loss"]), f(r["val_f1"]), f(r["val_f1_comp"]),
+                          f(r["val_f1_plain"]), f(r["val_iou"]))
+        Console().print(table)

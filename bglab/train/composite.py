@@ -1,0 +1,617 @@
+"""Compositing data set: keyed webcam hands pasted onto real photos with no hand in them.
+
+Sources
+- Hands: chroma-keyed webcam photos (``<keyed>/<class>/<stem>.png`` masks, ``<images>/<class>/<stem>.png``
+  photos), despilled with :func:`bglab.segment.chroma.despill` and cut out with their mask. Masks that the
+  key's QC rejected (``key_report.csv``) are skipped.
+- Backgrounds: real photos with no hand: ``backgrounds/*.jpg``; Oxford pets photos with the pet removed
+  (the pet region is inpainted, so only the room / garden / sofa stays); optionally the face-mask photos
+  (faces and people with no hand pasted: skin that is *not* hand).
+
+One composite: a background crop, 0-3 hands each with its own skin-tone / colour jitter, random scale,
+rotation, mirror and position (usually entering from an edge, arm first, as hands do), a soft drop shadow,
+then albumentations on the whole image (brightness 0.5-1.5, zoom, rotation 30 deg, shift 0.1, shear,
+horizontal flip, random resized crop, Gaussian noise, Gaussian blur, JPEG). Some samples are the plain
+webcam photo with its keyed mask. Every sample is a pure function of ``(seed, epoch, index)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLASSES = ("rock", "paper", "scissors")
+
+
+# ----------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class KeyedRecord:
+    """One keyed webcam photo: class, stem, photo path, mask path."""
+
+    cls: str
+    stem: str
+    image: Path
+    mask: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.cls}/{self.stem}"
+
+
+def _qc_rejects(keyed_dir: Path) -> set[str]:
+    """Keys (``class/stem``) that ``key_report.csv`` marks as failed; empty when there is no report."""
+    report = keyed_dir / "key_report.csv"
+    if not report.is_file():
+        return set()
+    bad: set[str] = set()
+    with report.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            low = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            verdict = None
+            for col in ("qc", "ok", "pass", "passed", "status", "qc_pass", "accepted", "keep"):
+                if col in low:
+                    verdict = low[col].lower()
+                    break
+            if verdict is None:
+                continue
+            if verdict in ("1", "true", "yes", "ok", "pass", "passed", "accepted", "keep", "good"):
+                continue
+            name = low.get("file") or low.get("path") or low.get("image") or low.get("stem") or ""
+            cls = low.get("class") or low.get("cls") or low.get("label") or ""
+            p = Path(name)
+            stem = p.stem
+            cls = cls or (p.parent.name if p.parent.name else "")
+            bad.add(f"{cls}/{stem}")
+    return bad
+
+
+def list_keyed(keyed_dir: str | Path, images_dir: str | Path, *, classes: Sequence[str] = CLASSES,
+               use_qc: bool = True) -> list[KeyedRecord]:
+    """Keyed masks that have their photo (and passed QC when a report exists), sorted by class then stem."""
+    from bglab.errors import DatasetError
+
+    keyed_dir, images_dir = Path(keyed_dir), Path(images_dir)
+    if not keyed_dir.is_dir():
+        raise DatasetError("keyed mask folder not found", path=keyed_dir,
+                           hint="run `bglab key` on the webcam photos first")
+    bad = _qc_rejects(keyed_dir) if use_qc else set()
+    out: list[KeyedRecord] = []
+    for cls in classes:
+        for m in sorted((keyed_dir / cls).glob("*.png")):
+            img = images_dir / cls / m.name
+            if not img.is_file() or f"{cls}/{m.stem}" in bad:
+                continue
+            out.append(KeyedRecord(cls, m.stem, img, m))
+    if not out:
+        raise DatasetError("no keyed masks with a matching photo", path=keyed_dir,
+                           hint=f"expected <keyed>/<class>/<stem>.png and {images_dir}/<class>/<stem>.png")
+    return out
+
+
+def split_records(records: Sequence[KeyedRecord], seed: int = 0, val: float = 0.15,
+                  test: float = 0.15) -> dict[str, list[KeyedRecord]]:
+    """Seeded split per class into train / val / test (test = held out for the final evaluation)."""
+    out: dict[str, list[KeyedRecord]] = {"train": [], "val": [], "test": []}
+    by_cls: dict[str, list[KeyedRecord]] = {}
+    for r in records:
+        by_cls.setdefault(r.cls, []).append(r)
+    for cls in sorted(by_cls):
+        recs = sorted(by_cls[cls], key=lambda r: r.stem)
+        random.Random(f"{seed}-{cls}").shuffle(recs)
+        n_test = round(len(recs) * test)
+        n_val = round(len(recs) * val)
+        out["test"] += recs[:n_test]
+        out["val"] += recs[n_test:n_test + n_val]
+        out["train"] += recs[n_test + n_val:]
+    return out
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        from bglab.errors import ImageReadError
+
+        raise ImageReadError("cannot read image", path=path)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if m is None:
+        from bglab.errors import MaskError
+
+        raise MaskError("cannot read mask", path=path)
+    if m.ndim == 3:
+        m = m[..., -1] if m.shape[2] == 4 else m[..., 0]
+    if m.dtype == np.uint16:
+        return m.astype(np.float32) / 65535.0
+    if m.dtype == np.bool_:
+        return m.astype(np.float32)
+    mx = 255.0 if m.max() > 1 else 1.0
+    return m.astype(np.float32) / mx
+
+
+def despill_rgb(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Green-spill suppression on the hand (bglab's chroma despill, else g = min(g, max(r, b)))."""
+    try:
+        from bglab.segment.chroma import despill
+    except ImportError:  # pragma: no cover - chroma backend missing
+        img = image.copy()
+        lim = np.maximum(img[..., 0], img[..., 2])
+        img[..., 1] = np.minimum(img[..., 1], lim)
+        return img
+    return despill(image, mask)
+
+
+# ----------------------------------------------------------------------------------------------- hands
+@dataclass
+class Hand:
+    """A cut-out hand: RGB crop, alpha crop (float32), arm anchor and outward arm direction (crop coords)."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray
+    anchor: tuple[float, float]
+    direction: tuple[float, float] | None  # unit vector pointing out along the arm; None = no border contact
+
+
+def make_hand(image: np.ndarray, mask: np.ndarray, *, despill: bool = True, margin: int = 2) -> Hand | None:
+    """Cut a hand out of a keyed photo; ``None`` when the mask is (nearly) empty."""
+    alpha = mask.astype(np.float32)
+    fg = alpha > 0.5
+    if fg.sum() < 50:
+        return None
+    h, w = fg.shape
+    # the side the arm leaves the frame by = the border with most foreground pixels
+    sides = {"left": fg[:, 0], "right": fg[:, -1], "top": fg[0, :], "bottom": fg[-1, :]}
+    side = max(sides, key=lambda k: int(sides[k].sum()))
+    direction: tuple[float, float] | None = None
+    if sides[side].sum() >= 3:
+        idx = np.flatnonzero(sides[side]).mean()
+        anchor_full = {"left": (0.0, idx), "right": (w - 1.0, idx), "top": (idx, 0.0),
+                       "bottom": (idx, h - 1.0)}[side]
+        direction = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "top": (0.0, -1.0), "bottom": (0.0, 1.0)}[side]
+    else:
+        ys, xs = np.nonzero(fg)
+        anchor_full = (float(xs.mean()), float(ys.mean()))
+    rgb = despill_rgb(image, alpha) if despill else image
+    ys, xs = np.nonzero(alpha > 0.02)
+    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, h)
+    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, w)
+    return Hand(np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(alpha[y0:y1, x0:x1]),
+                (anchor_full[0] - x0, anchor_full[1] - y0), direction)
+
+
+def jitter_hand_colour(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Skin-tone / colour jitter on the hand only: hue shift, saturation and brightness gains, sometimes darker."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-8, 8)) % 180.0
+    sat = rng.uniform(0.6, 1.5)
+    val = rng.uniform(0.6, 1.3)
+    if rng.random() < 0.35:  # darker skin tones: the webcam set has light skin only
+        val *= rng.uniform(0.35, 0.75)
+        sat *= rng.uniform(1.0, 1.5)
+    hsv[..., 1] *= sat
+    hsv[..., 2] *= val
+    out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+    if rng.random() < 0.3:  # gamma
+        g = rng.uniform(0.7, 1.4)
+        lut = np.clip(((np.arange(256) / 255.0) ** g) * 255.0, 0, 255).astype(np.uint8)
+        out = lut[out]
+    return out
+
+
+def warp_shape(rgb: np.ndarray, alpha: np.ndarray, rng: np.random.Generator,
+               amount: float = 0.08, grid: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random displacement of a hand crop (fingers bend, palm widens): the webcam set has three poses."""
+    h, w = alpha.shape
+    amp = amount * max(h, w)
+    dx = cv2.resize(rng.uniform(-amp, amp, (grid, grid)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    dy = cv2.resize(rng.uniform(-amp, amp, (grid, grid)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    mx, my = xs + dx, ys + dy
+    out_rgb = cv2.remap(np.ascontiguousarray(rgb), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out_a = cv2.remap(np.ascontiguousarray(alpha), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return out_rgb, out_a
+
+
+def add_occluders(canvas: np.ndarray, label: np.ndarray, background: np.ndarray, rng: np.random.Generator,
+                  n: int = 1) -> None:
+    """Objects in front of the hands (cards, cups, pieces of scene): a rotated patch, label cleared under it."""
+    h, w = label.shape
+    bh, bw = background.shape[:2]
+    for _ in range(n):
+        ph, pw = int(h * rng.uniform(0.08, 0.35)), int(w * rng.uniform(0.08, 0.35))
+        if rng.random() < 0.4:  # flat, card-like
+            patch = np.empty((ph, pw, 3), np.float32)
+            patch[:] = rng.uniform(0, 255, 3)
+            patch += rng.normal(0, 6, (ph, pw, 1))
+        else:  # a piece of a scene
+            y0, x0 = int(rng.integers(0, max(bh - ph, 1))), int(rng.integers(0, max(bw - pw, 1)))
+            patch = cv2.resize(background[y0:y0 + ph, x0:x0 + pw], (pw, ph)).astype(np.float32)
+        mask = np.zeros((ph, pw), np.float32)
+        if rng.random() < 0.5:
+            cv2.ellipse(mask, (pw // 2, ph // 2), (max(pw // 2 - 1, 1), max(ph // 2 - 1, 1)), 0, 0, 360, 1.0, -1)
+        else:
+            mask[:] = 1.0
+        # place it where there is hand, most of the time
+        ys, xs = np.nonzero(label > 0.5)
+        if len(ys) and rng.random() < 0.8:
+            k = int(rng.integers(len(ys)))
+            cy, cx = float(ys[k]), float(xs[k])
+        else:
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        theta = rng.uniform(0, 360)
+        m = cv2.getRotationMatrix2D((pw / 2, ph / 2), theta, 1.0)
+        m[:, 2] += (cx - pw / 2, cy - ph / 2)
+        a = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_LINEAR)
+        img = cv2.warpAffine(patch, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        canvas *= (1.0 - a)[..., None]
+        canvas += img * a[..., None]
+        label *= 1.0 - a
+
+
+def _rot(theta: float) -> np.ndarray:
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array([[c, -s], [s, c]], dtype=np.float64)
+
+
+def paste_hand(canvas: np.ndarray, label: np.ndarray, hand: Hand, rng: np.random.Generator, *,
+               colour: bool = True, shadow_p: float = 0.35, harmonize: bool = True) -> None:
+    """Paste one hand onto ``canvas`` (float32 RGB 0-255, in place) and add it to ``label`` (max).
+
+    ``harmonize`` (on by default) hides the paste: small hands are shrunk with area averaging, the hand's
+    colour is pulled part-way to the scene under it, it is sometimes slightly blurred, and its edge softened
+    more often; off reproduces the first (v1) pipeline exactly.
+    """
+    size_h, size_w = canvas.shape[:2]
+    side_len = float(min(size_h, size_w))
+    rgb = jitter_hand_colour(hand.rgb, rng) if colour else hand.rgb
+    alpha = hand.alpha
+    anchor = np.array(hand.anchor, dtype=np.float64)
+    direction = np.array(hand.direction if hand.direction is not None else (1.0, 0.0), dtype=np.float64)
+    if rng.random() < 0.5:  # mirror across the arm axis: left hand <-> right hand
+        if abs(direction[0]) >= abs(direction[1]):
+            rgb, alpha = rgb[::-1], alpha[::-1]
+            anchor[1] = rgb.shape[0] - 1 - anchor[1]
+        else:
+            rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
+            anchor[0] = rgb.shape[1] - 1 - anchor[0]
+    if harmonize and colour and rng.random() < 0.5:
+        rgb, alpha = warp_shape(rgb, alpha, rng, amount=rng.uniform(0.03, 0.1))
+    long_side = max(alpha.shape)
+    target = side_len * math.exp(rng.uniform(math.log(0.12), math.log(1.3)))
+    scale = target / long_side
+    if hand.direction is not None and rng.random() < 0.75:
+        # arm enters through a canvas edge: anchor just outside an edge, hand pointing inwards
+        edge = int(rng.integers(4))
+        t = rng.uniform(0.1, 0.9)
+        push = rng.uniform(0.0, 0.2) * target
+        normal, point = [((-1.0, 0.0), (-push, t * size_h)), ((1.0, 0.0), (size_w + push, t * size_h)),
+                         ((0.0, -1.0), (t * size_w, -push)), ((0.0, 1.0), (t * size_w, size_h + push))][edge]
+        want = math.atan2(normal[1], normal[0]) + math.radians(rng.uniform(-40, 40))
+        theta = want - math.atan2(direction[1], direction[0])
+        dst = np.array(point)
+    else:
+        theta = rng.uniform(0, 2 * math.pi)
+        dst = np.array([rng.uniform(0, size_w), rng.uniform(0, size_h)])
+    if harmonize and scale < 0.6:  # shrink with area averaging first (a warp alone aliases: a shortcut cue)
+        fh, fw = max(int(round(rgb.shape[0] * scale)), 2), max(int(round(rgb.shape[1] * scale)), 2)
+        sy, sx = fh / rgb.shape[0], fw / rgb.shape[1]
+        rgb = cv2.resize(np.ascontiguousarray(rgb), (fw, fh), interpolation=cv2.INTER_AREA)
+        alpha = cv2.resize(np.ascontiguousarray(alpha), (fw, fh), interpolation=cv2.INTER_AREA)
+        anchor = anchor * np.array([sx, sy])
+        scale = scale / ((sx + sy) / 2)
+    a = _rot(theta) * scale
+    m = np.hstack([a, (dst - a @ anchor)[:, None]]).astype(np.float32)
+    warped_a = cv2.warpAffine(np.ascontiguousarray(alpha), m, (size_w, size_h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if warped_a.max() < 0.05:
+        return
+    warped = cv2.warpAffine(np.ascontiguousarray(rgb), m, (size_w, size_h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    if harmonize and colour and rng.random() < 0.7:
+        # lighting / colour harmonisation: pull the hand's mean colour part-way to the scene under it
+        sel = warped_a > 0.5
+        if sel.sum() >= 4:
+            hand_mean = warped[sel].mean(0) + 1.0
+            bg_mean = canvas[sel].mean(0) + 1.0
+            t = rng.uniform(0.1, 0.6)
+            gain = (bg_mean / hand_mean) ** t
+            gain = gain / max(gain.mean(), 1e-3) * (bg_mean.mean() / hand_mean.mean()) ** (t * 0.5)
+            warped *= np.clip(gain, 0.4, 2.0)[None, None, :]
+    if harmonize and colour and rng.random() < 0.25:  # the hand slightly out of focus / moving
+        warped = cv2.GaussianBlur(warped, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < shadow_p:
+        shift = np.float32([[1, 0, rng.uniform(-0.06, 0.06) * side_len],
+                            [0, 1, rng.uniform(0.0, 0.08) * side_len]])
+        sh = cv2.warpAffine(warped_a, shift, (size_w, size_h))
+        sigma = max(rng.uniform(0.02, 0.07) * side_len, 0.5)
+        sh = cv2.GaussianBlur(sh, (0, 0), sigma)
+        canvas *= (1.0 - rng.uniform(0.2, 0.55) * sh)[..., None]
+    blend = warped_a
+    if rng.random() < (0.6 if harmonize else 0.5):  # soften the cut edge a little (label keeps the alpha)
+        blend = cv2.GaussianBlur(warped_a, (3, 3), rng.uniform(0.3, 1.0 if harmonize else 0.8))
+    canvas *= (1.0 - blend)[..., None]
+    canvas += warped * blend[..., None]
+    np.maximum(label, warped_a, out=label)
+
+
+def composite(background: np.ndarray, hands: Sequence[Hand], rng: np.random.Generator,
+              size: tuple[int, int], *, colour: bool = True, shadow_p: float = 0.35,
+              harmonize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Paste ``hands`` on a random crop of ``background`` resized to ``size`` (h, w); returns (RGB uint8, mask)."""
+    h, w = size
+    bh, bw = background.shape[:2]
+    # random crop of the background with a random aspect, resized to the canvas
+    frac = rng.uniform(0.5, 1.0)
+    ch = max(int(bh * frac), 8)
+    cw = max(min(int(ch * w / h * rng.uniform(0.8, 1.25)), bw), 8)
+    y0 = int(rng.integers(0, bh - ch + 1))
+    x0 = int(rng.integers(0, bw - cw + 1))
+    crop = background[y0:y0 + ch, x0:x0 + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    canvas = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    label = np.zeros((h, w), np.float32)
+    for hand in hands:
+        paste_hand(canvas, label, hand, rng, colour=colour, shadow_p=shadow_p, harmonize=harmonize)
+    if harmonize and colour and hands and rng.random() < 0.3:
+        add_occluders(canvas, label, background, rng, n=int(rng.integers(1, 3)))
+    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), label
+
+
+# ----------------------------------------------------------------------------------------------- backgrounds
+def remove_object(image: np.ndarray, mask: np.ndarray, *, work_side: int = 128) -> np.ndarray:
+    """Fill a (pet) region from its own surroundings: inpaint at low resolution, add back a little texture."""
+    h, w = image.shape[:2]
+    f = min(1.0, work_side / max(h, w))
+    small = cv2.resize(image, (max(int(w * f), 1), max(int(h * f), 1)), interpolation=cv2.INTER_AREA)
+    msmall = cv2.resize((mask > 0).astype(np.uint8) * 255, small.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    msmall = cv2.dilate(msmall, np.ones((5, 5), np.uint8))
+    filled = cv2.inpaint(small, msmall, 5, cv2.INPAINT_TELEA)
+    big = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+    region = cv2.dilate((mask > 0).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    out = image.copy()
+    out[region] = big[region]
+    return out
+
+
+def _fit_long(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    f = long_side / max(h, w)
+    if f >= 1.0:
+        return image
+    return cv2.resize(image, (max(int(w * f), 1), max(int(h * f), 1)), interpolation=cv2.INTER_AREA)
+
+
+def load_backgrounds(data_root: str | Path, *, pets: bool = True, faces: bool = True, long_side: int = 320,
+                     max_pet_fraction: float = 0.6, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """Background photos with no hand: (name, RGB uint8) pairs, long side <= ``long_side``."""
+    root = Path(data_root)
+    out: list[tuple[str, np.ndarray]] = []
+    for p in sorted((root / "backgrounds").glob("*.jpg")):
+        out.append((f"backgrounds/{p.name}", _fit_long(_read_rgb(p), long_side)))
+    if pets and (root / "pets3").is_dir():
+        frac: dict[str, float] = {}
+        man = root / "pets3" / "manifest.csv"
+        if man.is_file():
+            with man.open(newline="") as fh:
+                for row in csv.DictReader(fh):
+                    frac[row["stem"]] = float(row.get("fg_frac") or 0)
+        for p in sorted((root / "pets3").glob("*/images/*.jpg")):
+            if frac.get(p.stem, 0.0) > max_pet_fraction:
+                continue
+            mpath = p.parent.parent / "masks" / f"{p.stem}.png"
+            if not mpath.is_file():
+                continue
+            img = _fit_long(_read_rgb(p), long_side)
+            m = cv2.resize(cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE), img.shape[1::-1],
+                           interpolation=cv2.INTER_NEAREST)
+            out.append((f"pets3/{p.parent.parent.name}/{p.name}", remove_object(img, m)))
+            if limit and len(out) >= limit:
+                break
+    if faces and (root / "facemask" / "annotations.csv").is_file():
+        out += _face_crops(root / "facemask", long_side=long_side, limit=limit)
+    return out
+
+
+def _face_crops(folder: Path, *, long_side: int, limit: int | None, min_face: int = 28,
+                expand: float = 3.0) -> list[tuple[str, np.ndarray]]:
+    """Crops around the larger faces of the face-mask photos (skin that is not hand).
+
+    The crops are centred on a face and ``expand`` times its box: mostly face, hair, clothes and a little
+    scene. Whole photos are not used because people in them sometimes show (unlabelled) hands.
+    """
+    boxes: dict[str, list[tuple[int, int, int, int]]] = {}
+    with (folder / "annotations.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            x0, y0, x1, y1 = (int(float(row[k])) for k in ("xmin", "ymin", "xmax", "ymax"))
+            if min(x1 - x0, y1 - y0) >= min_face:
+                boxes.setdefault(row["file"], []).append((x0, y0, x1, y1))
+    out: list[tuple[str, np.ndarray]] = []
+    for name in sorted(boxes):
+        path = folder / "images" / name
+        if not path.is_file():
+            continue
+        img = _read_rgb(path)
+        h, w = img.shape[:2]
+        for k, (x0, y0, x1, y1) in enumerate(sorted(boxes[name], key=lambda b: -(b[2] - b[0]))[:2]):
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            half = max(x1 - x0, y1 - y0) * expand / 2
+            a0, a1 = int(max(cx - half, 0)), int(min(cx + half, w))
+            b0, b1 = int(max(cy - half * 0.8, 0)), int(min(cy + half * 1.2, h))
+            if a1 - a0 < 48 or b1 - b0 < 48:
+                continue
+            out.append((f"facemask/{name}#{k}", _fit_long(np.ascontiguousarray(img[b0:b1, a0:a1]), long_side)))
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def source_weights(names: Sequence[str], shares: dict[str, float] | None = None) -> list[float]:
+    """Per-image sampling weights so each background source (folder prefix) gets its share of draws."""
+    shares = shares or {"backgrounds": 0.3, "pets3": 0.4, "facemask": 0.3}
+    src = [n.split("/", 1)[0] for n in names]
+    counts = {k: src.count(k) for k in set(src)}
+    return [shares.get(s, 0.1) / counts[s] for s in src]
+
+
+def split_backgrounds(bgs: Sequence[tuple[str, np.ndarray]], seed: int = 0,
+                      val: float = 0.15) -> tuple[list, list]:
+    idx = list(range(len(bgs)))
+    random.Random(f"{seed}-bg").shuffle(idx)
+    n_val = max(1, round(len(idx) * val)) if len(idx) > 1 else 0
+    val_idx = set(idx[:n_val])
+    return [b for i, b in enumerate(bgs) if i not in val_idx], [b for i, b in enumerate(bgs) if i in val_idx]
+
+
+# ----------------------------------------------------------------------------------------------- data set
+def build_augment(size: int):  # noqa: ANN201 - albumentations Compose
+    """Albumentations on the whole composite (2.0.8 names)."""
+    import albumentations as A
+
+    return A.Compose([
+        A.Affine(scale=(0.8, 1.2), translate_percent=(-0.1, 0.1), rotate=(-30, 30), shear=(-6, 6),
+                 border_mode=cv2.BORDER_REFLECT_101, mask_interpolation=cv2.INTER_LINEAR, p=0.7),
+        A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0), ratio=(0.75, 1.333),
+                            mask_interpolation=cv2.INTER_LINEAR, p=1.0),
+        A.HorizontalFlip(p=0.5),
+        A.ColorJitter(brightness=(0.5, 1.5), contrast=(0.7, 1.3), saturation=(0.6, 1.4), hue=(-0.03, 0.03),
+                      p=0.8),
+        A.ToGray(p=0.05),
+        A.GaussNoise(std_range=(0.01, 0.06), p=0.3),
+        A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+        A.ImageCompression(quality_range=(40, 95), p=0.3),
+    ])
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # RGB uint8 (S, S, 3)
+    mask: np.ndarray  # float32 (S, S) in [0, 1]
+    kind: str  # "composite", "plain", "empty"
+
+
+@dataclass
+class CompositeSpec:
+    """Probabilities of each sample kind and of the number of hands."""
+
+    p_plain: float = 0.12
+    p_empty: float = 0.07
+    n_hands_p: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    canvas_scale: float = 1.25  # composite canvas side relative to the crop size (RandomResizedCrop zooms)
+    harmonize: bool = True  # hide the paste (see paste_hand); False = the v1 pipeline
+    extra: dict = field(default_factory=dict)
+
+
+class CompositeDataset:
+    """Map-style data set of ``length`` samples; sample ``i`` of epoch ``e`` is a pure function of (seed, e, i).
+
+    With ``augment=False`` every sample is a plain webcam photo resized to ``size`` (the ablation's base).
+    Returns ``(x, y)``: float32 CHW normalised (ImageNet mean / std) and float32 (1, S, S) mask.
+    """
+
+    def __init__(self, hands: Sequence[Hand], plain: Sequence[tuple[np.ndarray, np.ndarray]],
+                 backgrounds: Sequence[np.ndarray], *, size: int = 160, length: int = 2000, seed: int = 0,
+                 augment: bool = True, spec: CompositeSpec | None = None,
+                 bg_weights: Sequence[float] | None = None) -> None:
+        if augment and (not hands or not backgrounds):
+            raise ValueError("compositing needs at least one hand and one background")
+        if not plain and (not augment or (spec or CompositeSpec()).p_plain > 0):
+            raise ValueError("plain samples requested but no plain webcam images given")
+        self.hands, self.plain, self.backgrounds = list(hands), list(plain), list(backgrounds)
+        if bg_weights is not None:
+            w = np.asarray(bg_weights, np.float64)
+            if w.shape != (len(self.backgrounds),) or w.min() < 0 or w.sum() <= 0:
+                raise ValueError("bg_weights must be one non-negative weight per background")
+            self.bg_p: np.ndarray | None = w / w.sum()
+        else:
+            self.bg_p = None
+        self.size, self.length, self.seed, self.augment = size, length, seed, augment
+        self.spec = spec or CompositeSpec()
+        self.epoch = 0
+        self._aug = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def sample(self, index: int) -> Sample:
+        rng = self.rng(index)
+        s = self.size
+        if not self.augment:
+            img, m = self.plain[int(rng.integers(len(self.plain)))]
+            return Sample(cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA),
+                          cv2.resize(m, (s, s), interpolation=cv2.INTER_LINEAR), "plain")
+        if self._aug is None:
+            self._aug = build_augment(s)
+        u = rng.random()
+        if self.plain and u < self.spec.p_plain:
+            img, m = self.plain[int(rng.integers(len(self.plain)))]
+            kind = "plain"
+        else:
+            c = int(round(s * self.spec.canvas_scale))
+            if u < self.spec.p_plain + self.spec.p_empty:
+                n, kind = 0, "empty"
+            else:
+                n = int(rng.choice(3, p=list(self.spec.n_hands_p))) + 1
+                kind = "composite"
+            hands = [self.hands[int(rng.integers(len(self.hands)))] for _ in range(n)]
+            k = int(rng.choice(len(self.backgrounds), p=self.bg_p)) if self.bg_p is not None \
+                else int(rng.integers(len(self.backgrounds)))
+            bg = self.backgrounds[k]
+            img, m = composite(bg, hands, rng, (c, c), harmonize=self.spec.harmonize)
+        self._aug.set_random_seed(int(rng.integers(2**31 - 1)))
+        out = self._aug(image=img, mask=m)
+        return Sample(np.ascontiguousarray(out["image"]), np.clip(out["mask"], 0, 1).astype(np.float32), kind)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        smp = self.sample(index)
+        return to_input(smp.image), smp.mask[None].astype(np.float32)
+
+
+def to_input(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+             std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (3, H, W) normalised: (x / 255 - mean) / std."""
+    x = image.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(mean, np.float32)
+    x /= np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def fixed_set(dataset: CompositeDataset, n: int, *, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples of ``dataset`` at a fixed epoch, stacked: a validation set that is the same every time."""
+    old = dataset.epoch
+    dataset.epoch = epoch
+    try:
+        xs, ys = zip(*(dataset[i] for i in range(n)), strict=True)
+    finally:
+        dataset.epoch = old
+    return np.stack(xs), np.stack(ys)
+
+
+def load_hands(records: Sequence[KeyedRecord]) -> tuple[list[Hand], list[tuple[np.ndarray, np.ndarray]]]:
+    """Read keyed records: cut-out hands (for compositing) and (photo, mask) pairs (plain samples)."""
+    hands: list[Hand] = []
+    plain: list[tuple[np.ndarray, np.ndarray]] = []
+    for r in records:
+        img = _read_rgb(r.image)
+        m = _read_mask(r.mask)
+        if m.shape != img.shape[:2]:
+            m = cv2.resize(m, img.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        plain.append((img, m))
+        hand = make_hand(img, m)
+        if hand is not None:
+            hands.append(hand)
+    return hands, plain

@@ -1,0 +1,577 @@
+"""Train the hand U-Net on composites, checkpoint it (safetensors + JSON, no pickle), export it to ONNX.
+
+Run folder layout (``--out RUN_DIR``)::
+
+    config.json            every option, the command line, the data counts
+    splits.json            the seeded train / val / test file lists (keyed webcam photos) + background split
+    log.csv                one row per epoch: losses, val F1 / IoU, learning rate, time, images/s
+    last.safetensors       weights of the last finished epoch        (+ last_optim.safetensors: Adam state)
+    best.safetensors       weights with the lowest validation loss
+    state.json             epoch, best loss / epoch, elapsed seconds, scheduler and optimizer scalars
+
+``--resume`` reloads ``last*`` and ``state.json`` and continues at the next epoch (the data of epoch ``e``
+depends only on (seed, e), so a resumed run sees what an uninterrupted one would have).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from bglab.errors import BglabError, ConfigError, DatasetError
+from bglab.train import composite as C
+from bglab.train.unet import UNet, bce_dice_loss, count_params
+
+ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable")
+
+
+@dataclass
+class TrainConfig:
+    keyed: str
+    images: str
+    out: str
+    data_root: str | None = None  # backgrounds / pets3 / facemask root; default: images/../..
+    size: int = 160
+    epochs: int = 100
+    max_minutes: float | None = None
+    depth: int = 4
+    base: int = 16
+    max_mult: int = 4
+    separable: bool = False
+    dropout: float = 0.0
+    batchnorm: bool = True
+    skip: str = "concat"
+    augment: bool = True
+    faces: bool = True
+    harmonize: bool = True
+    seed: int = 0
+    batch: int = 16
+    lr: float = 1e-3
+    samples_per_epoch: int = 1600
+    val_composites: int = 240
+    val_plain: int | None = None  # None = every val webcam photo
+    patience: int = 6
+    threads: int = 2
+    workers: int = 1
+    use_qc: bool = True
+    limit: int | None = None  # cap records / backgrounds (tests)
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def arch(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ARCH_KEYS}
+
+
+def build_model(arch: dict[str, Any]) -> UNet:
+    return UNet(3, 1, depth=int(arch["depth"]), base=int(arch["base"]), dropout=float(arch["dropout"]),
+                batchnorm=bool(arch["batchnorm"]), skip=arch["skip"], max_mult=int(arch.get("max_mult", 8)),
+                separable=bool(arch.get("separable", False)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def mask_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """IoU, F1, precision, recall of two binary masks (both empty -> all 1.0; one empty -> 0.0)."""
+    p = np.asarray(pred, bool)
+    g = np.asarray(gt, bool)
+    tp = float(np.logical_and(p, g).sum())
+    fp = float(np.logical_and(p, ~g).sum())
+    fn = float(np.logical_and(~p, g).sum())
+    if tp + fp + fn == 0:
+        return {"iou": 1.0, "f1": 1.0, "precision": 1.0, "recall": 1.0}
+    return {
+        "iou": tp / (tp + fp + fn),
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "precision": tp / (tp + fp) if tp + fp else (1.0 if tp + fn == 0 else 0.0),
+        "recall": tp / (tp + fn) if tp + fn else 1.0,
+        "tp": tp, "fp": fp, "fn": fn,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return x.item() if x.numel() == 1 else x.tolist()
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x
+
+
+def _from_json_float(x: Any) -> Any:
+    if isinstance(x, str) and x in ("inf", "-inf", "nan"):
+        return float(x)
+    return x
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str] | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def save_weights(model: torch.nn.Module, path: Path, arch: dict[str, Any]) -> None:
+    _atomic_save_tensors(model.state_dict(), path, {"arch": json.dumps(arch)})
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise BglabError("checkpoint not found", path=path, hint="train first with `bglab train-seg`")
+    model.load_state_dict(load_file(str(path)))
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (safetensors) and JSON-able scalars."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": _json_safe(sd["param_groups"]), "state": {}}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}.{k}"] = v
+            else:
+                scalars["state"].setdefault(str(pid), {})[k] = _json_safe(v)
+    return tensors, scalars
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for pid, st in scalars.get("state", {}).items():
+        state.setdefault(int(pid), {}).update(st)
+    groups = [{k: _from_json_float(v) for k, v in g.items()} for g in scalars["param_groups"]]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                    state: dict[str, Any], arch: dict[str, Any]) -> None:
+    save_weights(model, run / "last.safetensors", arch)
+    tens, scal = optimizer_tensors(opt)
+    _atomic_save_tensors(tens, run / "last_optim.safetensors")
+    full = dict(state)
+    full["optimizer"] = scal
+    full["scheduler"] = _json_safe(sched.state_dict()) if sched is not None else None
+    _atomic_write_text(run / "state.json", json.dumps(full, indent=1))
+
+
+def load_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None,
+                    sched: Any = None) -> dict[str, Any]:
+    state_path = run / "state.json"
+    if not state_path.is_file():
+        raise BglabError("nothing to resume: no state.json", path=run, hint="start without --resume")
+    state = json.loads(state_path.read_text())
+    load_weights(model, run / "last.safetensors")
+    if opt is not None:
+        load_optimizer(opt, load_file(str(run / "last_optim.safetensors")), state["optimizer"])
+    if sched is not None and state.get("scheduler"):
+        sched.load_state_dict({k: _from_json_float(v) for k, v in state["scheduler"].items()})
+    return state
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class Data:
+    train: C.CompositeDataset
+    val_x: np.ndarray
+    val_y: np.ndarray
+    val_kind: np.ndarray  # 0 composite, 1 plain webcam
+    splits: dict[str, Any]
+    counts: dict[str, int]
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> Data:
+    import cv2
+
+    cv2.setNumThreads(1)
+    t0 = time.time()
+    records = C.list_keyed(cfg.keyed, cfg.images, use_qc=cfg.use_qc)
+    if cfg.limit:
+        records = [r for i, r in enumerate(records) if i % max(1, len(records) // cfg.limit) == 0][: cfg.limit]
+    split = C.split_records(records, seed=cfg.seed)
+    if not split["train"] or not split["val"]:
+        raise DatasetError(f"too few keyed photos to split ({len(records)})", path=cfg.keyed)
+    root = Path(cfg.data_root) if cfg.data_root else Path(cfg.images).resolve().parent.parent
+    bgs = C.load_backgrounds(root, faces=cfg.faces, limit=cfg.limit)
+    if not bgs:
+        raise DatasetError("no background photos found", path=root, hint="pass --data-root (backgrounds/, pets3/)")
+    bg_train, bg_val = C.split_backgrounds(bgs, seed=cfg.seed)
+    hands_tr, plain_tr = C.load_hands(split["train"])
+    hands_va, plain_va = C.load_hands(split["val"])
+    train = C.CompositeDataset(hands_tr, plain_tr, [b for _, b in bg_train], size=cfg.size,
+                               length=cfg.samples_per_epoch, seed=cfg.seed, augment=cfg.augment,
+                               bg_weights=C.source_weights([n for n, _ in bg_train]),
+                               spec=C.CompositeSpec(harmonize=cfg.harmonize))
+    # fixed validation: composites (val hands on val backgrounds, fixed seed) + the plain val webcam photos
+    vspec = C.CompositeSpec(p_plain=0.0)
+    vds = C.CompositeDataset(hands_va, plain_va, [b for _, b in bg_val], size=cfg.size, length=cfg.val_composites,
+                             seed=cfg.seed + 10_000, augment=True, spec=vspec,
+                             bg_weights=C.source_weights([n for n, _ in bg_val]))
+    cx, cy = C.fixed_set(vds, cfg.val_composites)
+    plain = plain_va if cfg.val_plain is None else plain_va[: cfg.val_plain]
+    px = np.stack([C.to_input(cv2.resize(im, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)) for im, _ in plain])
+    py = np.stack([cv2.resize(m, (cfg.size, cfg.size), interpolation=cv2.INTER_LINEAR)[None] for _, m in plain])
+    splits = {k: [r.key for r in v] for k, v in split.items()}
+    splits["backgrounds_train"] = [n for n, _ in bg_train]
+    splits["backgrounds_val"] = [n for n, _ in bg_val]
+    counts = {"keyed": len(records), "train": len(split["train"]), "val": len(split["val"]),
+              "test": len(split["test"]), "hands_train": len(hands_tr), "backgrounds_train": len(bg_train),
+              "backgrounds_val": len(bg_val), "val_composites": len(cx), "val_plain": len(px)}
+    log(f"data: {counts} ({time.time() - t0:.1f} s)")
+    return Data(train, np.concatenate([cx, px]), np.concatenate([cy, py]).astype(np.float32),
+                np.array([0] * len(cx) + [1] * len(px)), splits, counts)
+
+
+# ----------------------------------------------------------------------------------------------- training
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, kind: np.ndarray | None = None,
+             batch: int = 32, threshold: float = 0.5) -> dict[str, float]:
+    """Validation loss and mean per-image F1 / IoU (overall, and per kind when given)."""
+    model.eval()
+    losses, f1s, ious = [], [], []
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(x[i:i + batch])
+        yb = torch.from_numpy(y[i:i + batch])
+        logits = model(xb)
+        losses.append(float(bce_dice_loss(logits, yb)) * len(xb))
+        pb = (torch.sigmoid(logits) > threshold).numpy()
+        for p, g in zip(pb, yb.numpy() > 0.5, strict=True):
+            s = mask_scores(p[0], g[0])
+            f1s.append(s["f1"])
+            ious.append(s["iou"])
+    f1a, ioua = np.array(f1s), np.array(ious)
+    out = {"val_loss": sum(losses) / len(x), "val_f1": float(f1a.mean()), "val_iou": float(ioua.mean())}
+    if kind is not None:
+        for k, name in ((0, "comp"), (1, "plain")):
+            sel = kind == k
+            if sel.any():
+                out[f"val_f1_{name}"] = float(f1a[sel].mean())
+                out[f"val_iou_{name}"] = float(ioua[sel].mean())
+    return out
+
+
+LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_f1", "val_iou", "val_f1_comp", "val_iou_comp",
+              "val_f1_plain", "val_iou_plain", "lr", "epoch_s", "elapsed_s", "img_per_s", "samples", "best"]
+
+
+def _check_resume_config(run: Path, cfg: TrainConfig) -> TrainConfig:
+    old = json.loads((run / "config.json").read_text())
+    for k in ARCH_KEYS + ("size", "seed"):
+        if k in old and old[k] != getattr(cfg, k):
+            raise ConfigError(f"--resume with a different {k} ({getattr(cfg, k)!r} vs {old[k]!r} in the run)",
+                              path=run / "config.json", hint="resume with the original options or use a new --out")
+    return cfg
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print, data: Data | None = None) -> dict[str, Any]:
+    """Train (or resume) into ``cfg.out``; returns the final state (best loss / epoch, elapsed, stop reason)."""
+    import cv2
+
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    if resume:
+        if not (run / "config.json").is_file():
+            raise BglabError("nothing to resume: no config.json", path=run, hint="start without --resume")
+        _check_resume_config(run, cfg)
+    elif (run / "state.json").is_file():
+        raise ConfigError("run folder already holds a training run", path=run,
+                          hint="pass --resume to continue it, or choose a new --out")
+    seed_everything(cfg.seed)
+    torch.set_num_threads(max(1, cfg.threads))
+    cv2.setNumThreads(1)
+    data = data or prepare_data(cfg, log)
+    model = build_model(cfg.arch())
+    n_params = count_params(model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=2)
+    state: dict[str, Any] = {"epoch": -1, "best_loss": float("inf"), "best_epoch": -1, "elapsed_s": 0.0,
+                             "bad_epochs": 0, "stop": None, "params": n_params}
+    if resume and (run / "state.json").is_file():
+        state.update({k: _from_json_float(v) for k, v in load_checkpoint(run, model, opt, sched).items()
+                      if k not in ("optimizer", "scheduler")})
+        log(f"resumed at epoch {state['epoch'] + 1} (best val loss {state['best_loss']:.4f} "
+            f"at epoch {state['best_epoch']})")
+    conf = asdict(cfg)
+    conf.update(params=n_params, counts=data.counts, torch=torch.__version__)
+    _atomic_write_text(run / "config.json", json.dumps(conf, indent=1))
+    _atomic_write_text(run / "splits.json", json.dumps(data.splits, indent=0))
+    log_path = run / "log.csv"
+    if not log_path.is_file() or not resume:
+        with log_path.open("w", newline="") as fh:
+            csv.writer(fh).writerow(LOG_FIELDS)
+    log(f"model: UNet {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32)")
+    budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
+    loader = torch.utils.data.DataLoader(
+        data.train, batch_size=cfg.batch, shuffle=False, num_workers=cfg.workers, drop_last=False,
+        worker_init_fn=_worker_init if cfg.workers > 0 else None, prefetch_factor=4 if cfg.workers > 0 else None)
+    prog = _progress() if progress else None
+    start_epoch = state["epoch"] + 1
+    t_session = time.time()
+    elapsed0 = float(state["elapsed_s"])
+    try:
+        if prog is not None:
+            prog.start()
+        for epoch in range(start_epoch, cfg.epochs):
+            if elapsed0 + (time.time() - t_session) >= budget:
+                state["stop"] = "time budget"
+                break
+            data.train.epoch = epoch
+            model.train()
+            t0 = time.time()
+            tot, n = 0.0, 0
+            task = prog.add_task(f"epoch {epoch}", total=len(loader)) if prog is not None else None
+            for xb, yb in loader:
+                loss = bce_dice_loss(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot += float(loss.detach()) * len(xb)
+                n += len(xb)
+                if prog is not None:
+                    prog.update(task, advance=1, description=f"epoch {epoch} loss {tot / n:.4f}")
+                if elapsed0 + (time.time() - t_session) >= budget:
+                    state["stop"] = "time budget"
+                    break
+            if prog is not None:
+                prog.remove_task(task)
+            if n == 0:
+                break
+            ev = evaluate(model, data.val_x, data.val_y, data.val_kind)
+            epoch_s = time.time() - t0
+            state["elapsed_s"] = elapsed0 + (time.time() - t_session)
+            improved = ev["val_loss"] < state["best_loss"] - 1e-4
+            if improved:
+                state.update(best_loss=ev["val_loss"], best_epoch=epoch, bad_epochs=0,
+                             best_scores={k: v for k, v in ev.items()})
+                save_weights(model, run / "best.safetensors", cfg.arch())
+            else:
+                state["bad_epochs"] += 1
+            sched.step(ev["val_loss"])
+            state["epoch"] = epoch
+            save_checkpoint(run, model, opt, sched, state, cfg.arch())
+            row = {"epoch": epoch, "train_loss": tot / n, **ev, "lr": opt.param_groups[0]["lr"],
+                   "epoch_s": epoch_s, "elapsed_s": state["elapsed_s"], "img_per_s": n / epoch_s, "samples": n,
+                   "best": int(improved)}
+            with log_path.open("a", newline="") as fh:
+                csv.writer(fh).writerow([_fmt(row.get(k, "")) for k in LOG_FIELDS])
+            log(f"epoch {epoch:3d}  train {tot / n:.4f}  val {ev['val_loss']:.4f}  F1 {ev['val_f1']:.3f} "
+                f"(comp {ev.get('val_f1_comp', float('nan')):.3f} / plain {ev.get('val_f1_plain', float('nan')):.3f})"
+                f"  IoU {ev['val_iou']:.3f}  lr {opt.param_groups[0]['lr']:.1e}  {n / epoch_s:.1f} img/s"
+                f"  {state['elapsed_s'] / 60:.1f} min{'  *' if improved else ''}")
+            if state["stop"]:
+                break
+            if state["bad_epochs"] >= cfg.patience:
+                state["stop"] = f"early stopping (no val improvement in {cfg.patience} epochs)"
+                break
+        else:
+            state["stop"] = state["stop"] or "epochs done"
+    finally:
+        if prog is not None:
+            prog.stop()
+    state["stop"] = state["stop"] or "epochs done"
+    save_state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
+    save_state["stop"] = state["stop"]
+    if save_state:
+        _atomic_write_text(run / "state.json", json.dumps(save_state, indent=1))
+    log(f"stopped: {state['stop']}; best val loss {state['best_loss']:.4f} at epoch {state['best_epoch']}, "
+        f"{state['elapsed_s'] / 60:.1f} min")
+    return state
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.5g}" if isinstance(v, float) else v
+
+
+def _progress():  # noqa: ANN202
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True)
+
+
+# ----------------------------------------------------------------------------------------------- export
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset: int = 17,
+                threshold: float = 0.5, size: int | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export ``RUN/<which>.safetensors`` to one ONNX file (dynamic batch / height / width, sigmoid output).
+
+    Writes ``OUT.onnx`` and ``OUT.json`` (sha256, input size, normalisation, threshold, training command,
+    validation scores) and checks ONNX Runtime against PyTorch (max abs diff must be < 1e-4). ``size`` is
+    the inference long side recorded for the backend (default: the training crop size).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from bglab.train.unet import ProbModel
+
+    run, out = Path(run), Path(out)
+    conf_path = run / "config.json"
+    if not conf_path.is_file():
+        raise BglabError("not a training run (no config.json)", path=run, hint="train with `bglab train-seg`")
+    conf = json.loads(conf_path.read_text())
+    model = build_model(conf)
+    load_weights(model, run / f"{which}.safetensors")
+    prob = ProbModel(model).eval()
+    size = int(size or conf["size"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    dummy = torch.randn(1, 3, size, size)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(prob, (dummy,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["prob"], do_constant_folding=True,
+                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                        "prob": {0: "batch", 2: "height", 3: "width"}})
+    m = onnx.load(str(tmp))
+    meta = {"bglab.model": "hand_unet", "bglab.size": str(size),
+            "bglab.mean": json.dumps(list(C.IMAGENET_MEAN)), "bglab.std": json.dumps(list(C.IMAGENET_STD)),
+            "bglab.threshold": str(threshold), "bglab.resize": "long-side"}
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    m.doc_string = "bglab hand U-Net: input float32 NCHW RGB (x/255-mean)/std, output sigmoid probability"
+    onnx.checker.check_model(m)
+    onnx.save(m, str(tmp))
+    # ONNX Runtime vs PyTorch, at two shapes (dynamic batch and spatial size)
+    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    max_diff = 0.0
+    for shape in ((2, 3, size, size), (1, 3, max(size * 2 // 3, 8), size), (1, 3, 37, 53)):
+        x = torch.randn(*shape, generator=g)
+        with torch.no_grad():
+            ref = prob(x).numpy()
+        got = sess.run(None, {"input": x.numpy()})[0]
+        max_diff = max(max_diff, float(np.abs(ref - got).max()))
+    log(f"ONNX Runtime vs PyTorch: max abs diff {max_diff:.2e}")
+    if not max_diff < 1e-4:
+        tmp.unlink(missing_ok=True)
+        raise BglabError(f"exported model disagrees with PyTorch (max abs diff {max_diff:.2e} >= 1e-4)", path=out)
+    os.replace(tmp, out)
+    state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
+    info = {
+        "name": "hand_unet",
+        "file": out.name,
+        "sha256": sha256_file(out),
+        "bytes": out.stat().st_size,
+        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "channels": "RGB",
+                  "size": size, "resize": "long-side",
+                  "resize_note": "scale so the long side equals `size` (aspect kept, no padding); any H, W works",
+                  "mean": list(C.IMAGENET_MEAN), "std": list(C.IMAGENET_STD), "scale": 1 / 255},
+        "output": {"name": "prob", "meaning": "sigmoid hand probability, (N, 1, H, W)"},
+        "threshold": threshold,
+        "arch": {k: conf[k] for k in ARCH_KEYS if k in conf},
+        "params": conf.get("params"),
+        "training": {"command": conf.get("command", ""), "elapsed_min": round(state.get("elapsed_s", 0) / 60, 1),
+                     "epochs": state.get("epoch", -1) + 1, "best_epoch": state.get("best_epoch"),
+                     "stop": state.get("stop"), "seed": conf.get("seed"), "counts": conf.get("counts"),
+                     "crop_size": conf.get("size"),
+                     "torch": conf.get("torch")},
+        "validation": {k: round(v, 4) for k, v in (state.get("best_scores") or {}).items()},
+        "export": {"opset": opset, "max_abs_diff_vs_torch": max_diff, "checkpoint": f"{which}.safetensors"},
+    }
+    if (run / "splits.json").is_file():  # the held-out keyed webcam photos, for the bench and the model card
+        info["training"]["test_split"] = json.loads((run / "splits.json").read_text()).get("test", [])
+    json_path = out.with_suffix(".json")
+    if json_path.is_file():  # keep measured scores recorded by the bench
+        old = json.loads(json_path.read_text())
+        for k in ("scores", "notes"):
+            if k in old:
+                info[k] = old[k]
+    _atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
+    log(f"wrote {out} ({info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:12]}...) and {json_path.name}")
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- ablation
+ABLATIONS: list[tuple[str, dict[str, Any]]] = [
+    ("base", {"dropout": 0.0, "batchnorm": False, "augment": False}),
+    ("+dropout", {"dropout": 0.2, "batchnorm": False, "augment": False}),
+    ("+batch-norm", {"dropout": 0.2, "batchnorm": True, "augment": False}),
+    ("+augmentation", {"dropout": 0.2, "batchnorm": True, "augment": True}),
+]
+
+
+def ablate(cfg: TrainConfig, *, minutes_each: float = 3.0, names: Sequence[str] | None = None,
+           log: Callable[[str], None] = print, progress: bool = False) -> list[dict[str, Any]]:
+    """Short runs adding dropout, batch-norm, augmentation in turn; all scored on the same validation set."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base_data = prepare_data(cfg, log)
+    rows = []
+    for name, change in ABLATIONS:
+        if names and name not in names:
+            continue
+        c = TrainConfig(**{**asdict(cfg), **change, "out": str(out / name.strip("+")),
+                           "max_minutes": minutes_each})
+        d = Data(C.CompositeDataset(base_data.train.hands, base_data.train.plain, base_data.train.backgrounds,
+                                    size=c.size, length=c.samples_per_epoch, seed=c.seed, augment=c.augment,
+                                    bg_weights=base_data.train.bg_p, spec=C.CompositeSpec(harmonize=c.harmonize)),
+                 base_data.val_x, base_data.val_y, base_data.val_kind, base_data.splits, base_data.counts)
+        log(f"--- ablation {name}: {change}")
+        if Path(c.out, "state.json").is_file():
+            raise ConfigError("ablation run folder already exists", path=c.out, hint="use a new --out")
+        st = train(c, progress=progress, log=log, data=d)
+        sc = st.get("best_scores") or {}
+        rows.append({"name": name, **change, "epochs": st["epoch"] + 1, "minutes": round(st["elapsed_s"] / 60, 2),
+                     **{k: sc.get(k) for k in ("val_loss", "val_f1", "val_iou", "val_f1_comp", "val_f1_plain")}})
+    _atomic_write_text(out / "ablation.json", json.dumps(rows, indent=1))
+    return rows
+
+
+def command_line() -> str:
+    """The command that started this process, for the record (``bglab train-seg ...``)."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("bglab", "cli.py")):
+        argv[0] = "bglab"
+    return " ".join(argv)

@@ -1,0 +1,263 @@
+"""Hand U-Net training: compositing data set, checkpoints (no pickle), resume, ONNX export, CLI.
+
+Everything runs on synthetic data (a skin-coloured "hand" on a green screen, noise backgrounds) and tiny
+models, so the file takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("albumentations")
+pytest.importorskip("safetensors")
+
+from bglab.train import composite as C  # noqa: E402
+from bglab.train import segtrain as S  # noqa: E402
+from bglab.train.unet import UNet  # noqa: E402
+
+SKIN = (230, 170, 140)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one thread is as fast and does not stall when other jobs share the cores."""
+    try:
+        import torch as _t
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    old = _t.get_num_threads()
+    _t.set_num_threads(1)
+    yield
+    _t.set_num_threads(old)
+GREEN = (40, 200, 40)
+
+
+def _hand_photo(rng: np.random.Generator, h: int = 60, w: int = 90) -> tuple[np.ndarray, np.ndarray]:
+    """A fake webcam photo: an 'arm' entering from the right with a round 'fist', on a green screen."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = GREEN
+    m = np.zeros((h, w), np.uint8)
+    cy = int(rng.integers(h // 3, 2 * h // 3))
+    cv2.rectangle(m, (w // 2, cy - 6), (w - 1, cy + 6), 255, -1)
+    cv2.circle(m, (w // 2, cy), int(rng.integers(9, 14)), 255, -1)
+    img[m > 0] = SKIN
+    return img, m
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory) -> dict[str, Path]:
+    """keyed/, images/ (3 classes x 8) and a data root with backgrounds/ (noise photos) + key_report.csv."""
+    root = tmp_path_factory.mktemp("segdata")
+    rng = np.random.default_rng(0)
+    rows = []
+    for cls in C.CLASSES:
+        (root / "images" / cls).mkdir(parents=True)
+        (root / "keyed" / cls).mkdir(parents=True)
+        for i in range(8):
+            img, m = _hand_photo(rng)
+            cv2.imwrite(str(root / "images" / cls / f"{cls}{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(root / "keyed" / cls / f"{cls}{i}.png"), m)
+            rows.append((f"{cls}/{cls}{i}.png", "ok" if i != 7 else "rejected"))
+    with (root / "keyed" / "key_report.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "status", "fg_fraction", "components", "reason"])
+        for f, st in rows:
+            w.writerow([f, st, "0.2", "1", ""])
+    (root / "data" / "backgrounds").mkdir(parents=True)
+    for i in range(6):
+        bg = cv2.GaussianBlur(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8), (0, 0), 3)
+        cv2.imwrite(str(root / "data" / "backgrounds" / f"bg{i}.jpg"), bg)
+    return {"keyed": root / "keyed", "images": root / "images", "data": root / "data"}
+
+
+def _tiny_cfg(fake_data: dict[str, Path], out: Path, **kw) -> S.TrainConfig:
+    base = dict(keyed=str(fake_data["keyed"]), images=str(fake_data["images"]), out=str(out),
+                data_root=str(fake_data["data"]), size=32, epochs=2, depth=2, base=4, batch=4,
+                samples_per_epoch=8, val_composites=4, workers=0, threads=1, faces=False)
+    base.update(kw)
+    return S.TrainConfig(**base)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def test_list_keyed_respects_qc_and_split_is_seeded(fake_data):
+    recs = C.list_keyed(fake_data["keyed"], fake_data["images"])
+    assert len(recs) == 21 and all(r.stem != f"{r.cls}7" for r in recs), "QC rejects must be skipped"
+    a, b = C.split_records(recs, seed=3), C.split_records(recs, seed=3)
+    assert {k: [r.key for r in v] for k, v in a.items()} == {k: [r.key for r in v] for k, v in b.items()}
+    keys = [set(r.key for r in a[k]) for k in ("train", "val", "test")]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    assert sum(len(k) for k in keys) == 21
+    assert {r.cls for r in a["test"]} == set(C.CLASSES), "split is stratified by class"
+    c = C.split_records(recs, seed=4)
+    assert [r.key for r in c["test"]] != [r.key for r in a["test"]]
+
+
+def test_make_hand_finds_arm_side_and_despills():
+    img, m = _hand_photo(np.random.default_rng(1))
+    img[m > 0] = (200, 230, 150)  # green spill on the hand
+    hand = C.make_hand(img, m.astype(np.float32) / 255)
+    assert hand is not None and hand.direction == (1.0, 0.0), "arm leaves through the right edge"
+    assert hand.rgb.shape[:2] == hand.alpha.shape and hand.alpha.max() == 1.0
+    fg = hand.alpha > 0.5
+    assert (hand.rgb[fg][:, 1] <= np.maximum(hand.rgb[fg][:, 0], hand.rgb[fg][:, 2])).all(), "spill limited"
+    assert C.make_hand(img, np.zeros(m.shape, np.float32)) is None
+
+
+def test_composite_mask_matches_pasted_hand():
+    rng = np.random.default_rng(2)
+    img = np.zeros((60, 90, 3), np.uint8)
+    img[:] = (255, 0, 0)  # pure red 'hand'
+    m = np.zeros((60, 90), np.float32)
+    cv2.rectangle(m, (30, 20), (89, 40), 1.0, -1)
+    hand = C.make_hand(img, m, despill=False)
+    bg = np.zeros((100, 100, 3), np.uint8)
+    bg[:] = (0, 0, 255)  # pure blue background
+    for seed in range(5):
+        out, label = C.composite(bg, [hand], np.random.default_rng(seed), (64, 64), colour=False, shadow_p=0.0)
+        assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+        assert label.shape == (64, 64) and label.dtype == np.float32
+        assert 0.0 <= label.min() and label.max() <= 1.0
+        inside = label > 0.99
+        far = cv2.dilate((label > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0
+        if inside.any():
+            # the hand's own colour where the label says hand (edges are softened a little when pasting)
+            assert (out[inside][:, 0] > out[inside][:, 2]).all() and (out[inside][:, 0] > 200).mean() > 0.8
+        assert far.any() and (out[far] == (0, 0, 255)).all(), "background untouched away from the hand"
+    empty, lab0 = C.composite(bg, [], rng, (32, 48))
+    assert empty.shape == (32, 48, 3) and lab0.max() == 0.0
+
+
+def test_dataset_shapes_dtypes_and_determinism(fake_data):
+    recs = C.list_keyed(fake_data["keyed"], fake_data["images"])
+    hands, plain = C.load_hands(recs)
+    bgs = [b for _, b in C.load_backgrounds(fake_data["data"], pets=False, faces=False)]
+    ds = C.CompositeDataset(hands, plain, bgs, size=48, length=10, seed=1)
+    x, y = ds[3]
+    assert x.shape == (3, 48, 48) and x.dtype == np.float32
+    assert y.shape == (1, 48, 48) and y.dtype == np.float32 and 0 <= y.min() and y.max() <= 1
+    x2, y2 = ds[3]
+    assert np.array_equal(x, x2) and np.array_equal(y, y2), "sample = f(seed, epoch, index)"
+    ds.epoch = 1
+    x3, _ = ds[3]
+    assert not np.array_equal(x, x3)
+    kinds = {ds.sample(i).kind for i in range(40)}
+    assert "composite" in kinds
+    # un-augmented: plain photos, resized, mask where the skin is
+    plain_ds = C.CompositeDataset(hands, plain, bgs, size=32, length=4, augment=False)
+    smp = plain_ds.sample(0)
+    assert smp.kind == "plain" and smp.image.shape == (32, 32, 3)
+    skin = (smp.image[..., 0] > 150) & (smp.image[..., 1] < 190)
+    assert (smp.mask[skin] > 0.5).mean() > 0.9
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_is_safetensors_not_pickle(tmp_path):
+    torch.manual_seed(0)
+    m = UNet(depth=2, base=4)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    x = torch.randn(2, 3, 16, 16)
+    for _ in range(2):
+        loss = m(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=2)
+    sched.step(1.0)
+    S.save_checkpoint(tmp_path, m, opt, sched, {"epoch": 4, "best_loss": 0.5}, {"depth": 2})
+    raw = (tmp_path / "last.safetensors").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    assert raw[8:9] == b"{" and json.loads(raw[8:8 + n])["__metadata__"]["arch"], "safetensors header"
+    assert not raw.startswith(b"\x80") and b"PK\x03\x04" not in raw[:4], "no pickle / torch zip"
+    m2 = UNet(depth=2, base=4)
+    opt2 = torch.optim.Adam(m2.parameters(), lr=1e-3)
+    sched2 = torch.optim.lr_scheduler.ReduceLROnPlateau(opt2, patience=2)
+    state = S.load_checkpoint(tmp_path, m2, opt2, sched2)
+    assert state["epoch"] == 4
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for pid in s1:
+        assert torch.equal(s1[pid]["exp_avg"], s2[pid]["exp_avg"]) and float(s1[pid]["step"]) == float(s2[pid]["step"])
+    assert sched2.state_dict()["best"] == sched.state_dict()["best"]
+
+
+def test_train_then_resume_continues_at_next_epoch(fake_data, tmp_path):
+    out = tmp_path / "run"
+    st = S.train(_tiny_cfg(fake_data, out, epochs=2), progress=False, log=lambda s: None)
+    assert st["epoch"] == 1 and (out / "best.safetensors").is_file()
+    splits = json.loads((out / "splits.json").read_text())
+    assert len(splits["train"]) + len(splits["val"]) + len(splits["test"]) == 21
+    with pytest.raises(S.ConfigError, match="already holds"):
+        S.train(_tiny_cfg(fake_data, out, epochs=3), progress=False, log=lambda s: None)
+    with pytest.raises(S.ConfigError, match="different base"):
+        S.train(_tiny_cfg(fake_data, out, epochs=3, base=8), resume=True, progress=False, log=lambda s: None)
+    msgs: list[str] = []
+    st2 = S.train(_tiny_cfg(fake_data, out, epochs=3), resume=True, progress=False, log=msgs.append)
+    assert any("resumed at epoch 2" in m for m in msgs)
+    assert st2["epoch"] == 2
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert json.loads((out / "state.json").read_text())["epoch"] == 2
+
+
+def test_export_matches_torch_and_backend_loads_it(fake_data, tmp_path):
+    pytest.importorskip("onnx")
+    out = tmp_path / "run"
+    S.train(_tiny_cfg(fake_data, out, epochs=1), progress=False, log=lambda s: None)
+    info = S.export_onnx(out, tmp_path / "m.onnx", size=48, log=lambda s: None)
+    assert info["export"]["max_abs_diff_vs_torch"] < 1e-4
+    assert info["sha256"] == S.sha256_file(tmp_path / "m.onnx") and info["input"]["size"] == 48
+    from bglab.segment.unet import create
+
+    seg = create(model=str(tmp_path / "m.onnx"))
+    assert seg.size == 48
+    masks = seg.predict_batch([np.zeros((30, 50, 3), np.uint8), np.zeros((30, 50, 3), np.uint8),
+                               np.zeros((7, 5, 3), np.uint8)])
+    assert [m.shape for m in masks] == [(30, 50), (30, 50), (7, 5)]
+    assert all(m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 for m in masks)
+    assert np.array_equal(masks[0], masks[1])
+
+
+def test_cli_train_export_and_ablate_tiny(fake_data, tmp_path):
+    pytest.importorskip("onnx")
+    from bglab.cli import main
+
+    common = ["--keyed", str(fake_data["keyed"]), "--images", str(fake_data["images"]),
+              "--data-root", str(fake_data["data"]), "--size", "32", "--samples-per-epoch", "4",
+              "--val-composites", "4", "--workers", "0"]
+    rc = main(["train-seg", *common, "--out", str(tmp_path / "r"), "--epochs", "1", "--depth", "2", "--base", "4",
+               "--skip", "add", "--no-batchnorm", "--dropout", "0.1", "--no-faces", "--threads", "1"])
+    assert rc == 0 and (tmp_path / "r" / "last.safetensors").is_file()
+    conf = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert conf["skip"] == "add" and conf["batchnorm"] is False and "train-seg" in conf["command"]
+    assert main(["export-seg", str(tmp_path / "r"), str(tmp_path / "r.onnx")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["arch"]["skip"] == "add"
+    assert main(["train-seg", *common, "--out", str(tmp_path / "x"), "--skip", "sideways"]) == 2
+    rc = main(["ablate-seg", *common, "--out", str(tmp_path / "abl"), "--minutes", "0.002",
+               "--only", "base", "--only", "+augmentation", "--threads", "1"])
+    assert rc == 0
+    rows = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert [r["name"] for r in rows] == ["base", "+augmentation"]
+    assert all(r["val_f1"] is not None and 0 <= r["val_f1"] <= 1 for r in rows)
+
+
+def test_mask_scores_edge_cases():
+    a = np.zeros((4, 4), bool)
+    assert S.mask_scores(a, a)["iou"] == 1.0
+    b = a.copy()
+    b[0, 0] = True
+    assert S.mask_scores(a, b)["f1"] == 0.0 and S.mask_scores(b, a)["precision"] == 0.0
+    c = b.copy()
+    c[0, 1] = True
+    s = S.mask_scores(c, b)
+    assert s["iou"] == 0.5 and s["recall"] == 1.0 and s["precision"] == 0.5 and abs(s["f1"] - 2 / 3) < 1e-9

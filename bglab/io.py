@@ -57,6 +57,9 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 MASK_SUFFIXES: frozenset[str] = frozenset({".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 """Suffixes looked for when pairing masks with images: lossless formats (`read_mask` still reads any image)."""
 
+# zlib level for PNG: 1 is ~4x faster than Pillow's default 6 for ~10 % larger files (measured on a
+# 512x288 RGBA cut-out: 11 ms / 222 kB vs 48 ms / 201 kB); lossless either way.
+PNG_COMPRESS_LEVEL = 1
 _WRITE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 _ORIENTATION_TAG = 0x0112
@@ -689,6 +692,8 @@ def _encode(image: np.ndarray, fmt: str, quality: int, path: Path | None) -> byt
     opts: dict[str, object] = {}
     if pil_fmt == "JPEG":
         opts = {"quality": quality}
+    elif pil_fmt == "PNG":
+        opts = {"compress_level": PNG_COMPRESS_LEVEL}
     elif pil_fmt == "WEBP":
         opts = {"lossless": True, "quality": 100, "exact": True} if quality == 100 else {"quality": quality}
     return _encode_pil(im, pil_fmt, opts, path)

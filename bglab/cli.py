@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 # One module per command group; each defines ``register(app)``.
@@ -33,6 +33,11 @@ COMMAND_MODULES = [
     "bglab.commands.segtrain",
     "bglab.commands.evalseg",
     "bglab.commands.demo",
+    "bglab.commands.dataset",
+    "bglab.commands.preprocess",
+    "bglab.commands.detect",
+    "bglab.commands.serve",
+    "bglab.commands.experiment",
 ]
 
 
@@ -57,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        # click returns the code of a typer.Exit instead of raising it when standalone_mode is off
+        rv = app(args=args, standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
     except BglabError as exc:
         if _state["debug"]:
             err_console.print_exception()
@@ -71,13 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         return 130
-    except Exception as exc:  # click usage errors and unexpected failures
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
+    except Exception as exc:  # usage errors (typer's bundled click) and unexpected failures
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error: click prints "Usage: ..." and "Error: ..."
             return exc.exit_code
         if _state["debug"]:
             err_console.print_exception()

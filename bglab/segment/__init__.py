@@ -17,6 +17,10 @@ register(BackendInfo("mask-box", "locator", "bglab.segment.maskfiles", "create_l
                      "box of a mask (from mask files, or from any segmenter)"))
 register(BackendInfo("full", "locator", "bglab.segment.maskfiles", "create_full_locator",
                      "the whole image as one box (no localisation)"))
+register(BackendInfo("box-model", "locator", "bglab.segment.detector_locator", "create_box_model",
+                     "one box from a trained box + label model (bglab train-det; safetensors or ONNX)"))
+register(BackendInfo("box-csv", "locator", "bglab.segment.detector_locator", "create_box_csv",
+                     "boxes listed for the image's file name in an annotation file (CSV / VOC XML / COCO JSON)"))
 register(BackendInfo("mediapipe-hands", "locator", "bglab.segment.mediapipe", "create_hands",
                      "MediaPipe Hands landmarks' extent plus a margin (offline; extra 'hands')",
                      extra="hands", requires=("mediapipe",)))

@@ -56,6 +56,7 @@ from bglab.boxes import Box
 from bglab.dataset import split
 from bglab.errors import BglabError, ConfigError, DatasetError
 from bglab.io import atomic_write_text, read_image
+from bglab.metrics import json_safe
 
 __all__ = [
     "CONTEXT_RANGE", "DetEval", "FaceItem", "TrainDetConfig", "crop_with_context", "evaluate", "evaluate_run",
@@ -189,7 +190,7 @@ class DetEval:
         d = asdict(self)
         if not items:
             d.pop("per_item")
-        return _clean(d)
+        return json_safe(d)
 
     def lines(self) -> list[str]:
         out = [f"crops: {self.n}",
@@ -198,16 +199,6 @@ class DetEval:
                f"accuracy: {self.accuracy:.1%} (majority-class baseline {self.baseline_accuracy:.1%})"]
         out += [f"  {c}: {v:.1%}" if v == v else f"  {c}: n/a" for c, v in self.per_class_accuracy.items()]
         return out
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -280,7 +271,7 @@ class TrainDetConfig:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_clean(obj), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=1) + "\n")
 
 
 def prepare(annotations_path: str | Path, images_dir: str | Path, *, seed: int,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -130,3 +131,14 @@ def summarize(scores: Sequence[SegScores]) -> SegSummary:
     else:
         p_iou = p_f1 = math.nan
     return SegSummary(len(items), iou, iou_sd, f1, f1_sd, pr, pr_sd, rc, rc_sd, p_iou, p_f1)
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN / inf by None (recursively) so metric results serialise as strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

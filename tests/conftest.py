@@ -25,3 +25,17 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared data missing: {p}")
     return p
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models: one torch thread is as fast and does not stall when other jobs share the cores."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -17,17 +17,8 @@ MODELS = Path(__file__).resolve().parents[1] / "bglab" / "models"
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one thread is as fast and does not stall when other jobs share the cores."""
-    try:
-        import torch as _t
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    old = _t.get_num_threads()
-    _t.set_num_threads(1)
-    yield
-    _t.set_num_threads(old)
+def _torch_threads(one_torch_thread):
+    """Tiny models: see ``one_torch_thread`` in conftest."""
 
 
 # ----------------------------------------------------------------------------------------------- model

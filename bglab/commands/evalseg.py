@@ -19,7 +19,7 @@ import numpy as np
 import typer
 
 from bglab.errors import BglabError, DatasetError, MaskError
-from bglab.metrics import SegScores, SegSummary, seg_scores, summarize
+from bglab.metrics import SegScores, SegSummary, json_safe, seg_scores, summarize
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class EvalResult:
         return float(np.mean([i.total_ms for i in self.items])) if self.items else math.nan
 
     def as_dict(self) -> dict[str, Any]:
-        return _clean({
+        return json_safe({
             "n": len(self.items),
             "failed": len(self.failures),
             "summary": self.summary.as_dict(),
@@ -90,17 +90,6 @@ class EvalResult:
             "failures": [{"image": str(f.image), "mask": str(f.mask), "error": f.error} for f in self.failures],
             "per_image": [i.as_dict() for i in self.items],
         })
-
-
-def _clean(obj: Any) -> Any:
-    """NaN/inf -> None so the result is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def pair_by_stem(
@@ -268,7 +257,7 @@ def eval_seg(
                "unmatched_masks": [str(p) for p in lonely_masks],
                "sheet": str(sheet) if sheet is not None and result.worst else None,
                **result.as_dict()}
-        typer.echo(json.dumps(_clean(out)))
+        typer.echo(json.dumps(json_safe(out)))
     else:
         s = result.summary
         table = Table(title=escape(f"eval-seg: {name} ({len(result.items)} images)"),

@@ -41,6 +41,7 @@ import numpy as np
 
 from bglab import ops
 from bglab.boxes import Box
+from bglab.configfile import read_config_file
 from bglab.errors import BackendError, BglabError, ConfigError
 
 __all__ = [
@@ -603,33 +604,7 @@ def _close(obj: Any) -> None:
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a pipeline config file: YAML (.yaml/.yml), TOML (.toml) or JSON (.json)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", path=p, hint="check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file: {exc}", path=p) from None
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            data: Any = tomllib.loads(text)
-        elif suffix == ".json":
-            import json
-
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - yaml / toml / json parse errors
-        raise ConfigError(f"cannot parse config: {exc}", path=p,
-                          hint="YAML (.yaml), TOML (.toml) or JSON (.json); see configs/") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError("config must be a mapping with a 'steps' list", path=p)
-    return dict(data)
+    return read_config_file(path, what="config file", shape_hint="a pipeline config has a 'steps' list")
 
 
 def _step_entries(steps: Any) -> list[tuple[str, dict[str, Any], str]]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bglab.configfile import read_config_file
 from bglab.errors import ConfigError
 
 __all__ = [
@@ -530,21 +531,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
 
 def load_experiment_config(path: str | Path, *, quick: bool = False) -> ExperimentConfig:
     """Read and validate an experiment YAML file (``quick``: apply its ``quick:`` profile)."""
-    import yaml
-
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("experiment config not found", path=p, hint="e.g. configs/rps-reference.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read experiment config: {exc}", path=p) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse YAML: {exc}", path=p) from None
-    if not isinstance(raw, Mapping):
-        raise ConfigError("an experiment config must be a mapping", path=p, hint="see configs/rps-reference.yaml")
+    raw = read_config_file(p, what="experiment config", shape_hint="see configs/rps-reference.yaml")
     try:
         return parse_config(raw, base_dir=p.resolve().parent, quick=quick)
     except ConfigError as exc:

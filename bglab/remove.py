@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +23,7 @@ from bglab.errors import BglabError, ConfigError
 Mode = Literal["cutout", "mask", "color", "blur", "swap", "crop"]
 MODES: tuple[str, ...] = ("cutout", "mask", "color", "blur", "swap", "crop")
 Fit = Literal["cover", "stretch", "tile"]
+DEFAULT_SUFFIX = ".png"  # lossless, and keeps alpha for cut-outs; --format changes it
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,6 @@ class RemoveOptions:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.blur < 0 or self.margin < 0 or self.feather < 0:
             raise ConfigError("blur, margin and feather must be >= 0")
-
-    @property
-    def suffix(self) -> str:
-        """Default output suffix: PNG where alpha or exact masks matter, else PNG as well (lossless)."""
-        return ".png"
 
 
 def prepare_mask(mask: np.ndarray, opts: RemoveOptions) -> np.ndarray:
@@ -148,14 +144,14 @@ def collect_inputs(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
     return out
 
 
-def output_path(out_dir: Path, rel: Path, opts: RemoveOptions, fmt: str | None = None) -> Path:
+def output_path(out_dir: Path, rel: Path, fmt: str | None = None) -> Path:
     """Where the result for input ``rel`` goes: same relative path, new suffix."""
-    suffix = f".{fmt.lstrip('.')}" if fmt else opts.suffix
+    suffix = f".{fmt.lstrip('.')}" if fmt else DEFAULT_SUFFIX
     return out_dir / rel.with_suffix(suffix)
 
 
 def remove_files(
-    inputs: Sequence[Path],
+    items: Sequence[tuple[Path, Path]],
     out_dir: Path,
     segmenter,
     opts: RemoveOptions,
@@ -166,7 +162,9 @@ def remove_files(
     on_progress: Callable[[FileResult], None] | None = None,
     max_pixels: int | None = None,
 ) -> BatchReport:
-    """Run background removal over files and folders into ``out_dir``; never stops on one bad file.
+    """Run background removal over ``items`` (from :func:`collect_inputs`) into ``out_dir``.
+
+    One bad file never stops the batch: it is recorded and the rest go on.
 
     Outputs that already exist are skipped (so an interrupted run resumes) unless ``overwrite``.
     """
@@ -177,10 +175,9 @@ def remove_files(
     if fmt in ("jpg", "jpeg") and opts.mode == "cutout":
         raise ConfigError("cutouts carry alpha, which JPEG cannot store", hint="use --format png or webp")
     report = BatchReport()
-    items = collect_inputs(inputs)
     seen: dict[Path, Path] = {}
     for src, rel in items:
-        dst = output_path(Path(out_dir), rel, opts, fmt)
+        dst = output_path(Path(out_dir), rel, fmt)
         t0 = time.perf_counter()
         if dst in seen:
             res = FileResult(src, None, "failed",
@@ -204,11 +201,6 @@ def remove_files(
         if on_progress is not None:
             on_progress(res)
     return report
-
-
-def iter_count(paths: Iterable[Path]) -> int:
-    """Number of inputs a batch will process (for progress bars)."""
-    return len(collect_inputs(list(paths)))
 
 
 def remove_background(

@@ -39,7 +39,7 @@ def remove(
     Exit code 0 when every file succeeded (or was already done), 1 when any failed.
     """
     from bglab.io import read_image
-    from bglab.remove import RemoveOptions, iter_count, remove_files
+    from bglab.remove import RemoveOptions, collect_inputs, remove_files
     from bglab.segment import DEFAULT_SEGMENTER, create
 
     opts = RemoveOptions(mode=mode, color=parse_color(color), blur=blur, fit=fit, margin=margin,  # type: ignore[arg-type]
@@ -49,7 +49,8 @@ def remove(
     t_load = time.perf_counter()
     segmenter = create(backend or DEFAULT_SEGMENTER, kind="segmenter", **parse_options(option))
     t_load = time.perf_counter() - t_load
-    total = iter_count(inputs)
+    items = collect_inputs(inputs)
+    total = len(items)
     if total == 0:
         err_console.print("[yellow]no input images found[/]")
         raise typer.Exit(1)
@@ -64,7 +65,7 @@ def remove(
             if res.status == "failed":
                 progress.console.print(f"[red]failed[/] {res.error}", highlight=False)
 
-        rep = remove_files(inputs, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
+        rep = remove_files(items, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
                            on_progress=tick)
     rep.write_csv(report or Path(out) / "remove_report.csv")
     elapsed = time.perf_counter() - t0

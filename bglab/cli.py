@@ -38,6 +38,9 @@ COMMAND_MODULES = [
     "bglab.commands.detect",
     "bglab.commands.serve",
     "bglab.commands.experiment",
+    "bglab.commands.variants",
+    "bglab.commands.correlate",
+    "bglab.commands.challenge",
 ]
 
 

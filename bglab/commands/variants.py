@@ -1,9 +1,83 @@
-"""``bglab variants``: (being written)."""
+"""``bglab variants``: write background variants of a data set (Only-FG, No-FG, Only-BG-B/T, Mixed-*, ...)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from bglab.commands._common import console, err_console, parse_color, parse_options, progress_bar
+
+
+def variants(
+    src: Path = typer.Argument(..., help="ImageFolder: <class>/images + <class>/masks (pets3), or <class>/*.jpg "
+                               "with --backend."),
+    dst: Path = typer.Argument(..., help="Output folder: DST/<kind>/<class>/{images,masks}/<stem>.png + "
+                               "manifest.csv."),
+    kinds: str = typer.Option("all", "--kinds", "-k",
+                              help="Comma list or 'all': original, only-fg, no-fg, only-bg-b, only-bg-t, "
+                              "mixed-same, mixed-rand, mixed-next, bg-color, bg-blur, bg-region=<factor> "
+                              "(all = every kind but bg-region)."),
+    backend: str = typer.Option(None, "--backend", "-b",
+                                help="Segmenter for the masks (see `bglab backends`); default: SRC's mask files."),
+    option: list[str] = typer.Option(None, "--option", help="Backend option key=value (repeatable)."),
+    locator: str = typer.Option(None, "--locator",
+                                help="Locator backend for the fg box; default: the mask's box."),
+    seed: int = typer.Option(0, "--seed", help="Seed for Mixed-* pairs and random bg-color colours."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes."),
+    size: int = typer.Option(None, "--size", help="Resize-pad every output (and mask) to N x N; default: keep."),
+    color: str = typer.Option(None, "--color",
+                              help="bg-color colour (#rrggbb, r,g,b, name); default: a seeded random one per image."),
+    blur: float = typer.Option(15.0, "--blur", help="bg-blur strength (Gaussian sigma, px of the source image)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+) -> None:
+    """Write background variants of every image (Xiao et al. 2021 + Hashmi & Li); bad files are reported.
+
+    Exit code 0 when every variant was written or skipped (undefined, e.g. no foreground), 1 when any failed.
+    """
+    from bglab.variants import generate_variants, parse_kinds
+
+    kind_list = parse_kinds(kinds)
+    rgb = parse_color(color) if color else None
+    t0 = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task("variants", total=None, rate="")
+        start = {"t": 0.0, "done": 0}
+
+        def tick(done: int, total: int, rows: list) -> None:  # noqa: ANN001
+            if not rows:  # the first call: outputs already present are counted as done
+                start["t"], start["done"] = time.perf_counter(), done
+                progress.update(task, total=total, completed=done)
+                return
+            rate = (done - start["done"]) / max(time.perf_counter() - start["t"], 1e-9)
+            progress.update(task, completed=done, rate=f"{rate:.1f} img/s")
+            for r in rows:
+                if r.status == "failed":
+                    progress.console.print(f"[red]failed[/] {r.kind}: {r.error}", highlight=False)
+                    break  # one line per image: every kind of a bad image fails the same way
+
+        rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=parse_options(option),
+                                locator=locator, seed=seed, workers=workers, size=size, color=rgb, blur=blur,
+                                overwrite=overwrite, progress=tick)
+    elapsed = time.perf_counter() - t0
+    table = Table(title=f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})")
+    table.add_column("kind")
+    for col in ("ok", "reused", "skipped", "failed"):
+        table.add_column(col, justify="right")
+    for kind, counts in rep.summary().items():
+        reused = sum(r.reused for r in rep.rows if r.kind == kind)
+        table.add_row(kind, str(counts["ok"]), str(reused), str(counts["skipped"]),
+                      f"[red]{counts['failed']}[/]" if counts["failed"] else "0")
+    console.print(table)
+    console.print(f"{elapsed:.1f} s; outputs in {dst}; manifest {rep.manifest_path}")
+    if rep.failed:
+        images = len({(r.label, r.stem) for r in rep.failed})
+        err_console.print(f"[bold red]{len(rep.failed)} variant(s) of {images} image(s) failed[/]; see the manifest")
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``variants`` command to the bglab app (not yet)."""
+    """Add the ``variants`` command to the bglab app."""
+    app.command("variants")(variants)

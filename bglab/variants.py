@@ -1,0 +1,687 @@
+"""Background variants of a labelled image set (Xiao et al. 2021, "Noise or Signal"; Hashmi & Li factors).
+
+Two layers: :func:`make_variant` is pure (numpy in, numpy out, no I/O) and builds one variant of one image from
+its mask and box; :func:`generate_variants` runs it over an ImageFolder (pets3 layout or plain images with a
+segmenter backend), in parallel, resumably, writing::
+
+    DST/<kind-dir>/<class>/images/<stem>.png    the variant image
+    DST/<kind-dir>/<class>/masks/<stem>.png     8-bit {0,255}: where the foreground is in that image
+    DST/manifest.csv                            one row per (kind, image), status ok / skipped / failed
+
+Masks are thresholded at 0.5 once, and the binary mask is used for every kind (so the written mask is exactly
+where the image shows the foreground). Mixed-* pairs and bg-color colours come from an RNG seeded by
+``(seed, kind, class, stem)`` of each image, so they do not depend on the order of work, ``workers`` or
+which outputs already exist. See docs/variants.md for the definitions of every kind.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _io
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bglab import ops
+from bglab.boxes import Box
+from bglab.dataset import Sample
+from bglab.errors import BglabError, ConfigError, MaskError
+
+__all__ = [
+    "BOX_KINDS",
+    "KINDS",
+    "KIND_NAMES",
+    "MANIFEST_COLUMNS",
+    "MIXED_KINDS",
+    "Kind",
+    "VariantRow",
+    "VariantSkipped",
+    "VariantsReport",
+    "generate_variants",
+    "make_variant",
+    "only_bg_tiles",
+    "parse_kinds",
+    "plan_pairs",
+    "random_color",
+    "write_manifest",
+]
+
+KIND_NAMES: tuple[str, ...] = (
+    "original", "only-fg", "no-fg", "only-bg-b", "only-bg-t",
+    "mixed-same", "mixed-rand", "mixed-next", "bg-color", "bg-blur",
+)
+"""The fixed kinds (what ``all`` expands to); ``bg-region=<factor>`` comes on top, one per factor."""
+MIXED_KINDS: tuple[str, ...] = ("mixed-same", "mixed-rand", "mixed-next")
+BOX_KINDS: tuple[str, ...] = ("only-bg-b", "only-bg-t", "bg-region")
+"""Kinds that need the foreground box (skipped when there is none)."""
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "kind", "label", "stem", "source", "output", "mask", "bg_source", "color", "status", "error",
+)
+DEFAULT_BLUR = 15.0
+_SUFFIX = ".png"
+
+
+# ------------------------------------------------------------------------------------------------ kinds
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One variant kind: a name from :data:`KIND_NAMES` or ``bg-region`` with its expansion ``factor``."""
+
+    name: str
+    factor: float | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.factor is None else f"{self.name}={self.factor:g}"
+
+    @property
+    def dir_name(self) -> str:
+        """Folder name under DST: the kind name, ``bg-region-<factor>`` for ``bg-region=<factor>``."""
+        return self.name if self.factor is None else f"{self.name}-{self.factor:g}"
+
+    @property
+    def is_mixed(self) -> bool:
+        """True for Mixed-Same / Mixed-Rand / Mixed-Next (they need a partner image's background)."""
+        return self.name in MIXED_KINDS
+
+    @property
+    def needs_box(self) -> bool:
+        """True for kinds defined by the foreground box (Only-BG-B/T, bg-region)."""
+        return self.name in BOX_KINDS
+
+
+KINDS: tuple[Kind, ...] = tuple(Kind(n) for n in KIND_NAMES)
+"""The kinds ``all`` stands for, in output order."""
+
+
+def parse_kinds(text: str | Sequence[str]) -> list[Kind]:
+    """Parse ``"all,bg-region=1.5"`` (or a list of such items) into kinds, duplicates dropped, order kept."""
+    items = text.split(",") if isinstance(text, str) else [t for s in text for t in str(s).split(",")]
+    out: list[Kind] = []
+    valid = ", ".join(KIND_NAMES) + ", bg-region=<factor>"
+    for raw in items:
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if item == "all":
+            new = list(KINDS)
+        elif item.startswith("bg-region"):
+            _, sep, val = item.partition("=")
+            try:
+                factor = float(val) if sep else float("nan")
+            except ValueError:
+                factor = float("nan")
+            if not (math.isfinite(factor) and factor >= 1.0):
+                raise ConfigError(f"bad region kind {raw.strip()!r}: needs a factor >= 1",
+                                  hint="write e.g. bg-region=1.5 (the box expanded 1.5x; 1 = the box itself)")
+            new = [Kind("bg-region", factor)]
+        elif item in KIND_NAMES:
+            new = [Kind(item)]
+        else:
+            raise ConfigError(f"unknown variant kind {raw.strip()!r}", hint=f"use all or a comma list of: {valid}")
+        out.extend(k for k in new if k not in out)
+    if not out:
+        raise ConfigError("no variant kinds given", hint=f"use all or a comma list of: {valid}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- pure part
+
+
+class VariantSkipped(BglabError):  # noqa: N818 - it is an outcome, recorded as "skipped", not a failure
+    """The variant is undefined for this image (no foreground, no box, no partner): recorded as skipped."""
+
+
+def _rng(seed: int, *parts: object) -> random.Random:
+    # str seeds are hashed with SHA-512 by random.Random: stable across processes and PYTHONHASHSEED
+    return random.Random("bglab.variants|" + "|".join(str(p) for p in (seed, *parts)))
+
+
+def random_color(seed: int, label: str, stem: str) -> tuple[int, int, int]:
+    """The bg-color colour of one image when no ``--color`` is given: uniform RGB, seeded by image."""
+    r = _rng(seed, "bg-color", label, stem)
+    return (r.randrange(256), r.randrange(256), r.randrange(256))
+
+
+def _hex(color: Sequence[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in color))
+
+
+def _rect_mask(shape: tuple[int, int], box: Box) -> np.ndarray:
+    h, w = shape
+    x0, y0, x1, y1 = ops.box_to_pixels(box, w, h)
+    m = np.zeros((h, w), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def only_bg_tiles(image: np.ndarray, mask: np.ndarray, box: Box | None = None) -> np.ndarray:
+    """Only-BG-T: the foreground box filled with tiles of the image's own background (``fill_box`` tiles).
+
+    ``box`` defaults to the mask's box; with no foreground at all the image is returned unchanged (nothing
+    to hide). Used for the backgrounds of Mixed-* too.
+    """
+    fg = ops.binarize(mask)
+    box = box if box is not None else Box.from_mask(fg)
+    if box is None:
+        return np.array(image, dtype=np.uint8, copy=True)
+    return ops.fill_box(image, box, mode="tiles", mask=fg)
+
+
+def make_variant(
+    kind: Kind | str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    box: Box | None = None,
+    partner_bg: np.ndarray | None = None,
+    *,
+    color: Sequence[int] | None = None,
+    blur: float = DEFAULT_BLUR,
+    rng: random.Random | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build one variant of one image (pure); returns the RGB image and its uint8 {0,255} mask.
+
+    ``mask`` is thresholded at 0.5; ``box`` defaults to the mask's box. Mixed-* need ``partner_bg`` (the
+    partner's Only-BG-T, any size: fitted with "cover"). bg-color uses ``color``, else one drawn from ``rng``.
+    Raises :class:`VariantSkipped` when the kind is undefined here (no foreground / no box).
+    """
+    k = parse_kinds(kind)[0] if isinstance(kind, str) else kind
+    img = np.asarray(image)
+    fg = ops.binarize(ops.as_soft(mask, img.shape))
+    if box is None:
+        box = Box.from_mask(fg)
+    if k.needs_box and box is None:
+        raise VariantSkipped(f"{k}: the mask has no foreground, so there is no box")
+    if k.is_mixed and not fg.any():
+        raise VariantSkipped(f"{k}: the mask has no foreground to paste")
+    name = k.name
+    out_mask = fg
+    if name == "original":
+        out = np.array(img, copy=True)
+    elif name == "only-fg":
+        out = ops.only_foreground(img, fg)
+    elif name == "no-fg":
+        out = ops.remove_foreground(img, fg)
+    elif name in ("only-bg-b", "only-bg-t"):
+        assert box is not None
+        out = ops.fill_box(img, box, mode="black") if name == "only-bg-b" else ops.fill_box(img, box, mode="tiles",
+                                                                                            mask=fg)
+        out_mask = _rect_mask(img.shape[:2], box)
+    elif k.is_mixed:
+        if partner_bg is None:
+            raise ConfigError(f"{k} needs partner_bg (the partner image's Only-BG-T)")
+        out = ops.replace_background(img, fg, partner_bg, fit="cover")
+    elif name == "bg-color":
+        if color is None:
+            r = rng or random.Random()
+            color = (r.randrange(256), r.randrange(256), r.randrange(256))
+        out = ops.fill_background(img, fg, tuple(int(c) for c in color))
+    elif name == "bg-blur":
+        out = ops.blur_background(img, fg, blur)
+    elif name == "bg-region":
+        assert box is not None and k.factor is not None
+        h, w = img.shape[:2]
+        region = _rect_mask((h, w), ops.expand_box_for_region(box, k.factor, w, h))
+        out = np.where(region[:, :, None], img, np.uint8(0)).astype(np.uint8)
+        out_mask = fg & region
+    else:  # pragma: no cover - Kind values come from parse_kinds
+        raise ConfigError(f"unknown variant kind {k}")
+    return np.ascontiguousarray(out), out_mask.astype(np.uint8) * 255
+
+
+# ---------------------------------------------------------------------------------------------- pairing
+
+
+def _key(s: Sample) -> tuple[str, str]:
+    return (s.label, str(s.path))
+
+
+def plan_pairs(samples: Sequence[Sample], seed: int = 0) -> dict[str, dict[Path, Path | None]]:
+    """Partner image of every sample for each Mixed-* kind: ``{kind: {sample.path: partner.path or None}}``.
+
+    mixed-same: a random other image of the same class; mixed-rand: of any class; mixed-next: of the next
+    class (sorted names, wrapping; with one class, the same class). Never the image itself (None when there
+    is no other candidate). Each choice is seeded by ``(seed, kind, class, stem)`` alone.
+    """
+    items = sorted(samples, key=_key)
+    by_class: dict[str, list[Sample]] = defaultdict(list)
+    for s in items:
+        by_class[s.label].append(s)
+    classes = sorted(by_class)
+    nxt = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
+    out: dict[str, dict[Path, Path | None]] = {k: {} for k in MIXED_KINDS}
+    for s in items:
+        pools = {"mixed-same": by_class[s.label], "mixed-rand": items, "mixed-next": by_class[nxt[s.label]]}
+        for kind, pool in pools.items():
+            cands = [c for c in pool if c.path != s.path]
+            if not cands:
+                out[kind][s.path] = None
+                continue
+            r = _rng(seed, kind, s.label, s.path.stem)
+            out[kind][s.path] = cands[r.randrange(len(cands))].path
+    return out
+
+
+# -------------------------------------------------------------------------------------------- batch part
+
+
+@dataclass
+class VariantRow:
+    """One manifest row: what happened to one (kind, image); paths of outputs are relative to DST."""
+
+    kind: str
+    label: str
+    stem: str
+    source: str
+    output: str = ""
+    mask: str = ""
+    bg_source: str = ""
+    color: str = ""
+    status: str = "ok"
+    error: str = ""
+    reused: bool = False  # output existed already (not in the manifest)
+
+    def as_list(self) -> list[str]:
+        return [str(getattr(self, c)) for c in MANIFEST_COLUMNS]
+
+
+@dataclass
+class VariantsReport:
+    """Every manifest row of a run, where the manifest went, and how long it took."""
+
+    rows: list[VariantRow] = field(default_factory=list)
+    manifest_path: Path | None = None
+    seconds: float = 0.0
+    images: int = 0
+
+    def count(self, status: str | None = None, kind: str | None = None) -> int:
+        """Rows with this status (and kind, when given)."""
+        return sum((status is None or r.status == status) and (kind is None or r.kind == kind) for r in self.rows)
+
+    @property
+    def reused(self) -> int:
+        """Rows whose outputs already existed and were kept."""
+        return sum(r.reused for r in self.rows)
+
+    @property
+    def failed(self) -> list[VariantRow]:
+        return [r for r in self.rows if r.status == "failed"]
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """``{kind: {"ok": n, "skipped": n, "failed": n}}`` in kind order."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.rows:
+            d = out.setdefault(r.kind, {"ok": 0, "skipped": 0, "failed": 0})
+            d[r.status] = d.get(r.status, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """What a worker needs to load one image (picklable)."""
+
+    path: Path
+    label: str
+    stem: str
+    mask_path: Path | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    ref: _Ref
+    kinds: tuple[Kind, ...]
+    partners: Mapping[str, _Ref]
+    color: tuple[int, int, int] | None
+
+
+def _out_paths(kind: Kind, label: str, stem: str) -> tuple[str, str]:
+    base = f"{kind.dir_name}/{label}"
+    return f"{base}/images/{stem}{_SUFFIX}", f"{base}/masks/{stem}{_SUFFIX}"
+
+
+class _Worker:
+    """Loads images, masks and boxes (GT, backend or locator) and writes the variants of one image at a time."""
+
+    def __init__(self, config: Mapping[str, Any], threads: int = 0) -> None:
+        from bglab.segment import Runtime, create
+
+        if threads > 0:
+            import cv2
+
+            cv2.setNumThreads(threads)
+        runtime = Runtime(threads=threads) if threads > 0 else Runtime.from_env()
+        self.dst = Path(config["dst"])
+        self.size: int | None = config["size"]
+        self.blur: float = config["blur"]
+        self.cache = Path(config["cache"]) if config["cache"] else None
+        self.segmenter = (create(config["backend"], kind="segmenter", runtime=runtime,
+                                 **config["backend_options"]) if config["backend"] else None)
+        self.locator = (create(config["locator"], kind="locator", runtime=runtime, **config["locator_options"])
+                        if config["locator"] else None)
+
+    def load(self, ref: _Ref) -> tuple[np.ndarray, np.ndarray, Box | None, str]:
+        """Image, boolean foreground, box (None: no box) and why there is no box."""
+        from bglab.io import read_image, read_mask, write_mask
+
+        image = read_image(ref.path)
+        if self.segmenter is None:
+            if ref.mask_path is None:
+                raise MaskError("no mask file for this image", path=ref.path,
+                                hint=f"add masks/{ref.stem}.png next to images/, or pass --backend NAME")
+            raw = read_mask(ref.mask_path, shape=image.shape)
+        else:
+            cached = self.cache / ref.label / f"{ref.stem}.png" if self.cache else None
+            if cached is not None and cached.is_file():
+                raw = read_mask(cached, shape=image.shape)
+            else:
+                raw = ops.binarize(self.segmenter.predict(image, source=ref.path))
+                if cached is not None:
+                    write_mask(cached, raw)
+        fg = ops.binarize(ops.as_soft(raw, image.shape))
+        if self.locator is not None:
+            boxes = self.locator.locate(image, source=ref.path)
+            box = boxes[0] if boxes else None
+            why = "the locator found no box"
+        else:
+            box = Box.from_mask(fg)
+            why = "the mask has no foreground"
+        return image, fg, box, why
+
+    def _shrink(self, image: np.ndarray, fg: np.ndarray, box: Box | None) -> tuple[np.ndarray, np.ndarray,
+                                                                                   Box | None, float]:
+        """Resize to fit ``size`` (aspect kept) *before* making variants, so masks stay exact and Only-BG-T
+        never tiles from padding; the blur sigma is scaled to stay in source-image pixels."""
+        assert self.size is not None
+        h, w = image.shape[:2]
+        t = ops.pad_transform(w, h, self.size)
+        nw, nh = t.new_width, t.new_height
+        small = ops.resize(image, (nw, nh), "area")
+        small_fg = ops.resize(fg.astype(np.uint8) * 255, (nw, nh), "nearest") > 127
+        if self.locator is not None:
+            box = box.scale(nw / w, nh / h) if box is not None else None
+        else:
+            box = Box.from_mask(small_fg)
+        return small, small_fg, box, self.blur * t.scale
+
+    def process(self, job: _Job) -> list[VariantRow]:
+        from bglab.io import write_image, write_mask
+
+        ref = job.ref
+        rows: list[VariantRow] = []
+
+        def row(kind: Kind, **kw: Any) -> VariantRow:
+            p = job.partners.get(kind.name)
+            color = _hex(job.color) if kind.name == "bg-color" and job.color is not None else ""
+            return VariantRow(str(kind), ref.label, ref.stem, str(ref.path), bg_source=str(p.path) if p else "",
+                              color=color, **kw)
+
+        try:
+            image, fg, box, why = self.load(ref)
+        except BglabError as exc:
+            return [row(k, status="failed", error=str(exc)) for k in job.kinds]
+        except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
+            err = f"{ref.path}: unexpected {type(exc).__name__}: {exc}"
+            return [row(k, status="failed", error=err) for k in job.kinds]
+        blur = self.blur
+        if self.size:
+            image, fg, box, blur = self._shrink(image, fg, box)
+        for kind in job.kinds:
+            try:
+                partner_bg = None
+                if kind.needs_box and box is None:
+                    raise VariantSkipped(f"{kind}: {why}")
+                if kind.is_mixed:
+                    if not fg.any():
+                        raise VariantSkipped(f"{kind}: the mask has no foreground to paste")
+                    p = job.partners[kind.name]
+                    try:
+                        p_img, p_fg, p_box, _ = self.load(p)
+                    except BglabError as exc:
+                        raise BglabError(f"background partner failed: {exc}") from None
+                    partner_bg = only_bg_tiles(p_img, p_fg, p_box)
+                out, mask = make_variant(kind, image, fg, box, partner_bg, color=job.color, blur=blur)
+                if self.size:  # already resized to fit: this only pads (black image, background mask)
+                    out, _ = ops.resize_pad(out, self.size)
+                    mask, _ = ops.resize_mask_pad(mask, self.size)
+                rel_img, rel_mask = _out_paths(kind, ref.label, ref.stem)
+                write_image(self.dst / rel_img, out)
+                write_mask(self.dst / rel_mask, mask)
+                rows.append(row(kind, output=rel_img, mask=rel_mask))
+            except VariantSkipped as exc:
+                rows.append(row(kind, status="skipped", error=exc.message))
+            except BglabError as exc:
+                rows.append(row(kind, status="failed", error=str(exc)))
+            except Exception as exc:  # noqa: BLE001
+                rows.append(row(kind, status="failed", error=f"{ref.path}: unexpected {type(exc).__name__}: {exc}"))
+        return rows
+
+    def run(self, jobs: Sequence[_Job]) -> list[list[VariantRow]]:
+        return [self.process(j) for j in jobs]
+
+
+_WORKER: _Worker | None = None
+_WORKER_ERROR: BaseException | None = None
+
+
+def _init_worker(config: Mapping[str, Any]) -> None:
+    global _WORKER, _WORKER_ERROR
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    try:
+        _WORKER = _Worker(config, threads=1)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the first task so the caller sees the real error
+        _WORKER_ERROR = exc
+
+
+def _run_chunk(jobs: Sequence[_Job]) -> list[list[VariantRow]]:
+    if _WORKER is None:
+        raise _WORKER_ERROR or BglabError("variants worker was not initialised")
+    return _WORKER.run(jobs)
+
+
+_PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.variants", "bglab.segment"]
+
+
+def _pool_context() -> Any:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _execute(jobs: Sequence[_Job], config: Mapping[str, Any], workers: int) -> Iterator[list[list[VariantRow]]]:
+    """Yield the rows of finished jobs, one list per job, chunk by chunk (in this process when workers == 1)."""
+    if not jobs:
+        return
+    if workers == 1:
+        w = _Worker(config)
+        for j in jobs:
+            yield [w.process(j)]
+        return
+    size = max(1, min(8, len(jobs) // (workers * 4)))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_init_worker,
+                             initargs=(dict(config),))
+    pending: set[Future] = set()
+    it = iter(chunks)
+    try:
+        for c in it:
+            pending.add(ex.submit(_run_chunk, c))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    yield f.result()
+                except BrokenProcessPool as exc:
+                    raise BglabError(f"a worker process died ({exc})",
+                                     hint="finished outputs are kept: run the same command again to resume; "
+                                          "--workers 1 shows the error in this process") from None
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(ex.submit(_run_chunk, nxt))
+    finally:
+        for f in pending:
+            f.cancel()
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_backend(name: str | None, kind: str) -> None:
+    if name is None:
+        return
+    from bglab.errors import BackendError
+    from bglab.segment import backends, is_available
+
+    ok, why = is_available(name)  # raises BackendError for an unknown name
+    if not ok:
+        raise BackendError(f"backend {name!r} is not available: {why}")
+    names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
+    if name not in names:
+        raise BackendError(f"backend {name!r} is not a {kind}", hint=f"{kind}s: {', '.join(names)}")
+
+
+def write_manifest(rows: Sequence[VariantRow], path: Path) -> Path:
+    """Write the manifest CSV (``MANIFEST_COLUMNS``) atomically."""
+    from bglab.io import atomic_write_text
+
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(MANIFEST_COLUMNS)
+    for r in rows:
+        w.writerow(r.as_list())
+    return atomic_write_text(path, buf.getvalue())
+
+
+def generate_variants(
+    src: str | Path,
+    dst: str | Path,
+    kinds: str | Sequence[Kind | str] = "all",
+    *,
+    backend: str | None = None,
+    backend_options: Mapping[str, Any] | None = None,
+    locator: str | None = None,
+    locator_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    size: int | None = None,
+    color: Sequence[int] | None = None,
+    blur: float = DEFAULT_BLUR,
+    overwrite: bool = False,
+    progress: Callable[[int, int, list[VariantRow]], None] | None = None,
+) -> VariantsReport:
+    """Write the requested variants of every image of the ImageFolder ``src`` into ``dst`` (see module doc).
+
+    Masks: ``src``'s ``<class>/masks`` files, or ``backend`` (a segmenter name) when given. Boxes: the mask's
+    box, or ``locator``'s first box. Existing outputs are kept unless ``overwrite``. ``progress(done, total,
+    rows)`` is called once with ``done=0`` and after each image. Bad images never stop the run.
+    """
+    from bglab.dataset import read_imagefolder
+
+    t0 = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    items = [kinds] if isinstance(kinds, str) else list(kinds)
+    kind_list = list(dict.fromkeys(k for it in items for k in ([it] if isinstance(it, Kind) else parse_kinds(it))))
+    if int(workers) < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if size is not None and int(size) < 1:
+        raise ConfigError(f"size must be a positive number of pixels, got {size}")
+    if not (math.isfinite(float(blur)) and blur >= 0):
+        raise ConfigError(f"blur must be >= 0 (a Gaussian sigma in pixels), got {blur}")
+    if src.resolve() == dst.resolve() or dst.resolve().is_relative_to(src.resolve()):
+        raise ConfigError("the output folder is inside the source folder", path=dst,
+                          hint="write the variants somewhere else (they would be read as a class next time)")
+    _check_backend(backend, "segmenter")
+    _check_backend(locator, "locator")
+    samples = sorted(read_imagefolder(src), key=_key)
+    if backend is None and not any(s.mask_path for s in samples):
+        raise ConfigError("the source has no masks (no <class>/masks/<stem>.png files)", path=src,
+                          hint="compute masks with a segmenter: --backend NAME (see `bglab backends`)")
+    mixed = [k for k in kind_list if k.is_mixed]
+    pairs = plan_pairs(samples, seed) if mixed else {}
+    by_path = {s.path: s for s in samples}
+
+    def ref(s: Sample) -> _Ref:
+        return _Ref(s.path, s.label, s.path.stem, s.mask_path)
+
+    rows: dict[tuple[int, str, str], VariantRow] = {}
+    order = {k: i for i, k in enumerate(kind_list)}
+    order_by_name = {str(k): i for k, i in order.items()}
+    jobs: list[_Job] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for s in samples:
+        stem = s.path.stem
+        partners = {k.name: ref(by_path[p]) for k in mixed if (p := pairs[k.name][s.path]) is not None}
+        col = tuple(int(c) for c in color) if color is not None else random_color(seed, s.label, stem)
+
+        def base(kind: Kind, s: Sample = s, stem: str = stem, partners: dict = partners,
+                 col: tuple = col) -> VariantRow:
+            p = partners.get(kind.name)
+            return VariantRow(str(kind), s.label, stem, str(s.path), bg_source=str(p.path) if p else "",
+                              color=_hex(col) if kind.name == "bg-color" else "")
+
+        clash = seen.get((s.label, stem))
+        seen.setdefault((s.label, stem), s.path)
+        todo: list[Kind] = []
+        for k in kind_list:
+            key = (order[k], s.label, stem if clash is None else str(s.path))
+            r = base(k)
+            if clash is not None:
+                r.status, r.error = "failed", f"{s.path}: output name clashes with {clash} (same stem); rename one"
+                rows[key] = r
+                continue
+            if k.is_mixed and k.name not in partners:
+                r.status, r.error = "skipped", f"{k}: no other image to take the background from"
+                rows[key] = r
+                continue
+            rel_img, rel_mask = _out_paths(k, s.label, stem)
+            if not overwrite and (dst / rel_img).is_file() and (dst / rel_mask).is_file():
+                r.output, r.mask, r.reused = rel_img, rel_mask, True
+                rows[key] = r
+                continue
+            todo.append(k)
+        if todo:
+            jobs.append(_Job(ref(s), tuple(todo), partners, col))
+
+    config = {
+        "dst": str(dst), "size": int(size) if size else None, "blur": float(blur),
+        "backend": backend, "backend_options": dict(backend_options or {}),
+        "locator": locator, "locator_options": dict(locator_options or {}),
+        "cache": str(_cache_dir(dst, backend, backend_options)) if backend and mixed else None,
+    }
+    total = len(samples)
+    done = total - len(jobs)
+    if progress is not None:
+        progress(done, total, [])
+    dst.mkdir(parents=True, exist_ok=True)
+    for batch in _execute(jobs, config, int(workers)):
+        for job_rows in batch:
+            for r in job_rows:
+                rows[(order_by_name[r.kind], r.label, r.stem)] = r
+            done += 1
+            if progress is not None:
+                progress(done, total, job_rows)
+    report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total)
+    report.manifest_path = write_manifest(report.rows, dst / "manifest.csv")
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _cache_dir(dst: Path, backend: str | None, options: Mapping[str, Any] | None) -> Path:
+    """Where backend masks are kept for re-use as Mixed-* partners (one folder per backend + options)."""
+    digest = hashlib.sha256(json.dumps(dict(options or {}), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return dst / ".cache" / f"masks-{backend}-{digest}"

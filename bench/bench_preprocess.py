@@ -10,7 +10,7 @@ i.e. what any preprocessing must pay. Every run writes to a fresh temporary fold
 
     .venv/bin/python bench/bench_preprocess.py                      # full run (a few minutes on 2 cores)
     .venv/bin/python bench/bench_preprocess.py --limit 120          # quick check on a subset
-    .venv/bin/python bench/bench_preprocess.py --workers 1,2,4 --json bench/results/preprocess.json
+    .venv/bin/python bench/bench_preprocess.py --runs 1x1,1,2 --json bench/results/preprocess.json
 
 Run it on an otherwise idle machine: the speed-up measures free cores as much as bglab.
 """
@@ -63,17 +63,33 @@ def configs(locator: str, segmenter: str, size: int) -> tuple[dict, dict]:
     return full, floor
 
 
-def run_once(data: Path, cfg: dict, workers: int, chunk: int, limit: int | None) -> dict:
+def parse_runs(spec: str) -> list[tuple[int, int | None]]:
+    """``1x1,1,2`` -> [(1, 1), (1, None), (2, None)]: workers, and threads per worker (None = bglab's default)."""
+    out = []
+    for part in spec.split(","):
+        w, _, t = part.strip().partition("x")
+        out.append((int(w), int(t) if t else None))
+    return out
+
+
+def label(workers: int, threads: int | None) -> str:
+    if threads is None:
+        return f"{workers} worker(s), default threads ({'all cores' if workers == 1 else '1 each'})"
+    return f"{workers} worker(s) x {threads} thread(s)"
+
+
+def run_once(data: Path, cfg: dict, workers: int, chunk: int, limit: int | None, threads: int | None = None) -> dict:
     from bglab.preprocess import preprocess, read_output_manifest
 
     dst = Path(tempfile.mkdtemp(prefix="bglab-bench-pp-"))
     try:
         t0 = time.perf_counter()
-        rep = preprocess([data], dst, cfg, workers=workers, chunk=chunk, limit=limit)
+        rep = preprocess([data], dst, cfg, workers=workers, chunk=chunk, limit=limit, threads=threads)
         wall = time.perf_counter() - t0
         df = read_output_manifest(dst)
         steps = {c[2:]: round(1000 * float(df[c].mean()), 3) for c in df.columns if c.startswith("t_")}
-        return {"workers": workers, "images": len(rep.records), "failed": rep.count("failed"),
+        return {"workers": workers, "threads": threads, "label": label(workers, threads),
+                "images": len(rep.records), "failed": rep.count("failed"),
                 "found_pct": rep.summary[-1]["found_pct"], "wall_s": round(wall, 3),
                 "img_per_s": round(len(rep.records) / wall, 2),
                 "ms_per_img_wall": round(1000 * wall / len(rep.records), 3),
@@ -86,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ImageFolder tree (default: rps/webcam)")
     ap.add_argument("--limit", type=int, default=None, help="evenly spaced subset of N images")
-    ap.add_argument("--workers", default="1,2", help="comma list of worker counts (first is the baseline)")
+    ap.add_argument("--runs", default="1x1,1,2",
+                    help="comma list of WORKERS[xTHREADS] (first is the baseline of the speed-up); default "
+                         "1x1,1,2: one worker on one thread (the scaling baseline), one worker with bglab's "
+                         "default threads (all cores), two workers (one thread each)")
     ap.add_argument("--chunk", type=int, default=8)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--locator", default="auto", help="auto | mediapipe-hands | mask-box | full")
@@ -98,27 +117,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     locator, segmenter = pick_locator(args.locator), pick_segmenter(args.segmenter)
     full, floor = configs(locator, segmenter, args.size)
-    counts = [int(w) for w in args.workers.split(",")]
+    specs = parse_runs(args.runs)
     print(f"data {args.data} limit {args.limit or 'all'}; locate {locator}, segment {segmenter}, "
           f"size {args.size}, chunk {args.chunk}; {os.cpu_count()} CPUs", flush=True)
     run_once(args.data, full, 1, args.chunk, 16)  # warm-up: imports, model files, file cache
-    res_floor = run_once(args.data, floor, counts[0], args.chunk, args.limit)
-    runs = [run_once(args.data, full, w, args.chunk, args.limit) for w in counts]
+    res_floor = run_once(args.data, floor, 1, args.chunk, args.limit)
+    runs = [run_once(args.data, full, w, args.chunk, args.limit, t) for w, t in specs]
     base = runs[0]["wall_s"]
-    print("\n| run | workers | images | wall s | img/s | ms/img | speed-up | x floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| run | images | wall s | img/s | ms/img | speed-up | x floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     fl = res_floor["ms_per_img_wall"]
-    print(f"| floor (decode+resize+encode) | {res_floor['workers']} | {res_floor['images']} | "
+    print(f"| floor (decode+resize+encode, 1 worker) | {res_floor['images']} | "
           f"{res_floor['wall_s']:.2f} | {res_floor['img_per_s']:.1f} | {fl:.2f} | | 1.0 |")
     for r in runs:
-        print(f"| pipeline | {r['workers']} | {r['images']} | {r['wall_s']:.2f} | {r['img_per_s']:.1f} | "
+        print(f"| {r['label']} | {r['images']} | {r['wall_s']:.2f} | {r['img_per_s']:.1f} | "
               f"{r['ms_per_img_wall']:.2f} | {base / r['wall_s']:.2f} | {r['ms_per_img_wall'] / fl:.1f} |")
     print(f"\nper-step mean ms/img (1 worker): {runs[0]['ms_per_step_mean']}")
     print(f"found: {runs[0]['found_pct']} % ({locator}); failed: {runs[0]['failed']}")
     out = {"data": str(args.data), "limit": args.limit, "locator": locator, "segmenter": segmenter,
            "size": args.size, "chunk": args.chunk, "cpus": os.cpu_count(), "python": platform.python_version(),
            "floor": res_floor, "runs": runs,
-           "speedup": {str(r["workers"]): round(base / r["wall_s"], 3) for r in runs}}
+           "speedup": {r["label"]: round(base / r["wall_s"], 3) for r in runs}}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -496,6 +496,7 @@ def preprocess(
     workers: int = 1,
     chunk: int = 8,
     engine: str = "local",
+    threads: int | None = None,
     overwrite: bool = False,
     limit: int | None = None,
     manifest: bool | None = None,
@@ -507,7 +508,8 @@ def preprocess(
     """Run the pipeline over every sample of ``sources`` into ``dst``; see the module doc for the layout.
 
     ``on_start(total, resumed)`` is called once before processing, ``on_progress(record)`` per finished
-    sample. Returns the report; ``report.exit_code`` is 1 when any sample failed.
+    sample. Returns the report; ``report.exit_code`` is 1 when any sample failed. ``threads``: CPU threads
+    of each worker's backend session (default: all cores with one worker, 1 per worker with several).
     """
     from bglab.pipeline import Pipeline
 
@@ -518,6 +520,8 @@ def preprocess(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if int(chunk) < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
+    if threads is not None and int(threads) < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     pipe = Pipeline.from_config(config)  # validates; no backend is opened here
     resolved = pipe.to_config()
     samples, problems = collect_samples(sources, manifest=manifest)
@@ -533,7 +537,8 @@ def preprocess(
     lock = _lock(dst)
     try:
         return _preprocess_locked(pipe, resolved, items, clashes, problems, dst, journal, t_start,
-                                  workers=workers, chunk=chunk, engine=engine, overwrite=overwrite,
+                                  workers=workers, chunk=chunk, engine=engine, threads=threads,
+                                  overwrite=overwrite,
                                   max_pixels=max_pixels, on_start=on_start, on_progress=on_progress,
                                   engine_options=engine_options)
     finally:
@@ -564,7 +569,7 @@ def _unlock(fh: Any) -> None:
 
 def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item], clashes: list[dict[str, Any]],
                        problems: list[str], dst: Path, journal: Journal, t_start: float, *, workers: int,
-                       chunk: int, engine: str, overwrite: bool, max_pixels: int | None,
+                       chunk: int, engine: str, threads: int | None, overwrite: bool, max_pixels: int | None,
                        on_start: Callable[[int, int], None] | None,
                        on_progress: Callable[[dict[str, Any]], None] | None,
                        engine_options: Mapping[str, Any] | None) -> PreprocessReport:
@@ -596,7 +601,7 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
     try:
         run = _run_ray if engine == "ray" else _run_local
         for recs in run(todo, dst, resolved, workers=int(workers), chunk=int(chunk), max_pixels=max_pixels,
-                        engine_options=dict(engine_options or {})):
+                        threads=threads, engine_options=dict(engine_options or {})):
             journal.append(recs)
             report.processed += len(recs)
             if on_progress is not None:
@@ -616,18 +621,19 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
 
 
 def _run_local(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,
-               max_pixels: int | None, engine_options: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
+               max_pixels: int | None, threads: int | None, engine_options: Mapping[str, Any],
+               ) -> Iterator[list[dict[str, Any]]]:
     chunks = _chunks(todo, chunk)
     if not chunks:
         return
     if workers == 1:
-        w = Worker(config, dst, 0, max_pixels)
+        w = Worker(config, dst, 0 if threads is None else int(threads), max_pixels)
         for c in chunks:
             yield w.process(c)
         w.pipeline.close()
         return
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_init_worker,
-                             initargs=(dict(config), str(dst), 1, max_pixels))
+                             initargs=(dict(config), str(dst), 1 if threads is None else int(threads), max_pixels))
     pending: set[Future] = set()
     it = iter(chunks)
     try:
@@ -655,7 +661,9 @@ def _run_local(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, wo
 
 
 def _run_ray(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,
-             max_pixels: int | None, engine_options: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
+             max_pixels: int | None, threads: int | None, engine_options: Mapping[str, Any],
+             ) -> Iterator[list[dict[str, Any]]]:
+    # Ray gives each actor num_cpus (engine option); its session uses 1 thread, so ``threads`` is not used
     from bglab.engines.ray_engine import run_chunks
 
     yield from run_chunks(_chunks(todo, chunk), str(dst), dict(config), workers=workers,

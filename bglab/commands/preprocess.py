@@ -17,6 +17,9 @@ def preprocess(
     config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML / TOML / JSON); flags "
                                                              "below override or add steps."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (one backend session each)."),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="CPU threads per worker's backend session (0: all cores with 1 worker, "
+                                     "1 per worker with several)."),
     size: int = typer.Option(None, "--size", help="Resize to SIZE x SIZE, keeping the aspect ratio (padded)."),
     grey: bool = typer.Option(False, "--grey", "--gray", help="Convert to greyscale."),
     crop: bool = typer.Option(False, "--crop", help="Crop to the located box (else the mask's box)."),
@@ -82,8 +85,8 @@ def preprocess(
             if rec["status"] == "failed":
                 progress.console.print(f"[red]failed[/] {rec['error']}", highlight=False)
 
-        rep = run(srcs, dst, cfg, workers=workers, chunk=chunk, engine=engine, overwrite=overwrite, limit=limit,
-                  manifest=manifest or None, on_start=start, on_progress=tick,
+        rep = run(srcs, dst, cfg, workers=workers, chunk=chunk, engine=engine, threads=threads or None,
+                  overwrite=overwrite, limit=limit, manifest=manifest or None, on_start=start, on_progress=tick,
                   engine_options=parse_options(engine_option))
     for p in rep.problems:
         err_console.print(f"[yellow]manifest row skipped:[/] {p}", highlight=False)

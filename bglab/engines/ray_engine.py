@@ -1,6 +1,7 @@
-"""``bglab preprocess --engine ray``: the same chunks of work as the local engine, run by Ray actors.
+"""``bglab preprocess --engine ray``: the same chunks of work as the local engine, as a Ray Data pipeline.
 
-Each actor holds one :class:`bglab.preprocess.Worker` (one backend session, ``Runtime(threads=1)``) and
+The chunks become a Ray Data data set (one row per chunk) mapped with ``map_batches`` over an actor pool:
+each actor holds one :class:`bglab.preprocess.Worker` (one backend session, ``Runtime(threads=1)``) and
 processes chunks of items: it reads the inputs, runs the pipeline and writes the outputs atomically, exactly
 as a local pool worker does; the driver appends the journal and writes the manifest, so resuming, the
 manifest and the byte-identical outputs are the same as with ``--engine local``.
@@ -23,7 +24,9 @@ instance), ``num_cpus`` (CPUs per actor, default 1), ``runtime_env`` (JSON, pass
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from bglab.errors import BackendError
@@ -40,67 +43,71 @@ def _import_ray() -> Any:
     return ray
 
 
-class _ChunkActor:
-    """Body of the Ray actor: one pipeline session, many chunks."""
+class _ChunkUDF:
+    """The ``map_batches`` callable class: one pipeline session per actor; each row is one chunk of items."""
 
     def __init__(self, config: Mapping[str, Any], dst: str, max_pixels: int | None) -> None:
         from bglab.preprocess import Worker
 
         self.worker = Worker(config, dst, 1, max_pixels)
 
-    def process(self, items: Sequence[Any]) -> list[dict[str, Any]]:
-        return self.worker.process(items)
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        from bglab.preprocess import Item
+
+        out = []
+        for chunk_json in batch["chunk"]:
+            items = [Item(**d) for d in json.loads(str(chunk_json))]
+            out.append(json.dumps(self.worker.process(items), default=str))
+        return {"records": np.array(out, dtype=object)}
+
+
+def _init(ray: Any, workers: int, num_cpus: float, address: str | None,
+          runtime_env: Mapping[str, Any] | None) -> bool:
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = max(int(workers * num_cpus), 1)
+    if runtime_env:
+        kwargs["runtime_env"] = dict(runtime_env)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - cannot reach the cluster, bad options, ...
+        raise BackendError(f"cannot start or reach Ray ({type(exc).__name__}: {exc})",
+                           hint="check --engine-option address=..., or use --engine local") from None
+    return True
 
 
 def run_chunks(chunks: Sequence[Sequence[Any]], dst: str, config: Mapping[str, Any], *, workers: int = 1,
                max_pixels: int | None = None, address: str | None = None, num_cpus: float = 1,
                runtime_env: Mapping[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Yield each chunk's records as its actor finishes it (at most 2 chunks queued per actor)."""
+    """Yield each chunk's records as Ray Data streams them back (``map_batches`` over an actor pool)."""
     if not chunks:
         return
     ray = _import_ray()
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
-        if address:
-            kwargs["address"] = address
-        else:
-            kwargs["num_cpus"] = max(int(workers * num_cpus), 1)
-        if runtime_env:
-            kwargs["runtime_env"] = dict(runtime_env)
-        try:
-            ray.init(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - cannot reach the cluster, bad options, ...
-            raise BackendError(f"cannot start or reach Ray ({type(exc).__name__}: {exc})",
-                               hint="check --engine-option address=..., or use --engine local") from None
-        started = True
+    started = _init(ray, workers, num_cpus, address, runtime_env)
     try:
-        actor_cls = ray.remote(num_cpus=num_cpus)(_ChunkActor)
-        actors = [actor_cls.remote(dict(config), dst, max_pixels) for _ in range(max(int(workers), 1))]
-        queue = list(chunks)[::-1]
-        pending: dict[Any, Any] = {}
+        import ray.data
 
-        def submit(actor: Any) -> None:
-            if queue:
-                pending[actor.process.remote(queue.pop())] = actor
-
-        for a in actors:
-            submit(a)
-            submit(a)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            actor = pending.pop(ref)
-            try:
-                records = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - RayTaskError wraps the worker's exception
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, BaseException):
-                    raise cause from None
-                raise
-            submit(actor)
-            yield records
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.verbose_progress = False
+        rows = [{"chunk": json.dumps([asdict(it) for it in c])} for c in chunks]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            _ChunkUDF, batch_size=1, concurrency=max(int(workers), 1), num_cpus=num_cpus,
+            fn_constructor_kwargs={"config": dict(config), "dst": dst, "max_pixels": max_pixels})
+        try:
+            for row in ds.iter_rows():
+                yield json.loads(row["records"])
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
     finally:
         if started:
             ray.shutdown()

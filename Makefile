@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Extras installed for each job. torch==2.13.0 (CPU build) comes with the `train` extra.
 DEMO_EXTRAS := train
-TEST_EXTRAS := train,serve,dev
+TEST_EXTRAS := train,serve,dev,ray
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-all bench lint clean

@@ -115,7 +115,7 @@ def test_reference_config_parses_with_and_without_quick() -> None:
     assert full.size == 64 and quick.size == 32
     assert set(full.arms) == {"original", "crop", "crop+remove", "remove"}
     assert full.arms["crop"].pipeline["steps"][-2:] == [{"resize": {"size": 64}}, "grey"]
-    assert full.variants["base"].train.epochs == 100 and quick.variants["base"].train.epochs == 10
+    assert full.variants["base"].train.epochs == 20 and quick.variants["base"].train.epochs == 10
     assert full.variants["none"].model["dropout"] == 0.0 and full.variants["both"].model["batchnorm"] is True
     assert full.variants["noise-aug"].train.augment.noise == 25
     assert full.protocols["combined"].test_sets["sxsw"].part == "test"

@@ -2,7 +2,8 @@
 
 ``experiment`` trains every protocol x arm x variant x seed the config asks for into ``--out`` (default
 ``work/experiments/<name>``, ``<name>-quick`` with ``--quick``), resuming an interrupted run, then writes
-``summary.json`` and ``report.html``. ``eval-cls RUN_DIR DATA_DIR`` preprocesses an ImageFolder data set
+``summary.json`` and ``report.html`` (and prints the verdicts and, for matrix studies, one BG-Gap line per
+trained arm; see ``docs/matrix.md``). ``eval-cls RUN_DIR DATA_DIR`` preprocesses an ImageFolder data set
 with each finished run's arm pipeline and reports the accuracy of its final model.
 """
 
@@ -55,6 +56,10 @@ def experiment(
         if v["distortion"] == "clean":
             colour = "red" if v["rejected"] else "green"
             console.print(f"[{colour}]{escape(v['study'] + ': ' + v['text'])}[/]", highlight=False)
+    for proto, tests in (summary.get("bg_gap") or {}).items():
+        for test, rows in tests.items():
+            for g in rows.values():
+                console.print(escape(f"[{proto}; {test}] {g['text']}"), highlight=False)
     console.print(f"done in {time.perf_counter() - t0:.0f} s: {run_dir / 'report.html'}", highlight=False)
 
 

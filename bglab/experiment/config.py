@@ -26,6 +26,16 @@ Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
       background: {protocols: [cross-domain], arms: [original, crop], variants: [base]}
     baseline: original             # arm the others are compared with
     quick: {seeds: [0], train: {epochs: 3}}   # overrides applied by --quick (deep merge)
+
+Matrix experiments (see ``docs/matrix.md`` and ``configs/pets3-matrix.yaml``)::
+
+    arms:
+      mixed-rand: {from: ../work/pets3-variants/mixed-rand, steps: []}  # images of another tree, by class + stem
+    train: {augment: {bg_swap: 0.5, bg_from: only-bg-t}}  # paste the fg on another training image's background
+    studies:
+      matrix: {protocols: [p], arms: [original, mixed-rand], test_arms: [original, mixed-same, mixed-rand],
+               bg_gap: [mixed-same, mixed-rand]}
+    saliency: {n: 8, test_set: test}  # Grad-CAM at the final epoch; share of saliency inside the fg mask
 """
 
 from __future__ import annotations
@@ -42,13 +52,14 @@ from bglab.errors import ConfigError
 
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
-    "StudyConfig", "TrainConfig", "VariantConfig", "deep_merge", "load_experiment_config", "parse_config",
+    "SaliencyConfig", "StudyConfig", "TrainConfig", "VariantConfig", "deep_merge", "load_experiment_config",
+    "parse_config", "row_label",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 PARTS = ("train", "val", "test")
 _TOP_KEYS = ("name", "seeds", "split_seed", "threads", "input", "sources", "protocols", "arms", "model", "train",
-             "variants", "evaluate", "studies", "baseline", "quick")
+             "variants", "evaluate", "studies", "baseline", "quick", "saliency")
 
 
 def _err(key: str, message: str, hint: str | None = None) -> ConfigError:
@@ -156,11 +167,25 @@ class ProtocolConfig:
 
 @dataclass(frozen=True)
 class ArmConfig:
-    """One preprocessing arm: its own pipeline steps and the full pipeline config (with resize / grey)."""
+    """One preprocessing arm: its own pipeline steps and the full pipeline config (with resize / grey).
+
+    ``source_dir`` (``from:``): read each sample's image from this tree instead, aligned by class and stem
+    (``FROM/<class>/images/<stem>.*`` or ``FROM/<class>/<stem>.*``; masks from ``FROM/<class>/masks``).
+    """
 
     name: str
     steps: list[Any]
     pipeline: dict[str, Any]
+    source_dir: Path | None = None
+
+    @property
+    def crops(self) -> bool:
+        """True when the arm's own steps crop (a source mask then cannot be mapped onto its images)."""
+        for st in self.steps:
+            name = st if isinstance(st, str) else (next(iter(st)) if isinstance(st, Mapping) and st else "")
+            if str(name).lower() == "crop":
+                return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -171,6 +196,8 @@ class AugmentConfig:
     noise: float = 0.0      # Gaussian noise SD in 0..255 units
     dropout: float = 0.0    # probability of removing a pixel
     flip: bool = False      # horizontal flip with probability 0.5
+    bg_swap: float = 0.0    # probability of pasting the foreground on another training image's background
+    bg_from: str | None = None  # arm whose images are the backgrounds (e.g. only-bg-t); None: the arm itself
 
     @property
     def active(self) -> bool:
@@ -210,10 +237,22 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
+    """Which protocol x arm x variant runs to train; ``test_arms``: also test every run through these arms."""
+
     name: str
     protocols: tuple[str, ...]
     arms: tuple[str, ...]
     variants: tuple[str, ...]
+    test_arms: tuple[str, ...] = ()
+    bg_gap: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """Grad-CAM at the final epoch: ``n`` sheet images per class of ``test_set`` (None: each protocol's first)."""
+
+    n: int = 8
+    test_set: str | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -247,6 +286,7 @@ class ExperimentConfig:
     baseline: str
     raw: dict[str, Any]
     quick: bool = False
+    saliency: SaliencyConfig | None = None
 
     def runs(self) -> list[RunKey]:
         """Every run the studies ask for, once each, ordered protocol, variant, seed, arm (config order)."""
@@ -258,8 +298,25 @@ class ExperimentConfig:
         return sorted(keys, key=lambda k: (pi[k.protocol], vi[k.variant], k.seed, ai[k.arm]))
 
     def used_arms(self) -> list[str]:
-        used = {a for st in self.studies.values() for a in st.arms}
+        """Arms to preprocess: trained arms, test arms of matrix studies and the backgrounds of ``bg_swap``."""
+        used = {a for st in self.studies.values() for a in (*st.arms, *st.test_arms)}
+        for k in self.runs():
+            bg = self.variants[k.variant].train.augment
+            if bg.bg_swap > 0 and bg.bg_from:
+                used.add(bg.bg_from)
         return [a for a in self.arms if a in used]
+
+    def test_arms(self, key: RunKey) -> list[str]:
+        """The test arms a run is also evaluated through (union over the matrix studies that train it)."""
+        out: list[str] = []
+        for st in self.studies.values():
+            if key.protocol in st.protocols and key.arm in st.arms and key.variant in st.variants:
+                out += [a for a in st.test_arms if a not in out]
+        return out
+
+    def matrix_studies(self) -> list[StudyConfig]:
+        """The studies with ``test_arms`` (train x test matrices)."""
+        return [st for st in self.studies.values() if st.test_arms]
 
     def used_sources(self) -> list[str]:
         used: set[str] = set()
@@ -358,7 +415,7 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
     return out
 
 
-def _parse_arms(raw: Any, size: int, channels: int) -> dict[str, ArmConfig]:
+def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path(".")) -> dict[str, ArmConfig]:
     from bglab.pipeline import Pipeline
 
     cfg = _mapping("arms", raw, allow_none=False)
@@ -369,9 +426,14 @@ def _parse_arms(raw: Any, size: int, channels: int) -> dict[str, ArmConfig]:
         key = f"arms.{name}"
         _name(key, name)
         seed = 0
+        source_dir: Path | None = None
         if isinstance(steps, Mapping):
-            _keys(key, steps, ("steps", "seed"))
+            _keys(key, steps, ("steps", "seed", "from"))
             seed = _int(f"{key}.seed", steps.get("seed", 0), lo=0)
+            if steps.get("from") is not None:
+                source_dir = Path(str(steps["from"])).expanduser()
+                if not source_dir.is_absolute():
+                    source_dir = (base / source_dir).resolve()
             steps = steps.get("steps")
         steps = [] if steps is None else steps
         if not isinstance(steps, list):
@@ -389,7 +451,7 @@ def _parse_arms(raw: Any, size: int, channels: int) -> dict[str, ArmConfig]:
             Pipeline.from_config(pcfg)
         except ConfigError as exc:
             raise _err(key, exc.message, exc.hint) from None
-        out[name] = ArmConfig(name, list(steps), pcfg)
+        out[name] = ArmConfig(name, list(steps), pcfg, source_dir)
     return out
 
 
@@ -400,12 +462,15 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
     _keys(key, cfg, ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "eval_every", "checkpoint_every",
                      "augment"))
     aug = _mapping(f"{key}.augment", cfg.get("augment"))
-    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip"))
+    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip", "bg_swap", "bg_from"))
+    bg_from = aug.get("bg_from")
     augment = AugmentConfig(
         p=_float(f"{key}.augment.p", aug.get("p", 0.5), 0.0, 1.0),
         noise=_float(f"{key}.augment.noise", aug.get("noise", 0.0), 0.0, 255.0),
         dropout=_float(f"{key}.augment.dropout", aug.get("dropout", 0.0), 0.0, 1.0),
-        flip=_bool(f"{key}.augment.flip", aug.get("flip", False)))
+        flip=_bool(f"{key}.augment.flip", aug.get("flip", False)),
+        bg_swap=_float(f"{key}.augment.bg_swap", aug.get("bg_swap", 0.0), 0.0, 1.0),
+        bg_from=None if bg_from is None else _name(f"{key}.augment.bg_from", bg_from))
     opt = str(cfg.get("optimizer", "adam")).lower()
     if opt not in ("adam", "sgd"):
         raise _err(f"{key}.optimizer", f"unknown optimizer {opt!r}", "use adam or sgd")
@@ -479,12 +544,30 @@ def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, An
         key = f"studies.{name}"
         _name(key, name)
         v = _mapping(key, v, allow_none=False)
-        _keys(key, v, ("protocols", "arms", "variants"))
+        _keys(key, v, ("protocols", "arms", "variants", "test_arms", "bg_gap"))
+        test_arms: tuple[str, ...] = ()
+        if v.get("test_arms") is not None:
+            test_arms = _names(f"{key}.test_arms", v["test_arms"], arms, "arm")
+        gap: tuple[str, str] | None = None
+        if v.get("bg_gap") is not None:
+            g = v["bg_gap"]
+            if not test_arms:
+                raise _err(f"{key}.bg_gap", "needs test_arms", "list the test arms, e.g. [mixed-same, mixed-rand]")
+            if not isinstance(g, list | tuple) or len(g) != 2:
+                raise _err(f"{key}.bg_gap", f"expected [same-arm, rand-arm], got {g!r}",
+                           "e.g. [mixed-same, mixed-rand]")
+            gn = _names(f"{key}.bg_gap", list(g), {a: 1 for a in test_arms}, "test arm")
+            if len(gn) != 2:
+                raise _err(f"{key}.bg_gap", "needs two different test arms")
+            gap = (gn[0], gn[1])
+        elif "mixed-same" in test_arms and "mixed-rand" in test_arms:
+            gap = ("mixed-same", "mixed-rand")
         out[name] = StudyConfig(
             name,
             _names(f"{key}.protocols", v.get("protocols", list(protocols)), protocols, "protocol"),
             _names(f"{key}.arms", v.get("arms", list(arms)), arms, "arm"),
-            _names(f"{key}.variants", v.get("variants", list(variants)[:1]), variants, "variant"))
+            _names(f"{key}.variants", v.get("variants", list(variants)[:1]), variants, "variant"),
+            test_arms, gap)
     return out
 
 
@@ -513,7 +596,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
         raise _err("input.channels", "must be 1 (grey) or 3 (RGB)")
     sources = _parse_sources(raw.get("sources"), base)
     protocols = _parse_protocols(raw.get("protocols"), sources)
-    arms = _parse_arms(raw.get("arms"), size, channels)
+    arms = _parse_arms(raw.get("arms"), size, channels, base)
     model = _mapping("model", raw.get("model"))
     train = _mapping("train", raw.get("train"))
     _parse_train("train", train)  # validates the defaults themselves
@@ -522,11 +605,35 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     baseline = str(raw.get("baseline", next(iter(arms))))
     if baseline not in arms:
         raise _err("baseline", f"unknown arm {baseline!r}", f"defined: {', '.join(arms)}")
+    for vname, var in variants.items():
+        bg = var.train.augment.bg_from
+        if bg is not None and bg not in arms:
+            raise _err(f"variants.{vname}.train.augment.bg_from", f"unknown arm {bg!r}", f"defined: {', '.join(arms)}")
+    saliency = _parse_saliency(raw.get("saliency"), protocols)
     return ExperimentConfig(
         name=name, seeds=seeds, split_seed=_int("split_seed", raw.get("split_seed", 0), lo=0),
         threads=_int("threads", raw.get("threads", 0), lo=0), size=size, channels=channels, sources=sources,
         protocols=protocols, arms=arms, variants=variants, evaluate=_parse_eval(raw.get("evaluate")),
-        studies=studies, baseline=baseline, raw=raw, quick=quick)
+        studies=studies, baseline=baseline, raw=raw, quick=quick, saliency=saliency)
+
+
+def _parse_saliency(raw: Any, protocols: Mapping[str, ProtocolConfig]) -> SaliencyConfig | None:
+    if raw is None:
+        return None
+    cfg = _mapping("saliency", raw)
+    _keys("saliency", cfg, ("n", "test_set"))
+    ts = cfg.get("test_set")
+    if ts is not None:
+        ts = str(ts)
+        known = {t for p in protocols.values() for t in p.test_sets}
+        if ts not in known:
+            raise _err("saliency.test_set", f"unknown test set {ts!r}", f"defined: {', '.join(sorted(known))}")
+    return SaliencyConfig(n=_int("saliency.n", cfg.get("n", 8), lo=0, hi=64), test_set=ts)
+
+
+def row_label(cfg: ExperimentConfig, arm: str, variant: str) -> str:
+    """A matrix row's name: the arm, with ``+variant`` unless it is the config's first variant."""
+    return arm if variant == next(iter(cfg.variants)) else f"{arm}+{variant}"
 
 
 def load_experiment_config(path: str | Path, *, quick: bool = False) -> ExperimentConfig:
@@ -547,7 +654,8 @@ def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
     out["sources"] = {n: {"path": str(s.path), "per_class": s.per_class} for n, s in cfg.sources.items()}
     out["resolved"] = {
         "quick": cfg.quick,
-        "arms": {n: a.pipeline for n, a in cfg.arms.items()},
+        "arms": {n: (a.pipeline if a.source_dir is None else {**a.pipeline, "from": str(a.source_dir)})
+                 for n, a in cfg.arms.items()},
         "variants": {n: {"model": v.model, "train": _train_dict(v.train)} for n, v in cfg.variants.items()},
         "runs": [k.id for k in cfg.runs()],
     }
@@ -557,4 +665,8 @@ def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
 def _train_dict(t: TrainConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
-    return asdict(t)
+    d = asdict(t)
+    if t.augment.bg_swap == 0 and t.augment.bg_from is None:  # run directories made before bg_swap still match
+        d["augment"].pop("bg_swap")
+        d["augment"].pop("bg_from")
+    return d

@@ -10,6 +10,10 @@
   table. The split depends only on ``split_seed`` and the samples (never on the arm or the training seed) and
   keeps near-duplicate groups (Roboflow ``.rf.`` copies) whole; samples that failed in *any* arm are left out
   of every arm so that all arms see exactly the same images.
+* An arm with ``from:`` reads each sample's image from another tree aligned by class and stem
+  (:func:`counterparts`); a missing counterpart fails that sample in that arm. :func:`arm_masks` gives each
+  sample's foreground mask at the arm's size (the variant's ``masks/`` for a ``from:`` arm, else the source's
+  ``mask_path``), for the background-swap augmentation and the saliency share.
 * :func:`distorted` makes the distorted copies of a test set with :mod:`bglab.ops.distort` and a fixed
   per-image seed (the same noise pattern for an image in every arm).
 """
@@ -32,8 +36,8 @@ from bglab.dataset import split as split_samples
 from bglab.errors import BglabError, DatasetError
 from bglab.experiment.config import ArmConfig, ExperimentConfig, ProtocolConfig, SourceConfig
 
-__all__ = ["ArmImages", "ExperimentData", "ProtocolData", "distorted", "load_data", "load_sources",
-           "make_protocol", "prepare_arm", "sample_key"]
+__all__ = ["ArmImages", "ExperimentData", "ProtocolData", "arm_masks", "counterparts", "distorted", "load_data",
+           "load_sources", "make_protocol", "prepare_arm", "sample_key"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -105,6 +109,46 @@ class ArmImages:
     cached: bool = False
 
 
+def _stem_index(folder: Path) -> dict[str, Path]:
+    """stem -> image file in ``folder`` (first by name when several extensions share a stem)."""
+    from bglab.dataset import IMAGE_SUFFIXES
+
+    out: dict[str, Path] = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES:
+                out.setdefault(p.stem, p)
+    return out
+
+
+def counterparts(root: Path, samples: Sequence[Sample], sub: str = "images") -> list[Path | None]:
+    """Each sample's file in another tree: ``root/<label>/<sub>/<stem>.*``, else ``root/<label>/<stem>.*``.
+
+    ``sub="masks"`` finds the masks (``root/<label>/masks/<stem>.*`` only). None where there is none.
+    """
+    index: dict[str, dict[str, Path]] = {}
+    out: list[Path | None] = []
+    for s in samples:
+        if s.label not in index:
+            idx = _stem_index(root / s.label / sub)
+            if sub != "masks":
+                for stem, p in _stem_index(root / s.label).items():
+                    idx.setdefault(stem, p)
+            index[s.label] = idx
+        out.append(index[s.label].get(Path(s.path).stem))
+    return out
+
+
+def _file_id(p: Path | None) -> str:
+    if p is None:
+        return "-"
+    try:
+        st = p.stat()
+        return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        return f"{p}|?"
+
+
 def _fingerprint(arm: ArmConfig, keys: Sequence[str], paths: Sequence[str], shape: tuple[int, ...]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(arm.pipeline, sort_keys=True, default=str).encode())
@@ -131,7 +175,16 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
 
     keys = [sample_key(s) for s in samples]
     shape = (len(samples), size, size) if channels == 1 else (len(samples), size, size, 3)
-    fp = _fingerprint(arm, keys, [str(s.path) for s in samples], shape)
+    if arm.source_dir is None:
+        files: list[Path | None] = [s.path for s in samples]
+        fp = _fingerprint(arm, keys, [str(s.path) for s in samples], shape)
+    else:
+        if not arm.source_dir.is_dir():
+            raise DatasetError(f"arm {arm.name!r}: the from: folder does not exist", path=arm.source_dir,
+                               hint=f"make it (bglab variants SRC DST) or fix arms.{arm.name}.from "
+                                    "(relative paths are relative to the config file)")
+        files = counterparts(arm.source_dir, samples)
+        fp = _fingerprint(arm, keys, [f"from:{_file_id(f)}" for f in files], shape)
     cache = None if cache_dir is None else Path(cache_dir) / f"{arm.name}-{fp[:16]}.npz"
     if cache is not None and cache.is_file():
         try:
@@ -152,16 +205,21 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
             idx = list(range(start, min(start + chunk, len(samples))))
             batch, good = [], []
             for i in idx:
+                f = files[i]
+                if f is None:
+                    errors[i] = (f"{samples[i].path}: no counterpart {samples[i].label}/{Path(samples[i].path).stem}"
+                                 f".* in {arm.source_dir} (arm {arm.name})")
+                    continue
                 try:
-                    batch.append(read_image(samples[i].path))
+                    batch.append(read_image(f))
                     good.append(i)
                 except BglabError as exc:
                     errors[i] = str(exc)
             if batch:
-                results = pipe.run_batch(batch, sources=[samples[i].path for i in good], keys=[keys[i] for i in good])
+                results = pipe.run_batch(batch, sources=[files[i] for i in good], keys=[keys[i] for i in good])
                 for i, r in zip(good, results, strict=True):
                     if r.image is None:
-                        errors[i] = r.error or f"{samples[i].path}: {r.status}"
+                        errors[i] = r.error or f"{files[i]}: {r.status}"
                         continue
                     img = np.asarray(r.image)
                     if channels == 1 and img.ndim == 3 and img.shape[2] == 1:
@@ -273,6 +331,36 @@ def make_protocol(cfg: ExperimentConfig, proto: ProtocolConfig, data: Experiment
             raise DatasetError(f"protocol {proto.name!r}: the {part} part is empty",
                                hint="use more images (per_class) or larger fractions")
     return ProtocolData(proto.name, train, val, tests)
+
+
+def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Foreground masks ``bool (N, size, size)`` mapped like the arm's images, ``has (N,)`` and a reason.
+
+    A ``from:`` arm uses ``FROM/<label>/masks/<stem>.*``, any other arm the sample's ``mask_path``; masks are
+    resize-padded like the images (``bglab.ops.resize_mask_pad``). An arm whose own steps crop cannot map a
+    mask: every ``has`` is False and ``reason`` says why (empty otherwise).
+    """
+    from bglab.io import read_mask
+    from bglab.ops import resize_mask_pad
+
+    masks = np.zeros((len(samples), size, size), bool)
+    has = np.zeros(len(samples), bool)
+    if arm.crops:
+        return masks, has, (f"arm {arm.name!r} crops its images; its masks cannot be mapped onto them "
+                            "(no per-sample crop geometry is kept)")
+    paths = (counterparts(arm.source_dir, samples, "masks") if arm.source_dir is not None
+             else [s.mask_path for s in samples])
+    for i, p in enumerate(paths):
+        if p is None:
+            continue
+        try:
+            m = read_mask(p)
+        except BglabError:
+            continue
+        masks[i] = resize_mask_pad(m > 127, size)[0]
+        has[i] = True
+    reason = "" if has.any() else f"arm {arm.name!r}: no masks found for any sample"
+    return masks, has, reason
 
 
 def distorted(images: np.ndarray, keys: Sequence[str], spec: Mapping[str, float], seed: int, name: str

@@ -5,6 +5,10 @@ accuracy per line (arm / variant) x test set x distortion with a t-interval over
 per-class accuracy, confusion matrices (summed over seeds), and paired comparisons (each arm against the
 baseline arm; each variant against the study's first variant) with Holm-corrected verdicts.
 :func:`write_report` writes ``summary.json`` and ``report.html`` (matplotlib, Agg backend only).
+
+Matrix studies (``test_arms``) add the train x test accuracy matrix (mean over seeds with a t-interval, from the
+saved ``predictions/<run>/matrix`` files) and BG-Gap = acc(test arm ``mixed-same``) - acc(test arm ``mixed-rand``)
+per trained arm; ``saliency:`` adds the share of Grad-CAM saliency inside the foreground mask per arm and a sheet.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig
+from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
 from bglab.experiment.stats import Comparison, compare, t_interval, verdict
 
-__all__ = ["analyse", "render_html", "write_report"]
+__all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "render_html", "write_report"]
 
 SECTION_TITLES = ("Accuracy curves", "Final accuracy", "Per-class accuracy", "Confusion matrices",
                   "Accuracy under distortion", "Differences and paired tests")
@@ -106,7 +110,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
             # curves (mean / min / max over seeds)
             acc: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
             for r in rows:
-                if r["protocol"] != proto or r["distortion"] != "clean":
+                if r["protocol"] != proto or r["distortion"] != "clean" or r["split"] == "matrix":
                     continue
                 for lab, a, v in lines:
                     if r["arm"] == a and r["variant"] == v:
@@ -148,7 +152,121 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
         studies[sname] = {"protocols": sp, "arms": list(st.arms), "variants": list(st.variants),
                           "lines": [lab for lab, _, _ in lines]}
     return {"name": cfg.name, "classes": classes, "seeds": list(cfg.seeds), "baseline": cfg.baseline,
-            "studies": studies}
+            "studies": studies, "matrix": analyse_matrix(out, cfg), "saliency": analyse_saliency(out, cfg)}
+
+
+def _acc_file(path: Path) -> float | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        y, p = z["y_true"], z["y_pred"]
+    return float((y == p).mean()) if len(y) else None
+
+
+def gap_text(label: str, gap: Mapping[str, Any], same: Mapping[str, Any], rand: Mapping[str, Any],
+             names: Sequence[str]) -> str:
+    """One plain-language line on a trained arm's BG-Gap (points = percentage points of accuracy)."""
+    if gap["n"] == 0:
+        return f"{label}: BG-Gap n/a (no predictions on {names[0]} and {names[1]})."
+    m, lo, hi = 100 * gap["mean"], 100 * gap["lo"], 100 * gap["hi"]
+    head = (f"{label}: {_pct(same['mean'])} % on {names[0]} (own-class background) vs {_pct(rand['mean'])} % on "
+            f"{names[1]} (random background): BG-Gap {m:+.1f} points")
+    if math.isnan(lo):
+        ci, sure = " (one seed, no CI)", False
+    else:
+        ci, sure = f" [95 % CI {lo:+.1f}, {hi:+.1f}]", True
+    if abs(m) <= 1.0 and (not sure or (lo >= -2.0 and hi <= 2.0)):
+        tail = "the background barely changes its answers (within the 1-point target)."
+    elif sure and lo > 0:
+        tail = "it relies on background cues: a background from another class costs accuracy."
+    elif sure and hi < 0:
+        tail = "it does better on random backgrounds than on own-class ones (unusual; check the variants)."
+    else:
+        tail = "the gap is not clearly different from 0 over seeds."
+    return f"{head}{ci}; {tail}"
+
+
+def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """Train x test-arm accuracy (mean, t-interval over seeds) and BG-Gap per trained line, from saved predictions.
+
+    Rows are every (arm, variant) trained by a study with ``test_arms`` (named by :func:`row_label`); None
+    when no study has test arms.
+    """
+    out = Path(out)
+    studies = cfg.matrix_studies()
+    if not studies:
+        return None
+    rows: dict[str, tuple[str, str]] = {}
+    test_arms: list[str] = []
+    protos: list[str] = []
+    for st in studies:
+        for v in st.variants:
+            for a in st.arms:
+                rows.setdefault(row_label(cfg, a, v), (a, v))
+        test_arms += [a for a in st.test_arms if a not in test_arms]
+        protos += [p for p in st.protocols if p not in protos]
+    gap_names = next((st.bg_gap for st in studies if st.bg_gap), None)
+    res: dict[str, Any] = {"rows": list(rows), "row_runs": {k: list(v) for k, v in rows.items()},
+                           "test_arms": test_arms, "bg_gap_arms": list(gap_names) if gap_names else None,
+                           "protocols": {}}
+    for proto in protos:
+        tests = list(cfg.protocols[proto].test_sets)
+        cells: dict[str, Any] = {}
+        gaps: dict[str, Any] = {}
+        for lab, (a, v) in rows.items():
+            for t in tests:
+                per_seed: dict[str, dict[int, float]] = {}
+                for ta in test_arms:
+                    accs = {}
+                    for s in cfg.seeds:
+                        acc = _acc_file(out / "predictions" / RunKey(proto, v, s, a).id / "matrix" / f"{t}__{ta}.npz")
+                        if acc is not None:
+                            accs[s] = acc
+                    per_seed[ta] = accs
+                    cells[f"{lab}|{t}|{ta}"] = _ci(list(accs.values()))
+                if gap_names:
+                    sa, ra = per_seed.get(gap_names[0], {}), per_seed.get(gap_names[1], {})
+                    common = [s for s in cfg.seeds if s in sa and s in ra]
+                    g = _ci([sa[s] - ra[s] for s in common])
+                    g["seeds"] = common
+                    g["text"] = gap_text(lab, g, _ci([sa[s] for s in common]), _ci([ra[s] for s in common]),
+                                         gap_names)
+                    gaps[f"{lab}|{t}"] = g
+        res["protocols"][proto] = {"tests": tests, "cells": cells, "bg_gap": gaps}
+    return res
+
+
+def analyse_saliency(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """Per protocol and trained line: mean share of Grad-CAM mass inside the fg mask (t-interval over seeds)."""
+    out = Path(out)
+    if cfg.saliency is None:
+        return None
+    res: dict[str, Any] = {"n": cfg.saliency.n, "protocols": {}}
+    for key in cfg.runs():
+        tests = cfg.protocols[key.protocol].test_sets
+        t = cfg.saliency.test_set or next(iter(tests))
+        if t not in tests:
+            continue
+        pr = res["protocols"].setdefault(key.protocol, {"test_set": t, "lines": {}})
+        lab = row_label(cfg, key.arm, key.variant)
+        line = pr["lines"].setdefault(lab, {"values": [], "seeds": [], "reason": "", "sheet": None})
+        path = out / "predictions" / key.id / f"saliency__{t}.npz"
+        if not path.is_file():
+            continue
+        with np.load(path, allow_pickle=False) as z:
+            share, reason = z["share"], str(z["reason"])
+        if reason:
+            line["reason"] = reason
+        if line["sheet"] is None:
+            line["sheet"] = str(path.relative_to(out))
+        ok = ~np.isnan(share)
+        if ok.any():
+            line["values"].append(float(share[ok].mean()))
+            line["seeds"].append(key.seed)
+    for pr in res["protocols"].values():
+        for line in pr["lines"].values():
+            line["share"] = _ci(line["values"])
+    return res
 
 
 def _pair(correct: Mapping[tuple, Any], ka: tuple, kb: tuple) -> tuple[np.ndarray, np.ndarray] | None:
@@ -350,6 +468,46 @@ def _diff_fig(comps: Sequence[Mapping[str, Any]], title: str) -> str:
     return _fig_to_b64(fig)
 
 
+def _matrix_fig(mx: Mapping[str, Any], proto: str, test: str, title: str) -> str:
+    plt = _plt()
+    rows, cols = mx["rows"], mx["test_arms"]
+    cells = mx["protocols"][proto]["cells"]
+    m = np.array([[cells[f"{r}|{test}|{c}"]["mean"] for c in cols] for r in rows], float) * 100
+    fig, ax = plt.subplots(figsize=(0.9 * len(cols) + 2.5, 0.42 * len(rows) + 1.6))
+    ax.imshow(np.nan_to_num(m, nan=0.0), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, "n/a" if math.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=7,
+                color="black" if v > 60 else "white")
+    ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("test arm (the same test images seen through it)")
+    ax.set_ylabel("trained on")
+    ax.set_title(title, fontsize=9)
+    return _fig_to_b64(fig)
+
+
+def _sheet_b64(path: Path, classes: Sequence[str], n: int) -> str | None:
+    """Image | Grad-CAM overlay pairs of one run's saliency sample, as a base64 PNG (None if unreadable)."""
+    try:
+        import cv2
+
+        from bglab.train.saliency import overlay_sheet
+
+        with np.load(path, allow_pickle=False) as z:
+            imgs, heat = z["sheet_images"], z["sheet_heat"].astype(np.float32)
+            idx, y, p, share = z["sheet_index"], z["y_true"], z["y_pred"], z["share"]
+        titles = []
+        for i in idx:
+            name = classes[int(y[i])] if int(y[i]) < len(classes) else str(int(y[i]))
+            sh = "n/a" if math.isnan(share[i]) else f"{100 * share[i]:.0f}%"
+            titles.append(f"{name[:10]}{'' if y[i] == p[i] else ' (wrong)'} {sh}")
+        sheet = overlay_sheet(list(imgs), list(heat), titles, ncols=max(1, n), cell=64)
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        return base64.b64encode(buf.tobytes()).decode("ascii") if ok else None
+    except (ImportError, OSError, KeyError, ValueError):
+        return None
+
+
 # ------------------------------------------------------------------------------------------------- HTML
 
 
@@ -378,8 +536,66 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{h}</tr>{b}</table>"
 
 
+def _matrix_html(mx: Mapping[str, Any], cfg: ExperimentConfig) -> list[str]:
+    e = html.escape
+    parts = ["<h2 id='matrix'>Train x test matrix</h2>",
+             "<p>Rows: the arm (and variant) a model was trained on; columns: the test arm, i.e. the same test images "
+             "seen through that arm's images. Final-epoch accuracy on clean images in %, mean over seeds with the "
+             "95 % t-interval. BG-Gap = accuracy on the test arm with a background of the image's own class minus "
+             "accuracy with a random other class's background: how much the model's answers depend on the "
+             "background (0 = not at all).</p>"]
+    gap = mx.get("bg_gap_arms")
+    for proto, pm in mx["protocols"].items():
+        for t in pm["tests"]:
+            title = f"{proto} / test set {t}"
+            parts.append(f"<h3>{e(title)}</h3>")
+            rows = [[r, *(_ci_cell(pm["cells"][f"{r}|{t}|{c}"]) for c in mx["test_arms"])] for r in mx["rows"]]
+            parts.append(_table(["trained on \\ tested on", *mx["test_arms"]], rows))
+            parts.append(_img(_matrix_fig(mx, proto, t, f"accuracy %: {title}"), f"matrix {title}"))
+            if gap:
+                parts.append(f"<h4>BG-Gap = acc({e(gap[0])}) - acc({e(gap[1])})</h4>")
+                grows, lines = [], []
+                for r in mx["rows"]:
+                    g = pm["bg_gap"].get(f"{r}|{t}")
+                    if g is None:
+                        continue
+                    pts = {**g, "mean": 100 * g["mean"], "lo": 100 * g["lo"], "hi": 100 * g["hi"]} if g["n"] else g
+                    cell = "n/a" if not g["n"] else (f"{pts['mean']:+.1f}" if math.isnan(pts["lo"]) else
+                                                     f"{pts['mean']:+.1f} [{pts['lo']:+.1f}, {pts['hi']:+.1f}]")
+                    grows.append([r, _ci_cell(pm["cells"][f"{r}|{t}|{gap[0]}"]),
+                                  _ci_cell(pm["cells"][f"{r}|{t}|{gap[1]}"]), cell])
+                    lines.append(g["text"])
+                parts.append(_table(["trained on", f"{gap[0]} %", f"{gap[1]} %", "BG-Gap (points, 95% CI)"], grows))
+                parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>")
+    return parts
+
+
+def _saliency_html(sal: Mapping[str, Any], classes: Sequence[str], out: Path | None) -> list[str]:
+    e = html.escape
+    parts = ["<h2 id='saliency'>Saliency (Grad-CAM)</h2>",
+             "<p>Share of each test image's Grad-CAM saliency (final model, last conv layer, predicted class) that "
+             "falls inside the foreground mask, averaged over the test set; mean over seeds with the 95 % "
+             "t-interval. A model that looks at the object scores near 100 %; the foreground's share of the "
+             "image area is the level of a model that looks everywhere. Sheets: the first images of each class "
+             "(by sample key, the same for every arm), image | overlay, first seed.</p>"]
+    for proto, pr in sal["protocols"].items():
+        parts.append(f"<h3>{e(proto)} / test set {e(pr['test_set'])}</h3>")
+        rows = []
+        for lab, line in pr["lines"].items():
+            share = _ci_cell(line["share"]) if line["share"]["n"] else "n/a"
+            rows.append([lab, share, line["reason"] or ""])
+        parts.append(_table(["trained on", "saliency inside fg %", "note"], rows))
+        if out is not None:
+            for lab, line in pr["lines"].items():
+                if line["sheet"]:
+                    b64 = _sheet_b64(out / line["sheet"], classes, sal.get("n", 8))
+                    if b64:
+                        parts.append(f"<h4>{e(lab)}</h4>" + _img(b64, f"saliency {proto} {lab}"))
+    return parts
+
+
 def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: Mapping[str, Any] | None = None,
-                extra: Mapping[str, Any] | None = None) -> str:
+                extra: Mapping[str, Any] | None = None, out: str | Path | None = None) -> str:
     """The report as one HTML string (figures inline as base64 PNG; no external links or assets)."""
     e = html.escape
     classes = analysis.get("classes", [])
@@ -399,6 +615,13 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                 cls = "rej" if v["rejected"] else "keep"
                 parts.append(f"<li class='{cls}'>{e(sname)}: {e(v['text'])}</li>")
     parts.append("</ul>")
+    mx = analysis.get("matrix")
+    if mx and mx.get("bg_gap_arms"):
+        parts.append("<h4>BG-Gap (does the model rely on the background?)</h4><ul>")
+        for proto, pm in mx["protocols"].items():
+            for key, g in pm["bg_gap"].items():
+                parts.append(f"<li>[{e(proto)}; test set {e(key.split('|')[-1])}] {e(g['text'])}</li>")
+        parts.append("</ul>")
     # data
     parts.append("<h2 id='data'>Data</h2>")
     if data_info:
@@ -413,7 +636,8 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
             parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
                          f"e.g. {e(errs[0])}</p>")
     parts.append("<h4>Arms (pipeline configs)</h4>" + _table(
-        ["arm", "steps"], [[n, json.dumps(a.pipeline["steps"])] for n, a in cfg.arms.items()]))
+        ["arm", "images from", "steps"], [[n, str(a.source_dir) if a.source_dir else "the source",
+                                            json.dumps(a.pipeline["steps"])] for n, a in cfg.arms.items()]))
     vrows = [[n, json.dumps(v.model), f"epochs {v.train.epochs}, batch {v.train.batch_size}, {v.train.optimizer} "
               f"lr {v.train.lr}, augment {v.train.augment}"] for n, v in cfg.variants.items()]
     parts.append("<h4>Variants</h4>" + _table(["variant", "model", "train"], vrows))
@@ -459,6 +683,10 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                                      "95% bootstrap CI", "bootstrap p", "Holm p", "McNemar per seed"], rows))
             else:
                 parts.append("<p>Nothing to compare (one arm and one variant).</p>")
+    if mx:
+        parts += _matrix_html(mx, cfg)
+    if analysis.get("saliency"):
+        parts += _saliency_html(analysis["saliency"], classes, None if out is None else Path(out))
     if extra:
         parts.append(f"<h2 id='run'>Run</h2><pre>{e(json.dumps(dict(extra), indent=1, default=str))}</pre>")
     parts.append("</body></html>")
@@ -490,8 +718,22 @@ def write_report(out: str | Path, cfg: ExperimentConfig, *, data_info: Mapping[s
                 for p, res in st["protocols"].items() for v in res["verdicts"]]
     final = {s: {p: {lab: {k: v["mean"] for k, v in f.items()} for lab, f in res["final"].items()}
                  for p, res in st["protocols"].items()} for s, st in analysis["studies"].items()}
-    summary = {**(dict(extra) if extra else {}), "verdicts": verdicts, "final_accuracy": final,
-               "analysis": analysis}
+    summary = {**(dict(extra) if extra else {}), "verdicts": verdicts, "final_accuracy": final}
+    mx = analysis.get("matrix")
+    if mx:
+        summary["matrix"] = {p: {t: {r: {ta: pm["cells"][f"{r}|{t}|{ta}"]["mean"] for ta in mx["test_arms"]}
+                                     for r in mx["rows"]} for t in pm["tests"]} for p, pm in mx["protocols"].items()}
+        if mx.get("bg_gap_arms"):
+            summary["bg_gap"] = {p: {t: {r: {k: g[k] for k in ("mean", "lo", "hi", "n", "values", "text")}
+                                         for r in mx["rows"] if (g := pm["bg_gap"].get(f"{r}|{t}"))}
+                                     for t in pm["tests"]} for p, pm in mx["protocols"].items()}
+    sal = analysis.get("saliency")
+    if sal:
+        summary["saliency_inside_fg"] = {p: {lab: {"mean": ln["share"]["mean"], "lo": ln["share"]["lo"],
+                                                   "hi": ln["share"]["hi"], "reason": ln["reason"]}
+                                             for lab, ln in pr["lines"].items()}
+                                         for p, pr in sal["protocols"].items()}
+    summary["analysis"] = analysis
     atomic_write_text(out / "summary.json", json.dumps(_clean_json(summary), indent=1) + "\n")
-    atomic_write_text(out / "report.html", render_html(analysis, cfg, data_info, extra))
+    atomic_write_text(out / "report.html", render_html(analysis, cfg, data_info, extra, out=out))
     return _clean_json(summary)

@@ -11,6 +11,9 @@ Run directory (``OUT``)::
     checkpoints/<run>.safetensors    weights (+ optimiser state while unfinished); the JSON state is in its
                                      metadata and mirrored in checkpoints/<run>.json
     predictions/<run>/<test>__<distortion>.npz   y_true, y_pred, keys of the final model
+    predictions/<run>/matrix/<test>__<test arm>.npz   the same test images seen through each test arm
+                                     (matrix studies; metric rows with split ``matrix`` and ``test_arm``)
+    predictions/<run>/saliency__<test>.npz   Grad-CAM share inside the fg mask per image + a sample sheet
     sessions.jsonl                   one line per invocation
     summary.json, report.html        written by :mod:`bglab.experiment.report`
 
@@ -40,12 +43,13 @@ import numpy as np
 
 from bglab.errors import BglabError, ConfigError
 from bglab.experiment.config import ExperimentConfig, RunKey, VariantConfig, resolved_config
-from bglab.experiment.data import ExperimentData, ProtocolData, distorted, load_data, make_protocol
+from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
 
-__all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "derive_seed", "load_checkpoint", "run_experiment"]
+__all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "apply_bg_swap", "bg_swap_plan", "derive_seed",
+           "load_checkpoint", "run_experiment"]
 
 METRIC_COLUMNS = ("protocol", "arm", "variant", "seed", "epoch", "split", "test_set", "distortion", "accuracy",
-                  "loss", "n", "session")
+                  "loss", "n", "session", "test_arm")
 Log = Callable[[str], None]
 
 
@@ -103,6 +107,7 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     for r in rows:
         r["seed"], r["epoch"], r["n"], r["session"] = int(r["seed"]), int(r["epoch"]), int(r["n"]), int(r["session"])
         r["accuracy"], r["loss"] = float(r["accuracy"]), float(r["loss"])
+        r["test_arm"] = r.get("test_arm") or r["arm"]  # files written before matrix studies lack the column
     return rows
 
 
@@ -208,6 +213,29 @@ def _augment(x: Any, aug: Any, g: Any) -> Any:
     return x
 
 
+def bg_swap_plan(seed: int, epoch: int, n: int, p: float) -> tuple[Any, Any]:
+    """Which of ``n`` training images get a swapped background in ``epoch`` (prob. ``p``) and whose (another one).
+
+    Depends only on ``(seed, epoch)``, so a resumed run swaps exactly as an uninterrupted one.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(derive_seed(seed, "bg_swap", epoch))
+    sel = torch.rand(n, generator=g) < p
+    if n < 2:
+        return torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.long)
+    partner = torch.randint(0, n - 1, (n,), generator=g)
+    partner = partner + (partner >= torch.arange(n)).long()  # never the image itself
+    return sel, partner
+
+
+def apply_bg_swap(x: Any, keep: Any, bg: Any, sel: Any) -> Any:
+    """``x`` (uint8 N,C,H,W) with the background pixels (``keep`` False) of the selected images taken from ``bg``."""
+    import torch
+
+    return torch.where(keep | ~sel[:, None, None, None], x, bg)
+
+
 def _predict(model: Any, x: Any, y: Any | None = None, batch: int = 256, device: str = "cpu"
              ) -> tuple[np.ndarray, float]:
     """Predicted classes and mean cross-entropy loss (nan without labels), in eval mode."""
@@ -234,6 +262,17 @@ class _EvalSet:
     x: Any
     y: Any
     keys: np.ndarray
+    test_arm: str = ""
+
+
+@dataclass
+class _Extras:
+    """What matrix studies, background swapping and saliency add to a run (all optional)."""
+
+    matrix: list[_EvalSet]
+    swap: tuple[Any, Any, float] | None = None  # keep-mask (bool N,1,H,W), backgrounds (uint8), probability
+    saliency: tuple[str, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str] | None = None
+    # (test set, x uint8 tensor, keys, labels, masks bool (N,H,W), has mask (N,), reason when no masks)
 
 
 @dataclass
@@ -275,7 +314,8 @@ def _optimizer(model: Any, variant: VariantConfig) -> Any:
 
 def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData,
                evalsets: list[_EvalSet], out: Path, session: int, budget: _Budget, log: Log,
-               on_epoch: Callable[[RunKey, int], None] | None, device: str = "cpu") -> RunResult:
+               on_epoch: Callable[[RunKey, int], None] | None, device: str = "cpu",
+               extras: _Extras | None = None) -> RunResult:
     import torch
     import torch.nn.functional as F  # noqa: N812
 
@@ -312,10 +352,14 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     x_train = _to_tensor(arm_x[pdata.train])
     y_train = torch.from_numpy(data.labels[pdata.train])
     n = x_train.shape[0]
-    base = {"protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed, "session": session}
+    base = {"protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed, "session": session,
+            "test_arm": key.arm}
+    extras = extras or _Extras([])
     state_base = {"run": key.id, "protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed,
                   "epochs": t.epochs, "classes": data.classes, "size": cfg.size, "channels": cfg.channels,
-                  "model": variant.model, "pipeline": cfg.arms[key.arm].pipeline, "train": {
+                  "model": variant.model, "pipeline": cfg.arms[key.arm].pipeline,
+                  **({"from": str(cfg.arms[key.arm].source_dir)} if cfg.arms[key.arm].source_dir else {}),
+                  "train": {
                       "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer}}
     trained = 0
     for epoch in range(start + 1, t.epochs + 1):
@@ -325,13 +369,18 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
         torch.manual_seed(derive_seed(key.seed, "epoch", epoch))
         g = torch.Generator().manual_seed(derive_seed(key.seed, "order", epoch))
         perm = torch.randperm(n, generator=g)
+        if extras.swap is not None:
+            sw_sel, sw_partner = bg_swap_plan(key.seed, epoch, n, extras.swap[2])
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         for b in range(0, n, t.batch_size):
             idx = perm[b:b + t.batch_size]
             if idx.numel() < 2:
                 continue  # batch-norm cannot train on one image
-            x = _as_float(x_train[idx])
+            xb = x_train[idx]
+            if extras.swap is not None:
+                xb = apply_bg_swap(xb, extras.swap[0][idx], extras.swap[1][sw_partner[idx]], sw_sel[idx])
+            x = _as_float(xb)
             if t.augment.active:
                 x = _augment(x, t.augment, g)
             x, y = x.to(device), y_train[idx].to(device)
@@ -356,6 +405,17 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                     _save_npz(out / "predictions" / key.id / f"{es.test_set}__{es.distortion}.npz",
                               y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64),
                               keys=es.keys)
+            if final:
+                for es in extras.matrix:  # the same test images through every test arm (clean, final model)
+                    pred, loss_v = _predict(model, es.x, es.y, device=device)
+                    acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
+                    rows.append({**base, "epoch": epoch, "split": "matrix", "test_set": es.test_set,
+                                 "distortion": es.distortion, "accuracy": acc, "loss": loss_v, "n": len(pred),
+                                 "test_arm": es.test_arm})
+                    _save_npz(out / "predictions" / key.id / "matrix" / f"{es.test_set}__{es.test_arm}.npz",
+                              y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys)
+                if extras.saliency is not None:
+                    _saliency(model, extras.saliency, cfg, out / "predictions" / key.id, device)
         trained += 1
         if final or epoch % t.checkpoint_every == 0 or budget.left == 0:
             _write_csv(mpath, rows)
@@ -363,12 +423,37 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                      "updated": datetime.now(UTC).isoformat(timespec="seconds")}
             _save_checkpoint(ckpt, model, None if final else opt, state)
         fit = next(r for r in reversed(rows) if r["split"] == "fit")
-        val = [r for r in rows[-len(evalsets):] if r["split"] == "val" and r["epoch"] == epoch]
+        val = [r for r in rows[-(len(evalsets) + len(extras.matrix)):] if r["split"] == "val" and r["epoch"] == epoch]
         log(f"{key.id} epoch {epoch}/{t.epochs}: loss {fit['loss']:.3f} train acc {fit['accuracy']:.3f}"
             + (f" val acc {val[0]['accuracy']:.3f}" if val else "") + f" ({time.perf_counter() - te:.1f} s)")
         if on_epoch is not None:
             on_epoch(key, epoch)
     return RunResult(key, "done", trained, time.perf_counter() - t0)
+
+
+def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, device: str) -> None:
+    """Grad-CAM of the final model on one test set: share of saliency inside the fg mask + a sample sheet."""
+    from bglab.train.saliency import grad_cam, mass_inside
+
+    test, x, keys, labels, masks, has, reason = spec
+    xn = _normalise(_as_float(x)).to(device)
+    heat = np.asarray(grad_cam(model, xn), np.float32)
+    pred, _ = _predict(model, x, device=device)
+    share = np.full(len(keys), np.nan)
+    if has.any():
+        share[has] = mass_inside(heat[has], masks[has])
+    n = cfg.saliency.n if cfg.saliency is not None else 8
+    pick: list[int] = []
+    for c in sorted(set(labels.tolist())):
+        members = sorted(np.flatnonzero(labels == c).tolist(), key=lambda i: str(keys[i]))
+        pick += members[:n]
+    pick_a = np.array(pick, np.int64)
+    imgs = x.numpy()[pick_a]
+    imgs = imgs[:, 0] if imgs.shape[1] == 1 else imgs.transpose(0, 2, 3, 1)
+    _save_npz(folder / f"saliency__{test}.npz", keys=np.asarray(keys, dtype=str), share=share, has_mask=has,
+              y_true=labels.astype(np.int64), y_pred=pred.astype(np.int64), sheet_index=pick_a,
+              sheet_images=np.ascontiguousarray(imgs), sheet_heat=heat[pick_a].astype(np.float16),
+              sheet_masks=masks[pick_a], reason=np.array(reason))
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -423,6 +508,55 @@ def collect_metrics(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _matrix_sets(data: ExperimentData, pdata: ProtocolData, test_arm: str) -> list[_EvalSet]:
+    """Every clean test set of a protocol as seen through ``test_arm`` (the same samples, that arm's images)."""
+    import torch
+
+    x = data.arms[test_arm].images
+    keys = np.array(data.keys, dtype=str)
+    return [_EvalSet("matrix", name, "clean", _to_tensor(x[idx]), torch.from_numpy(data.labels[idx]), keys[idx],
+                     test_arm) for name, idx in pdata.tests.items()]
+
+
+def _masks_for(cache: dict[str, tuple], cfg: ExperimentConfig, data: ExperimentData, arm: str) -> tuple:
+    if arm not in cache:
+        cache[arm] = arm_masks(cfg.arms[arm], data.samples, cfg.size)
+    return cache[arm]
+
+
+def _extras(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData,
+            cache: dict[Any, Any]) -> _Extras:
+    import torch
+
+    matrix: list[_EvalSet] = []
+    for ta in cfg.test_arms(key):
+        ck = ("matrix", key.protocol, ta)
+        if ck not in cache:
+            cache[ck] = _matrix_sets(data, pdata, ta)
+        matrix += cache[ck]
+    ex = _Extras(matrix)
+    mcache = cache.setdefault("masks", {})
+    aug = cfg.variants[key.variant].train.augment
+    if aug.bg_swap > 0:
+        masks, has, reason = _masks_for(mcache, cfg, data, key.arm)
+        if reason:
+            raise ConfigError(f"variant {key.variant!r}: bg_swap needs foreground masks for arm {key.arm!r}: "
+                              f"{reason}", hint="give the source masks (<class>/masks) or use a from: tree with "
+                                                "masks/, or set bg_swap: 0")
+        idx = pdata.train
+        keep = torch.from_numpy((masks[idx] | ~has[idx, None, None])[:, None])
+        bg = _to_tensor(data.arms[aug.bg_from or key.arm].images[idx])
+        ex.swap = (keep, bg, aug.bg_swap)
+    if cfg.saliency is not None:
+        test = cfg.saliency.test_set or next(iter(pdata.tests))
+        if test in pdata.tests:
+            idx = pdata.tests[test]
+            masks, has, reason = _masks_for(mcache, cfg, data, key.arm)
+            ex.saliency = (test, _to_tensor(data.arms[key.arm].images[idx]), np.array(data.keys, dtype=str)[idx],
+                           data.labels[idx], masks[idx], has[idx], reason)
+    return ex
+
+
 def _evalsets(cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData, arm: str) -> list[_EvalSet]:
     import torch
 
@@ -437,6 +571,8 @@ def _evalsets(cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData, 
         for dname, spec in cfg.evaluate.distortions.items():
             xd = distorted(x[idx], list(keys[idx]), spec, cfg.evaluate.seed, dname)
             sets.append(_EvalSet("test", name, dname, _to_tensor(xd), y, keys[idx]))
+    for es in sets:
+        es.test_arm = arm
     return sets
 
 
@@ -502,13 +638,14 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
     budget = _Budget(max_epochs)
     results: list[RunResult] = []
     cache: dict[tuple[str, str], list[_EvalSet]] = {}
+    extra_cache: dict[Any, Any] = {}
     complete = True
     for key in cfg.runs():
         ek = (key.protocol, key.arm)
         if ek not in cache:  # 64x64 grey test sets are small: keep every protocol x arm in memory
             cache[ek] = _evalsets(cfg, data, protocols[key.protocol], key.arm)
         res = _train_run(key, cfg, data, protocols[key.protocol], cache[ek], out, session, budget, log, on_epoch,
-                         device)
+                         device, _extras(key, cfg, data, protocols[key.protocol], extra_cache))
         results.append(res)
         if res.status != "skipped":
             log(f"{key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")

@@ -451,3 +451,19 @@ def test_cli_prints_bg_gap_lines(trees: tuple[Path, Path], matrix_run: tuple[Pat
     assert main(["experiment", str(path), "--out", str(matrix_run[0])]) == 0  # finished: nothing is retrained
     text = capsys.readouterr().out
     assert "[p; test] original+bgswap:" in text.replace("\n", " ") and "BG-Gap" in text
+
+
+def test_backend_path_options_resolve_against_the_config_folder(tmp_path):
+    """A relative ``masks`` / ``model`` / ``boxes`` option means the same file wherever bglab is run from."""
+    from bglab.experiment.config import _resolve_step_paths
+
+    steps = [{"segment": {"backend": "mask-files", "options": {"masks": "../m"}}},
+             {"locate": {"backend": "box-csv", "options": {"boxes": "/abs/a.csv"},
+                         "fallback": [{"backend": "box-model", "options": {"model": "run/best.safetensors"}}]}},
+             "grey"]
+    out = _resolve_step_paths(steps, tmp_path / "configs")
+    assert out[0]["segment"]["options"]["masks"] == str((tmp_path / "m").resolve())
+    assert out[1]["locate"]["options"]["boxes"] == "/abs/a.csv"
+    assert out[1]["locate"]["fallback"][0]["options"]["model"] == str(
+        (tmp_path / "configs" / "run" / "best.safetensors").resolve())
+    assert steps[0]["segment"]["options"]["masks"] == "../m"  # the input is not changed

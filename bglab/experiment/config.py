@@ -443,6 +443,7 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path(".")) -> d
             if str(sname).lower() in ("resize", "grey", "gray", "greyscale", "grayscale"):
                 raise _err(f"{key}[{i}]", f"leave out {sname!r}: every arm ends with resize and grey",
                            "set input.size / input.channels instead")
+        steps = _resolve_step_paths(steps, base)
         full = list(copy.deepcopy(steps)) + [{"resize": {"size": size}}]
         if channels == 1:
             full.append("grey")
@@ -456,6 +457,27 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path(".")) -> d
 
 
 _MODEL_DEFAULTS: dict[str, Any] = {"name": "cnn", "dropout": 0.5, "batchnorm": False}
+_PATH_OPTIONS = ("masks", "model", "model_path", "boxes")  # backend options that name a file or folder
+
+
+def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
+    """Relative file / folder options of the steps' backends, made absolute against the config's folder."""
+    out = copy.deepcopy(steps)
+    for st in out:
+        if not isinstance(st, Mapping):
+            continue
+        for body in st.values():
+            if not isinstance(body, dict):
+                continue
+            for holder in (body.get("options"), *(f.get("options") for f in (body.get("fallback") or [])
+                                                 if isinstance(f, dict))):
+                if not isinstance(holder, dict):
+                    continue
+                for k in _PATH_OPTIONS:
+                    v = holder.get(k)
+                    if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+                        holder[k] = str((base / Path(v).expanduser()).resolve())
+    return out
 
 
 def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:

@@ -379,13 +379,12 @@ class _Composer:
         return np.stack([x if x is not None else np.zeros(shape, np.uint8) for x in xs]), ok
 
 
-def _predict(model: Any, x: np.ndarray) -> np.ndarray:
-    from bglab.experiment.runner import _predict as predict
-    from bglab.experiment.runner import _to_tensor
+def _classes(model: Any, x: np.ndarray) -> np.ndarray:
+    from bglab.experiment.runner import predict, to_tensor
 
     if len(x) == 0:
         return np.zeros(0, np.int64)
-    return predict(model, _to_tensor(x))[0]
+    return predict(model, to_tensor(x))[0]
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -469,7 +468,7 @@ def challenge_predictions(models: Sequence[RunModel], fgs: Sequence[ChallengeIte
             for m in runs:
                 po = np.full(len(fgs), -1, np.int64)
                 if ok_o.any():
-                    po[ok_o] = _predict(m.model, np.stack([o for o in origs if o is not None]))
+                    po[ok_o] = _classes(m.model, np.stack([o for o in origs if o is not None]))
                 preds[m.run] = {"original": po, "composites": np.full((len(fgs), len(bgs)), -1, np.int64)}
             per = max(1, int(batch) // max(1, len(bgs)))  # foregrounds per model call: big batches are cheaper
             for s in range(0, len(fgs), per):
@@ -483,7 +482,7 @@ def challenge_predictions(models: Sequence[RunModel], fgs: Sequence[ChallengeIte
                 if xs:
                     x_all = np.concatenate(xs)
                     for m in runs:
-                        p_all = _predict(m.model, x_all)
+                        p_all = _classes(m.model, x_all)
                         at = 0
                         for i, (_, ok) in enumerate(made):
                             k = int(ok.sum())

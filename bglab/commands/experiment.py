@@ -71,7 +71,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     from bglab.dataset import read_imagefolder
     from bglab.experiment.config import ArmConfig
     from bglab.experiment.data import prepare_arm
-    from bglab.experiment.runner import _predict, _to_tensor, load_checkpoint
+    from bglab.experiment.runner import predict, to_tensor, load_checkpoint
     from bglab.train.classifiers import build_classifier
 
     ckpts = sorted((run_dir / "checkpoints").glob("*.safetensors"))
@@ -102,7 +102,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
         model = build_classifier(state["model"]["name"], len(classes), int(state["channels"]), int(state["size"]),
                                  **opts)
         model.load_state_dict(weights)
-        pred, loss = _predict(model, _to_tensor(x[ok]), torch.from_numpy(y))
+        pred, loss = predict(model, to_tensor(x[ok]), torch.from_numpy(y))
         per_class = {c: (float((pred[y == i] == i).mean()) if (y == i).any() else None)
                      for i, c in enumerate(classes)}
         results.append({"run": state["run"], "protocol": state["protocol"], "arm": state["arm"],

@@ -46,7 +46,7 @@ from bglab.experiment.config import ExperimentConfig, RunKey, VariantConfig, res
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
 
 __all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "apply_bg_swap", "bg_swap_plan", "derive_seed",
-           "load_checkpoint", "run_experiment"]
+           "load_checkpoint", "predict", "run_experiment", "to_tensor"]
 
 METRIC_COLUMNS = ("protocol", "arm", "variant", "seed", "epoch", "split", "test_set", "distortion", "accuracy",
                   "loss", "n", "session", "test_arm")
@@ -177,7 +177,8 @@ def _restore_optimizer(optimizer: Any, state: dict[str, Any], tensors: dict[str,
 # --------------------------------------------------------------------------------------------- training
 
 
-def _to_tensor(x: np.ndarray) -> Any:
+def to_tensor(x: np.ndarray) -> Any:
+    """uint8 images (N, H, W) or (N, H, W, C) as the (N, C, H, W) tensor the classifiers take."""
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(x))
@@ -236,7 +237,7 @@ def apply_bg_swap(x: Any, keep: Any, bg: Any, sel: Any) -> Any:
     return torch.where(keep | ~sel[:, None, None, None], x, bg)
 
 
-def _predict(model: Any, x: Any, y: Any | None = None, batch: int = 256, device: str = "cpu"
+def predict(model: Any, x: Any, y: Any | None = None, batch: int = 256, device: str = "cpu"
              ) -> tuple[np.ndarray, float]:
     """Predicted classes and mean cross-entropy loss (nan without labels), in eval mode."""
     import torch
@@ -349,7 +350,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     if session not in sessions:
         sessions.append(session)
     arm_x = data.arms[key.arm].images
-    x_train = _to_tensor(arm_x[pdata.train])
+    x_train = to_tensor(arm_x[pdata.train])
     y_train = torch.from_numpy(data.labels[pdata.train])
     n = x_train.shape[0]
     base = {"protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed, "session": session,
@@ -397,7 +398,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
         final = epoch == t.epochs
         if epoch % t.eval_every == 0 or final:
             for es in evalsets:
-                pred, loss_v = _predict(model, es.x, es.y, device=device)
+                pred, loss_v = predict(model, es.x, es.y, device=device)
                 acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
                 rows.append({**base, "epoch": epoch, "split": es.split, "test_set": es.test_set,
                              "distortion": es.distortion, "accuracy": acc, "loss": loss_v, "n": len(pred)})
@@ -407,7 +408,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                               keys=es.keys)
             if final:
                 for es in extras.matrix:  # the same test images through every test arm (clean, final model)
-                    pred, loss_v = _predict(model, es.x, es.y, device=device)
+                    pred, loss_v = predict(model, es.x, es.y, device=device)
                     acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
                     rows.append({**base, "epoch": epoch, "split": "matrix", "test_set": es.test_set,
                                  "distortion": es.distortion, "accuracy": acc, "loss": loss_v, "n": len(pred),
@@ -438,7 +439,7 @@ def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, devi
     test, x, keys, labels, masks, has, reason = spec
     xn = _normalise(_as_float(x)).to(device)
     heat = np.asarray(grad_cam(model, xn), np.float32)
-    pred, _ = _predict(model, x, device=device)
+    pred, _ = predict(model, x, device=device)
     share = np.full(len(keys), np.nan)
     if has.any():
         share[has] = mass_inside(heat[has], masks[has])
@@ -514,7 +515,7 @@ def _matrix_sets(data: ExperimentData, pdata: ProtocolData, test_arm: str) -> li
 
     x = data.arms[test_arm].images
     keys = np.array(data.keys, dtype=str)
-    return [_EvalSet("matrix", name, "clean", _to_tensor(x[idx]), torch.from_numpy(data.labels[idx]), keys[idx],
+    return [_EvalSet("matrix", name, "clean", to_tensor(x[idx]), torch.from_numpy(data.labels[idx]), keys[idx],
                      test_arm) for name, idx in pdata.tests.items()]
 
 
@@ -545,14 +546,14 @@ def _extras(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: Pro
                                                 "masks/, or set bg_swap: 0")
         idx = pdata.train
         keep = torch.from_numpy((masks[idx] | ~has[idx, None, None])[:, None])
-        bg = _to_tensor(data.arms[aug.bg_from or key.arm].images[idx])
+        bg = to_tensor(data.arms[aug.bg_from or key.arm].images[idx])
         ex.swap = (keep, bg, aug.bg_swap)
     if cfg.saliency is not None:
         test = cfg.saliency.test_set or next(iter(pdata.tests))
         if test in pdata.tests:
             idx = pdata.tests[test]
             masks, has, reason = _masks_for(mcache, cfg, data, key.arm)
-            ex.saliency = (test, _to_tensor(data.arms[key.arm].images[idx]), np.array(data.keys, dtype=str)[idx],
+            ex.saliency = (test, to_tensor(data.arms[key.arm].images[idx]), np.array(data.keys, dtype=str)[idx],
                            data.labels[idx], masks[idx], has[idx], reason)
     return ex
 
@@ -564,13 +565,13 @@ def _evalsets(cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData, 
     keys = np.array(data.keys, dtype=str)
     sets = []
     for split, idx in (("train", pdata.train), ("val", pdata.val)):
-        sets.append(_EvalSet(split, split, "clean", _to_tensor(x[idx]), torch.from_numpy(data.labels[idx]), keys[idx]))
+        sets.append(_EvalSet(split, split, "clean", to_tensor(x[idx]), torch.from_numpy(data.labels[idx]), keys[idx]))
     for name, idx in pdata.tests.items():
         y = torch.from_numpy(data.labels[idx])
-        sets.append(_EvalSet("test", name, "clean", _to_tensor(x[idx]), y, keys[idx]))
+        sets.append(_EvalSet("test", name, "clean", to_tensor(x[idx]), y, keys[idx]))
         for dname, spec in cfg.evaluate.distortions.items():
             xd = distorted(x[idx], list(keys[idx]), spec, cfg.evaluate.seed, dname)
-            sets.append(_EvalSet("test", name, dname, _to_tensor(xd), y, keys[idx]))
+            sets.append(_EvalSet("test", name, dname, to_tensor(xd), y, keys[idx]))
     for es in sets:
         es.test_arm = arm
     return sets

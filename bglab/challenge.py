@@ -39,7 +39,7 @@ from bglab.dataset import Sample
 from bglab.errors import BglabError, DatasetError
 
 __all__ = ["MODES", "ChallengeError", "ChallengeItem", "ChallengeResult", "RunModel", "broken_sheet",
-           "challenge_predictions", "find_runs", "load_items", "run_challenge", "score_predictions"]
+           "challenge_predictions", "find_runs", "held_out", "load_items", "run_challenge", "score_predictions"]
 
 MODES = ("auto", "fast", "full")
 _GEOMETRY_STEPS = ("resize", "grey")
@@ -496,6 +496,31 @@ def challenge_predictions(models: Sequence[RunModel], fgs: Sequence[ChallengeIte
         finally:
             comp.close()
     return preds, timing
+
+
+def held_out(run_dir: str | Path, samples: Sequence[Sample], test_set: str) -> list[Sample]:
+    """Only the samples that were in the run directory's test set ``test_set`` (matched by class and file stem).
+
+    The experiment saves the keys of every test set's images with its predictions, so the challenge can use
+    exactly the held-out images of the models it evaluates, never their training images.
+    """
+    root = Path(run_dir) / "predictions"
+    files = sorted(root.glob(f"*/{test_set}__clean.npz"))
+    if not files:
+        names = sorted({p.name.split("__")[0] for p in root.glob("*/*__clean.npz")})
+        raise ChallengeError(f"no predictions for test set {test_set!r} in this run directory", path=root,
+                             hint=f"test sets found: {', '.join(names) or 'none (no finished run)'}")
+    keep: set[tuple[str, str]] = set()
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            for k in z["keys"]:
+                parts = str(k).split("/")
+                keep.add((parts[-2], Path(parts[-1]).stem))
+    out = [s for s in samples if (s.label, Path(s.path).stem) in keep]
+    if not out:
+        raise ChallengeError(f"none of the images is in test set {test_set!r} of the run", path=root,
+                             hint="DATA must hold the images the experiment was run on (same classes and names)")
+    return out
 
 
 def run_challenge(run_dir: str | Path, samples: Sequence[Sample], *, arm: str | None = None,

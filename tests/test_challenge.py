@@ -188,6 +188,18 @@ def test_on_a_run_directory_of_the_experiment_runner(tmp_path: Path) -> None:
         assert r["composite_accuracy"] == pytest.approx((p["composites"] == np.repeat([0, 1, 2], 3)[:, None]).mean())
     masked = run_challenge(tmp_path / "run", read_imagefolder(test), arm="masked", max_fg=4, max_bg=4)
     assert masked.info["mode"]["masked"]["mode"] == "full" and {r["arm"] for r in masked.runs} == {"masked"}
+    # --test-set: exactly the run's held-out images, never its training images
+    from bglab.challenge import ChallengeError, held_out
+
+    everything = read_imagefolder(src)
+    val = held_out(tmp_path / "run", everything, "val")
+    keys = {str(k) for k in np.load(next((tmp_path / "run" / "predictions").glob("*/val__clean.npz")))["keys"]}
+    assert 0 < len(val) < len(everything) and len(val) == len(keys)
+    assert {(s.label, s.path.name) for s in val} == {tuple(k.split("/")[-2:]) for k in keys}
+    with pytest.raises(ChallengeError, match="test sets found: val"):
+        held_out(tmp_path / "run", everything, "nope")
+    with pytest.raises(ChallengeError, match="none of the images"):  # the training images only
+        held_out(tmp_path / "run", [s for s in everything if s not in val], "val")
 
 
 def test_score_predictions_by_hand() -> None:

@@ -42,6 +42,8 @@ def challenge(
     max_bg: Annotated[int, typer.Option("--max-bg", help="At most this many backgrounds (seeded subsample; "
                                         "0 = all).", min=0)] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the subsamples.")] = 0,
+    test_set: Annotated[str | None, typer.Option("--test-set", help="Use only the images that were in this test "
+                                                 "set of the run (e.g. test): never its training images.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="auto | fast (composite at model size, resize/grey only) | "
                                       "full (whole arm pipeline per composite).")] = "auto",
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Make masks with this segmenter "
@@ -57,7 +59,7 @@ def challenge(
     """Adversarial backgrounds: share of foregrounds that some test background makes the model misclassify."""
     from rich.table import Table
 
-    from bglab.challenge import broken_sheet, run_challenge
+    from bglab.challenge import broken_sheet, held_out, run_challenge
     from bglab.commands._common import console, err_console, parse_options, progress_bar
     from bglab.dataset import read_imagefolder
 
@@ -66,6 +68,8 @@ def challenge(
 
         torch.set_num_threads(threads)
     samples = read_imagefolder(data, mask_dir=None if backend else "masks")
+    if test_set:
+        samples = held_out(run_dir, samples, test_set)
     segmenter = None
     if backend:
         from bglab.segment import create

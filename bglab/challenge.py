@@ -498,6 +498,11 @@ def challenge_predictions(models: Sequence[RunModel], fgs: Sequence[ChallengeIte
     return preds, timing
 
 
+def _clip01(mean: float, lo: float, hi: float) -> tuple[float, float, float]:
+    """A t-interval of a share, clipped to [0, 1] (the t-interval itself knows no bounds)."""
+    return mean, (lo if lo != lo else max(0.0, lo)), (hi if hi != hi else min(1.0, hi))
+
+
 def held_out(run_dir: str | Path, samples: Sequence[Sample], test_set: str) -> list[Sample]:
     """Only the samples that were in the run directory's test set ``test_set`` (matched by class and file stem).
 
@@ -570,12 +575,12 @@ def run_challenge(run_dir: str | Path, samples: Sequence[Sample], *, arm: str | 
         g: dict[str, Any] = {"protocol": key[0], "variant": key[1], "arm": rs[0]["arm"], "n_seeds": len(rs)}
         for metric in ("broken_share", "composite_accuracy", "original_accuracy"):
             vals = [r[metric] for r in rs if r[metric] is not None]
-            mean, lo, hi = t_interval(vals)
+            mean, lo, hi = _clip01(*t_interval(vals))
             g[metric] = {"mean": mean, "lo": lo, "hi": hi}
         g["per_class_broken_share"] = {}
         for c in classes:
-            mean, lo, hi = t_interval([r["per_class"][c]["broken_share"] for r in rs
-                                       if r["per_class"][c]["broken_share"] is not None])
+            mean, lo, hi = _clip01(*t_interval([r["per_class"][c]["broken_share"] for r in rs
+                                                if r["per_class"][c]["broken_share"] is not None]))
             g["per_class_broken_share"][c] = {"mean": mean, "lo": lo, "hi": hi}
         groups.append(g)
     n_pred = max(1, timing["predictions"])

@@ -429,15 +429,38 @@ def test_pets3_matrix_config_parses() -> None:
 
 
 def test_pets3_matrix_quick_profile(shared_data: Path, tmp_path: Path) -> None:
-    from bglab.experiment.runner import run_experiment
+    """The shipped config's quick profile on real pets3 photos, with the variant trees it needs made here."""
+    import shutil
 
-    cfg = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml", quick=True)
-    missing = [a for a in cfg.used_arms() if cfg.arms[a].source_dir and not cfg.arms[a].source_dir.is_dir()]
-    if missing:
-        pytest.skip(f"variant trees not made yet (bglab variants): {missing}")
-    summary = run_experiment(cfg, tmp_path / "quick")  # about 5 s on a busy 2-core machine
+    import yaml
+
+    from bglab.experiment.runner import run_experiment
+    from bglab.variants import generate_variants, parse_kinds
+
+    sub = tmp_path / "pets3"  # 12 photos per class, with their masks
+    for cls in ("Abyssinian", "Bengal", "american_bulldog"):
+        for kind in ("images", "masks"):
+            (sub / cls / kind).mkdir(parents=True)
+        for img in sorted((shared_data / "pets3" / cls / "images").glob("*.jpg"))[:12]:
+            shutil.copy(img, sub / cls / "images" / img.name)
+            shutil.copy(shared_data / "pets3" / cls / "masks" / f"{img.stem}.png", sub / cls / "masks")
+    raw = yaml.safe_load((REPO / "configs" / "pets3-matrix.yaml").read_text())
+    cfg0 = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml", quick=True)
+    kinds = sorted({cfg0.arms[a].source_dir.name for a in cfg0.used_arms() if cfg0.arms[a].source_dir}
+                   | {"only-bg-t"})
+    rep = generate_variants(sub, tmp_path / "variants", parse_kinds(",".join(kinds)), size=96)
+    assert not rep.failed
+    raw["sources"]["pets3"]["path"] = str(sub)
+    for arm in raw["arms"].values():
+        if isinstance(arm, dict) and "from" in arm:
+            arm["from"] = str(tmp_path / "variants" / Path(arm["from"]).name)
+    cfg = parse_config(raw, base_dir=REPO / "configs", quick=True)
+    summary = run_experiment(cfg, tmp_path / "quick")
     assert summary["complete"] is True and all(s == "done" for s in summary["runs"].values())
-    assert "bg_gap" in summary and "original+bgswap" in summary["bg_gap"]["pets3"]["test"]
+    gaps = summary["bg_gap"]["pets3"]["test"]
+    assert {"original", "mixed-rand", "original+bgswap"} <= set(gaps)
+    for g in gaps.values():
+        assert -1.0 <= g["mean"] <= 1.0
 
 
 def test_cli_prints_bg_gap_lines(trees: tuple[Path, Path], matrix_run: tuple[Path, dict], tmp_path: Path,

@@ -71,8 +71,11 @@ def _final_rows(rows: Sequence[Mapping[str, Any]], cfg: ExperimentConfig) -> dic
     return out
 
 
-def _ci(values: list[float]) -> dict[str, Any]:
+def _ci(values: list[float], bounded: bool = True) -> dict[str, Any]:
+    """Mean and 95 % t-interval over seeds; ``bounded``: a share, so the interval is clipped to [0, 1]."""
     m, lo, hi = t_interval(values)
+    if bounded and lo == lo:
+        lo, hi = max(0.0, lo), min(1.0, hi)
     return {"mean": m, "lo": lo, "hi": hi, "n": len(values), "values": values}
 
 
@@ -227,7 +230,7 @@ def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | N
                 if gap_names:
                     sa, ra = per_seed.get(gap_names[0], {}), per_seed.get(gap_names[1], {})
                     common = [s for s in cfg.seeds if s in sa and s in ra]
-                    g = _ci([sa[s] - ra[s] for s in common])
+                    g = _ci([sa[s] - ra[s] for s in common], bounded=False)
                     g["seeds"] = common
                     g["text"] = gap_text(lab, g, _ci([sa[s] for s in common]), _ci([ra[s] for s in common]),
                                          gap_names)

@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import io as _io
 import json
-import multiprocessing as mp
 import os
 import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +46,7 @@ from typing import Any
 
 from bglab.dataset import Sample
 from bglab.errors import BglabError, ConfigError, DatasetError
+from bglab.pool import run_pool
 
 __all__ = [
     "ENGINES", "Item", "PreprocessReport", "Journal", "collect_samples", "plan", "preprocess", "summarize",
@@ -247,15 +245,6 @@ def _run_chunk(items: Sequence[Item]) -> list[dict[str, Any]]:
 
 _PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.pipeline", "bglab.preprocess",
             "bglab.segment"]
-
-
-def _pool_context() -> Any:
-    """``forkserver`` (workers fork from a server that has imported numpy, OpenCV and bglab once) or ``spawn``."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
-        return ctx
-    return mp.get_context("spawn")
 
 
 # --------------------------------------------------------------------------------------------- journal
@@ -632,32 +621,9 @@ def _run_local(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, wo
             yield w.process(c)
         w.pipeline.close()
         return
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_init_worker,
-                             initargs=(dict(config), str(dst), 1 if threads is None else int(threads), max_pixels))
-    pending: set[Future] = set()
-    it = iter(chunks)
-    try:
-        for c in it:
-            pending.add(ex.submit(_run_chunk, c))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                try:
-                    records = f.result()
-                except BrokenProcessPool as exc:
-                    raise BglabError(f"a worker process died ({exc})",
-                                     hint="finished samples are kept: run the same command again to resume; "
-                                          "--workers 1 shows the error in this process") from None
-                yield records
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(ex.submit(_run_chunk, nxt))
-    finally:
-        for f in pending:
-            f.cancel()
-        ex.shutdown(wait=True, cancel_futures=True)
+    yield from run_pool(chunks, _run_chunk, workers=workers, initializer=_init_worker,
+                        initargs=(dict(config), str(dst), 1 if threads is None else int(threads), max_pixels),
+                        preload=_PRELOAD, kept="samples")
 
 
 def _run_ray(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,

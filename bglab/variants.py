@@ -21,14 +21,11 @@ import hashlib
 import io as _io
 import json
 import math
-import multiprocessing as mp
 import os
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ from bglab import ops
 from bglab.boxes import Box
 from bglab.dataset import Sample
 from bglab.errors import BglabError, ConfigError, MaskError
+from bglab.pool import run_pool
 
 __all__ = [
     "BOX_KINDS",
@@ -495,14 +493,6 @@ def _run_chunk(jobs: Sequence[_Job]) -> list[list[VariantRow]]:
 _PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.variants", "bglab.segment"]
 
 
-def _pool_context() -> Any:
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
-        return ctx
-    return mp.get_context("spawn")
-
-
 def _execute(jobs: Sequence[_Job], config: Mapping[str, Any], workers: int) -> Iterator[list[list[VariantRow]]]:
     """Yield the rows of finished jobs, one list per job, chunk by chunk (in this process when workers == 1)."""
     if not jobs:
@@ -514,31 +504,8 @@ def _execute(jobs: Sequence[_Job], config: Mapping[str, Any], workers: int) -> I
         return
     size = max(1, min(8, len(jobs) // (workers * 4)))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_init_worker,
-                             initargs=(dict(config),))
-    pending: set[Future] = set()
-    it = iter(chunks)
-    try:
-        for c in it:
-            pending.add(ex.submit(_run_chunk, c))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                try:
-                    yield f.result()
-                except BrokenProcessPool as exc:
-                    raise BglabError(f"a worker process died ({exc})",
-                                     hint="finished outputs are kept: run the same command again to resume; "
-                                          "--workers 1 shows the error in this process") from None
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(ex.submit(_run_chunk, nxt))
-    finally:
-        for f in pending:
-            f.cancel()
-        ex.shutdown(wait=True, cancel_futures=True)
+    yield from run_pool(chunks, _run_chunk, workers=workers, initializer=_init_worker, initargs=(dict(config),),
+                        preload=_PRELOAD, kept="outputs")
 
 
 def _check_backend(name: str | None, kind: str) -> None:

@@ -19,7 +19,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -391,22 +391,29 @@ def _bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[tuple[fl
     ax.grid(axis="y", alpha=0.3)
 
 
-def _per_class_fig(res: Mapping[str, Any], classes: Sequence[str], title: str) -> str:
+def _bars_per_test(res: Mapping[str, Any], groups: Sequence[str],
+                   series: Callable[[str, str], list[tuple[float, float, float]] | None], ylabel: str,
+                   title: str) -> str:
+    """One bar panel per test set: for every line (arm / variant) ``series(line, test)`` gives its bars."""
     plt = _plt()
     tests = res["tests"]
     fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 2.8), squeeze=False)
     for ax, t in zip(axes[0], tests, strict=True):
-        series = {}
-        for lab in res["lines"]:
-            pc = res["per_class"].get(f"{lab}|{t}")
-            if pc is not None:
-                series[lab] = [(math.nan if v is None else v, math.nan, math.nan) for v in pc]
-        _bars(ax, list(classes), series)
+        bars = {lab: v for lab in res["lines"] if (v := series(lab, t)) is not None}
+        _bars(ax, list(groups), bars)
         ax.set_title(f"test: {t}", fontsize=9)
-    axes[0][0].set_ylabel("accuracy (all seeds)")
+    axes[0][0].set_ylabel(ylabel)
     _legend(fig, axes[0][0])
     fig.suptitle(title, fontsize=10, y=1.03)
     return _fig_to_b64(fig)
+
+
+def _per_class_fig(res: Mapping[str, Any], classes: Sequence[str], title: str) -> str:
+    def series(lab: str, t: str) -> list[tuple[float, float, float]] | None:
+        pc = res["per_class"].get(f"{lab}|{t}")
+        return None if pc is None else [(math.nan if v is None else v, math.nan, math.nan) for v in pc]
+
+    return _bars_per_test(res, classes, series, "accuracy (all seeds)", title)
 
 
 def _confusion_fig(res: Mapping[str, Any], test: str, classes: Sequence[str], title: str) -> str:
@@ -437,21 +444,11 @@ def _confusion_fig(res: Mapping[str, Any], test: str, classes: Sequence[str], ti
 
 
 def _robust_fig(res: Mapping[str, Any], title: str) -> str:
-    plt = _plt()
-    tests = res["tests"]
-    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 2.8), squeeze=False)
-    for ax, t in zip(axes[0], tests, strict=True):
-        series = {}
-        for lab in res["lines"]:
-            f = res["final"][lab]
-            cells = [f[f"{t}|{d}"] for d in res["distortions"]]
-            series[lab] = [(c["mean"], c["lo"], c["hi"]) for c in cells]
-        _bars(ax, res["distortions"], series)
-        ax.set_title(f"test: {t}", fontsize=9)
-    axes[0][0].set_ylabel("final accuracy (mean, 95% CI)")
-    _legend(fig, axes[0][0])
-    fig.suptitle(title, fontsize=10, y=1.03)
-    return _fig_to_b64(fig)
+    def series(lab: str, t: str) -> list[tuple[float, float, float]]:
+        f = res["final"][lab]
+        return [(f[f"{t}|{d}"]["mean"], f[f"{t}|{d}"]["lo"], f[f"{t}|{d}"]["hi"]) for d in res["distortions"]]
+
+    return _bars_per_test(res, res["distortions"], series, "final accuracy (mean, 95% CI)", title)
 
 
 def _diff_fig(comps: Sequence[Mapping[str, Any]], title: str) -> str:

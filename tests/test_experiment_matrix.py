@@ -236,6 +236,24 @@ def test_crop_arm_masks_are_not_mappable(trees: tuple[Path, Path]) -> None:
     assert not has.any() and "crops" in reason
 
 
+def test_unreadable_mask_is_reported_not_swallowed(trees: tuple[Path, Path]) -> None:
+    from bglab.experiment.data import arm_masks, load_sources
+
+    cfg = parse_config(matrix_config(*trees))
+    samples = load_sources(cfg)["pets"]
+    broken = next(s for s in samples if s.mask_path is not None)
+    good = broken.mask_path.read_bytes()
+    broken.mask_path.write_bytes(b"not a png")
+    try:
+        errors: list[str] = []
+        masks, has, reason = arm_masks(cfg.arms["original"], samples, 16, errors)
+        k = samples.index(broken)
+        assert not has[k] and not masks[k].any() and has.sum() == len(samples) - 1 and reason == ""
+        assert len(errors) == 1 and broken.mask_path.name in errors[0]
+    finally:
+        broken.mask_path.write_bytes(good)  # the module's trees are shared by other tests
+
+
 # ---------------------------------------------------------------------------------------------- bg swap
 
 

@@ -333,7 +333,8 @@ def make_protocol(cfg: ExperimentConfig, proto: ProtocolConfig, data: Experiment
     return ProtocolData(proto.name, train, val, tests)
 
 
-def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int) -> tuple[np.ndarray, np.ndarray, str]:
+def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int, errors: list[str] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray, str]:
     """Foreground masks ``bool (N, size, size)`` mapped like the arm's images, ``has (N,)`` and a reason.
 
     A ``from:`` arm uses ``FROM/<label>/masks/<stem>.*``, any other arm the sample's ``mask_path``; masks are
@@ -355,7 +356,9 @@ def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int) -> tuple[np.
             continue
         try:
             m = read_mask(p)
-        except BglabError:
+        except BglabError as exc:  # the sample counts as having no mask; the error goes to ``errors``
+            if errors is not None:
+                errors.append(str(exc))
             continue
         masks[i] = resize_mask_pad(m > 127, size)[0]
         has[i] = True

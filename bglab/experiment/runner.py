@@ -519,14 +519,17 @@ def _matrix_sets(data: ExperimentData, pdata: ProtocolData, test_arm: str) -> li
                      test_arm) for name, idx in pdata.tests.items()]
 
 
-def _masks_for(cache: dict[str, tuple], cfg: ExperimentConfig, data: ExperimentData, arm: str) -> tuple:
+def _masks_for(cache: dict[str, tuple], cfg: ExperimentConfig, data: ExperimentData, arm: str, log: Log) -> tuple:
     if arm not in cache:
-        cache[arm] = arm_masks(cfg.arms[arm], data.samples, cfg.size)
+        errors: list[str] = []
+        cache[arm] = arm_masks(cfg.arms[arm], data.samples, cfg.size, errors)
+        for e in errors:
+            log(f"arm {arm}: unreadable mask, the image counts as having none: {e}")
     return cache[arm]
 
 
 def _extras(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData,
-            cache: dict[Any, Any]) -> _Extras:
+            cache: dict[Any, Any], log: Log) -> _Extras:
     import torch
 
     matrix: list[_EvalSet] = []
@@ -539,7 +542,7 @@ def _extras(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: Pro
     mcache = cache.setdefault("masks", {})
     aug = cfg.variants[key.variant].train.augment
     if aug.bg_swap > 0:
-        masks, has, reason = _masks_for(mcache, cfg, data, key.arm)
+        masks, has, reason = _masks_for(mcache, cfg, data, key.arm, log)
         if reason:
             raise ConfigError(f"variant {key.variant!r}: bg_swap needs foreground masks for arm {key.arm!r}: "
                               f"{reason}", hint="give the source masks (<class>/masks) or use a from: tree with "
@@ -552,7 +555,7 @@ def _extras(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: Pro
         test = cfg.saliency.test_set or next(iter(pdata.tests))
         if test in pdata.tests:
             idx = pdata.tests[test]
-            masks, has, reason = _masks_for(mcache, cfg, data, key.arm)
+            masks, has, reason = _masks_for(mcache, cfg, data, key.arm, log)
             ex.saliency = (test, to_tensor(data.arms[key.arm].images[idx]), np.array(data.keys, dtype=str)[idx],
                            data.labels[idx], masks[idx], has[idx], reason)
     return ex
@@ -646,7 +649,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
         if ek not in cache:  # 64x64 grey test sets are small: keep every protocol x arm in memory
             cache[ek] = _evalsets(cfg, data, protocols[key.protocol], key.arm)
         res = _train_run(key, cfg, data, protocols[key.protocol], cache[ek], out, session, budget, log, on_epoch,
-                         device, _extras(key, cfg, data, protocols[key.protocol], extra_cache))
+                         device, _extras(key, cfg, data, protocols[key.protocol], extra_cache, log))
         results.append(res)
         if res.status != "skipped":
             log(f"{key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")

@@ -1,11 +1,12 @@
 """Key a folder of green-screen images into mask files, with automatic quality control and a review sheet.
 
-:func:`key_folder` writes one 8-bit mask ``dst/<rel>.png`` per image under ``src`` (class sub-folders kept),
-using the ``chroma`` backend. It is resumable: an image whose mask already exists (in ``dst`` or
-``dst/_rejected``) is not keyed again. Quality control (:class:`QCRules`) moves implausible masks to
-``dst/_rejected/<rel>.png``. ``dst/key_report.csv`` lists every image (file, status, fg_fraction,
-components, reason) and ``dst/contact_sheet.png`` shows a sample for a person to review (rejects framed in
-red). Unreadable images are recorded as errors and the run continues.
+:func:`key_folder` writes one 8-bit mask ``dst/<rel>.png`` per image under ``src`` (class sub-folders
+kept), using the ``chroma`` backend by default, or any other segmenter (``backend="hand-grabcut"`` labels
+hands in real scenes from their landmarks: training masks beyond the green screen). It is resumable: an
+image whose mask already exists (in ``dst`` or ``dst/_rejected``) is not keyed again. Quality control
+(:class:`QCRules`) moves implausible masks to ``dst/_rejected/<rel>.png``. ``dst/key_report.csv`` lists
+every image (file, status, fg_fraction, components, reason) and ``dst/contact_sheet.png`` shows a sample
+for a person to review (rejects framed in red). Unreadable images are recorded as errors and the run goes on.
 """
 
 from __future__ import annotations
@@ -186,13 +187,18 @@ def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
             return KeyItem(rel, status, reason="mask existed before this run", resumed=True)
     try:
         image = read_image(src / rel)
-        result = seg.analyse(image)
-        fg, comps, border = _mask_stats(result.mask, result.raw, qc)
+        if hasattr(seg, "analyse"):  # chroma: the raw key and whether a screen was found feed the QC
+            result = seg.analyse(image)
+            soft, raw, found = result.mask, result.raw, result.screen_found
+        else:
+            soft = seg.predict(image, source=src / rel)
+            raw, found = soft > 0.5, True
+        fg, comps, border = _mask_stats(soft, raw, qc)
         reason = qc.check(fg, comps, border)
-        if not result.screen_found:
+        if not found:
             reason = "no key colour on the border (nothing keyed out)" + (f"; {reason}" if reason else "")
         status = "rejected" if reason else "ok"
-        mask_u8 = np.clip(np.rint(result.mask * 255.0), 0, 255).astype(np.uint8)
+        mask_u8 = np.clip(np.rint(soft * 255.0), 0, 255).astype(np.uint8)
         write_mask(rej_path if reason else ok_path, mask_u8)
         return KeyItem(rel, status, fg, comps, reason)
     except BglabError as exc:
@@ -206,6 +212,7 @@ def key_folder(
     dst: str | Path,
     *,
     segmenter_options: Mapping[str, Any] | None = None,
+    backend: str = "chroma",
     qc: QCRules = QCRules(),
     workers: int = 1,
     progress: Callable[[int, int, KeyItem], None] | None = None,
@@ -213,16 +220,16 @@ def key_folder(
 ) -> KeyReport:
     """Key every image under ``src`` into masks under ``dst`` (see the module docstring); returns the report.
 
-    ``segmenter_options`` go to the chroma backend (``key``, ``tolerance``, ``softness``, ...).
+    ``segmenter_options`` go to the ``backend`` (chroma: ``key``, ``tolerance``, ``softness``, ...).
     ``progress(done, total, item)`` is called after each image. ``workers`` > 1 keys images in threads.
     """
     from bglab.io import list_images
-    from bglab.segment.chroma import create
+    from bglab.segment import create
 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DatasetError("source folder not found", path=src, hint="pass the folder that holds the images")
-    seg = create(None, **dict(segmenter_options or {}))
+    seg = create(backend, kind="segmenter", **dict(segmenter_options or {}))
     dst_abs = dst.resolve()
     files = []
     for p in list_images(src):

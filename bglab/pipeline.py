@@ -16,6 +16,8 @@ One :class:`Pipeline` object serves the CLI (``bglab preprocess``), the Python A
 ``background``  ``remove`` (colour fill, or RGBA cut-out with ``alpha: true``), ``colour``, ``blur``,
                 ``swap`` (``image:`` a file or a folder, picked per sample by seed) or ``keep``; the
                 compositing is :func:`bglab.remove.apply_mode`, the same code as ``bglab remove``.
+                ``on_empty: keep`` leaves the image unchanged when the mask found nothing (a segmenter
+                that missed the object would otherwise blank the whole image); default ``apply``.
 ``crop``        ``to: auto|box|mask`` (auto: the located box, else the mask's box), ``margin``, ``square``;
                 with nothing to crop to, the image is kept whole.
 ``resize``      ``size`` (int or [w, h]) keeping the aspect ratio, padded with ``pad_color``.
@@ -388,7 +390,7 @@ class LocateStep(Step):
 
 class BackgroundStep(Step):
     name = "background"
-    keys = ("mode", "color", "colour", "blur", "alpha", "image", "fit")
+    keys = ("mode", "color", "colour", "blur", "alpha", "image", "fit", "on_empty")
 
     def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
         _check_keys(where, cfg, self.keys)
@@ -398,6 +400,7 @@ class BackgroundStep(Step):
         self.blur = _number(where, "blur", cfg.get("blur", 15.0), lo=0)
         self.alpha = _bool(where, "alpha", cfg.get("alpha", False))
         self.fit = _choice(where, "fit", cfg.get("fit", "cover"), ("cover", "stretch", "tile"))
+        self.on_empty = _choice(where, "on_empty", cfg.get("on_empty", "apply"), ("apply", "keep"))
         img = cfg.get("image")
         self.image = None if img in (None, "") else str(img)
         if self.mode == "swap" and self.image is None:
@@ -424,6 +427,8 @@ class BackgroundStep(Step):
         if self.mode == "swap":
             out["image"] = self.image
             out["fit"] = self.fit
+        if self.on_empty != "apply":
+            out["on_empty"] = self.on_empty
         return out
 
     def open(self, pipe: Pipeline, runtime: Any) -> None:
@@ -454,6 +459,8 @@ class BackgroundStep(Step):
 
     def run_one(self, s: _State, pipe: Pipeline) -> None:
         if self.mode == "keep":
+            return
+        if self.on_empty == "keep" and s.mask is not None and not (s.mask >= 0.5).any():
             return
         from bglab.remove import apply_mode
 

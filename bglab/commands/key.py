@@ -1,4 +1,7 @@
-"""``bglab key SRC DST``: chroma-key a folder of green / blue screen images into mask files, with QC."""
+"""``bglab key SRC DST``: chroma-key a folder of green / blue screen images into mask files, with QC.
+
+``--backend hand-grabcut`` (or any segmenter) labels photos that have no screen the same way, e.g. hands in
+real scenes for training the U-Net; QC then usually needs ``--entry-side none --max-border-fg 1``."""
 
 from __future__ import annotations
 
@@ -26,17 +29,30 @@ def register(app: typer.Typer) -> None:
         sheet: bool = typer.Option(True, "--sheet/--no-sheet",
                                    help="Write contact_sheet.png (sample + rejects) for review."),
         workers: int = typer.Option(1, "--workers", min=1, help="Images keyed in parallel (threads)."),
+        backend: str = typer.Option("chroma", "--backend",
+                                    help="Segmenter that makes the masks (chroma; hand-grabcut for real scenes)."),
+        option: list[str] = typer.Option(None, "--option", "-O",
+                                         help="Backend option key=value (repeatable); chroma: --key/--tolerance."),
+        entry_side: str = typer.Option("right", "--entry-side",
+                                       help="QC: the side the object enters from (right, left, top, bottom, none)."),
+        max_border_fg: float = typer.Option(0.35, "--max-border-fg", min=0.0, max=1.0,
+                                            help="QC: max foreground fraction on the other sides' border pixels."),
+        max_components: int = typer.Option(4, "--max-components", min=1,
+                                           help="QC: max connected components of the raw mask."),
     ) -> None:
         """Key SRC into 8-bit masks DST/<rel>.png; implausible masks go to DST/_rejected. Resumable."""
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         from rich.table import Table
 
+        from bglab.commands._common import parse_options
         from bglab.key import QCRules, key_folder
 
         console = Console()
-        qc = QCRules(min_fg=min_fg, max_fg=max_fg)
-        options = {"key": key_colour, "tolerance": tolerance}
+        qc = QCRules(min_fg=min_fg, max_fg=max_fg, entry_side=entry_side, max_border_fg=max_border_fg,
+                     max_components=max_components)
+        options = {"key": key_colour, "tolerance": tolerance} if backend == "chroma" else {}
+        options.update(parse_options(option))
         with Progress(TextColumn("keying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
             task = bar.add_task("key", total=None)
@@ -44,7 +60,7 @@ def register(app: typer.Typer) -> None:
             def on_item(done: int, total: int, item: object) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = key_folder(src, dst, segmenter_options=options, qc=qc, workers=workers,
+            report = key_folder(src, dst, segmenter_options=options, backend=backend, qc=qc, workers=workers,
                                 progress=on_item, sheet=sheet)
         table = Table(title=f"bglab key {src} -> {dst}")
         table.add_column("status")

@@ -81,8 +81,18 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for splits, composites and weights."),
         limit: int | None = typer.Option(None, "--limit", min=4, help="Use only this many photos (smoke tests)."),
         val_composites: int = typer.Option(240, "--val-composites", min=1, help="Fixed validation composites."),
+        real_images: Path | None = typer.Option(
+            None, "--real-images", help="Real-scene photos, DIR/<class>/<stem>.* (e.g. rps/sxsw)."),
+        real_masks: Path | None = typer.Option(
+            None, "--real-masks", help="Their masks from `bglab key --backend hand-grabcut` (+ key_report.csv)."),
+        real_split: str = typer.Option(
+            "0.5,0.1,0.4", "--real-split",
+            help="train,val,test fractions of the real photos, grouped as `bglab experiment` splits a source "
+                 "of the same name with split_seed = --seed; the test part is never used."),
+        p_real: float = typer.Option(0.3, "--p-real", min=0.0, max=0.9, help="Share of real photos per epoch."),
     ) -> None:
-        """Train the hand U-Net from scratch on keyed webcam hands composited onto real photos."""
+        """Train the hand U-Net from scratch on keyed webcam hands composited onto real photos (and, with
+        --real-images / --real-masks, on pseudo-labelled real-scene photos and their cut-out hands)."""
         _need_train_extra()
         from bglab.train.segtrain import TrainConfig, train
 
@@ -95,6 +105,9 @@ def register(app: typer.Typer) -> None:
                           harmonize=harmonize,
                           seed=seed, batch=batch, lr=lr, samples_per_epoch=samples, patience=patience,
                           threads=threads, workers=workers, limit=limit, val_composites=val_composites,
+                          real_images=str(real_images) if real_images else None,
+                          real_masks=str(real_masks) if real_masks else None,
+                          real_split=_fractions(real_split), p_real=p_real,
                           command=_command_line(ctx))
         train(cfg, resume=resume, progress=True)
 
@@ -156,3 +169,15 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["name"], str(r["epochs"]), f(r["val_loss"]), f(r["val_f1"]), f(r["val_f1_comp"]),
                           f(r["val_f1_plain"]), f(r["val_iou"]))
         Console().print(table)
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    """``"0.5,0.1,0.4"`` -> (0.5, 0.1, 0.4); three non-negative numbers with a positive train share."""
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or sum(parts) > 1.0 + 1e-9:
+        raise ConfigError(f"--real-split must be three fractions train,val,test summing to <= 1, got {text!r}",
+                          hint="e.g. --real-split 0.5,0.1,0.4")
+    return parts  # type: ignore[return-value]

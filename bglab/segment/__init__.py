@@ -24,6 +24,9 @@ register(BackendInfo("box-csv", "locator", "bglab.segment.detector_locator", "cr
 register(BackendInfo("mediapipe-hands", "locator", "bglab.segment.mediapipe", "create_hands",
                      "MediaPipe Hands landmarks' extent plus a margin (offline; extra 'hands')",
                      extra="hands", requires=("mediapipe",)))
+register(BackendInfo("hand-grabcut", "segmenter", "bglab.segment.handcut", "create",
+                     "hands in real scenes: MediaPipe hand landmarks seed GrabCut (no trained model; extra 'hands')",
+                     extra="hands", requires=("mediapipe",)))
 register(BackendInfo("mediapipe-selfie", "segmenter", "bglab.segment.mediapipe", "create_selfie",
                      "MediaPipe selfie (person) segmentation (offline model file; extra 'hands')",
                      extra="hands", requires=("mediapipe",)))

@@ -57,36 +57,54 @@ class GrabCutSegmenter(SegmenterBase):
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
         img = _rgb(image)
         h, w = img.shape[:2]
-        empty = np.zeros((h, w), np.float32)
         boxes = [b.clamp(w, h) for b in self.boxes(img, source=source) if b.is_valid]
-        scale = min(1.0, self.max_side / max(h, w))
-        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-        small = img if scale == 1.0 else cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+        small, scale = downscale(img, self.max_side)
+        sh, sw = small.shape[:2]
         seed = np.full((sh, sw), cv2.GC_BGD, np.uint8)
         for b in boxes:
             x0, y0 = math.floor(b.x0 * sw / w), math.floor(b.y0 * sh / h)
             x1, y1 = math.ceil(b.x1 * sw / w), math.ceil(b.y1 * sh / h)
             if x1 - x0 >= 2 and y1 - y0 >= 2:
                 seed[y0:y1, x0:x1] = cv2.GC_PR_FGD
-        if not (seed == cv2.GC_PR_FGD).any():
-            return empty
-        if not (seed == cv2.GC_BGD).any():  # boxes cover everything: let the image frame be probable background
-            seed[[0, -1], :] = cv2.GC_PR_BGD
-            seed[:, [0, -1]] = cv2.GC_PR_BGD
-            if not (seed == cv2.GC_PR_FGD).any():
-                return empty
-        bgd = np.zeros((1, 65), np.float64)
-        fgd = np.zeros((1, 65), np.float64)
-        cv2.setRNGSeed(self.seed)  # GrabCut's k-means init draws from OpenCV's RNG: same image, same mask
-        try:
-            cv2.grabCut(small, seed, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
-        except cv2.error:  # degenerate colour statistics (e.g. a flat image): nothing to separate
-            return empty
+        return cut(small, seed, (h, w), iterations=self.iterations, rng_seed=self.seed)
+
+
+def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` shrunk so its longer side is at most ``max_side`` (GrabCut's cost grows with pixels), and the scale."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def cut(small: np.ndarray, seed: np.ndarray, size: tuple[int, int], *, iterations: int, rng_seed: int) -> np.ndarray:
+    """Run GrabCut on ``small`` from the label map ``seed`` (GC_* values, edited in place); the (H, W) = ``size``
+    float32 mask of definite + probable foreground. No foreground seed -> empty; a degenerate image (flat
+    colours) -> the seeded foreground only."""
+    h, w = size
+    if not ((seed == cv2.GC_PR_FGD) | (seed == cv2.GC_FGD)).any():
+        return np.zeros((h, w), np.float32)
+    if not ((seed == cv2.GC_BGD) | (seed == cv2.GC_PR_BGD)).any():  # seeds cover everything: frame = probable bg
+        frame = np.zeros(seed.shape, bool)
+        frame[[0, -1], :] = frame[:, [0, -1]] = True
+        seed[frame & (seed == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
+        if not (seed == cv2.GC_PR_FGD).any() and not (seed == cv2.GC_FGD).any():
+            return np.zeros((h, w), np.float32)
+    fallback = (seed == cv2.GC_FGD).astype(np.float32)
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(rng_seed)  # GrabCut's k-means init draws from OpenCV's RNG: same image, same mask
+    try:
+        cv2.grabCut(np.ascontiguousarray(small), seed, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
         fg = ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)).astype(np.float32)
-        if scale == 1.0:
-            return fg
-        out = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.clip(out, 0.0, 1.0, out=out)
+    except cv2.error:  # degenerate colour statistics (e.g. a flat image): nothing to separate
+        fg = fallback
+    if fg.shape == (h, w):
+        return fg
+    out = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

@@ -62,6 +62,9 @@ def _patch_message_factory() -> None:
         mf.MessageFactory.GetPrototype = lambda self, descriptor: mf.GetMessageClass(descriptor)
 
 
+_patch_message_factory()  # before anything imports mediapipe (e.g. the registry's availability check)
+
+
 def _patch_protobuf_compat() -> None:
     """Make ``SolutionBase`` set calculator options without ``FieldDescriptor.label`` (protobuf >= 6)."""
     from google.protobuf import descriptor
@@ -152,7 +155,11 @@ class MediaPipeHands:
             min_detection_confidence=float(min_confidence),
         )
 
-    def locate(self, image: np.ndarray, *, source: Path | None = None) -> list[Box]:
+    def landmarks(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Every hand found as (confidence, (21, 2) float x, y in pixels of ``image``), most confident first.
+
+        The 21 points follow MediaPipe's order (0 wrist, 4 thumb tip, 8 / 12 / 16 / 20 finger tips); points of a
+        hand that leaves the frame may lie outside the image."""
         img = _rgb(image, "mediapipe-hands")
         h, w = img.shape[:2]
         p = round(self.pad * max(h, w))
@@ -163,15 +170,21 @@ class MediaPipeHands:
         hands = result.multi_hand_landmarks or []
         scores = [c.classification[0].score for c in (result.multi_handedness or [])]
         scores += [0.0] * (len(hands) - len(scores))
-        found: list[tuple[float, Box]] = []
-        for lms, score in zip(hands, scores, strict=False):
-            xs = np.array([lm.x for lm in lms.landmark]) * pw - p
-            ys = np.array([lm.y for lm in lms.landmark]) * ph - p
-            box = Box(xs.min(), ys.min(), xs.max(), ys.max()).pad(self.margin, relative=True).clamp(w, h)
+        found = [
+            (float(score), np.array([[lm.x * pw - p, lm.y * ph - p] for lm in lms.landmark], np.float64))
+            for lms, score in zip(hands, scores, strict=False)
+        ]
+        found.sort(key=lambda sp: -sp[0])
+        return found
+
+    def locate(self, image: np.ndarray, *, source: Path | None = None) -> list[Box]:
+        h, w = np.asarray(image).shape[:2]
+        boxes = []
+        for _, xy in self.landmarks(image):
+            box = Box(*xy.min(axis=0), *xy.max(axis=0)).pad(self.margin, relative=True).clamp(w, h)
             if box.is_valid:
-                found.append((float(score), box))
-        found.sort(key=lambda sb: -sb[0])
-        return [b for _, b in found]
+                boxes.append(box)
+        return boxes
 
     def close(self) -> None:
         self._hands.close()

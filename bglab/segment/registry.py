@@ -63,6 +63,8 @@ def backends(kind: Kind | None = None) -> list[BackendInfo]:
 def is_available(name: str) -> tuple[bool, str]:
     """Whether a backend's optional dependencies import; returns (ok, reason-if-not)."""
     info = _info(name)
+    if info.requires:
+        importlib.import_module(info.module)  # the backend module may prepare its extras' import (mediapipe)
     for mod in info.requires:
         try:
             importlib.import_module(mod)

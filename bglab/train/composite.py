@@ -30,6 +30,7 @@ import numpy as np
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASSES = ("rock", "paper", "scissors")
+_PHOTO_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -86,9 +87,10 @@ def list_keyed(keyed_dir: str | Path, images_dir: str | Path, *, classes: Sequen
     bad = _qc_rejects(keyed_dir) if use_qc else set()
     out: list[KeyedRecord] = []
     for cls in classes:
+        photos = {p.stem: p for p in sorted((images_dir / cls).glob("*")) if p.suffix.lower() in _PHOTO_EXT}
         for m in sorted((keyed_dir / cls).glob("*.png")):
-            img = images_dir / cls / m.name
-            if not img.is_file() or f"{cls}/{m.stem}" in bad:
+            img = photos.get(m.stem)  # masks are .png, photos any image type with the same stem
+            if img is None or f"{cls}/{m.stem}" in bad:
                 continue
             out.append(KeyedRecord(cls, m.stem, img, m))
     if not out:
@@ -113,6 +115,19 @@ def split_records(records: Sequence[KeyedRecord], seed: int = 0, val: float = 0.
         out["val"] += recs[n_test:n_test + n_val]
         out["train"] += recs[n_test + n_val:]
     return out
+
+
+def split_grouped(records: Sequence[KeyedRecord], fractions: Sequence[float], *, origin: str,
+                  seed: int = 0) -> dict[str, list[KeyedRecord]]:
+    """Split records the way ``bglab experiment`` splits a source named ``origin`` with these fractions and
+    ``split_seed`` = ``seed`` (:func:`bglab.dataset.split`: stratified by class, Roboflow ``.rf.`` copies of one
+    photo kept together), so a segmenter trained on the train part never saw that experiment's test images."""
+    from bglab.dataset import Sample
+    from bglab.dataset import split as split_samples
+
+    by_path = {r.image: r for r in records}
+    sp = split_samples([Sample(r.image, r.cls, origin) for r in records], fractions=fractions, seed=seed)
+    return {part: [by_path[s.path] for s in getattr(sp, part)] for part in ("train", "val", "test")}
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -498,7 +513,7 @@ def build_augment(size: int):  # noqa: ANN201 - albumentations Compose
 class Sample:
     image: np.ndarray  # RGB uint8 (S, S, 3)
     mask: np.ndarray  # float32 (S, S) in [0, 1]
-    kind: str  # "composite", "plain", "empty"
+    kind: str  # "composite", "plain", "real", "empty"
 
 
 @dataclass
@@ -507,6 +522,7 @@ class CompositeSpec:
 
     p_plain: float = 0.12
     p_empty: float = 0.07
+    p_real: float = 0.0  # real photos with their (pseudo-)labelled masks, augmented like the rest
     n_hands_p: tuple[float, float, float] = (0.7, 0.2, 0.1)
     canvas_scale: float = 1.25  # composite canvas side relative to the crop size (RandomResizedCrop zooms)
     harmonize: bool = True  # hide the paste (see paste_hand); False = the v1 pipeline
@@ -523,12 +539,16 @@ class CompositeDataset:
     def __init__(self, hands: Sequence[Hand], plain: Sequence[tuple[np.ndarray, np.ndarray]],
                  backgrounds: Sequence[np.ndarray], *, size: int = 160, length: int = 2000, seed: int = 0,
                  augment: bool = True, spec: CompositeSpec | None = None,
-                 bg_weights: Sequence[float] | None = None) -> None:
+                 bg_weights: Sequence[float] | None = None,
+                 real: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> None:
         if augment and (not hands or not backgrounds):
             raise ValueError("compositing needs at least one hand and one background")
         if not plain and (not augment or (spec or CompositeSpec()).p_plain > 0):
             raise ValueError("plain samples requested but no plain webcam images given")
         self.hands, self.plain, self.backgrounds = list(hands), list(plain), list(backgrounds)
+        self.real = list(real)
+        if (spec or CompositeSpec()).p_real > 0 and not self.real:
+            raise ValueError("real samples requested (p_real > 0) but no real photos given")
         if bg_weights is not None:
             w = np.asarray(bg_weights, np.float64)
             if w.shape != (len(self.backgrounds),) or w.min() < 0 or w.sum() <= 0:
@@ -557,12 +577,16 @@ class CompositeDataset:
         if self._aug is None:
             self._aug = build_augment(s)
         u = rng.random()
+        p_real = self.spec.p_real if self.real else 0.0
         if self.plain and u < self.spec.p_plain:
             img, m = self.plain[int(rng.integers(len(self.plain)))]
             kind = "plain"
+        elif u < self.spec.p_plain + p_real:
+            img, m = self.real[int(rng.integers(len(self.real)))]
+            kind = "real"
         else:
             c = int(round(s * self.spec.canvas_scale))
-            if u < self.spec.p_plain + self.spec.p_empty:
+            if u < self.spec.p_plain + p_real + self.spec.p_empty:
                 n, kind = 0, "empty"
             else:
                 n = int(rng.choice(3, p=list(self.spec.n_hands_p))) + 1
@@ -601,8 +625,11 @@ def fixed_set(dataset: CompositeDataset, n: int, *, epoch: int = 0) -> tuple[np.
     return np.stack(xs), np.stack(ys)
 
 
-def load_hands(records: Sequence[KeyedRecord]) -> tuple[list[Hand], list[tuple[np.ndarray, np.ndarray]]]:
-    """Read keyed records: cut-out hands (for compositing) and (photo, mask) pairs (plain samples)."""
+def load_hands(records: Sequence[KeyedRecord], *, despill: bool = True,
+               long_side: int | None = None) -> tuple[list[Hand], list[tuple[np.ndarray, np.ndarray]]]:
+    """Read keyed records: cut-out hands (for compositing) and (photo, mask) pairs (plain samples).
+
+    ``despill`` removes green-screen spill (keyed photos only); ``long_side`` caps the photo size (memory)."""
     hands: list[Hand] = []
     plain: list[tuple[np.ndarray, np.ndarray]] = []
     for r in records:
@@ -610,8 +637,11 @@ def load_hands(records: Sequence[KeyedRecord]) -> tuple[list[Hand], list[tuple[n
         m = _read_mask(r.mask)
         if m.shape != img.shape[:2]:
             m = cv2.resize(m, img.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        if long_side and max(img.shape[:2]) > long_side:
+            img = _fit_long(img, long_side)
+            m = cv2.resize(m, img.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         plain.append((img, m))
-        hand = make_hand(img, m)
+        hand = make_hand(img, m, despill=despill)
         if hand is not None:
             hands.append(hand)
     return hands, plain

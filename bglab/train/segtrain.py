@@ -70,6 +70,11 @@ class TrainConfig:
     workers: int = 1
     use_qc: bool = True
     limit: int | None = None  # cap records / backgrounds (tests)
+    real_images: str | None = None  # real-scene photos (class folders) with masks from `bglab key --backend ...`
+    real_masks: str | None = None
+    real_split: tuple[float, float, float] = (0.5, 0.1, 0.4)  # grouped like `bglab experiment`; test never used
+    real_origin: str | None = None  # source name for the split's strata (default: the real_images folder name)
+    p_real: float = 0.3
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -210,7 +215,7 @@ class Data:
     train: C.CompositeDataset
     val_x: np.ndarray
     val_y: np.ndarray
-    val_kind: np.ndarray  # 0 composite, 1 plain webcam
+    val_kind: np.ndarray  # 0 composite, 1 plain webcam, 2 real photo (pseudo-labelled)
     splits: dict[str, Any]
     counts: dict[str, int]
 
@@ -240,10 +245,24 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> Data:
     bg_train, bg_val = C.split_backgrounds(bgs, seed=cfg.seed)
     hands_tr, plain_tr = C.load_hands(split["train"])
     hands_va, plain_va = C.load_hands(split["val"])
+    real_split: dict[str, list[C.KeyedRecord]] = {"train": [], "val": [], "test": []}
+    real_tr: list[tuple[np.ndarray, np.ndarray]] = []
+    real_va: list[tuple[np.ndarray, np.ndarray]] = []
+    if cfg.real_images:
+        if not cfg.real_masks:
+            raise ConfigError("real_images needs real_masks", hint="pass --real-masks DIR (from `bglab key`)")
+        real_recs = C.list_keyed(cfg.real_masks, cfg.real_images, use_qc=cfg.use_qc)
+        origin = cfg.real_origin or Path(cfg.real_images).name
+        real_split = C.split_grouped(real_recs, cfg.real_split, origin=origin, seed=cfg.seed)
+        real_hands, real_tr = C.load_hands(real_split["train"], despill=False, long_side=320)
+        hands_tr = hands_tr + real_hands
+        _, real_va = C.load_hands(real_split["val"], despill=False, long_side=320)
+    spec = C.CompositeSpec(harmonize=cfg.harmonize)
+    if real_tr:
+        spec = C.CompositeSpec(harmonize=cfg.harmonize, p_plain=0.08, p_real=cfg.p_real)
     train = C.CompositeDataset(hands_tr, plain_tr, [b for _, b in bg_train], size=cfg.size,
                                length=cfg.samples_per_epoch, seed=cfg.seed, augment=cfg.augment,
-                               bg_weights=C.source_weights([n for n, _ in bg_train]),
-                               spec=C.CompositeSpec(harmonize=cfg.harmonize))
+                               bg_weights=C.source_weights([n for n, _ in bg_train]), spec=spec, real=real_tr)
     # fixed validation: composites (val hands on val backgrounds, fixed seed) + the plain val webcam photos
     vspec = C.CompositeSpec(p_plain=0.0)
     vds = C.CompositeDataset(hands_va, plain_va, [b for _, b in bg_val], size=cfg.size, length=cfg.val_composites,
@@ -251,17 +270,30 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> Data:
                              bg_weights=C.source_weights([n for n, _ in bg_val]))
     cx, cy = C.fixed_set(vds, cfg.val_composites)
     plain = plain_va if cfg.val_plain is None else plain_va[: cfg.val_plain]
-    px = np.stack([C.to_input(cv2.resize(im, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)) for im, _ in plain])
-    py = np.stack([cv2.resize(m, (cfg.size, cfg.size), interpolation=cv2.INTER_LINEAR)[None] for _, m in plain])
+    px, py = _fixed_photos(plain, cfg.size)
+    rx, ry = _fixed_photos(real_va, cfg.size)
     splits = {k: [r.key for r in v] for k, v in split.items()}
+    splits.update({f"real_{k}": [r.key for r in v] for k, v in real_split.items()})
     splits["backgrounds_train"] = [n for n, _ in bg_train]
     splits["backgrounds_val"] = [n for n, _ in bg_val]
     counts = {"keyed": len(records), "train": len(split["train"]), "val": len(split["val"]),
               "test": len(split["test"]), "hands_train": len(hands_tr), "backgrounds_train": len(bg_train),
-              "backgrounds_val": len(bg_val), "val_composites": len(cx), "val_plain": len(px)}
+              "backgrounds_val": len(bg_val), "val_composites": len(cx), "val_plain": len(px),
+              "real_train": len(real_tr), "real_val": len(rx), "real_test_unused": len(real_split["test"])}
     log(f"data: {counts} ({time.time() - t0:.1f} s)")
-    return Data(train, np.concatenate([cx, px]), np.concatenate([cy, py]).astype(np.float32),
-                np.array([0] * len(cx) + [1] * len(px)), splits, counts)
+    return Data(train, np.concatenate([cx, px, rx]), np.concatenate([cy, py, ry]).astype(np.float32),
+                np.array([0] * len(cx) + [1] * len(px) + [2] * len(rx)), splits, counts)
+
+
+def _fixed_photos(pairs: Sequence[tuple[np.ndarray, np.ndarray]], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, mask) pairs squashed to size x size: network inputs and (1, S, S) masks (empty arrays if none)."""
+    import cv2
+
+    if not pairs:
+        return np.zeros((0, 3, size, size), np.float32), np.zeros((0, 1, size, size), np.float32)
+    x = np.stack([C.to_input(cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)) for im, _ in pairs])
+    y = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)[None] for _, m in pairs])
+    return x, y
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -284,7 +316,7 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, kind: np.ndar
     f1a, ioua = np.array(f1s), np.array(ious)
     out = {"val_loss": sum(losses) / len(x), "val_f1": float(f1a.mean()), "val_iou": float(ioua.mean())}
     if kind is not None:
-        for k, name in ((0, "comp"), (1, "plain")):
+        for k, name in ((0, "comp"), (1, "plain"), (2, "real")):
             sel = kind == k
             if sel.any():
                 out[f"val_f1_{name}"] = float(f1a[sel].mean())
@@ -293,7 +325,8 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, kind: np.ndar
 
 
 LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_f1", "val_iou", "val_f1_comp", "val_iou_comp",
-              "val_f1_plain", "val_iou_plain", "lr", "epoch_s", "elapsed_s", "img_per_s", "samples", "best"]
+              "val_f1_plain", "val_iou_plain", "val_f1_real", "val_iou_real", "lr", "epoch_s", "elapsed_s",
+              "img_per_s", "samples", "best"]
 
 
 def _check_resume_config(run: Path, cfg: TrainConfig) -> TrainConfig:
@@ -398,7 +431,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             with log_path.open("a", newline="") as fh:
                 csv.writer(fh).writerow([_fmt(row.get(k, "")) for k in LOG_FIELDS])
             log(f"epoch {epoch:3d}  train {tot / n:.4f}  val {ev['val_loss']:.4f}  F1 {ev['val_f1']:.3f} "
-                f"(comp {ev.get('val_f1_comp', float('nan')):.3f} / plain {ev.get('val_f1_plain', float('nan')):.3f})"
+                f"(comp {ev.get('val_f1_comp', float('nan')):.3f} / plain {ev.get('val_f1_plain', float('nan')):.3f}"
+                f" / real {ev.get('val_f1_real', float('nan')):.3f})"
                 f"  IoU {ev['val_iou']:.3f}  lr {opt.param_groups[0]['lr']:.1e}  {n / epoch_s:.1f} img/s"
                 f"  {state['elapsed_s'] / 60:.1f} min{'  *' if improved else ''}")
             if state["stop"]:

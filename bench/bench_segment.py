@@ -15,6 +15,7 @@ images; predict-only times are reported too. GrabCut (seconds per wild image) ge
     .venv/bin/python bench/bench_segment.py --out bench/results/segment.json
     .venv/bin/python bench/bench_segment.py --backends unet,u2netp --repeats 3 --limit 20   # quick look
     .venv/bin/python bench/bench_segment.py --record      # also write the U-Net's scores into hand_unet.json
+    .venv/bin/python bench/bench_segment.py --backends unet,unet@work/v3.onnx,hand-grabcut   # a candidate model
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ def webcam_test_set(data: Path, keyed: Path, split: Path | None) -> list[tuple[s
 
 # ----------------------------------------------------------------------------------------------- backends
 def make_backend(name: str, runtime: Runtime, u2netp: Path):  # noqa: ANN201
-    if name == "unet":
+    if name == "unet" or name.startswith("unet@"):  # unet@FILE.onnx: a candidate model before it ships
         from bglab.segment.unet import create
 
-        return create(runtime)
+        return create(runtime, model=name.split("@", 1)[1]) if "@" in name else create(runtime)
     if name == "u2netp":
         try:
             from bglab.segment.rembg_backend import U2NetOnnx
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="unet,u2netp,chroma,grabcut")
     ap.add_argument("--sets", default="hands_wild,webcam_test")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--slow", default="grabcut", help="backends timed with --slow-repeats passes only")
+    ap.add_argument("--slow", default="grabcut,hand-grabcut",
+                    help="backends timed with --slow-repeats passes only")
     ap.add_argument("--slow-repeats", type=int, default=1, help="passes for the --slow backends (seconds/image)")
     ap.add_argument("--threads", type=int, default=0, help="threads per ONNX Runtime session (0 = all cores)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images of each set")
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict]] = {s: {} for s in sets}
     skipped = {}
     for name in names:
-        if name not in ("unet", "u2netp"):
+        if name not in ("unet", "u2netp") and not name.startswith("unet@"):
             try:
                 ok, why = registry.is_available(name)
             except Exception as exc:  # noqa: BLE001 - unknown backend
@@ -224,17 +226,17 @@ def main(argv: list[str] | None = None) -> int:
             reps = args.slow_repeats if name in args.slow.split(",") else args.repeats
             res = run_one(seg, items, max(reps, 1))
             results[sname][name] = res
-            print(f"  {sname:12s} {name:8s} IoU {res['iou']:.3f} F1 {res['f1']:.3f}  "
+            print(f"  {sname:12s} {name:12s} IoU {res['iou']:.3f} F1 {res['f1']:.3f}  "
                   f"{res['ms_median']:.1f} ms/img  ({time.time() - t0:.0f} s)", flush=True)
     # table
     print()
-    print(f"{'set':12s} {'backend':8s} {'n':>4s} {'IoU':>6s} {'F1':>6s} {'prec':>6s} {'recall':>6s} "
+    print(f"{'set':12s} {'backend':12s} {'n':>4s} {'IoU':>6s} {'F1':>6s} {'prec':>6s} {'recall':>6s} "
           f"{'pooledIoU':>9s} {'ms med':>7s} {'ms p90':>7s} {'predict':>7s} {'speed-up':>8s}")
     for sname, per in results.items():
         ref = per.get("u2netp", {}).get("ms_median")
         for name, r in per.items():
             sp = f"{ref / r['ms_median']:.1f}x" if ref else "-"
-            print(f"{sname:12s} {name:8s} {r['n']:4d} {r['iou']:6.3f} {r['f1']:6.3f} {r['precision']:6.3f} "
+            print(f"{sname:12s} {name:12s} {r['n']:4d} {r['iou']:6.3f} {r['f1']:6.3f} {r['precision']:6.3f} "
                   f"{r['recall']:6.3f} {r['pooled_iou']:9.3f} {r['ms_median']:7.1f} {r['ms_p90']:7.1f} "
                   f"{r['predict_ms_median']:7.1f} {sp:>8s}")
     for k, v in skipped.items():

@@ -187,6 +187,20 @@ def test_background_modes(tmp_path):
         Pipeline.from_config({"steps": [CHROMA, {"background": {"mode": "swap"}}]})
 
 
+def test_background_on_empty_keeps_the_image_when_nothing_was_found():
+    """A segmenter that finds nothing would blank the whole image; ``on_empty: keep`` leaves it as it was."""
+    screen = green_screen(box=(0, 0, 0, 0))  # nothing but screen: the key finds no foreground
+    blank = Pipeline.from_config({"steps": [CHROMA, {"background": {"mode": "remove"}}]})(screen).image
+    assert not blank.any()
+    keep = Pipeline.from_config({"steps": [CHROMA, {"background": {"mode": "remove", "on_empty": "keep"}}]})
+    assert np.array_equal(keep(screen).image, screen)
+    hand = green_screen()
+    assert tuple(keep(hand).image[0, 0]) == (0, 0, 0), "with a foreground the background is still removed"
+    assert keep.to_config()["steps"][1]["background"]["on_empty"] == "keep"
+    with pytest.raises(ConfigError, match="on_empty"):
+        Pipeline.from_config({"steps": [CHROMA, {"background": {"on_empty": "maybe"}}]})
+
+
 def test_distort_is_seeded_by_global_seed_and_sample_key():
     cfg = {"seed": 1, "steps": [{"distort": {"dropout": 0.1, "noise": 8}}]}
     img = green_screen()

@@ -92,6 +92,56 @@ def test_list_keyed_respects_qc_and_split_is_seeded(fake_data):
     assert [r.key for r in c["test"]] != [r.key for r in a["test"]]
 
 
+def test_real_photos_jpg_masks_png_and_grouped_split_like_the_experiment(fake_data, tmp_path):
+    """Real-scene photos (.jpg, Roboflow ``.rf.`` copies) match their .png masks by stem, and split_grouped gives
+    exactly the parts bglab.dataset.split gives a source of that name: copies of one photo never cross parts."""
+    from bglab.dataset import read_imagefolder
+    from bglab.dataset import split as split_samples
+
+    rng = np.random.default_rng(5)
+    photos, masks = tmp_path / "sx", tmp_path / "sx-masks"
+    for cls in C.CLASSES:
+        (photos / cls).mkdir(parents=True)
+        (masks / cls).mkdir(parents=True)
+        for g in range(6):
+            for copy in range(1 + g % 3):
+                img, m = _hand_photo(rng)
+                name = f"{cls}_{g}_jpg.rf.{copy:04d}"
+                cv2.imwrite(str(photos / cls / f"{name}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(masks / cls / f"{name}.png"), m)
+    recs = C.list_keyed(masks, photos)
+    assert len(recs) == 3 * 12 and all(r.image.suffix == ".jpg" for r in recs)
+    parts = C.split_grouped(recs, (0.5, 0.2, 0.3), origin="sx", seed=0)
+    want = split_samples(read_imagefolder(photos, origin="sx"), fractions=(0.5, 0.2, 0.3), seed=0)
+    for name in ("train", "val", "test"):
+        assert sorted(r.image for r in parts[name]) == sorted(s.path for s in getattr(want, name))
+    groups = [{r.image.name.split(".rf.")[0] for r in parts[k]} for k in ("train", "val", "test")]
+    assert not (groups[0] & groups[1]) and not (groups[0] & groups[2]) and not (groups[1] & groups[2])
+
+
+def test_real_samples_are_drawn_and_prepare_data_validates_on_them(fake_data, tmp_path):
+    hands, plain = C.load_hands(C.list_keyed(fake_data["keyed"], fake_data["images"])[:4])
+    bgs = [np.full((50, 50, 3), 90, np.uint8)]
+    real = [(np.full((70, 40, 3), 200, np.uint8), np.ones((70, 40), np.float32))]
+    ds = C.CompositeDataset(hands, plain, bgs, size=32, length=40, seed=0,
+                            spec=C.CompositeSpec(p_plain=0.0, p_empty=0.0, p_real=0.5), real=real)
+    kinds = [ds.sample(i).kind for i in range(40)]
+    assert 8 < kinds.count("real") < 32 and "composite" in kinds
+    with pytest.raises(ValueError, match="p_real"):
+        C.CompositeDataset(hands, plain, bgs, spec=C.CompositeSpec(p_real=0.3))
+    # prepare_data: the fake keyed photos double as "real" photos; their val part joins the validation set
+    cfg = _tiny_cfg(fake_data, tmp_path / "r", real_images=str(fake_data["images"]),
+                    real_masks=str(fake_data["keyed"]), real_split=(0.5, 0.25, 0.25))
+    data = S.prepare_data(cfg, log=lambda s: None)
+    assert data.counts["real_train"] > 0 and data.counts["real_val"] > 0 and data.counts["real_test_unused"] > 0
+    assert (data.val_kind == 2).sum() == data.counts["real_val"]
+    assert set(data.splits["real_test"]).isdisjoint(data.splits["real_train"])
+    ev = S.evaluate(S.build_model(cfg.arch()), data.val_x, data.val_y, data.val_kind)
+    assert 0 <= ev["val_f1_real"] <= 1
+    with pytest.raises(S.ConfigError, match="real_masks"):
+        S.prepare_data(_tiny_cfg(fake_data, tmp_path / "x", real_images=str(fake_data["images"])))
+
+
 def test_make_hand_finds_arm_side_and_despills():
     img, m = _hand_photo(np.random.default_rng(1))
     img[m > 0] = (200, 230, 150)  # green spill on the hand
@@ -234,6 +284,7 @@ def test_cli_train_export_and_ablate_tiny(fake_data, tmp_path):
     assert main(["export-seg", str(tmp_path / "r"), str(tmp_path / "r.onnx")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["arch"]["skip"] == "add"
     assert main(["train-seg", *common, "--out", str(tmp_path / "x"), "--skip", "sideways"]) == 2
+    assert main(["train-seg", *common, "--out", str(tmp_path / "x"), "--real-split", "0.5,0.6"]) == 2
     rc = main(["ablate-seg", *common, "--out", str(tmp_path / "abl"), "--minutes", "0.002",
                "--only", "base", "--only", "+augmentation", "--threads", "1"])
     assert rc == 0

@@ -115,6 +115,10 @@ def test_reference_config_parses_with_and_without_quick() -> None:
     assert full.size == 64 and quick.size == 32
     assert set(full.arms) == {"original", "crop", "crop+remove", "remove"}
     assert full.arms["crop"].pipeline["steps"][-2:] == [{"resize": {"size": 64}}, "grey"]
+    # the full profile removes backgrounds with hand-grabcut (real scenes); quick (CI, no MediaPipe) with the U-Net
+    for name in ("crop+remove", "remove"):
+        assert {"segment": {"backend": "hand-grabcut"}} in full.arms[name].pipeline["steps"]
+        assert {"segment": {"backend": "unet"}} in quick.arms[name].pipeline["steps"]
     assert full.variants["base"].train.epochs == 20 and quick.variants["base"].train.epochs == 10
     assert full.variants["none"].model["dropout"] == 0.0 and full.variants["both"].model["batchnorm"] is True
     assert full.variants["noise-aug"].train.augment.noise == 25

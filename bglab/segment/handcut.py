@@ -23,6 +23,7 @@ import numpy as np
 from bglab.errors import BackendError, ConfigError
 from bglab.segment.base import SegmenterBase
 from bglab.segment.grabcut import cut, downscale
+from bglab.segment.mediapipe import MediaPipeHands  # light: mediapipe itself is imported when a graph is built
 from bglab.segment.registry import Runtime
 
 # MediaPipe's 21 hand points: 0 wrist; thumb 1-4; index 5-8; middle 9-12; ring 13-16; little 17-20.
@@ -145,8 +146,6 @@ def create(
     max_side: int = 512,
 ) -> HandGrabCut:
     """MediaPipe Hands landmarks (``min_confidence``, ``max_hands``, ``pad``) seeding GrabCut (:func:`hand_seed`)."""
-    from bglab.segment.mediapipe import MediaPipeHands
-
     hands = MediaPipeHands(min_confidence=min_confidence, max_hands=max_hands, pad=pad)
     return HandGrabCut(
         hands, bone=bone, grow=grow, band=band, wrist=wrist, iterations=iterations, max_side=max_side

@@ -18,6 +18,7 @@ pytest.importorskip("matplotlib")
 
 from bglab.errors import ConfigError  # noqa: E402
 from bglab.experiment import stats  # noqa: E402
+from bglab.dataset import Sample  # noqa: E402
 from bglab.experiment.config import load_experiment_config, parse_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -383,3 +384,24 @@ def test_reference_quick_profile_on_shared_data(shared_data: Path, tmp_path: Pat
     assert len(summary["runs"]) == 13
     text = (tmp_path / "quick" / "report.html").read_text()
     assert "Study: background" in text and "Study: regularisation" in text and "Study: noise" in text
+
+
+def test_arm_preprocessing_in_two_workers_matches_one(data_root: Path, tmp_path: Path) -> None:
+    """--workers 2 preprocesses the arm's chunks in two processes: same images, same failures, same order."""
+    from bglab.experiment.data import load_sources, prepare_arm
+
+    cfg = parse_config(micro_config(data_root, arms={"keyed": [
+        {"segment": {"backend": "chroma"}}, {"background": {"mode": "remove"}}, {"distort": {"noise": 10}}]}))
+    samples = [s for src in load_sources(cfg).values() for s in src]
+    bad = tmp_path / "rock_bad.png"
+    bad.write_bytes(b"not a png")
+    samples.append(Sample(bad, "rock", "clutter"))
+    arm = cfg.arms["keyed"]
+    one = prepare_arm(arm, samples, size=32, channels=1, cache_dir=None, chunk=8)
+    two = prepare_arm(arm, samples, size=32, channels=1, cache_dir=tmp_path / "cache", chunk=8, workers=2)
+    assert one.images.shape == (len(samples), 32, 32) and one.ok[:-1].all() and not one.ok[-1]
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.ok, two.ok)
+    assert one.errors == two.errors and "rock_bad.png" in one.errors[-1]
+    again = prepare_arm(arm, samples, size=32, channels=1, cache_dir=tmp_path / "cache", chunk=8)
+    assert again.cached and np.array_equal(again.images, one.images)  # the cache does not depend on workers

@@ -25,6 +25,9 @@ def experiment(
     quick: Annotated[bool, typer.Option("--quick", help="Apply the config's quick: profile (CI-sized run).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (resumed when it exists).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: the config's).")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Processes that preprocess the arms (same images; MediaPipe / GrabCut arms "
+                                 "are CPU-bound: use the number of cores).")] = 1,
     max_epochs: Annotated[int | None, typer.Option(
         "--max-epochs", help="Stop after training this many epochs in total (resume later).", min=1)] = None,
     device: Annotated[str, typer.Option("--device", help="cpu (bit-reproducible), cuda or auto.")] = "cpu",
@@ -48,7 +51,8 @@ def experiment(
         if verbose or " epoch " not in msg:
             err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s[/] {escape(msg)}", highlight=False)
 
-    summary = run_experiment(cfg, run_dir, max_epochs=max_epochs, threads=threads, log=log, device=device)
+    summary = run_experiment(cfg, run_dir, max_epochs=max_epochs, threads=threads, log=log, device=device,
+                             workers=workers)
     if not summary.get("complete"):
         console.print(f"stopped after the epoch budget; run the same command again to continue ({run_dir})")
         raise typer.Exit(0)

@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,10 +169,11 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channels: int, cache_dir: Path | None,
-                threads: int = 0, progress: Progress | None = None, chunk: int = 16) -> ArmImages:
-    """Run the arm's pipeline on every sample (or read the cache); failed samples get ``ok=False``."""
-    from bglab.io import read_image
-    from bglab.pipeline import Pipeline
+                threads: int = 0, progress: Progress | None = None, chunk: int = 16, workers: int = 1) -> ArmImages:
+    """Run the arm's pipeline on every sample (or read the cache); failed samples get ``ok=False``.
+
+    ``workers`` > 1 preprocesses chunks in that many processes (one thread each, bglab.pool); the images are
+    the same as with one worker (every step is seeded per sample), so the cache does not depend on it."""
 
     keys = [sample_key(s) for s in samples]
     shape = (len(samples), size, size) if channels == 1 else (len(samples), size, size, 3)
@@ -194,49 +196,94 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
                     return ArmImages(arm.name, z["images"].copy(), z["ok"].astype(bool), errors, cached=True)
         except (OSError, ValueError, KeyError):
             pass  # a broken cache is recomputed
-    from bglab.segment import Runtime
-
-    pipe = Pipeline.from_config(arm.pipeline, runtime=Runtime(threads=threads))
     images = np.zeros(shape, np.uint8)
     ok = np.zeros(len(samples), bool)
     errors = [""] * len(samples)
-    try:
-        for start in range(0, len(samples), chunk):
-            idx = list(range(start, min(start + chunk, len(samples))))
-            batch, good = [], []
-            for i in idx:
-                f = files[i]
-                if f is None:
-                    errors[i] = (f"{samples[i].path}: no counterpart {samples[i].label}/{Path(samples[i].path).stem}"
-                                 f".* in {arm.source_dir} (arm {arm.name})")
-                    continue
-                try:
-                    batch.append(read_image(f))
-                    good.append(i)
-                except BglabError as exc:
-                    errors[i] = str(exc)
-            if batch:
-                results = pipe.run_batch(batch, sources=[files[i] for i in good], keys=[keys[i] for i in good])
-                for i, r in zip(good, results, strict=True):
-                    if r.image is None:
-                        errors[i] = r.error or f"{files[i]}: {r.status}"
-                        continue
-                    img = np.asarray(r.image)
-                    if channels == 1 and img.ndim == 3 and img.shape[2] == 1:
-                        img = img[:, :, 0]
-                    if img.shape != shape[1:]:
-                        errors[i] = f"{samples[i].path}: arm output has shape {img.shape}, expected {shape[1:]}"
-                        continue
-                    images[i] = img
-                    ok[i] = True
-            if progress is not None:
-                progress(arm.name, idx[-1] + 1, len(samples))
-    finally:
-        pipe.close()
+    jobs = []
+    for start in range(0, len(samples), chunk):
+        idx = list(range(start, min(start + chunk, len(samples))))
+        for i in idx:
+            if files[i] is None:
+                errors[i] = (f"{samples[i].path}: no counterpart {samples[i].label}/{Path(samples[i].path).stem}"
+                             f".* in {arm.source_dir} (arm {arm.name})")
+        good = [i for i in idx if files[i] is not None]
+        jobs.append((idx, good, [files[i] for i in good], [keys[i] for i in good]))
+    if workers > 1 and len(jobs) > 1:
+        from bglab.pool import run_pool
+
+        results = run_pool(jobs, _arm_chunk, workers=workers, initializer=_arm_worker_init,
+                           initargs=(arm.pipeline, 1), preload=["bglab.pipeline", "bglab.segment"],
+                           kept="arms")
+        _collect(results, arm.name, shape, images, ok, errors, samples, progress, len(jobs))
+    else:
+        _arm_worker_init(arm.pipeline, threads)
+        try:
+            _collect(map(_arm_chunk, jobs), arm.name, shape, images, ok, errors, samples, progress, len(jobs))
+        finally:
+            _arm_worker_close()
     if cache is not None:
         _save_npz(cache, images=images, ok=ok, errors=np.array(errors, dtype=str), keys=np.array(keys, dtype=str),
                   fingerprint=np.array(fp))
     return ArmImages(arm.name, images, ok, errors)
+
+
+_ARM_PIPE: Any = None  # the pipeline of this process (a pool worker, or the caller for one worker)
+
+
+def _arm_worker_init(pipeline: Mapping[str, Any], threads: int) -> None:
+    """Open the arm's pipeline (its backends) once per process."""
+    global _ARM_PIPE
+    from bglab.pipeline import Pipeline
+    from bglab.segment import Runtime
+
+    _ARM_PIPE = Pipeline.from_config(pipeline, runtime=Runtime(threads=threads))
+
+
+def _arm_worker_close() -> None:
+    global _ARM_PIPE
+    if _ARM_PIPE is not None:
+        _ARM_PIPE.close()
+    _ARM_PIPE = None
+
+
+def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]]) -> tuple[list[int], list[Any]]:
+    """Read and preprocess one chunk: (chunk indices, per good index an image array or an error string)."""
+    from bglab.io import read_image
+
+    idx, good, files, keys = job
+    batch, ids, bkeys, srcs, out = [], [], [], [], {}
+    for i, f, k in zip(good, files, keys, strict=True):
+        try:
+            batch.append(read_image(f))
+            ids.append(i)
+            bkeys.append(k)
+            srcs.append(f)
+        except BglabError as exc:
+            out[i] = str(exc)
+    if batch:
+        for i, f, r in zip(ids, srcs, _ARM_PIPE.run_batch(batch, sources=srcs, keys=bkeys), strict=True):
+            out[i] = (r.error or f"{f}: {r.status}") if r.image is None else np.asarray(r.image)
+    return idx, [(i, out[i]) for i in good]
+
+
+def _collect(results: Any, arm: str, shape: tuple[int, ...], images: np.ndarray, ok: np.ndarray,
+             errors: list[str], samples: Sequence[Sample], progress: Progress | None, n_jobs: int) -> None:
+    """Put chunk results in place (any order); progress counts finished chunks' samples."""
+    done = 0
+    for idx, items in results:
+        for i, got in items:
+            if isinstance(got, str):
+                errors[i] = got
+                continue
+            img = got[:, :, 0] if len(shape) == 3 and got.ndim == 3 and got.shape[2] == 1 else got
+            if img.shape != shape[1:]:
+                errors[i] = f"{samples[i].path}: arm output has shape {img.shape}, expected {shape[1:]}"
+                continue
+            images[i] = img
+            ok[i] = True
+        done += len(idx)
+        if progress is not None:
+            progress(arm, done, len(samples))
 
 
 # -------------------------------------------------------------------------------------------- the table
@@ -259,8 +306,10 @@ class ExperimentData:
         return {a: [e for e, o in zip(im.errors, im.ok, strict=True) if not o] for a, im in self.arms.items()}
 
 
-def load_data(cfg: ExperimentConfig, *, cache_dir: Path | None, progress: Progress | None = None) -> ExperimentData:
-    """Read the sources and preprocess them with every used arm (cached); ``ok`` = usable in every arm."""
+def load_data(cfg: ExperimentConfig, *, cache_dir: Path | None, progress: Progress | None = None,
+              workers: int = 1) -> ExperimentData:
+    """Read the sources and preprocess them with every used arm (cached; ``workers`` processes); ``ok`` = usable
+    in every arm."""
     sources = load_sources(cfg)
     samples = [s for src in sources.values() for s in src]
     classes = sorted({s.label for s in samples})
@@ -278,7 +327,7 @@ def load_data(cfg: ExperimentConfig, *, cache_dir: Path | None, progress: Progre
     arms = {}
     for name in cfg.used_arms():
         arms[name] = prepare_arm(cfg.arms[name], samples, size=cfg.size, channels=cfg.channels,
-                                 cache_dir=cache_dir, threads=cfg.threads, progress=progress)
+                                 cache_dir=cache_dir, threads=cfg.threads, progress=progress, workers=workers)
     ok = np.ones(len(samples), bool)
     for a in arms.values():
         ok &= a.ok

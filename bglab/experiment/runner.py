@@ -582,13 +582,15 @@ def _evalsets(cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData, 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | None = None,
                    threads: int | None = None, log: Log | None = None, report: bool = True,
-                   on_epoch: Callable[[RunKey, int], None] | None = None, device: str = "cpu") -> dict[str, Any]:
+                   on_epoch: Callable[[RunKey, int], None] | None = None, device: str = "cpu",
+                   workers: int = 1) -> dict[str, Any]:
     """Run (or resume) the whole experiment into ``out``; returns the summary (also ``out/summary.json``).
 
     ``max_epochs``: train at most this many epochs in this call (over all runs), then stop with the state
     saved (``summary["complete"]`` is False); running again continues. ``on_epoch(run, epoch)`` is called after
     every trained epoch (tests raise from it to simulate an interruption). ``device``: ``cpu`` (default,
-    bit-reproducible), ``cuda`` or ``auto`` (cuda when available).
+    bit-reproducible), ``cuda`` or ``auto`` (cuda when available). ``workers``: processes that preprocess the
+    arms (same images as one; training is unaffected).
     """
     import torch
 
@@ -605,7 +607,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, out, max_epochs=max_epochs, log=log, report=report, on_epoch=on_epoch,
-                    device=_device(device))
+                    device=_device(device), workers=max(1, int(workers)))
     finally:  # leave the process as it was (library use, tests)
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1], warn_only=before[2])
@@ -625,12 +627,12 @@ def _device(name: str) -> str:
 
 
 def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, report: bool,
-         on_epoch: Callable[[RunKey, int], None] | None, device: str) -> dict[str, Any]:
+         on_epoch: Callable[[RunKey, int], None] | None, device: str, workers: int = 1) -> dict[str, Any]:
     session = _next_session(out, {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": cfg.quick,
                                   "max_epochs": max_epochs, "pid": os.getpid()})
     t0 = time.perf_counter()
     log(f"reading and preprocessing {len(cfg.used_arms())} arm(s)")
-    data = load_data(cfg, cache_dir=out / "cache",
+    data = load_data(cfg, cache_dir=out / "cache", workers=workers,
                      progress=lambda arm, i, n: log(f"  {arm}: {i}/{n}") if i == n else None)
     protocols = {name: make_protocol(cfg, cfg.protocols[name], data)
                  for name in dict.fromkeys(k.protocol for k in cfg.runs())}

@@ -405,3 +405,26 @@ def test_arm_preprocessing_in_two_workers_matches_one(data_root: Path, tmp_path:
     assert one.errors == two.errors and "rock_bad.png" in one.errors[-1]
     again = prepare_arm(arm, samples, size=32, channels=1, cache_dir=tmp_path / "cache", chunk=8)
     assert again.cached and np.array_equal(again.images, one.images)  # the cache does not depend on workers
+
+
+def test_rot90_augmentation_is_seeded_and_keeps_old_run_configs() -> None:
+    """rot90 turns square images by multiples of 90 degrees (seeded); configs without it resolve as before."""
+    import torch
+
+    from bglab.experiment.config import AugmentConfig, resolved_config
+    from bglab.experiment.runner import _augment
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4) / 32
+    aug = AugmentConfig(p=1.0, rot90=True)
+    a = _augment(x, aug, torch.Generator().manual_seed(3))
+    b = _augment(x, aug, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    turned = [any(torch.equal(a[i], torch.rot90(x[i], k, dims=(-2, -1))) for k in range(4)) for i in range(2)]
+    assert all(turned)
+    outs = {tuple(_augment(x[:1], aug, torch.Generator().manual_seed(s)).flatten().tolist()) for s in range(20)}
+    assert len(outs) == 4, "all four turns occur"
+    plain = resolved_config(parse_config({**micro_config(Path("/data")), "train": {"epochs": 1}}))
+    assert "rot90" not in json.dumps(plain), "run directories made before rot90 must still match"
+    with_rot = resolved_config(parse_config({**micro_config(Path("/data")),
+                                             "train": {"epochs": 1, "augment": {"rot90": True}}}))
+    assert '"rot90": true' in json.dumps(with_rot)

@@ -196,12 +196,13 @@ class AugmentConfig:
     noise: float = 0.0      # Gaussian noise SD in 0..255 units
     dropout: float = 0.0    # probability of removing a pixel
     flip: bool = False      # horizontal flip with probability 0.5
+    rot90: bool = False     # rotation by a random multiple of 90 degrees (with flip: all 8 orientations)
     bg_swap: float = 0.0    # probability of pasting the foreground on another training image's background
     bg_from: str | None = None  # arm whose images are the backgrounds (e.g. only-bg-t); None: the arm itself
 
     @property
     def active(self) -> bool:
-        return self.noise > 0 or self.dropout > 0 or self.flip
+        return self.noise > 0 or self.dropout > 0 or self.flip or self.rot90
 
 
 @dataclass(frozen=True)
@@ -484,13 +485,14 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
     _keys(key, cfg, ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "eval_every", "checkpoint_every",
                      "augment"))
     aug = _mapping(f"{key}.augment", cfg.get("augment"))
-    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip", "bg_swap", "bg_from"))
+    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip", "rot90", "bg_swap", "bg_from"))
     bg_from = aug.get("bg_from")
     augment = AugmentConfig(
         p=_float(f"{key}.augment.p", aug.get("p", 0.5), 0.0, 1.0),
         noise=_float(f"{key}.augment.noise", aug.get("noise", 0.0), 0.0, 255.0),
         dropout=_float(f"{key}.augment.dropout", aug.get("dropout", 0.0), 0.0, 1.0),
         flip=_bool(f"{key}.augment.flip", aug.get("flip", False)),
+        rot90=_bool(f"{key}.augment.rot90", aug.get("rot90", False)),
         bg_swap=_float(f"{key}.augment.bg_swap", aug.get("bg_swap", 0.0), 0.0, 1.0),
         bg_from=None if bg_from is None else _name(f"{key}.augment.bg_from", bg_from))
     opt = str(cfg.get("optimizer", "adam")).lower()
@@ -691,4 +693,6 @@ def _train_dict(t: TrainConfig) -> dict[str, Any]:
     if t.augment.bg_swap == 0 and t.augment.bg_from is None:  # run directories made before bg_swap still match
         d["augment"].pop("bg_swap")
         d["augment"].pop("bg_from")
+    if not t.augment.rot90:  # ... and before rot90
+        d["augment"].pop("rot90")
     return d

@@ -197,7 +197,8 @@ def _normalise(x: Any) -> Any:
 
 
 def _augment(x: Any, aug: Any, g: Any) -> Any:
-    """Seeded augmentation of a float batch in [0, 1]: flip, pixel dropout, Gaussian noise (0..255 units)."""
+    """Seeded augmentation of a float batch in [0, 1]: flip, 90-degree rotation (square inputs), pixel dropout,
+    Gaussian noise (0..255 units)."""
     import torch
 
     n = x.shape[0]
@@ -205,6 +206,12 @@ def _augment(x: Any, aug: Any, g: Any) -> Any:
     if aug.flip:
         f = sel & (torch.rand(n, generator=g) < 0.5)
         x = torch.where(f[:, None, None, None], x.flip(-1), x)
+    if getattr(aug, "rot90", False) and x.shape[-1] == x.shape[-2]:
+        k = torch.randint(0, 4, (n,), generator=g)
+        for turns in (1, 2, 3):
+            r = sel & (k == turns)
+            if r.any():
+                x = torch.where(r[:, None, None, None], torch.rot90(x, turns, dims=(-2, -1)), x)
     if aug.dropout > 0:
         drop = torch.rand((n, 1, *x.shape[2:]), generator=g) < aug.dropout
         x = x.masked_fill(drop & sel[:, None, None, None], 0.0)

@@ -30,7 +30,8 @@ def experiment(
                                  "are CPU-bound: use the number of cores).")] = 1,
     max_epochs: Annotated[int | None, typer.Option(
         "--max-epochs", help="Stop after training this many epochs in total (resume later).", min=1)] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu (bit-reproducible), cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(
+        "--device", help="cpu (bit-reproducible at a fixed --threads), cuda or auto.")] = "cpu",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every epoch.")] = False,
 ) -> None:
     """Train and compare the preprocessing arms of an experiment; writes metrics, checkpoints and a report."""

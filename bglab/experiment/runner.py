@@ -477,7 +477,7 @@ def _check_run_dir(out: Path, resolved: dict[str, Any]) -> None:
         except (OSError, yaml.YAMLError):
             old = {}
 
-        def key(d: Mapping[str, Any]) -> Any:  # threads change speed, not results
+        def key(d: Mapping[str, Any]) -> Any:  # threads: allowed to change (speed), but not bit-identical then
             return {k: v for k, v in d.items() if k != "threads"}
 
         if key(old) != key(json.loads(json.dumps(resolved))):

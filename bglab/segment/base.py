@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from bglab.boxes import Box
+from bglab.errors import BackendError
 
 
 @runtime_checkable
@@ -52,3 +53,12 @@ class SegmenterBase:
     ) -> list[np.ndarray]:
         srcs = list(sources) if sources is not None else [None] * len(images)
         return [self.predict(im, source=s) for im, s in zip(images, srcs, strict=True)]
+
+
+def rgb_input(image: np.ndarray, who: str) -> np.ndarray:
+    """The backend's input as a contiguous RGB uint8 (H, W, 3) array (alpha dropped); anything else is refused
+    with a BackendError naming the backend ``who``."""
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
+        raise BackendError(f"{who} needs an RGB uint8 (H, W, 3) image, got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a[:, :, :3])

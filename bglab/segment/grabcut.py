@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from bglab.boxes import Box
-from bglab.errors import BackendError, ConfigError
-from bglab.segment.base import Locator, SegmenterBase
+from bglab.errors import ConfigError
+from bglab.segment.base import Locator, SegmenterBase, rgb_input
 from bglab.segment.registry import Runtime
 
 
@@ -55,7 +55,7 @@ class GrabCutSegmenter(SegmenterBase):
         return list(self.locator.locate(image, source=source))
 
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
-        img = _rgb(image)
+        img = rgb_input(image, "grabcut")
         h, w = img.shape[:2]
         boxes = [b.clamp(w, h) for b in self.boxes(img, source=source) if b.is_valid]
         small, scale = downscale(img, self.max_side)
@@ -105,13 +105,6 @@ def cut(small: np.ndarray, seed: np.ndarray, size: tuple[int, int], *, iteration
         return fg
     out = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
-        raise BackendError(f"grabcut needs an RGB uint8 (H, W, 3) image, got {a.dtype} {a.shape}")
-    return np.ascontiguousarray(a[:, :, :3])
 
 
 def create(

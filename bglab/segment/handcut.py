@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from bglab.errors import BackendError, ConfigError
-from bglab.segment.base import SegmenterBase
+from bglab.segment.base import SegmenterBase, rgb_input
 from bglab.segment.grabcut import cut, downscale
 from bglab.segment.mediapipe import MediaPipeHands  # light: mediapipe itself is imported when a graph is built
 from bglab.segment.registry import Runtime
@@ -119,10 +119,7 @@ class HandGrabCut(SegmenterBase):
         self.seed = int(seed)
 
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
-        img = np.asarray(image)
-        if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-            raise BackendError(f"hand-grabcut needs an RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
-        img = np.ascontiguousarray(img[:, :, :3])
+        img = rgb_input(image, "hand-grabcut")
         h, w = img.shape[:2]
         hands = [xy for _, xy in self.landmarker.landmarks(img)]
         if not hands:
@@ -133,20 +130,9 @@ class HandGrabCut(SegmenterBase):
 
 
 def create(
-    runtime: Runtime,
-    *,
-    min_confidence: float = 0.1,
-    max_hands: int = 4,
-    pad: float = 0.25,
-    bone: float = 0.1,
-    grow: float = 0.15,
-    band: float = 0.8,
-    wrist: float = 0.4,
-    iterations: int = 4,
-    max_side: int = 512,
+    runtime: Runtime, *, min_confidence: float = 0.1, max_hands: int = 4, pad: float = 0.25, **cut_options: Any
 ) -> HandGrabCut:
-    """MediaPipe Hands landmarks (``min_confidence``, ``max_hands``, ``pad``) seeding GrabCut (:func:`hand_seed`)."""
+    """MediaPipe Hands landmarks (``min_confidence``, ``max_hands``, ``pad``) seeding GrabCut; ``cut_options``
+    are :class:`HandGrabCut`'s (``bone``, ``grow``, ``band``, ``wrist``, ``iterations``, ``max_side``, ``seed``)."""
     hands = MediaPipeHands(min_confidence=min_confidence, max_hands=max_hands, pad=pad)
-    return HandGrabCut(
-        hands, bone=bone, grow=grow, band=band, wrist=wrist, iterations=iterations, max_side=max_side
-    )
+    return HandGrabCut(hands, **cut_options)

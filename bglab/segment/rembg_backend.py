@@ -21,18 +21,11 @@ import numpy as np
 from PIL import Image
 
 from bglab.errors import BackendError
-from bglab.segment.base import SegmenterBase
+from bglab.segment.base import SegmenterBase, rgb_input
 from bglab.segment.registry import Runtime
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def _rgb(image: np.ndarray, who: str) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
-        raise BackendError(f"{who} needs an RGB uint8 (H, W, 3) image, got {a.dtype} {a.shape}")
-    return np.ascontiguousarray(a[:, :, :3])
 
 
 def _session_options(runtime: Runtime) -> Any:
@@ -77,7 +70,7 @@ class U2NetOnnx(SegmenterBase):
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """rembg's input: LANCZOS resize to size x size, divide by the max, ImageNet normalise, NCHW float32."""
-        img = Image.fromarray(_rgb(image, "rembg")).resize((self.size, self.size), Image.LANCZOS)
+        img = Image.fromarray(rgb_input(image, "rembg")).resize((self.size, self.size), Image.LANCZOS)
         a = np.asarray(img, dtype=np.float32)
         a = a / max(float(a.max()), 1e-6)
         a = (a - _MEAN) / _STD
@@ -103,7 +96,7 @@ class RembgSession(SegmenterBase):
         self.model = model
 
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
-        img = Image.fromarray(_rgb(image, "rembg"))
+        img = Image.fromarray(rgb_input(image, "rembg"))
         masks = self.session.predict(img)
         if not masks:
             return np.zeros(img.size[::-1], np.float32)

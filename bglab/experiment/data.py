@@ -214,40 +214,40 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
         results = run_pool(jobs, _arm_chunk, workers=workers, initializer=_arm_worker_init,
                            initargs=(arm.pipeline, 1), preload=["bglab.pipeline", "bglab.segment"],
                            kept="arms")
-        _collect(results, arm.name, shape, images, ok, errors, samples, progress, len(jobs))
+        _collect(results, arm.name, shape, images, ok, errors, samples, progress)
     else:
-        _arm_worker_init(arm.pipeline, threads)
+        pipe = _open_pipeline(arm.pipeline, threads)
         try:
-            _collect(map(_arm_chunk, jobs), arm.name, shape, images, ok, errors, samples, progress, len(jobs))
+            _collect((_arm_chunk(job, pipe) for job in jobs), arm.name, shape, images, ok, errors, samples,
+                     progress)
         finally:
-            _arm_worker_close()
+            pipe.close()
     if cache is not None:
         _save_npz(cache, images=images, ok=ok, errors=np.array(errors, dtype=str), keys=np.array(keys, dtype=str),
                   fingerprint=np.array(fp))
     return ArmImages(arm.name, images, ok, errors)
 
 
-_ARM_PIPE: Any = None  # the pipeline of this process (a pool worker, or the caller for one worker)
+_ARM_PIPE: Any = None  # the arm's pipeline in a pool worker process
 
 
-def _arm_worker_init(pipeline: Mapping[str, Any], threads: int) -> None:
-    """Open the arm's pipeline (its backends) once per process."""
-    global _ARM_PIPE
+def _open_pipeline(pipeline: Mapping[str, Any], threads: int) -> Any:
     from bglab.pipeline import Pipeline
     from bglab.segment import Runtime
 
-    _ARM_PIPE = Pipeline.from_config(pipeline, runtime=Runtime(threads=threads))
+    return Pipeline.from_config(pipeline, runtime=Runtime(threads=threads))
 
 
-def _arm_worker_close() -> None:
+def _arm_worker_init(pipeline: Mapping[str, Any], threads: int) -> None:
+    """Pool worker start: open the arm's pipeline (its backends) once per process."""
     global _ARM_PIPE
-    if _ARM_PIPE is not None:
-        _ARM_PIPE.close()
-    _ARM_PIPE = None
+    _ARM_PIPE = _open_pipeline(pipeline, threads)
 
 
-def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]]) -> tuple[list[int], list[Any]]:
-    """Read and preprocess one chunk: (chunk indices, per good index an image array or an error string)."""
+def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]],
+               pipe: Any = None) -> tuple[list[int], list[Any]]:
+    """Read and preprocess one chunk with ``pipe`` (default: the pool worker's): (chunk indices, per good index an
+    image array or an error string)."""
     from bglab.io import read_image
 
     idx, good, files, keys = job
@@ -261,13 +261,14 @@ def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]]) -> tuple
         except BglabError as exc:
             out[i] = str(exc)
     if batch:
-        for i, f, r in zip(ids, srcs, _ARM_PIPE.run_batch(batch, sources=srcs, keys=bkeys), strict=True):
+        results = (pipe if pipe is not None else _ARM_PIPE).run_batch(batch, sources=srcs, keys=bkeys)
+        for i, f, r in zip(ids, srcs, results, strict=True):
             out[i] = (r.error or f"{f}: {r.status}") if r.image is None else np.asarray(r.image)
     return idx, [(i, out[i]) for i in good]
 
 
 def _collect(results: Any, arm: str, shape: tuple[int, ...], images: np.ndarray, ok: np.ndarray,
-             errors: list[str], samples: Sequence[Sample], progress: Progress | None, n_jobs: int) -> None:
+             errors: list[str], samples: Sequence[Sample], progress: Progress | None) -> None:
     """Put chunk results in place (any order); progress counts finished chunks' samples."""
     done = 0
     for idx, items in results:

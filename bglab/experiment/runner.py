@@ -206,7 +206,7 @@ def _augment(x: Any, aug: Any, g: Any) -> Any:
     if aug.flip:
         f = sel & (torch.rand(n, generator=g) < 0.5)
         x = torch.where(f[:, None, None, None], x.flip(-1), x)
-    if getattr(aug, "rot90", False) and x.shape[-1] == x.shape[-2]:
+    if aug.rot90:  # every arm ends with a square resize
         k = torch.randint(0, 4, (n,), generator=g)
         for turns in (1, 2, 3):
             r = sel & (k == turns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared data missing: {p}")
     return p
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of a CSV file (reports, manifests, metrics) as a dict keyed by the header."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -27,6 +26,7 @@ from bglab.correlated import (
 )
 from bglab.errors import BglabError, ConfigError, DatasetError
 from bglab.io import read_image, write_image, write_mask
+from tests.conftest import csv_rows
 
 CLASSES = ("a", "b", "c")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -60,8 +60,7 @@ def make_data(tmp: Path, per_class: int = 8, *, bg_layout: str = "subdirs") -> t
 
 
 def rows(dst: Path) -> list[dict[str, str]]:
-    with (dst / "manifest.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return csv_rows(dst / "manifest.csv")
 
 
 # --------------------------------------------------------------------------------------------- families

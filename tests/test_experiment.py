@@ -3,7 +3,6 @@ directory, resumption after an interruption, determinism, report), and the CLI c
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -20,6 +19,7 @@ from bglab.errors import ConfigError  # noqa: E402
 from bglab.experiment import stats  # noqa: E402
 from bglab.dataset import Sample  # noqa: E402
 from bglab.experiment.config import load_experiment_config, parse_config  # noqa: E402
+from tests.conftest import csv_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,11 +89,6 @@ def micro_config(root: Path, **over: object) -> dict:
     }
     cfg.update(over)
     return cfg
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +221,7 @@ def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
     assert len(caches) == 2
     with np.load(caches[0], allow_pickle=False) as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape[1:] == (32, 32) and z["ok"].all()
-    rows = _rows(out / "metrics.csv")
+    rows = csv_rows(out / "metrics.csv")
     assert {r["split"] for r in rows} == {"fit", "train", "val", "test"}
     assert {r["distortion"] for r in rows} == {"clean", "dropout25", "noise25"}
     fit = Counter((r["arm"], r["epoch"]) for r in rows if r["split"] == "fit")
@@ -263,17 +258,17 @@ def test_resume_after_epoch_budget_continues_without_retraining(data_root: Path,
     out = tmp_path / "run"
     first = run_experiment(cfg, out, max_epochs=3)  # 2 runs x 2 epochs: stops in the middle of the second run
     assert first["complete"] is False and not (out / "report.html").exists()
-    rows1 = _rows(out / "metrics.csv")
+    rows1 = csv_rows(out / "metrics.csv")
     assert {r["session"] for r in rows1} == {"1"}
     second = run_experiment(cfg, out)
     assert second["complete"] is True
-    rows = _rows(out / "metrics.csv")
+    rows = csv_rows(out / "metrics.csv")
     fits = [r for r in rows if r["split"] == "fit"]
     assert Counter((r["arm"], r["epoch"]) for r in fits) == {(a, e): 1 for a in ("original", "keyed") for e in "12"}
     by_session = {(r["arm"], r["epoch"]): r["session"] for r in fits}
     assert sorted(k for k, s in by_session.items() if s == "2") == [("keyed", "2")]  # only the unfinished epoch
     # resumed training is exactly the uninterrupted training
-    ref = {_metric_key(r): (r["accuracy"], r["loss"]) for r in _rows(reference_run[0] / "metrics.csv")}
+    ref = {_metric_key(r): (r["accuracy"], r["loss"]) for r in csv_rows(reference_run[0] / "metrics.csv")}
     got = {_metric_key(r): (r["accuracy"], r["loss"]) for r in rows}
     assert got.keys() == ref.keys()
     for k in ref:
@@ -281,7 +276,7 @@ def test_resume_after_epoch_budget_continues_without_retraining(data_root: Path,
         assert float(got[k][1]) == pytest.approx(float(ref[k][1]), rel=1e-4, abs=1e-6), k
     # a third call trains nothing
     run_experiment(cfg, out)
-    assert Counter(r["session"] for r in _rows(out / "metrics.csv") if r["split"] == "fit") == {"1": 3, "2": 1}
+    assert Counter(r["session"] for r in csv_rows(out / "metrics.csv") if r["split"] == "fit") == {"1": 3, "2": 1}
 
 
 def test_resume_after_an_exception_mid_run(data_root: Path, tmp_path: Path) -> None:
@@ -299,7 +294,7 @@ def test_resume_after_an_exception_mid_run(data_root: Path, tmp_path: Path) -> N
     state = json.loads((out / "checkpoints" / "cross__original__base__s0.json").read_text())
     assert state["epoch"] == 1 and state["done"] is False
     run_experiment(cfg, out)
-    fits = [r for r in _rows(out / "metrics.csv") if r["split"] == "fit"]
+    fits = [r for r in csv_rows(out / "metrics.csv") if r["split"] == "fit"]
     assert [(r["epoch"], r["session"]) for r in fits] == [("1", "1"), ("2", "2")]
 
 

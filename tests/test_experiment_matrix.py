@@ -5,7 +5,6 @@ matrix config."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import Counter
@@ -19,6 +18,7 @@ pytest.importorskip("matplotlib")
 
 from bglab.errors import ConfigError  # noqa: E402
 from bglab.experiment.config import load_experiment_config, parse_config  # noqa: E402
+from tests.conftest import csv_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog")
@@ -113,11 +113,6 @@ def matrix_config(src: Path, var: Path, **over: object) -> dict:
     }
     cfg.update(over)
     return cfg
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")
@@ -295,9 +290,9 @@ def test_bg_swap_run_is_deterministic_and_changes_training(trees: tuple[Path, Pa
     outs = [tmp_path / "a", tmp_path / "b"]
     for o in outs:
         run_experiment(cfg, o, report=False)
-    r1, r2 = (_rows(o / "metrics" / "p__original__bgswap__s0.csv") for o in outs)
+    r1, r2 = (csv_rows(o / "metrics" / "p__original__bgswap__s0.csv") for o in outs)
     assert [(r["accuracy"], r["loss"]) for r in r1] == [(r["accuracy"], r["loss"]) for r in r2]
-    base = _rows(outs[0] / "metrics" / "p__original__base__s0.csv")
+    base = csv_rows(outs[0] / "metrics" / "p__original__base__s0.csv")
     fit = [r["loss"] for r in r1 if r["split"] == "fit"]
     assert fit != [r["loss"] for r in base if r["split"] == "fit"]  # same init and order: only the swap differs
 
@@ -327,7 +322,7 @@ def _acc(path: Path) -> float:
 def test_matrix_rows_and_predictions(matrix_run: tuple[Path, dict]) -> None:
     out, summary = matrix_run
     assert summary["complete"] is True
-    rows = _rows(out / "metrics.csv")
+    rows = csv_rows(out / "metrics.csv")
     mx = [r for r in rows if r["split"] == "matrix"]
     # 3 trained lines x 2 seeds x 3 test arms, final epoch only
     assert Counter((r["arm"], r["variant"], r["test_arm"]) for r in mx) == {
@@ -417,8 +412,8 @@ def test_resume_mid_matrix_equals_uninterrupted(trees: tuple[Path, Path], tmp_pa
         return (r["arm"], r["variant"], r["seed"], r["epoch"], r["split"], r["test_set"], r["distortion"],
                 r["test_arm"])
 
-    ref = {key(r): r for r in _rows(matrix_run[0] / "metrics.csv")}
-    got = {key(r): r for r in _rows(out / "metrics.csv")}
+    ref = {key(r): r for r in csv_rows(matrix_run[0] / "metrics.csv")}
+    got = {key(r): r for r in csv_rows(out / "metrics.csv")}
     assert got.keys() == ref.keys()
     for k, r in ref.items():
         assert float(got[k]["accuracy"]) == pytest.approx(float(r["accuracy"]), abs=1e-9), k

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from bglab.cli import app
 from bglab.dataset import Sample, read_imagefolder
 from bglab.errors import BglabError, ConfigError
 from bglab.io import read_image, read_mask, write_image, write_mask
+from tests.conftest import csv_rows
 from bglab.variants import (
     KINDS,
     Kind,
@@ -67,8 +67,7 @@ def pets_like(tmp_path: Path) -> Path:
 
 
 def _manifest(dst: Path) -> list[dict[str, str]]:
-    with open(dst / "manifest.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return csv_rows(dst / "manifest.csv")
 
 
 # ------------------------------------------------------------------------------------------------ kinds

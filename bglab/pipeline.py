@@ -590,9 +590,6 @@ def _create(name: str, kind: str, runtime: Any, options: Mapping[str, Any]) -> A
         return create(name, kind=kind, runtime=runtime, **options)  # type: ignore[arg-type]
     except BglabError:
         raise
-    except TypeError as exc:
-        raise BackendError(f"bad options for backend {name!r}: {exc}",
-                           hint="see the backend's factory in `bglab backends`") from None
     except Exception as exc:  # noqa: BLE001 - e.g. a backend module that does not exist yet
         raise BackendError(f"backend {name!r} cannot be created ({type(exc).__name__}: {exc})") from None
 

@@ -33,6 +33,17 @@ def test_unknown_backend_names_the_choices() -> None:
         create("nope")
 
 
+def test_unknown_option_names_the_accepted_ones() -> None:
+    """A misspelt option is a clear BackendError listing the options, not a TypeError from inside the backend."""
+    from bglab.segment import handcut
+    from bglab.segment.registry import Runtime
+
+    with pytest.raises(BackendError, match=r"bad options for backend 'unet'.*bogus.*takes: model, size, threshold"):
+        create("unet", bogus=1)
+    with pytest.raises(BackendError, match=r"'hand-grabcut'.*iters.*takes: min_confidence, .*iterations"):
+        handcut.create(Runtime(), iters=3)  # refused before MediaPipe is loaded (runs without the extra)
+
+
 def test_wrong_kind_is_refused() -> None:
     with pytest.raises(BackendError, match="is a locator, not a segmenter"):
         create("full", kind="segmenter")

@@ -24,7 +24,7 @@ from bglab.errors import BackendError, ConfigError
 from bglab.segment.base import SegmenterBase, rgb_input
 from bglab.segment.grabcut import cut, downscale
 from bglab.segment.mediapipe import MediaPipeHands  # light: mediapipe itself is imported when a graph is built
-from bglab.segment.registry import Runtime
+from bglab.segment.registry import Runtime, check_options
 
 # MediaPipe's 21 hand points: 0 wrist; thumb 1-4; index 5-8; middle 9-12; ring 13-16; little 17-20.
 BONES = (
@@ -134,5 +134,7 @@ def create(
 ) -> HandGrabCut:
     """MediaPipe Hands landmarks (``min_confidence``, ``max_hands``, ``pad``) seeding GrabCut; ``cut_options``
     are :class:`HandGrabCut`'s (``bone``, ``grow``, ``band``, ``wrist``, ``iterations``, ``max_side``, ``seed``)."""
+    check_options("hand-grabcut", HandGrabCut, None, also=("min_confidence", "max_hands", "pad"),
+                  **cut_options)  # before loading MediaPipe
     hands = MediaPipeHands(min_confidence=min_confidence, max_hands=max_hands, pad=pad)
     return HandGrabCut(hands, **cut_options)

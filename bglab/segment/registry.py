@@ -8,6 +8,7 @@ backend come from one :class:`Runtime` object.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,4 +94,21 @@ def create(name: str, *, kind: Kind | None = None, runtime: Runtime | None = Non
         raise BackendError(f"backend {name!r} is not available: {why}")
     module = importlib.import_module(info.module)
     factory: Callable[..., Any] = getattr(module, info.factory)
-    return factory(runtime=runtime or Runtime.from_env(), **options)
+    runtime = runtime or Runtime.from_env()
+    check_options(name, factory, runtime=runtime, **options)
+    return factory(runtime=runtime, **options)
+
+
+def check_options(name: str, fn: Callable[..., Any], /, *args: Any, also: tuple[str, ...] = (), **options: Any
+                  ) -> None:
+    """Raise a :class:`BackendError` naming the accepted options (``also`` first) if ``fn(*args, **options)``
+    would not bind: an unknown or missing option is the caller's mistake, not a crash inside the backend."""
+    sig = inspect.signature(fn)
+    try:
+        sig.bind(*args, **options)
+    except TypeError as exc:
+        params = [p.name for p in sig.parameters.values()
+                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "runtime"][len(args):]
+        params = [*also, *params]
+        raise BackendError(f"bad options for backend {name!r}: {exc}",
+                           hint=f"{name} takes: {', '.join(params) or 'no options'}") from None

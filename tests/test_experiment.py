@@ -402,6 +402,35 @@ def test_arm_preprocessing_in_two_workers_matches_one(data_root: Path, tmp_path:
     assert again.cached and np.array_equal(again.images, one.images)  # the cache does not depend on workers
 
 
+def test_affine_and_photometric_augmentation_are_seeded_and_bounded() -> None:
+    """rotate / scale / shift move the content (seeded, identity for unselected images); brightness / contrast
+    change intensities within their ranges; configs without them resolve as before."""
+    import torch
+
+    from bglab.experiment.config import AugmentConfig, resolved_config
+    from bglab.experiment.runner import _augment
+
+    x = torch.zeros(8, 1, 16, 16)
+    x[:, :, 4:12, 6:10] = 0.8  # a bright bar in the middle
+    geo = AugmentConfig(p=1.0, rotate=30, scale=0.2, shift=0.2)
+    a = _augment(x, geo, torch.Generator().manual_seed(5))
+    assert torch.equal(a, _augment(x, geo, torch.Generator().manual_seed(5)))
+    moved = [not torch.allclose(a[i], x[i], atol=0.05) for i in range(8)]
+    assert sum(moved) >= 6, "most images are rotated, zoomed or shifted"
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 0.8 + 1e-6
+    none = _augment(x, AugmentConfig(p=0.0, rotate=30, scale=0.2, shift=0.2), torch.Generator().manual_seed(5))
+    assert torch.allclose(none, x, atol=1e-6), "p = 0 leaves every image as it was"
+    col = AugmentConfig(p=1.0, brightness=0.5, contrast=0.5)
+    c = _augment(x * 0.5, col, torch.Generator().manual_seed(7))  # bar 0.4, image mean 0.05: nothing clips
+    bar = c[:, :, 4:12, 6:10].mean(dim=(1, 2, 3))
+    assert float(bar.min()) >= ((0.4 - 0.05) * 0.5 + 0.05) * 0.5 - 1e-6 and float(bar.max()) < 1.0
+    assert len({round(float(v), 4) for v in bar}) == 8, "each image gets its own factors"
+    plain = json.dumps(resolved_config(parse_config({**micro_config(Path("/data")), "train": {"epochs": 1}})))
+    assert not any(k in plain for k in ('"rotate"', '"scale"', '"shift"', '"brightness"', '"contrast"'))
+    with pytest.raises(ConfigError, match="augment.rotate"):
+        parse_config({**micro_config(Path("/data")), "train": {"augment": {"rotate": -5}}})
+
+
 def test_rot90_augmentation_is_seeded_and_keeps_old_run_configs() -> None:
     """rot90 turns square images by multiples of 90 degrees (seeded); configs without it resolve as before."""
     import torch

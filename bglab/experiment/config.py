@@ -199,10 +199,20 @@ class AugmentConfig:
     rot90: bool = False     # rotation by a random multiple of 90 degrees (with flip: all 8 orientations)
     bg_swap: float = 0.0    # probability of pasting the foreground on another training image's background
     bg_from: str | None = None  # arm whose images are the backgrounds (e.g. only-bg-t); None: the arm itself
+    rotate: float = 0.0     # random rotation within +-rotate degrees
+    scale: float = 0.0      # random zoom by a factor in [1 - scale, 1 + scale]
+    shift: float = 0.0      # random shift by up to this fraction of the image size, per axis
+    brightness: float = 0.0  # brightness multiplied by a factor in [1 - brightness, 1 + brightness]
+    contrast: float = 0.0    # contrast around the image mean scaled by a factor in [1 - contrast, 1 + contrast]
+
+    @property
+    def geometric(self) -> bool:
+        return self.rotate > 0 or self.scale > 0 or self.shift > 0
 
     @property
     def active(self) -> bool:
-        return self.noise > 0 or self.dropout > 0 or self.flip or self.rot90
+        return (self.noise > 0 or self.dropout > 0 or self.flip or self.rot90 or self.geometric
+                or self.brightness > 0 or self.contrast > 0)
 
 
 @dataclass(frozen=True)
@@ -485,7 +495,8 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
     _keys(key, cfg, ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "eval_every", "checkpoint_every",
                      "augment"))
     aug = _mapping(f"{key}.augment", cfg.get("augment"))
-    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip", "rot90", "bg_swap", "bg_from"))
+    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip", "rot90", "bg_swap", "bg_from", "rotate", "scale",
+                                  "shift", "brightness", "contrast"))
     bg_from = aug.get("bg_from")
     augment = AugmentConfig(
         p=_float(f"{key}.augment.p", aug.get("p", 0.5), 0.0, 1.0),
@@ -494,7 +505,12 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
         flip=_bool(f"{key}.augment.flip", aug.get("flip", False)),
         rot90=_bool(f"{key}.augment.rot90", aug.get("rot90", False)),
         bg_swap=_float(f"{key}.augment.bg_swap", aug.get("bg_swap", 0.0), 0.0, 1.0),
-        bg_from=None if bg_from is None else _name(f"{key}.augment.bg_from", bg_from))
+        bg_from=None if bg_from is None else _name(f"{key}.augment.bg_from", bg_from),
+        rotate=_float(f"{key}.augment.rotate", aug.get("rotate", 0.0), 0.0, 180.0),
+        scale=_float(f"{key}.augment.scale", aug.get("scale", 0.0), 0.0, 0.9),
+        shift=_float(f"{key}.augment.shift", aug.get("shift", 0.0), 0.0, 0.5),
+        brightness=_float(f"{key}.augment.brightness", aug.get("brightness", 0.0), 0.0, 1.0),
+        contrast=_float(f"{key}.augment.contrast", aug.get("contrast", 0.0), 0.0, 1.0))
     opt = str(cfg.get("optimizer", "adam")).lower()
     if opt not in ("adam", "sgd"):
         raise _err(f"{key}.optimizer", f"unknown optimizer {opt!r}", "use adam or sgd")
@@ -695,4 +711,7 @@ def _train_dict(t: TrainConfig) -> dict[str, Any]:
         d["augment"].pop("bg_from")
     if not t.augment.rot90:  # ... and before rot90
         d["augment"].pop("rot90")
+    for k in ("rotate", "scale", "shift", "brightness", "contrast"):  # ... and before these
+        if not getattr(t.augment, k):
+            d["augment"].pop(k)
     return d

@@ -196,13 +196,48 @@ def _normalise(x: Any) -> Any:
     return x.sub(0.5).div_(0.5).contiguous(memory_format=torch.channels_last)
 
 
+def _affine(x: Any, sel: Any, aug: Any, g: Any) -> Any:
+    """Random rotation / zoom / shift of the selected images of a float batch (edges replicated)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    n = x.shape[0]
+    u = torch.rand((n, 4), generator=g) * 2 - 1  # in [-1, 1): angle, zoom, dx, dy
+    angle = u[:, 0] * math.radians(aug.rotate)
+    zoom = 1.0 + u[:, 1] * aug.scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * aug.shift], 1),
+                         torch.stack([sin, cos, u[:, 3] * 2 * aug.shift], 1)], 1)
+    theta[~sel] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _photometric(x: Any, sel: Any, aug: Any, g: Any) -> Any:
+    """Random brightness (a factor) and contrast (around each image's mean) of the selected images."""
+    import torch
+
+    n = x.shape[0]
+    u = torch.rand((n, 2), generator=g) * 2 - 1
+    b = torch.where(sel, 1.0 + u[:, 0] * aug.brightness, torch.ones(n))[:, None, None, None]
+    c = torch.where(sel, 1.0 + u[:, 1] * aug.contrast, torch.ones(n))[:, None, None, None]
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * c + mean).mul_(b).clamp_(0.0, 1.0)
+
+
 def _augment(x: Any, aug: Any, g: Any) -> Any:
-    """Seeded augmentation of a float batch in [0, 1]: flip, 90-degree rotation (square inputs), pixel dropout,
-    Gaussian noise (0..255 units)."""
+    """Seeded augmentation of a float batch in [0, 1]: rotation / zoom / shift, brightness / contrast, flip,
+    90-degree rotation (square inputs), pixel dropout, Gaussian noise (0..255 units)."""
     import torch
 
     n = x.shape[0]
     sel = torch.rand(n, generator=g) < aug.p
+    if aug.geometric:
+        x = _affine(x, sel, aug, g)
+    if aug.brightness > 0 or aug.contrast > 0:
+        x = _photometric(x, sel, aug, g)
     if aug.flip:
         f = sel & (torch.rand(n, generator=g) < 0.5)
         x = torch.where(f[:, None, None, None], x.flip(-1), x)

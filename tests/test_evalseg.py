@@ -104,7 +104,7 @@ def test_cli_grabcut_table_and_sheet(hands_wild: Path, tmp_path: Path) -> None:
 def test_cli_grabcut_json(hands_wild: Path) -> None:
     result = CliRunner().invoke(_app(), [
         "eval-seg", "--images", str(hands_wild / "images"), "--masks", str(hands_wild / "masks"),
-        "--backend", "grabcut", "--option", "max_side=256", "--limit", "3", "--json"])
+        "--backend", "grabcut", "-O", "max_side=256", "--limit", "3", "--json"])  # -O: short for --option
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["n"] == 3 and data["options"] == {"max_side": "256"}
@@ -143,3 +143,13 @@ def test_backends_command_lists_all() -> None:
         assert "bglab[rembg]" in rows["rembg"]["reason"]
     table = CliRunner().invoke(_app(), ["backends"])
     assert table.exit_code == 0 and "mask-files" in table.stdout
+
+
+def test_cli_unknown_option_is_a_clear_error(hands_wild: Path) -> None:
+    """A misspelt backend option names the accepted ones (not an 'unexpected error: TypeError')."""
+    result = CliRunner().invoke(_app(), [
+        "eval-seg", "--images", str(hands_wild / "images"), "--masks", str(hands_wild / "masks"),
+        "--backend", "unet", "-O", "sise=256", "--limit", "1"])
+    assert result.exit_code != 0
+    out = result.stderr
+    assert "bad options for backend 'unet'" in out and "size" in out and "TypeError" not in out

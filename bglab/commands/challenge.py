@@ -48,7 +48,7 @@ def challenge(
                                       "full (whole arm pipeline per composite).")] = "auto",
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Make masks with this segmenter "
                                                 "instead of reading mask files (see `bglab backends`).")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Backend option key=value (repeatable).")
+    option: Annotated[list[str] | None, typer.Option("--option", "-O", help="Backend option key=value (repeatable).")
                       ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: torch's).", min=1)
                        ] = None,

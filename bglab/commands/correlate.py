@@ -20,7 +20,7 @@ def correlate(
                                "images without a mask are skipped and counted."),
     backend: str = typer.Option(None, "--backend", "-b", help="Compute masks with this segmenter instead "
                                 "(e.g. chroma for green screens)."),
-    option: list[str] = typer.Option(None, "--option", help="Backend option key=value (repeatable)."),
+    option: list[str] = typer.Option(None, "--option", "-O", help="Backend option key=value (repeatable)."),
     correlation: float = typer.Option(0.95, "--correlation", min=0.0, max=1.0,
                                       help="Probability that a training image is on its class's own family."),
     test_fraction: float = typer.Option(0.25, "--test-fraction", help="Fraction of foregrounds held out for test."),

@@ -196,7 +196,7 @@ def eval_seg(
     backend: Annotated[str | None, typer.Option(
         "--backend", "-b", help="Segmenter backend (see `bglab backends`); default: unet.")] = None,
     option: Annotated[list[str] | None, typer.Option(
-        "--option", help="Backend option key=value (repeatable).")] = None,
+        "--option", "-O", help="Backend option key=value (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object and nothing else on stdout.")] = False,
     sheet: Annotated[Path | None, typer.Option(

@@ -26,7 +26,7 @@ def preprocess(
     margin: float = typer.Option(None, "--margin", help="Crop margin, fraction of the box per side (implies --crop)."),
     square: bool = typer.Option(None, "--square/--no-square", help="Square crops."),
     backend: str = typer.Option(None, "--backend", "-b", help="Segmenter backend (see `bglab backends`)."),
-    option: list[str] = typer.Option(None, "--option", help="Segmenter option key=value (repeatable)."),
+    option: list[str] = typer.Option(None, "--option", "-O", help="Segmenter option key=value (repeatable)."),
     locator: str = typer.Option(None, "--locator", "-l", help="Locator backend, e.g. mediapipe-hands, mask-box."),
     locator_option: list[str] = typer.Option(None, "--locator-option", help="Locator option key=value."),
     on_missing: str = typer.Option(None, "--on-missing", help="No box found: keep | skip | mask-box."),

@@ -18,7 +18,7 @@ def remove(
                              help="cutout (RGBA) | mask (8-bit) | color | blur | swap | crop."),
     backend: str = typer.Option(None, "--backend", "-b",
                                 help="Segmenter backend (see `bglab backends`); default: unet."),
-    option: list[str] = typer.Option(None, "--option", help="Backend option key=value (repeatable)."),
+    option: list[str] = typer.Option(None, "--option", "-O", help="Backend option key=value (repeatable)."),
     color: str = typer.Option("white", "--color", help="Background colour for --mode color: #rrggbb, r,g,b, name."),
     blur: float = typer.Option(15.0, "--blur", help="Blur strength (Gaussian sigma, px) for --mode blur."),
     background: Path = typer.Option(None, "--background", help="Replacement image for --mode swap."),

@@ -22,7 +22,7 @@ def variants(
                               "(all = every kind but bg-region)."),
     backend: str = typer.Option(None, "--backend", "-b",
                                 help="Segmenter for the masks (see `bglab backends`); default: SRC's mask files."),
-    option: list[str] = typer.Option(None, "--option", help="Backend option key=value (repeatable)."),
+    option: list[str] = typer.Option(None, "--option", "-O", help="Backend option key=value (repeatable)."),
     locator: str = typer.Option(None, "--locator",
                                 help="Locator backend for the fg box; default: the mask's box."),
     seed: int = typer.Option(0, "--seed", help="Seed for Mixed-* pairs and random bg-color colours."),

@@ -18,6 +18,8 @@ Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
       crop: [{segment: {backend: unet}}, {crop: {to: mask, margin: 0.1}}]
     model: {name: cnn, dropout: 0.5, batchnorm: false}
     train: {epochs: 100, batch_size: 64, lr: 0.001, eval_every: 10, augment: {noise: 0}}
+    #   augment (each image with probability p): noise (SD), dropout (pixel prob.), flip, rot90, rotate (+-deg),
+    #   scale (zoom 1 +- s), shift (fraction), brightness / contrast (factor 1 +- b)
     variants:                      # model / train overrides, e.g. the regularisation ablation
       base: {}
       none: {model: {dropout: 0.0}}

@@ -128,15 +128,10 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[
                                         for k, v in model.state_dict().items()}
     st = dict(state)
     if optimizer is not None:
-        osd = optimizer.state_dict()
-        scalars: dict[str, dict[str, Any]] = {}
-        for pid, pst in osd["state"].items():
-            for k, v in pst.items():
-                if isinstance(v, torch.Tensor):
-                    tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous().clone()
-                else:
-                    scalars.setdefault(str(pid), {})[k] = v
-        st["optimizer"] = {"param_groups": osd["param_groups"], "scalars": scalars}
+        from bglab.train.state import optimizer_tensors
+
+        otens, st["optimizer"] = optimizer_tensors(optimizer, prefix="optim.")
+        tensors.update(otens)
     text = json.dumps(st, sort_keys=True, default=str)
     _atomic_bytes(path, save(tensors, metadata={"bglab": text}))
     _atomic_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
@@ -162,16 +157,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], d
 
 
 def _restore_optimizer(optimizer: Any, state: dict[str, Any], tensors: dict[str, Any]) -> None:
-    saved = state.get("optimizer")
-    if not saved:
-        return
-    per: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        pid, k = key.split(".", 1)
-        per.setdefault(int(pid), {})[k] = v
-    for pid, sc in saved.get("scalars", {}).items():
-        per.setdefault(int(pid), {}).update(sc)
-    optimizer.load_state_dict({"state": per, "param_groups": saved["param_groups"]})
+    from bglab.train.state import load_optimizer
+
+    if state.get("optimizer"):
+        load_optimizer(optimizer, tensors, state["optimizer"])
 
 
 # --------------------------------------------------------------------------------------------- training

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import random
 import sys
@@ -34,7 +33,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bglab.errors import BglabError, ConfigError, DatasetError
+from bglab.io import atomic_write_text
 from bglab.train import composite as C
+from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
 
 ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable")
@@ -114,32 +115,6 @@ def mask_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return x.item() if x.numel() == 1 else x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x
-
-
-def _from_json_float(x: Any) -> Any:
-    if isinstance(x, str) and x in ("inf", "-inf", "nan"):
-        return float(x)
-    return x
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str] | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
@@ -156,34 +131,6 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(load_file(str(path)))
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (safetensors) and JSON-able scalars."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {"param_groups": _json_safe(sd["param_groups"]), "state": {}}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{pid}.{k}"] = v
-            else:
-                scalars["state"].setdefault(str(pid), {})[k] = _json_safe(v)
-    return tensors, scalars
-
-
-def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    for pid, st in scalars.get("state", {}).items():
-        state.setdefault(int(pid), {}).update(st)
-    groups = [{k: _from_json_float(v) for k, v in g.items()} for g in scalars["param_groups"]]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 def save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
                     state: dict[str, Any], arch: dict[str, Any]) -> None:
     save_weights(model, run / "last.safetensors", arch)
@@ -191,8 +138,8 @@ def save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     _atomic_save_tensors(tens, run / "last_optim.safetensors")
     full = dict(state)
     full["optimizer"] = scal
-    full["scheduler"] = _json_safe(sched.state_dict()) if sched is not None else None
-    _atomic_write_text(run / "state.json", json.dumps(full, indent=1))
+    full["scheduler"] = to_json(sched.state_dict()) if sched is not None else None
+    atomic_write_text(run / "state.json", json.dumps(full, indent=1))
 
 
 def load_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None,
@@ -205,7 +152,7 @@ def load_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     if opt is not None:
         load_optimizer(opt, load_file(str(run / "last_optim.safetensors")), state["optimizer"])
     if sched is not None and state.get("scheduler"):
-        sched.load_state_dict({k: _from_json_float(v) for k, v in state["scheduler"].items()})
+        sched.load_state_dict({k: from_json_float(v) for k, v in state["scheduler"].items()})
     return state
 
 
@@ -363,14 +310,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     state: dict[str, Any] = {"epoch": -1, "best_loss": float("inf"), "best_epoch": -1, "elapsed_s": 0.0,
                              "bad_epochs": 0, "stop": None, "params": n_params}
     if resume and (run / "state.json").is_file():
-        state.update({k: _from_json_float(v) for k, v in load_checkpoint(run, model, opt, sched).items()
+        state.update({k: from_json_float(v) for k, v in load_checkpoint(run, model, opt, sched).items()
                       if k not in ("optimizer", "scheduler")})
         log(f"resumed at epoch {state['epoch'] + 1} (best val loss {state['best_loss']:.4f} "
             f"at epoch {state['best_epoch']})")
     conf = asdict(cfg)
     conf.update(params=n_params, counts=data.counts, torch=torch.__version__)
-    _atomic_write_text(run / "config.json", json.dumps(conf, indent=1))
-    _atomic_write_text(run / "splits.json", json.dumps(data.splits, indent=0))
+    atomic_write_text(run / "config.json", json.dumps(conf, indent=1))
+    atomic_write_text(run / "splits.json", json.dumps(data.splits, indent=0))
     log_path = run / "log.csv"
     if not log_path.is_file() or not resume:
         with log_path.open("w", newline="") as fh:
@@ -449,7 +396,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     save_state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
     save_state["stop"] = state["stop"]
     if save_state:
-        _atomic_write_text(run / "state.json", json.dumps(save_state, indent=1))
+        atomic_write_text(run / "state.json", json.dumps(save_state, indent=1))
     log(f"stopped: {state['stop']}; best val loss {state['best_loss']:.4f} at epoch {state['best_epoch']}, "
         f"{state['elapsed_s'] / 60:.1f} min")
     return state
@@ -562,7 +509,7 @@ def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset:
         for k in ("scores", "notes"):
             if k in old:
                 info[k] = old[k]
-    _atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
+    atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
     log(f"wrote {out} ({info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:12]}...) and {json_path.name}")
     return info
 
@@ -599,7 +546,7 @@ def ablate(cfg: TrainConfig, *, minutes_each: float = 3.0, names: Sequence[str] 
         sc = st.get("best_scores") or {}
         rows.append({"name": name, **change, "epochs": st["epoch"] + 1, "minutes": round(st["elapsed_s"] / 60, 2),
                      **{k: sc.get(k) for k in ("val_loss", "val_f1", "val_iou", "val_f1_comp", "val_f1_plain")}})
-    _atomic_write_text(out / "ablation.json", json.dumps(rows, indent=1))
+    atomic_write_text(out / "ablation.json", json.dumps(rows, indent=1))
     return rows
 
 

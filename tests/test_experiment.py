@@ -104,6 +104,54 @@ def reference_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 # ------------------------------------------------------------------------------------------------ config
 
 
+def test_extends_replaces_top_level_keys_and_keeps_the_base_paths(tmp_path: Path) -> None:
+    """A follow-up config names a base file; its keys replace the base's whole; the base's relative paths stay
+    relative to the base's folder; a cycle or a missing base is a clear error."""
+    import yaml
+
+    from bglab.experiment.config import load_experiment_config
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    base = micro_config(Path("data"), quick={"sources": {"screen": {"path": "quickdata", "per_class": 2}}})
+    base["arms"]["masked"] = {"steps": [{"segment": {"backend": "mask-files", "options": {"masks": "m"}}}],
+                              "from": "trees/x"}
+    base["sources"]["screen"] = {"path": "data/screen"}
+    base["sources"]["clutter"] = "data/clutter"
+    (tmp_path / "a" / "base.yaml").write_text(yaml.safe_dump(base))
+    child = {"extends": "../a/base.yaml", "name": "follow-up", "seeds": [3, 4],
+             "studies": {"s": {"protocols": ["cross"], "arms": ["original"], "variants": ["base"]}}}
+    (tmp_path / "b" / "child.yaml").write_text(yaml.safe_dump(child))
+    cfg = load_experiment_config(tmp_path / "b" / "child.yaml")
+    a = (tmp_path / "a").resolve()
+    assert cfg.name == "follow-up" and cfg.seeds == (3, 4) and "extends" not in cfg.raw
+    assert cfg.sources["screen"].path == a / "data" / "screen" and cfg.sources["clutter"].path == a / "data/clutter"
+    assert cfg.arms["masked"].source_dir == a / "trees" / "x"
+    assert cfg.arms["masked"].steps[0]["segment"]["options"]["masks"] == str(a / "m")
+    assert [k.arm for k in cfg.runs()] == ["original", "original"]  # the child's studies replaced the base's
+    assert cfg.raw["model"] == base["model"] and cfg.size == 32  # the rest is kept
+    quick = load_experiment_config(tmp_path / "b" / "child.yaml", quick=True)
+    assert quick.sources["screen"].path == a / "quickdata"
+    (tmp_path / "a" / "base.yaml").write_text(yaml.safe_dump({**base, "extends": "../b/child.yaml"}))
+    with pytest.raises(ConfigError, match="cycle"):
+        load_experiment_config(tmp_path / "b" / "child.yaml")
+    (tmp_path / "b" / "bad.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment_config(tmp_path / "b" / "bad.yaml")
+
+
+def test_shipped_follow_up_configs_extend_the_reference() -> None:
+    """configs/rps-viewpoint.yaml and rps-recipe.yaml are the reference plus their own variants / studies."""
+    from bglab.experiment.config import load_experiment_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    ref = load_experiment_config(root / "rps-reference.yaml")
+    for name in ("rps-viewpoint.yaml", "rps-recipe.yaml"):
+        cfg = load_experiment_config(root / name)
+        assert cfg.sources == ref.sources and cfg.arms == ref.arms and cfg.protocols == ref.protocols
+        assert set(cfg.studies) != set(ref.studies)
+
+
 def test_reference_config_parses_with_and_without_quick() -> None:
     full = load_experiment_config(REPO / "configs" / "rps-reference.yaml")
     quick = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)

@@ -29,6 +29,9 @@ Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
     baseline: original             # arm the others are compared with
     quick: {seeds: [0], train: {epochs: 3}}   # overrides applied by --quick (deep merge)
 
+A follow-up study starts from another file: ``extends: rps-reference.yaml`` (relative to this file); the keys
+written here replace that file's keys whole (e.g. ``name``, ``variants``, ``studies``), the rest is kept.
+
 Matrix experiments (see ``docs/matrix.md`` and ``configs/pets3-matrix.yaml``)::
 
     arms:
@@ -679,15 +682,68 @@ def row_label(cfg: ExperimentConfig, arm: str, variant: str) -> str:
 
 
 def load_experiment_config(path: str | Path, *, quick: bool = False) -> ExperimentConfig:
-    """Read and validate an experiment YAML file (``quick``: apply its ``quick:`` profile)."""
+    """Read and validate an experiment YAML file (``quick``: apply its ``quick:`` profile; ``extends``: start
+    from another config file, see :func:`read_experiment_raw`)."""
     p = Path(path)
-    raw = read_config_file(p, what="experiment config", shape_hint="see configs/rps-reference.yaml")
+    raw = read_experiment_raw(p)
     try:
         return parse_config(raw, base_dir=p.resolve().parent, quick=quick)
     except ConfigError as exc:
         if exc.path is None:
             raise ConfigError(exc.message, path=p, hint=exc.hint) from None
         raise
+
+
+def read_experiment_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's mapping; with ``extends: OTHER.yaml`` (relative to this file) the other config's mapping with
+    this file's top-level keys replacing its keys whole (a follow-up study restates ``studies`` and
+    ``variants`` and keeps the rest). The base's relative paths stay relative to the base's folder."""
+    raw = read_config_file(path, what="experiment config", shape_hint="see configs/rps-reference.yaml")
+    if "extends" not in raw:
+        return raw
+    ext = raw.pop("extends")
+    if not isinstance(ext, str) or not ext:
+        raise ConfigError(f"extends: expected a config file name, got {ext!r}", path=path,
+                          hint="e.g. extends: rps-reference.yaml (relative to this file)")
+    base_path = (path.resolve().parent / Path(ext).expanduser()).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"extends: {ext} extends itself (a cycle)", path=path)
+    base = _absolute_paths(read_experiment_raw(base_path, (*_seen, path.resolve())), base_path.parent)
+    return {**base, **raw}
+
+
+def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``raw`` with the relative paths it names (sources, arms' ``from`` and backend file options, also in
+    ``quick``) made absolute against ``folder``, so they survive being merged into a config elsewhere."""
+    out = copy.deepcopy(raw)
+
+    def absolute(p: str) -> str:
+        return str((folder / Path(p).expanduser()).resolve())
+
+    def fix(part: Any) -> None:
+        if not isinstance(part, dict):
+            return
+        srcs = part.get("sources")
+        if isinstance(srcs, dict):
+            for k, v in srcs.items():
+                if isinstance(v, str):
+                    srcs[k] = absolute(v)
+                elif isinstance(v, dict) and isinstance(v.get("path"), str):
+                    v["path"] = absolute(v["path"])
+        arms = part.get("arms")
+        if isinstance(arms, dict):
+            for k, v in arms.items():
+                if isinstance(v, list):
+                    arms[k] = _resolve_step_paths(v, folder)
+                elif isinstance(v, dict):
+                    if isinstance(v.get("from"), str):
+                        v["from"] = absolute(v["from"])
+                    if isinstance(v.get("steps"), list):
+                        v["steps"] = _resolve_step_paths(v["steps"], folder)
+
+    fix(out)
+    fix(out.get("quick"))
+    return out
 
 
 def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:

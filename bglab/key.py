@@ -177,6 +177,7 @@ def write_report_csv(path: Path, items: list[KeyItem]) -> None:
 def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
              previous: Mapping[str, KeyItem]) -> KeyItem:
     from bglab.io import read_image, write_mask
+    from bglab.segment.chroma import ChromaKeySegmenter
 
     ok_path, rej_path = mask_path(dst, rel), mask_path(dst, rel, "rejected")
     for status, p in (("ok", ok_path), ("rejected", rej_path)):
@@ -187,7 +188,7 @@ def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
             return KeyItem(rel, status, reason="mask existed before this run", resumed=True)
     try:
         image = read_image(src / rel)
-        if hasattr(seg, "analyse"):  # chroma: the raw key and whether a screen was found feed the QC
+        if isinstance(seg, ChromaKeySegmenter):  # the raw key and whether a screen was found feed the QC
             result = seg.analyse(image)
             soft, raw, found = result.mask, result.raw, result.screen_found
         else:

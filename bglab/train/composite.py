@@ -625,11 +625,12 @@ def fixed_set(dataset: CompositeDataset, n: int, *, epoch: int = 0) -> tuple[np.
     return np.stack(xs), np.stack(ys)
 
 
-def load_hands(records: Sequence[KeyedRecord], *, despill: bool = True,
-               long_side: int | None = None) -> tuple[list[Hand], list[tuple[np.ndarray, np.ndarray]]]:
+def load_hands(records: Sequence[KeyedRecord], *, despill: bool = True, long_side: int | None = None,
+               cut: bool = True) -> tuple[list[Hand], list[tuple[np.ndarray, np.ndarray]]]:
     """Read keyed records: cut-out hands (for compositing) and (photo, mask) pairs (plain samples).
 
-    ``despill`` removes green-screen spill (keyed photos only); ``long_side`` caps the photo size (memory)."""
+    ``despill`` removes green-screen spill (keyed photos only); ``long_side`` caps the photo size (memory);
+    ``cut=False`` skips the cut-outs (photos that are only scored, e.g. a validation set)."""
     hands: list[Hand] = []
     plain: list[tuple[np.ndarray, np.ndarray]] = []
     for r in records:
@@ -641,7 +642,7 @@ def load_hands(records: Sequence[KeyedRecord], *, despill: bool = True,
             img = _fit_long(img, long_side)
             m = cv2.resize(m, img.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         plain.append((img, m))
-        hand = make_hand(img, m, despill=despill)
+        hand = make_hand(img, m, despill=despill) if cut else None
         if hand is not None:
             hands.append(hand)
     return hands, plain

@@ -203,7 +203,7 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> Data:
         real_split = C.split_grouped(real_recs, cfg.real_split, origin=origin, seed=cfg.seed)
         real_hands, real_tr = C.load_hands(real_split["train"], despill=False, long_side=320)
         hands_tr = hands_tr + real_hands
-        _, real_va = C.load_hands(real_split["val"], despill=False, long_side=320)
+        _, real_va = C.load_hands(real_split["val"], despill=False, long_side=320, cut=False)
     spec = C.CompositeSpec(harmonize=cfg.harmonize)
     if real_tr:
         spec = C.CompositeSpec(harmonize=cfg.harmonize, p_plain=0.08, p_real=cfg.p_real)

@@ -24,7 +24,8 @@ def run(args: list[str]) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small subsets: checks that the benchmarks run")
-    ap.add_argument("--only", default="segment,preprocess,server", help="comma list of benchmarks to run")
+    ap.add_argument("--only", default="segment,preprocess,server",
+                    help="comma list of benchmarks to run (also: experiment, the full reference config: ~1 hour)")
     a = ap.parse_args()
     if not (SHARED / "data").is_dir():
         print(f"benchmarks need the shared data at {SHARED / 'data'}", file=sys.stderr)
@@ -46,6 +47,9 @@ def main() -> int:
     if "server" in only:
         quick = ["--requests", "60", "--clients", "2"] if a.quick else []
         codes.append(run([py, "bench/bench_server.py", "--out", str(OUT / "server.json"), *quick]))
+    if "experiment" in only:
+        quick = ["--quick"] if a.quick else []
+        codes.append(run([py, "bench/bench_experiment.py", "--json", str(OUT / "experiment.json"), *quick]))
     failed = [c for c in codes if c != 0]
     print(f"\n{len(codes) - len(failed)} of {len(codes)} benchmark steps succeeded; results in {OUT}")
     return 1 if failed else 0

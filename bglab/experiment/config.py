@@ -346,6 +346,12 @@ class ExperimentConfig:
 # ------------------------------------------------------------------------------------------------ parse
 
 
+def _under(base: Path, path: str) -> Path:
+    """``path`` (``~`` expanded) as it is when absolute, else resolved against ``base`` (the config's folder)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
 def _parse_sources(raw: Any, base: Path) -> dict[str, SourceConfig]:
     cfg = _mapping("sources", raw, allow_none=False)
     if not cfg:
@@ -360,9 +366,7 @@ def _parse_sources(raw: Any, base: Path) -> dict[str, SourceConfig]:
         _keys(key, v, ("path", "per_class"))
         if "path" not in v:
             raise _err(f"{key}.path", "missing", "an ImageFolder folder or a CSV manifest")
-        p = Path(str(v["path"])).expanduser()
-        if not p.is_absolute():
-            p = (base / p).resolve()
+        p = _under(base, str(v["path"]))
         pc = v.get("per_class")
         out[name] = SourceConfig(name, p, None if pc is None else _int(f"{key}.per_class", pc, lo=1))
     return out
@@ -447,9 +451,7 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path(".")) -> d
             _keys(key, steps, ("steps", "seed", "from"))
             seed = _int(f"{key}.seed", steps.get("seed", 0), lo=0)
             if steps.get("from") is not None:
-                source_dir = Path(str(steps["from"])).expanduser()
-                if not source_dir.is_absolute():
-                    source_dir = (base / source_dir).resolve()
+                source_dir = _under(base, str(steps["from"]))
             steps = steps.get("steps")
         steps = [] if steps is None else steps
         if not isinstance(steps, list):
@@ -492,7 +494,7 @@ def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
                 for k in _PATH_OPTIONS:
                     v = holder.get(k)
                     if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
-                        holder[k] = str((base / Path(v).expanduser()).resolve())
+                        holder[k] = str(_under(base, v))
     return out
 
 
@@ -705,10 +707,11 @@ def read_experiment_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     if not isinstance(ext, str) or not ext:
         raise ConfigError(f"extends: expected a config file name, got {ext!r}", path=path,
                           hint="e.g. extends: rps-reference.yaml (relative to this file)")
-    base_path = (path.resolve().parent / Path(ext).expanduser()).resolve()
-    if base_path in _seen or base_path == path.resolve():
+    seen = (*_seen, path.resolve())
+    base_path = _under(seen[-1].parent, ext).resolve()
+    if base_path in seen:
         raise ConfigError(f"extends: {ext} extends itself (a cycle)", path=path)
-    base = _absolute_paths(read_experiment_raw(base_path, (*_seen, path.resolve())), base_path.parent)
+    base = _absolute_paths(read_experiment_raw(base_path, seen), base_path.parent)
     return {**base, **raw}
 
 
@@ -718,7 +721,7 @@ def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
     out = copy.deepcopy(raw)
 
     def absolute(p: str) -> str:
-        return str((folder / Path(p).expanduser()).resolve())
+        return str(_under(folder, p))
 
     def fix(part: Any) -> None:
         if not isinstance(part, dict):
@@ -767,9 +770,7 @@ def _train_dict(t: TrainConfig) -> dict[str, Any]:
     if t.augment.bg_swap == 0 and t.augment.bg_from is None:  # run directories made before bg_swap still match
         d["augment"].pop("bg_swap")
         d["augment"].pop("bg_from")
-    if not t.augment.rot90:  # ... and before rot90
-        d["augment"].pop("rot90")
-    for k in ("rotate", "scale", "shift", "brightness", "contrast"):  # ... and before these
+    for k in ("rot90", "rotate", "scale", "shift", "brightness", "contrast"):  # ... and before these keys
         if not getattr(t.augment, k):
             d["augment"].pop(k)
     return d

@@ -38,11 +38,11 @@ def main() -> int:
     ap.add_argument("--keep", default=None, help="keep the run directory here instead of a temporary one")
     a = ap.parse_args()
     target_s = 300.0 if a.quick else 3600.0
-    tmp = Path(tempfile.mkdtemp(prefix="bglab-bench-exp-"))
-    out = Path(a.keep) if a.keep else tmp / "run"
-    if out.exists():
-        print(f"{out} exists: give an empty place for the run directory", file=sys.stderr)
+    if a.keep and Path(a.keep).exists():
+        print(f"{a.keep} exists: give an empty place for the run directory", file=sys.stderr)
         return 2
+    tmp = None if a.keep else Path(tempfile.mkdtemp(prefix="bglab-bench-exp-"))
+    out = Path(a.keep) if tmp is None else tmp / "run"
     cmd = [sys.executable, "-m", "bglab.cli", "experiment", a.config, "--out", str(out),
            "--workers", str(a.workers), *(["--quick"] if a.quick else [])]
     print("$ " + " ".join(cmd), flush=True)
@@ -71,8 +71,8 @@ def main() -> int:
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
-    if not a.keep:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)  # a temporary folder of our own
     return 0 if code == 0 else 1
 
 

@@ -269,6 +269,23 @@ def test_export_matches_torch_and_backend_loads_it(fake_data, tmp_path):
     assert np.array_equal(masks[0], masks[1])
 
 
+def test_failed_export_leaves_no_file_behind(fake_data, tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "run"
+    S.train(_tiny_cfg(fake_data, out, epochs=1), progress=False, log=lambda s: None)
+    target = tmp_path / "old.onnx"
+    target.write_bytes(b"the previous model")
+
+    def broken(model):
+        raise onnx.checker.ValidationError("simulated")
+
+    monkeypatch.setattr(onnx.checker, "check_model", broken)
+    with pytest.raises(onnx.checker.ValidationError):
+        S.export_onnx(out, target, size=48, log=lambda s: None)
+    assert target.read_bytes() == b"the previous model", "the earlier export is kept whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx", "run"], "no temporary file is left"
+
+
 def test_cli_train_export_and_ablate_tiny(fake_data, tmp_path):
     pytest.importorskip("onnx")
     from bglab.cli import main

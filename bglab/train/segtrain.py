@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.io import atomic_write_text
+from bglab.io import atomic_write_bytes, atomic_write_text
 from bglab.train import composite as C
 from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
@@ -116,9 +116,8 @@ def mask_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    """Write ``tensors`` as safetensors atomically (bglab.io.atomic_write_bytes: no half-written checkpoint)."""
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta))
 
 
 def save_weights(model: torch.nn.Module, path: Path, arch: dict[str, Any]) -> None:
@@ -447,37 +446,40 @@ def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset:
     size = int(size or conf["size"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    dummy = torch.randn(1, 3, size, size)
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(prob, (dummy,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["prob"], do_constant_folding=True,
-                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                        "prob": {0: "batch", 2: "height", 3: "width"}})
-    m = onnx.load(str(tmp))
-    meta = {"bglab.model": "hand_unet", "bglab.size": str(size),
-            "bglab.mean": json.dumps(list(C.IMAGENET_MEAN)), "bglab.std": json.dumps(list(C.IMAGENET_STD)),
-            "bglab.threshold": str(threshold), "bglab.resize": "long-side"}
-    for k, v in meta.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
-    m.doc_string = "bglab hand U-Net: input float32 NCHW RGB (x/255-mean)/std, output sigmoid probability"
-    onnx.checker.check_model(m)
-    onnx.save(m, str(tmp))
-    # ONNX Runtime vs PyTorch, at two shapes (dynamic batch and spatial size)
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    g = torch.Generator().manual_seed(0)
-    max_diff = 0.0
-    for shape in ((2, 3, size, size), (1, 3, max(size * 2 // 3, 8), size), (1, 3, 37, 53)):
-        x = torch.randn(*shape, generator=g)
-        with torch.no_grad():
-            ref = prob(x).numpy()
-        got = sess.run(None, {"input": x.numpy()})[0]
-        max_diff = max(max_diff, float(np.abs(ref - got).max()))
-    log(f"ONNX Runtime vs PyTorch: max abs diff {max_diff:.2e}")
-    if not max_diff < 1e-4:
+    try:  # the temporary file never outlives a failed export or check
+        dummy = torch.randn(1, 3, size, size)
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(prob, (dummy,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
+                              output_names=["prob"], do_constant_folding=True,
+                              dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                            "prob": {0: "batch", 2: "height", 3: "width"}})
+        m = onnx.load(str(tmp))
+        meta = {"bglab.model": "hand_unet", "bglab.size": str(size),
+                "bglab.mean": json.dumps(list(C.IMAGENET_MEAN)), "bglab.std": json.dumps(list(C.IMAGENET_STD)),
+                "bglab.threshold": str(threshold), "bglab.resize": "long-side"}
+        for k, v in meta.items():
+            p = m.metadata_props.add()
+            p.key, p.value = k, v
+        m.doc_string = "bglab hand U-Net: input float32 NCHW RGB (x/255-mean)/std, output sigmoid probability"
+        onnx.checker.check_model(m)
+        onnx.save(m, str(tmp))
+        # ONNX Runtime vs PyTorch, at two shapes (dynamic batch and spatial size)
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        g = torch.Generator().manual_seed(0)
+        max_diff = 0.0
+        for shape in ((2, 3, size, size), (1, 3, max(size * 2 // 3, 8), size), (1, 3, 37, 53)):
+            x = torch.randn(*shape, generator=g)
+            with torch.no_grad():
+                ref = prob(x).numpy()
+            got = sess.run(None, {"input": x.numpy()})[0]
+            max_diff = max(max_diff, float(np.abs(ref - got).max()))
+        log(f"ONNX Runtime vs PyTorch: max abs diff {max_diff:.2e}")
+        if not max_diff < 1e-4:
+            raise BglabError(f"exported model disagrees with PyTorch (max abs diff {max_diff:.2e} >= 1e-4)", path=out)
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise BglabError(f"exported model disagrees with PyTorch (max abs diff {max_diff:.2e} >= 1e-4)", path=out)
+        raise
     os.replace(tmp, out)
     state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
     info = {

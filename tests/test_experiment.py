@@ -500,3 +500,36 @@ def test_rot90_augmentation_is_seeded_and_keeps_old_run_configs() -> None:
     with_rot = resolved_config(parse_config({**micro_config(Path("/data")),
                                              "train": {"epochs": 1, "augment": {"rot90": True}}}))
     assert '"rot90": true' in json.dumps(with_rot)
+
+
+def test_cosine_schedule_is_a_function_of_the_epoch_and_resumes_exactly(data_root: Path, tmp_path: Path) -> None:
+    """train.schedule: cosine decays the rate from lr towards 0; an interrupted run resumes with the same rates."""
+    from bglab.experiment.config import resolved_config
+    from bglab.experiment.runner import run_experiment
+
+    train = {"epochs": 4, "batch_size": 16, "lr": 0.004, "eval_every": 1, "schedule": "cosine"}
+    cfg = parse_config(micro_config(data_root, arms={"original": []}, train=train))
+    t = cfg.variants["base"].train
+    assert [round(t.lr_at(e), 6) for e in (1, 2, 3, 4)] == [0.004, 0.003414, 0.002, 0.000586]
+    plain = parse_config(micro_config(data_root)).variants["base"].train
+    assert plain.lr_at(1) == plain.lr_at(2) == 0.003
+    assert "schedule" not in json.dumps(resolved_config(parse_config(micro_config(data_root)))), \
+        "run directories made before the schedule must still match"
+    with pytest.raises(ConfigError, match="train.schedule"):
+        parse_config(micro_config(data_root, train={**train, "schedule": "step"}))
+    whole = run_experiment(cfg, tmp_path / "whole")
+    run_experiment(cfg, tmp_path / "cut", max_epochs=2)
+    run_experiment(cfg, tmp_path / "cut")
+    key = "cross__original__base__s0"
+    assert json.loads((tmp_path / "cut" / "checkpoints" / f"{key}.json").read_text())["train"]["schedule"] == "cosine"
+    a = [(r["epoch"], r["split"], r["test_set"], r["distortion"], r["accuracy"], r["loss"])
+         for r in csv_rows(tmp_path / "whole" / "metrics.csv")]
+    b = [(r["epoch"], r["split"], r["test_set"], r["distortion"], r["accuracy"], r["loss"])
+         for r in csv_rows(tmp_path / "cut" / "metrics.csv")]
+    assert a == b and whole["complete"]
+    constant = run_experiment(parse_config(micro_config(data_root, arms={"original": []},
+                                                        train={**train, "schedule": "constant"})), tmp_path / "c")
+    fit = [r["loss"] for r in csv_rows(tmp_path / "c" / "metrics.csv") if r["split"] == "fit"]
+    assert fit[:1] == [r[5] for r in a if r[1] == "fit"][:1], "epoch 1 runs at the full rate in both"
+    assert fit[1:] != [r[5] for r in a if r[1] == "fit"][1:], "later epochs differ once the rate decays"
+    assert constant["complete"]

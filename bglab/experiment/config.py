@@ -19,7 +19,7 @@ Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
     model: {name: cnn, dropout: 0.5, batchnorm: false}
     train: {epochs: 100, batch_size: 64, lr: 0.001, eval_every: 10, augment: {noise: 0}}
     #   augment (each image with probability p): noise (SD), dropout (pixel prob.), flip, rot90, rotate (+-deg),
-    #   scale (zoom 1 +- s), shift (fraction), brightness / contrast (factor 1 +- b)
+    #   scale (zoom 1 +- s), shift (fraction), brightness / contrast (factor 1 +- b); schedule: constant | cosine
     variants:                      # model / train overrides, e.g. the regularisation ablation
       base: {}
       none: {model: {dropout: 0.0}}
@@ -46,6 +46,7 @@ Matrix experiments (see ``docs/matrix.md`` and ``configs/pets3-matrix.yaml``)::
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -230,6 +231,13 @@ class TrainConfig:
     eval_every: int = 10
     checkpoint_every: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    schedule: str = "constant"  # learning rate per epoch: constant, or cosine (lr -> 0 over the epochs)
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based): a pure function of the epoch, so a resumed run matches."""
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+        return self.lr
 
 
 @dataclass(frozen=True)
@@ -500,7 +508,7 @@ def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
 
 def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
     _keys(key, cfg, ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "eval_every", "checkpoint_every",
-                     "augment"))
+                     "augment", "schedule"))
     aug = _mapping(f"{key}.augment", cfg.get("augment"))
     _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip", "rot90", "bg_swap", "bg_from", "rotate", "scale",
                                   "shift", "brightness", "contrast"))
@@ -521,6 +529,9 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
     opt = str(cfg.get("optimizer", "adam")).lower()
     if opt not in ("adam", "sgd"):
         raise _err(f"{key}.optimizer", f"unknown optimizer {opt!r}", "use adam or sgd")
+    schedule = str(cfg.get("schedule", "constant")).lower()
+    if schedule not in ("constant", "cosine"):
+        raise _err(f"{key}.schedule", f"unknown learning-rate schedule {schedule!r}", "use constant or cosine")
     epochs = _int(f"{key}.epochs", cfg.get("epochs", 100), lo=1)
     return TrainConfig(
         epochs=epochs,
@@ -530,7 +541,7 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
         optimizer=opt,
         eval_every=_int(f"{key}.eval_every", cfg.get("eval_every", 10), lo=1),
         checkpoint_every=_int(f"{key}.checkpoint_every", cfg.get("checkpoint_every", 1), lo=1),
-        augment=augment)
+        augment=augment, schedule=schedule)
 
 
 def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any], size: int, channels: int,
@@ -773,4 +784,6 @@ def _train_dict(t: TrainConfig) -> dict[str, Any]:
     for k in ("rot90", "rotate", "scale", "shift", "brightness", "contrast"):  # ... and before these keys
         if not getattr(t.augment, k):
             d["augment"].pop(k)
+    if t.schedule == "constant":  # ... and before the schedule
+        d.pop("schedule")
     return d

@@ -392,12 +392,15 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                   "model": variant.model, "pipeline": cfg.arms[key.arm].pipeline,
                   **({"from": str(cfg.arms[key.arm].source_dir)} if cfg.arms[key.arm].source_dir else {}),
                   "train": {
-                      "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer}}
+                      "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer,
+                      **({"schedule": t.schedule} if t.schedule != "constant" else {})}}
     trained = 0
     for epoch in range(start + 1, t.epochs + 1):
         if not budget.take():
             return RunResult(key, "partial", trained, time.perf_counter() - t0)
         te = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = t.lr_at(epoch)
         torch.manual_seed(derive_seed(key.seed, "epoch", epoch))
         g = torch.Generator().manual_seed(derive_seed(key.seed, "order", epoch))
         perm = torch.randperm(n, generator=g)

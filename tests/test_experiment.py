@@ -141,7 +141,7 @@ def test_extends_replaces_top_level_keys_and_keeps_the_base_paths(tmp_path: Path
 
 
 def test_shipped_follow_up_configs_extend_the_reference() -> None:
-    """configs/rps-viewpoint.yaml and rps-recipe.yaml are the reference plus their own variants / studies."""
+    """configs/rps-viewpoint.yaml, rps-recipe.yaml and rps-swap.yaml are the reference plus their own keys."""
     from bglab.experiment.config import load_experiment_config
 
     root = Path(__file__).resolve().parents[1] / "configs"
@@ -150,6 +150,11 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
         cfg = load_experiment_config(root / name)
         assert cfg.sources == ref.sources and cfg.arms == ref.arms and cfg.protocols == ref.protocols
         assert set(cfg.studies) != set(ref.studies)
+    swap = load_experiment_config(root / "rps-swap.yaml")
+    assert swap.sources == ref.sources and swap.protocols == ref.protocols
+    assert swap.arms["original"] == ref.arms["original"] and swap.arms["swap"].sources == ("webcam",)
+    assert Path(swap.arms["swap"].steps[1]["background"]["image"]) == (REPO.parent / "shared/data/backgrounds").resolve()
+    assert len(load_experiment_config(root / "rps-swap.yaml", quick=True).runs()) == 4
 
 
 def test_reference_config_parses_with_and_without_quick() -> None:
@@ -404,8 +409,14 @@ def test_cli_experiment_quick_and_eval_cls(data_root: Path, tmp_path: Path, caps
     capsys.readouterr()
     assert main(["eval-cls", str(out), str(data_root / "clutter"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert len(res) == 1 and res[0]["n"] == 90 and 0.0 <= res[0]["accuracy"] <= 1.0
-    assert set(res[0]["per_class"]) == set(CLASSES)
+    runs, arms = res["runs"], res["arms"]
+    assert len(runs) == 1 and runs[0]["n"] == 90 and 0.0 <= runs[0]["accuracy"] <= 1.0
+    assert set(runs[0]["per_class"]) == set(CLASSES)
+    assert len(arms) == 1 and arms[0]["arm"] == "original" and arms[0]["seeds"] == [0]
+    assert arms[0]["accuracy"] == runs[0]["accuracy"] and arms[0]["ci95"] == [None, None]  # one seed: no interval
+    assert main(["eval-cls", str(out), str(data_root / "clutter")]) == 0
+    printed = capsys.readouterr().out
+    assert "per arm, over seeds" in printed and "per run" in printed
     assert main(["experiment", str(tmp_path / "missing.yaml")]) == 2
     odd = tmp_path / "odd" / "lizard"
     odd.mkdir(parents=True)
@@ -533,3 +544,60 @@ def test_cosine_schedule_is_a_function_of_the_epoch_and_resumes_exactly(data_roo
     assert fit[:1] == [r[5] for r in a if r[1] == "fit"][:1], "epoch 1 runs at the full rate in both"
     assert fit[1:] != [r[5] for r in a if r[1] == "fit"][1:], "later epochs differ once the rate decays"
     assert constant["complete"]
+
+
+def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """arms.NAME.sources: the steps change only those sources' images; the rest match the plain arm bit for bit,
+    so arms compare on identical test images. eval-cls applies the steps only to a folder named --as-source."""
+    import yaml
+
+    from bglab.cli import main
+    from bglab.experiment.config import resolved_config
+    from bglab.experiment.data import load_data
+    from bglab.experiment.runner import run_experiment
+
+    # GrabCut (box: the image minus a border) changes every image, keyable or not
+    keyed = {"steps": [{"segment": {"backend": "grabcut"}}, {"background": {"mode": "remove"}}], "sources": ["screen"]}
+    raw = micro_config(data_root, arms={"original": [], "keyed": keyed, "everywhere": keyed["steps"]},
+                       studies={"s": {"protocols": ["cross"], "arms": ["original", "keyed", "everywhere"],
+                                      "variants": ["base"]}})
+    cfg = parse_config(raw)
+    assert cfg.arms["keyed"].sources == ("screen",) and cfg.arms["everywhere"].sources is None
+    res = resolved_config(cfg)["resolved"]["arms"]
+    assert res["keyed"]["sources"] == ["screen"] and "sources" not in res["everywhere"]
+    data = load_data(cfg, cache_dir=tmp_path / "cache")
+    screen = data.origins == "screen"
+    orig, part, full = (data.arms[a].images for a in ("original", "keyed", "everywhere"))
+    assert np.array_equal(part[screen], full[screen]) and not np.array_equal(part[screen], orig[screen])
+    assert np.array_equal(part[~screen], orig[~screen]) and not np.array_equal(full[~screen], orig[~screen])
+    again = load_data(cfg, cache_dir=tmp_path / "cache")
+    assert again.arms["keyed"].cached and np.array_equal(again.arms["keyed"].images, part)
+    for bad, key in (({**keyed, "sources": ["nowhere"]}, "arms.keyed.sources[0]"),
+                     ({**keyed, "from": str(tmp_path)}, "arms.keyed.sources")):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            parse_config(micro_config(data_root, arms={"original": [], "keyed": bad}))
+    # eval-cls: the clutter folder is not a source of the steps unless --as-source says so
+    run_cfg = micro_config(data_root, arms={"keyed": keyed}, train={"epochs": 1, "batch_size": 16})
+    out = tmp_path / "run"
+    run_experiment(parse_config(run_cfg), out)
+    state = json.loads((out / "checkpoints" / "cross__keyed__base__s0.json").read_text())
+    assert state["sources"] == ["screen"]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(run_cfg))
+    scores = {}
+    for extra in ([], ["--as-source", "screen"]):
+        capsys.readouterr()
+        assert main(["eval-cls", str(out), str(data_root / "clutter"), "--json", *extra]) == 0
+        scores[bool(extra)] = json.loads(capsys.readouterr().out)["runs"][0]
+    from bglab.commands.experiment import evaluate_run_dir
+    from bglab.experiment.config import ArmConfig
+    from bglab.experiment.data import prepare_arm
+    from bglab.dataset import read_imagefolder
+
+    samples = read_imagefolder(data_root / "clutter")
+    arm = cfg.arms["keyed"]
+    plain = prepare_arm(ArmConfig("p", [], arm.plain_pipeline), samples, size=32, channels=1, cache_dir=None).images
+    steps = prepare_arm(ArmConfig("k", [], arm.pipeline), samples, size=32, channels=1, cache_dir=None).images
+    assert not np.array_equal(plain, steps)
+    assert evaluate_run_dir(out, data_root / "clutter")[0]["loss"] == scores[False]["loss"]
+    assert scores[False]["loss"] != scores[True]["loss"], "--as-source screen cuts the clutter images too"

@@ -490,14 +490,15 @@ def test_cli_prints_bg_gap_lines(trees: tuple[Path, Path], matrix_run: tuple[Pat
 
 
 def test_backend_path_options_resolve_against_the_config_folder(tmp_path):
-    """A relative ``masks`` / ``model`` / ``boxes`` option means the same file wherever bglab is run from."""
+    """A relative ``masks`` / ``model`` / ``boxes`` option or swap ``image`` means the same file wherever bglab runs."""
     from bglab.experiment.config import _resolve_step_paths
 
     steps = [{"segment": {"backend": "mask-files", "options": {"masks": "../m"}}},
              {"locate": {"backend": "box-csv", "options": {"boxes": "/abs/a.csv"},
                          "fallback": [{"backend": "box-model", "options": {"model": "run/best.safetensors"}}]}},
-             "grey"]
+             {"background": {"mode": "swap", "image": "../backgrounds"}}, "grey"]
     out = _resolve_step_paths(steps, tmp_path / "configs")
+    assert out[2]["background"]["image"] == str((tmp_path / "backgrounds").resolve())
     assert out[0]["segment"]["options"]["masks"] == str((tmp_path / "m").resolve())
     assert out[1]["locate"]["options"]["boxes"] == "/abs/a.csv"
     assert out[1]["locate"]["fallback"][0]["options"]["model"] == str(

@@ -68,8 +68,12 @@ def experiment(
     console.print(f"done in {time.perf_counter() - t0:.0f} s: {run_dir / 'report.html'}", highlight=False)
 
 
-def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None) -> list[dict[str, Any]]:
-    """Accuracy (overall and per class) of every finished run's final model on an ImageFolder data set."""
+def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None,
+                     as_source: str | None = None) -> list[dict[str, Any]]:
+    """Accuracy (overall and per class) of every finished run's final model on an ImageFolder data set.
+
+    ``as_source``: the folder counts as this source of the experiment, for arms whose steps apply to some
+    sources only (``arms.NAME.sources``); otherwise those arms give it the resize / grey alone."""
     import numpy as np
     import torch
 
@@ -83,7 +87,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     if not ckpts:
         raise BglabError("no checkpoints in the run directory", path=run_dir,
                          hint="run `bglab experiment CONFIG --out RUN_DIR` first")
-    samples = read_imagefolder(data_dir)
+    samples = read_imagefolder(data_dir, origin=as_source)
     results: list[dict[str, Any]] = []
     cache: dict[str, Any] = {}
     ok_cache: dict[str, Any] = {}
@@ -96,9 +100,12 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
         if unknown:
             raise DatasetError(f"classes {unknown} were not trained (the model knows {classes})", path=data_dir,
                                hint="use class folders named like the training classes")
-        pkey = json.dumps(state["pipeline"], sort_keys=True)
+        pipeline = state["pipeline"]
+        if state.get("sources") is not None and as_source not in state["sources"]:  # not a source of its steps
+            pipeline = ArmConfig.from_pipeline(state["arm"], pipeline, int(state["channels"])).plain_pipeline
+        pkey = json.dumps(pipeline, sort_keys=True)
         if pkey not in cache:
-            arm = ArmConfig(state["arm"], [], state["pipeline"])
+            arm = ArmConfig(state["arm"], [], pipeline)
             imgs = prepare_arm(arm, samples, size=int(state["size"]), channels=int(state["channels"]), cache_dir=None)
             cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
         x, ok = cache[pkey], ok_cache[pkey]
@@ -119,29 +126,71 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     return results
 
 
+def by_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per protocol x arm x variant: accuracy mean and 95 % t-interval over the seeds, and the per-class means."""
+    import numpy as np
+
+    from bglab.experiment.stats import t_interval
+
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["protocol"], r["arm"], r["variant"]), []).append(r)
+    out = []
+    for (proto, arm, variant), rows in groups.items():
+        accs = [r["accuracy"] for r in rows if r["accuracy"] is not None]
+        mean, lo, hi = t_interval(accs)
+        per_class = {}
+        for c in rows[0]["per_class"]:
+            vals = [r["per_class"][c] for r in rows if r["per_class"].get(c) is not None]
+            per_class[c] = float(np.mean(vals)) if vals else None
+
+        def num(v: float) -> float | None:
+            return None if v != v else v  # NaN (one seed, or no images) -> null in JSON
+
+        out.append({"protocol": proto, "arm": arm, "variant": variant, "seeds": sorted(r["seed"] for r in rows),
+                    "n": rows[0]["n"], "accuracy": num(mean), "ci95": [num(lo), num(hi)], "per_class": per_class})
+    return out
+
+
 def eval_cls(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of `bglab experiment`.", show_default=False)],
     data_dir: Annotated[Path, typer.Argument(help="ImageFolder data set (one sub-folder per class).",
                                              show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     run: Annotated[list[str] | None, typer.Option("--run", help="Only these run ids (repeatable).")] = None,
+    as_source: Annotated[str | None, typer.Option(
+        "--as-source", help="The folder counts as this source of the experiment (for arms whose steps apply "
+                            "to some sources only, arms.NAME.sources).")] = None,
 ) -> None:
-    """Score every finished model of an experiment on another data set (preprocessed with its arm)."""
+    """Score every finished model of an experiment on another data set (preprocessed with its arm): accuracy
+    per arm (mean and 95 % CI over seeds) and per class, then per run."""
     from rich.table import Table
 
     from bglab.commands._common import console
 
-    results = evaluate_run_dir(run_dir, data_dir, runs=run)
+    results = evaluate_run_dir(run_dir, data_dir, runs=run, as_source=as_source)
+    arms = by_arm(results)
     if as_json:
-        typer.echo(json.dumps(results, indent=1))
+        typer.echo(json.dumps({"arms": arms, "runs": results}, indent=1))
         return
-    table = Table(title=f"{data_dir} scored by {run_dir}")
-    for col in ("run", "n", "accuracy %", *results[0]["per_class"]):
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    classes = list(results[0]["per_class"])
+    table = Table(title=f"{data_dir} scored by {run_dir}: per arm, over seeds")
+    for col in ("protocol", "arm", "variant", "seeds", "n", "accuracy %", "95 % CI", *classes):
+        table.add_column(col, justify="left" if col in ("protocol", "arm", "variant") else "right")
+    for a in arms:
+        ci = "n/a" if a["ci95"][0] is None else f"[{pct(max(0.0, a['ci95'][0]))}, {pct(min(1.0, a['ci95'][1]))}]"
+        table.add_row(a["protocol"], a["arm"], a["variant"], str(len(a["seeds"])), str(a["n"]), pct(a["accuracy"]),
+                      ci, *(pct(a["per_class"][c]) for c in classes))
+    console.print(table)
+    table = Table(title="per run")
+    for col in ("run", "n", "accuracy %", *classes):
         table.add_column(col, justify="left" if col == "run" else "right")
     for r in results:
-        acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
-        table.add_row(r["run"], str(r["n"]), acc,
-                      *("n/a" if v is None else f"{100 * v:.1f}" for v in r["per_class"].values()))
+        table.add_row(r["run"], str(r["n"]), pct(r["accuracy"]), *(pct(v) for v in r["per_class"].values()))
     console.print(table)
 
 

@@ -16,6 +16,8 @@ Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
     arms:                          # preprocessing: pipeline steps before resize / grey (bglab.pipeline)
       original: []
       crop: [{segment: {backend: unet}}, {crop: {to: mask, margin: 0.1}}]
+      swap: {steps: [{segment: {backend: chroma}}, {background: {mode: swap, image: backgrounds/}}],
+             sources: [webcam]}    # steps for these sources' images only; the others get resize / grey alone
     model: {name: cnn, dropout: 0.5, batchnorm: false}
     train: {epochs: 100, batch_size: 64, lr: 0.001, eval_every: 10, augment: {noise: 0}}
     #   augment (each image with probability p): noise (SD), dropout (pixel prob.), flip, rot90, rotate (+-deg),
@@ -177,12 +179,26 @@ class ArmConfig:
 
     ``source_dir`` (``from:``): read each sample's image from this tree instead, aligned by class and stem
     (``FROM/<class>/images/<stem>.*`` or ``FROM/<class>/<stem>.*``; masks from ``FROM/<class>/masks``).
+    ``sources``: the steps change only the images of these sources (e.g. key out the green screen of the
+    studio photos); every other image gets the resize / grey alone. None: every image.
     """
 
     name: str
     steps: list[Any]
     pipeline: dict[str, Any]
     source_dir: Path | None = None
+    sources: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_pipeline(cls, name: str, pipeline: dict[str, Any], channels: int) -> ArmConfig:
+        """The arm of a checkpoint's state: its pipeline is the arm's own steps + resize (+ grey when channels is 1)."""
+        own = list(pipeline["steps"][: len(pipeline["steps"]) - (2 if channels == 1 else 1)])
+        return cls(name, own, pipeline)
+
+    @property
+    def plain_pipeline(self) -> dict[str, Any]:
+        """The pipeline without the arm's own steps (resize / grey only): for images outside ``sources``."""
+        return {**self.pipeline, "steps": list(self.pipeline["steps"][len(self.steps):])}
 
     @property
     def crops(self) -> bool:
@@ -443,7 +459,8 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
     return out
 
 
-def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path(".")) -> dict[str, ArmConfig]:
+def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path("."),
+                known_sources: Mapping[str, Any] | None = None) -> dict[str, ArmConfig]:
     from bglab.pipeline import Pipeline
 
     cfg = _mapping("arms", raw, allow_none=False)
@@ -455,11 +472,17 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path(".")) -> d
         _name(key, name)
         seed = 0
         source_dir: Path | None = None
+        only: tuple[str, ...] | None = None
         if isinstance(steps, Mapping):
-            _keys(key, steps, ("steps", "seed", "from"))
+            _keys(key, steps, ("steps", "seed", "from", "sources"))
             seed = _int(f"{key}.seed", steps.get("seed", 0), lo=0)
             if steps.get("from") is not None:
                 source_dir = _under(base, str(steps["from"]))
+            if steps.get("sources") is not None:
+                if source_dir is not None:
+                    raise _err(f"{key}.sources", "cannot be combined with from:",
+                               "a from: tree already holds every image of the arm")
+                only = _names(f"{key}.sources", steps["sources"], known_sources or {}, "source")
             steps = steps.get("steps")
         steps = [] if steps is None else steps
         if not isinstance(steps, list):
@@ -478,7 +501,7 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path(".")) -> d
             Pipeline.from_config(pcfg)
         except ConfigError as exc:
             raise _err(key, exc.message, exc.hint) from None
-        out[name] = ArmConfig(name, list(steps), pcfg, source_dir)
+        out[name] = ArmConfig(name, list(steps), pcfg, source_dir, only)
     return out
 
 
@@ -487,14 +510,19 @@ _PATH_OPTIONS = ("masks", "model", "model_path", "boxes")  # backend options tha
 
 
 def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
-    """Relative file / folder options of the steps' backends, made absolute against the config's folder."""
+    """Relative file / folder options of the steps' backends (and a swap background's ``image``), made absolute
+    against the config's folder."""
     out = copy.deepcopy(steps)
     for st in out:
         if not isinstance(st, Mapping):
             continue
-        for body in st.values():
+        for name, body in st.items():
             if not isinstance(body, dict):
                 continue
+            img = body.get("image")
+            if str(name).lower() == "background" and isinstance(img, str) and img and \
+                    not Path(img).expanduser().is_absolute():
+                body["image"] = str(_under(base, img))
             for holder in (body.get("options"), *(f.get("options") for f in (body.get("fallback") or [])
                                                  if isinstance(f, dict))):
                 if not isinstance(holder, dict):
@@ -654,7 +682,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
         raise _err("input.channels", "must be 1 (grey) or 3 (RGB)")
     sources = _parse_sources(raw.get("sources"), base)
     protocols = _parse_protocols(raw.get("protocols"), sources)
-    arms = _parse_arms(raw.get("arms"), size, channels, base)
+    arms = _parse_arms(raw.get("arms"), size, channels, base, sources)
     model = _mapping("model", raw.get("model"))
     train = _mapping("train", raw.get("train"))
     _parse_train("train", train)  # validates the defaults themselves
@@ -766,7 +794,8 @@ def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
     out["sources"] = {n: {"path": str(s.path), "per_class": s.per_class} for n, s in cfg.sources.items()}
     out["resolved"] = {
         "quick": cfg.quick,
-        "arms": {n: (a.pipeline if a.source_dir is None else {**a.pipeline, "from": str(a.source_dir)})
+        "arms": {n: {**a.pipeline, **({"from": str(a.source_dir)} if a.source_dir is not None else {}),
+                     **({"sources": list(a.sources)} if a.sources is not None else {})}
                  for n, a in cfg.arms.items()},
         "variants": {n: {"model": v.model, "train": _train_dict(v.train)} for n, v in cfg.variants.items()},
         "runs": [k.id for k in cfg.runs()],

@@ -173,10 +173,29 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
     """Run the arm's pipeline on every sample (or read the cache); failed samples get ``ok=False``.
 
     ``workers`` > 1 preprocesses chunks in that many processes (one thread each, bglab.pool); the images are
-    the same as with one worker (every step is seeded per sample), so the cache does not depend on it."""
+    the same as with one worker (every step is seeded per sample), so the cache does not depend on it. An arm
+    with ``sources`` runs its steps on those sources' samples and resize / grey alone on the others."""
 
-    keys = [sample_key(s) for s in samples]
     shape = (len(samples), size, size) if channels == 1 else (len(samples), size, size, 3)
+    if arm.sources is not None:  # the steps for the named sources, resize / grey alone for the rest
+        images = np.zeros(shape, np.uint8)
+        ok = np.zeros(len(samples), bool)
+        errors = [""] * len(samples)
+        cached = True
+        inside = [s.origin in arm.sources for s in samples]
+        parts = (replace(arm, sources=None), replace(arm, steps=[], pipeline=arm.plain_pipeline, sources=None))
+        for part, want in zip(parts, (True, False), strict=True):
+            idx = [i for i, flag in enumerate(inside) if flag is want]
+            if not idx:
+                continue
+            got = prepare_arm(part, [samples[i] for i in idx], size=size, channels=channels, cache_dir=cache_dir,
+                              threads=threads, progress=progress, chunk=chunk, workers=workers)
+            images[idx], ok[idx] = got.images, got.ok
+            for i, e in zip(idx, got.errors, strict=True):
+                errors[i] = e
+            cached = cached and got.cached
+        return ArmImages(arm.name, images, ok, errors, cached=cached)
+    keys = [sample_key(s) for s in samples]
     if arm.source_dir is None:
         files: list[Path | None] = [s.path for s in samples]
         fp = _fingerprint(arm, keys, [str(s.path) for s in samples], shape)

@@ -391,6 +391,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                   "epochs": t.epochs, "classes": data.classes, "size": cfg.size, "channels": cfg.channels,
                   "model": variant.model, "pipeline": cfg.arms[key.arm].pipeline,
                   **({"from": str(cfg.arms[key.arm].source_dir)} if cfg.arms[key.arm].source_dir else {}),
+                  **({"sources": list(cfg.arms[key.arm].sources)} if cfg.arms[key.arm].sources is not None else {}),
                   "train": {
                       "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer,
                       **({"schedule": t.schedule} if t.schedule != "constant" else {})}}

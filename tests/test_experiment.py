@@ -582,6 +582,7 @@ def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys
     run_experiment(parse_config(run_cfg), out)
     state = json.loads((out / "checkpoints" / "cross__keyed__base__s0.json").read_text())
     assert state["sources"] == ["screen"]
+    assert "screen (the others: resize / grey only)" in (out / "report.html").read_text(encoding="utf-8")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(run_cfg))
     scores = {}

@@ -636,10 +636,12 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
             parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
                          f"e.g. {e(errs[0])}</p>")
     parts.append("<h4>Arms (pipeline configs)</h4>" + _table(
-        ["arm", "images from", "steps"], [[n, str(a.source_dir) if a.source_dir else "the source",
-                                            json.dumps(a.pipeline["steps"])] for n, a in cfg.arms.items()]))
+        ["arm", "images from", "steps", "steps apply to"],
+        [[n, str(a.source_dir) if a.source_dir else "the source", json.dumps(a.pipeline["steps"]),
+          "every source" if a.sources is None else f"{', '.join(a.sources)} (the others: resize / grey only)"]
+         for n, a in cfg.arms.items()]))
     vrows = [[n, json.dumps(v.model), f"epochs {v.train.epochs}, batch {v.train.batch_size}, {v.train.optimizer} "
-              f"lr {v.train.lr}, augment {v.train.augment}"] for n, v in cfg.variants.items()]
+              f"lr {v.train.lr} ({v.train.schedule}), augment {v.train.augment}"] for n, v in cfg.variants.items()]
     parts.append("<h4>Variants</h4>" + _table(["variant", "model", "train"], vrows))
     for sname, s in analysis["studies"].items():
         parts.append(f"<h2 id='study-{e(sname)}'>Study: {e(sname)}</h2><p>arms {e(', '.join(s['arms']))}; "

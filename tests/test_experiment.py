@@ -153,7 +153,8 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
     swap = load_experiment_config(root / "rps-swap.yaml")
     assert swap.sources == ref.sources and swap.protocols == ref.protocols
     assert swap.arms["original"] == ref.arms["original"] and swap.arms["swap"].sources == ("webcam",)
-    assert Path(swap.arms["swap"].steps[1]["background"]["image"]) == (REPO.parent / "shared/data/backgrounds").resolve()
+    backgrounds = (REPO.parent / "shared/data/backgrounds").resolve()
+    assert Path(swap.arms["swap"].steps[1]["background"]["image"]) == backgrounds
     assert len(load_experiment_config(root / "rps-swap.yaml", quick=True).runs()) == 4
 
 

@@ -4,7 +4,8 @@
 ``work/experiments/<name>``, ``<name>-quick`` with ``--quick``), resuming an interrupted run, then writes
 ``summary.json`` and ``report.html`` (and prints the verdicts and, for matrix studies, one BG-Gap line per
 trained arm; see ``docs/matrix.md``). ``eval-cls RUN_DIR DATA_DIR`` preprocesses an ImageFolder data set
-with each finished run's arm pipeline and reports the accuracy of its final model.
+with each finished run's arm pipeline and reports the accuracy of its final model: per arm (mean and 95 %
+t-interval over the seeds, per class), then per run.
 """
 
 from __future__ import annotations
@@ -179,12 +180,13 @@ def eval_cls(
 
     classes = list(results[0]["per_class"])
     table = Table(title=f"{data_dir} scored by {run_dir}: per arm, over seeds")
-    for col in ("protocol", "arm", "variant", "seeds", "n", "accuracy %", "95 % CI", *classes):
-        table.add_column(col, justify="left" if col in ("protocol", "arm", "variant") else "right")
+    table.add_column("protocol / arm / variant", no_wrap=True)
+    for col in ("seeds", "n", "accuracy % [95 % CI]", *classes):
+        table.add_column(col, justify="right", no_wrap=col.startswith("accuracy"))
     for a in arms:
-        ci = "n/a" if a["ci95"][0] is None else f"[{pct(max(0.0, a['ci95'][0]))}, {pct(min(1.0, a['ci95'][1]))}]"
-        table.add_row(a["protocol"], a["arm"], a["variant"], str(len(a["seeds"])), str(a["n"]), pct(a["accuracy"]),
-                      ci, *(pct(a["per_class"][c]) for c in classes))
+        ci = "" if a["ci95"][0] is None else f" [{pct(max(0.0, a['ci95'][0]))}, {pct(min(1.0, a['ci95'][1]))}]"
+        table.add_row(f"{a['protocol']} / {a['arm']} / {a['variant']}", str(len(a["seeds"])), str(a["n"]),
+                      pct(a["accuracy"]) + ci, *(pct(a["per_class"][c]) for c in classes))
     console.print(table)
     table = Table(title="per run")
     for col in ("run", "n", "accuracy %", *classes):

@@ -141,15 +141,19 @@ def test_extends_replaces_top_level_keys_and_keeps_the_base_paths(tmp_path: Path
 
 
 def test_shipped_follow_up_configs_extend_the_reference() -> None:
-    """configs/rps-viewpoint.yaml, rps-recipe.yaml and rps-swap.yaml are the reference plus their own keys."""
+    """The follow-up configs (rps-viewpoint, rps-recipe, rps-recipe-cosine, rps-swap) are the reference plus their
+    own keys."""
     from bglab.experiment.config import load_experiment_config
 
     root = Path(__file__).resolve().parents[1] / "configs"
     ref = load_experiment_config(root / "rps-reference.yaml")
-    for name in ("rps-viewpoint.yaml", "rps-recipe.yaml"):
+    for name in ("rps-viewpoint.yaml", "rps-recipe.yaml", "rps-recipe-cosine.yaml"):
         cfg = load_experiment_config(root / name)
         assert cfg.sources == ref.sources and cfg.arms == ref.arms and cfg.protocols == ref.protocols
         assert set(cfg.studies) != set(ref.studies)
+    cosine = load_experiment_config(root / "rps-recipe-cosine.yaml")  # extends rps-recipe, which extends ...
+    assert cosine.variants["recipe"] == load_experiment_config(root / "rps-recipe.yaml").variants["recipe"]
+    assert cosine.variants["recipe-cosine"].train.schedule == "cosine"
     swap = load_experiment_config(root / "rps-swap.yaml")
     assert swap.sources == ref.sources and swap.protocols == ref.protocols
     assert swap.arms["original"] == ref.arms["original"] and swap.arms["swap"].sources == ("webcam",)

@@ -79,7 +79,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     import torch
 
     from bglab.dataset import read_imagefolder
-    from bglab.experiment.config import ArmConfig
+    from bglab.experiment.config import ArmConfig, arm_pipeline
     from bglab.experiment.data import prepare_arm
     from bglab.experiment.runner import predict, to_tensor, load_checkpoint
     from bglab.train.classifiers import build_classifier
@@ -103,7 +103,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
                                hint="use class folders named like the training classes")
         pipeline = state["pipeline"]
         if state.get("sources") is not None and as_source not in state["sources"]:  # not a source of its steps
-            pipeline = ArmConfig.from_pipeline(state["arm"], pipeline, int(state["channels"])).plain_pipeline
+            pipeline = arm_pipeline([], int(state["size"]), int(state["channels"]), pipeline.get("seed", 0))
         pkey = json.dumps(pipeline, sort_keys=True)
         if pkey not in cache:
             arm = ArmConfig(state["arm"], [], pipeline)
@@ -133,6 +133,9 @@ def by_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     from bglab.experiment.stats import t_interval
 
+    def num(v: float) -> float | None:
+        return None if v != v else v  # NaN (one seed, or no images) -> null in JSON
+
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["protocol"], r["arm"], r["variant"]), []).append(r)
@@ -144,10 +147,6 @@ def by_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for c in rows[0]["per_class"]:
             vals = [r["per_class"][c] for r in rows if r["per_class"].get(c) is not None]
             per_class[c] = float(np.mean(vals)) if vals else None
-
-        def num(v: float) -> float | None:
-            return None if v != v else v  # NaN (one seed, or no images) -> null in JSON
-
         out.append({"protocol": proto, "arm": arm, "variant": variant, "seeds": sorted(r["seed"] for r in rows),
                     "n": rows[0]["n"], "accuracy": num(mean), "ci95": [num(lo), num(hi)], "per_class": per_class})
     return out

@@ -189,12 +189,6 @@ class ArmConfig:
     source_dir: Path | None = None
     sources: tuple[str, ...] | None = None
 
-    @classmethod
-    def from_pipeline(cls, name: str, pipeline: dict[str, Any], channels: int) -> ArmConfig:
-        """The arm of a checkpoint's state: its pipeline is the arm's own steps + resize (+ grey when channels is 1)."""
-        own = list(pipeline["steps"][: len(pipeline["steps"]) - (2 if channels == 1 else 1)])
-        return cls(name, own, pipeline)
-
     @property
     def plain_pipeline(self) -> dict[str, Any]:
         """The pipeline without the arm's own steps (resize / grey only): for images outside ``sources``."""
@@ -459,6 +453,14 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
     return out
 
 
+def arm_pipeline(steps: list[Any], size: int, channels: int, seed: int = 0) -> dict[str, Any]:
+    """An arm's pipeline config: its own steps, then resize to ``size`` (+ grey when ``channels`` is 1)."""
+    full = list(copy.deepcopy(steps)) + [{"resize": {"size": size}}]
+    if channels == 1:
+        full.append("grey")
+    return {"seed": seed, "steps": full}
+
+
 def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path("."),
                 known_sources: Mapping[str, Any] | None = None) -> dict[str, ArmConfig]:
     from bglab.pipeline import Pipeline
@@ -493,10 +495,7 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path("."),
                 raise _err(f"{key}[{i}]", f"leave out {sname!r}: every arm ends with resize and grey",
                            "set input.size / input.channels instead")
         steps = _resolve_step_paths(steps, base)
-        full = list(copy.deepcopy(steps)) + [{"resize": {"size": size}}]
-        if channels == 1:
-            full.append("grey")
-        pcfg = {"seed": seed, "steps": full}
+        pcfg = arm_pipeline(steps, size, channels, seed)
         try:
             Pipeline.from_config(pcfg)
         except ConfigError as exc:
@@ -519,19 +518,23 @@ def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
         for name, body in st.items():
             if not isinstance(body, dict):
                 continue
-            img = body.get("image")
-            if str(name).lower() == "background" and isinstance(img, str) and img and \
-                    not Path(img).expanduser().is_absolute():
-                body["image"] = str(_under(base, img))
+            if str(name).lower() == "background" and "image" in body:
+                body["image"] = _relative_made_absolute(body["image"], base)
             for holder in (body.get("options"), *(f.get("options") for f in (body.get("fallback") or [])
                                                  if isinstance(f, dict))):
                 if not isinstance(holder, dict):
                     continue
                 for k in _PATH_OPTIONS:
-                    v = holder.get(k)
-                    if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
-                        holder[k] = str(_under(base, v))
+                    if k in holder:
+                        holder[k] = _relative_made_absolute(holder[k], base)
     return out
+
+
+def _relative_made_absolute(value: Any, base: Path) -> Any:
+    """A non-empty relative path string resolved against ``base``; anything else (absolute, empty) as it is."""
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        return str(_under(base, value))
+    return value
 
 
 def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:

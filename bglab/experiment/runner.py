@@ -387,11 +387,12 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     base = {"protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed, "session": session,
             "test_arm": key.arm}
     extras = extras or _Extras([])
+    arm = cfg.arms[key.arm]
     state_base = {"run": key.id, "protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed,
                   "epochs": t.epochs, "classes": data.classes, "size": cfg.size, "channels": cfg.channels,
-                  "model": variant.model, "pipeline": cfg.arms[key.arm].pipeline,
-                  **({"from": str(cfg.arms[key.arm].source_dir)} if cfg.arms[key.arm].source_dir else {}),
-                  **({"sources": list(cfg.arms[key.arm].sources)} if cfg.arms[key.arm].sources is not None else {}),
+                  "model": variant.model, "pipeline": arm.pipeline,
+                  **({"from": str(arm.source_dir)} if arm.source_dir else {}),
+                  **({"sources": list(arm.sources)} if arm.sources is not None else {}),
                   "train": {
                       "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer,
                       **({"schedule": t.schedule} if t.schedule != "constant" else {})}}

@@ -160,6 +160,10 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
     backgrounds = (REPO.parent / "shared/data/backgrounds").resolve()
     assert Path(swap.arms["swap"].steps[1]["background"]["image"]) == backgrounds
     assert len(load_experiment_config(root / "rps-swap.yaml", quick=True).runs()) == 4
+    looks = {p.stem: load_experiment_config(p) for p in sorted((root / "looks").glob("*.yaml"))}
+    assert set(looks) == {"longer-wider", "rgb", "swap-recipe", "sxsw-only"}
+    assert all(c.seeds == (0,) for c in looks.values()), "the looks are one-seed runs"
+    assert looks["rgb"].channels == 3 and looks["swap-recipe"].arms["swap"] == swap.arms["swap"]
 
 
 def test_reference_config_parses_with_and_without_quick() -> None:

@@ -20,6 +20,12 @@ One :class:`Pipeline` object serves the CLI (``bglab preprocess``), the Python A
                 that missed the object would otherwise blank the whole image); default ``apply``.
 ``crop``        ``to: auto|box|mask`` (auto: the located box, else the mask's box), ``margin``, ``square``;
                 with nothing to crop to, the image is kept whole.
+``pose``        replaces the image by a drawing of the hand's pose (:func:`bglab.ops.draw_pose`: the bones
+                between a landmarker's 21 points, white on black, ``size`` pixels square), ``align``-ed
+                (wrist to middle knuckle up, mirror fixed) by default: background, appearance and in-plane
+                viewpoint removed, only the shape of the pose kept. ``backend`` is a locator with landmarks
+                (``mediapipe-hands``); ``on_missing``: ``blank`` (a black image, default), ``keep`` or ``skip``.
+                Only ``resize``, ``grey`` and ``distort`` may follow it.
 ``resize``      ``size`` (int or [w, h]) keeping the aspect ratio, padded with ``pad_color``.
 ``grey``        luma; ``keep_channels: true`` keeps three channels.
 ``distort``     ``dropout`` probability and / or Gaussian ``noise`` sigma, with a per-sample seed derived
@@ -52,7 +58,7 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
-STEP_NAMES: tuple[str, ...] = ("locate", "segment", "background", "crop", "resize", "grey", "distort")
+STEP_NAMES: tuple[str, ...] = ("locate", "segment", "background", "crop", "pose", "resize", "grey", "distort")
 ON_MISSING: tuple[str, ...] = ("keep", "skip", "mask-box")
 BACKGROUND_MODES: tuple[str, ...] = ("remove", "colour", "blur", "swap", "keep")
 CROP_TARGETS: tuple[str, ...] = ("auto", "box", "mask")
@@ -499,6 +505,54 @@ class CropStep(Step):
         s.geometry.append(("crop", used))
 
 
+class PoseStep(Step):
+    name = "pose"
+    keys = ("backend", "options", "size", "align", "thickness", "margin", "on_missing")
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        _check_keys(where, cfg, self.keys)
+        self.backend = _backend_name(where, cfg.get("backend", "mediapipe-hands"), "locator")
+        self.options = _options(where, cfg.get("options"))
+        self.size = _number(where, "size", cfg.get("size", 128), lo=8, integer=True)
+        self.align = _bool(where, "align", cfg.get("align", True))
+        self.thickness = _number(where, "thickness", cfg.get("thickness", 1 / 32), lo=0.001, hi=0.5)
+        self.margin = _number(where, "margin", cfg.get("margin", 0.1), lo=0)
+        self.on_missing = _choice(where, "on_missing", cfg.get("on_missing", "blank"), ("blank", "keep", "skip"))
+        self.landmarker: Any = None
+
+    def to_config(self) -> dict[str, Any]:
+        return {"backend": self.backend, "options": dict(self.options), "size": self.size, "align": self.align,
+                "thickness": self.thickness, "margin": self.margin, "on_missing": self.on_missing}
+
+    def open(self, pipe: Pipeline, runtime: Any) -> None:
+        lm = _create(self.backend, "locator", runtime, self.options)
+        if not callable(getattr(lm, "landmarks", None)):
+            _close(lm)
+            raise BackendError(f"pose: backend {self.backend!r} finds boxes, not hand landmarks",
+                               hint="use backend: mediapipe-hands (extra 'hands')")
+        self.landmarker = lm
+
+    def close(self) -> None:
+        _close(self.landmarker)
+        self.landmarker = None
+
+    def run_one(self, s: _State, pipe: Pipeline) -> None:
+        hands = self.landmarker.landmarks(np.ascontiguousarray(s.image[..., :3]))
+        s.mask, s.box, s.box_source = None, None, ""  # the drawing has its own frame: no mask or box in it
+        s.found = bool(hands)
+        if hands:
+            drawing = ops.draw_pose(hands[0][1], self.size, align=self.align, thickness=self.thickness,
+                                    margin=self.margin)
+            s.image = np.repeat(drawing[:, :, None], 3, axis=2)
+        elif self.on_missing == "skip":
+            s.status = "skipped"
+            return
+        else:
+            s.status = "not-found"
+            if self.on_missing == "blank":
+                s.image = np.zeros((self.size, self.size, 3), np.uint8)
+
+
 class ResizeStep(Step):
     name = "resize"
     keys = ("size", "pad_color", "pad_colour", "interpolation")
@@ -580,7 +634,7 @@ class DistortStep(Step):
 
 
 _STEP_TYPES: dict[str, type[Step]] = {c.name: c for c in (LocateStep, SegmentStep, BackgroundStep, CropStep,
-                                                           ResizeStep, GreyStep, DistortStep)}
+                                                           PoseStep, ResizeStep, GreyStep, DistortStep)}
 
 
 def _create(name: str, kind: str, runtime: Any, options: Mapping[str, Any]) -> Any:
@@ -697,9 +751,12 @@ class Pipeline:
         seen: list[str] = []
         for i, st in enumerate(self.steps):
             where = f"steps[{i}].{st.name}"
+            if "pose" in seen and st.name not in ("resize", "grey", "distort"):
+                raise ConfigError(f"{where}: cannot follow pose (its drawing has no photo, mask or box left)",
+                                  hint="put it before the pose step; only resize, grey and distort may follow")
             if st.name in ("locate", "segment") and st.name in seen:
                 raise ConfigError(f"{where}: only one {st.name} step is allowed")
-            if st.name in ("locate", "segment", "background") and "grey" in seen:
+            if st.name in ("locate", "segment", "background", "pose") and "grey" in seen:
                 raise ConfigError(f"{where}: must come before grey (it needs colour)")
             if isinstance(st, BackgroundStep) and st.mode != "keep" and "segment" not in seen:
                 raise ConfigError(f"{where}: mode {st.mode!r} needs a segment step before it",

@@ -27,6 +27,7 @@ from bglab.ops.geometry import (
     resize_pad,
     to_grey,
 )
+from bglab.ops.pose import align_landmarks, draw_pose
 from bglab.ops.mask import (
     ParameterError,
     as_soft,
@@ -41,6 +42,8 @@ from bglab.ops.mask import (
 )
 
 __all__ = [
+    "align_landmarks",
+    "draw_pose",
     "FIT_MODES",
     "INTERPOLATIONS",
     "PadTransform",

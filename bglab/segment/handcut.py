@@ -21,17 +21,12 @@ import cv2
 import numpy as np
 
 from bglab.errors import BackendError, ConfigError
+from bglab.ops.pose import BONES, PALM
 from bglab.segment.base import SegmenterBase, rgb_input
 from bglab.segment.grabcut import cut, downscale
 from bglab.segment.mediapipe import MediaPipeHands  # light: mediapipe itself is imported when a graph is built
 from bglab.segment.registry import Runtime, check_options
 
-# MediaPipe's 21 hand points: 0 wrist; thumb 1-4; index 5-8; middle 9-12; ring 13-16; little 17-20.
-BONES = (
-    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11), (11, 12),
-    (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17),
-)
-PALM = (0, 1, 5, 9, 13, 17)
 
 
 class Landmarker(Protocol):

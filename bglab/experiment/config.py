@@ -26,6 +26,7 @@ Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
       base: {}
       none: {model: {dropout: 0.0}}
     evaluate: {distortions: {dropout25: {dropout: 0.25}, noise25: {noise: 25}}, seed: 1234}
+    #   distorted copies are scored at the final epoch (distortion_curves: true scores them at every eval)
     studies:                       # which protocol x arm x variant combinations to train (x every seed)
       background: {protocols: [cross-domain], arms: [original, crop], variants: [base]}
     baseline: original             # arm the others are compared with
@@ -267,6 +268,7 @@ class EvalConfig:
     seed: int = 1234
     bootstrap: int = 2000
     alpha: float = 0.05
+    distortion_curves: bool = False  # distorted copies scored every eval (True) or at the final epoch only
 
 
 @dataclass(frozen=True)
@@ -603,7 +605,7 @@ def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any]
 
 def _parse_eval(raw: Any) -> EvalConfig:
     cfg = _mapping("evaluate", raw)
-    _keys("evaluate", cfg, ("distortions", "seed", "bootstrap", "alpha"))
+    _keys("evaluate", cfg, ("distortions", "seed", "bootstrap", "alpha", "distortion_curves"))
     dist_raw = _mapping("evaluate.distortions", cfg.get("distortions"))
     dist: dict[str, dict[str, float]] = {}
     for name, d in dist_raw.items():
@@ -620,7 +622,8 @@ def _parse_eval(raw: Any) -> EvalConfig:
         dist[name] = dd
     return EvalConfig(dist, seed=_int("evaluate.seed", cfg.get("seed", 1234), lo=0),
                       bootstrap=_int("evaluate.bootstrap", cfg.get("bootstrap", 2000), lo=100),
-                      alpha=_float("evaluate.alpha", cfg.get("alpha", 0.05), 1e-6, 0.5))
+                      alpha=_float("evaluate.alpha", cfg.get("alpha", 0.05), 1e-6, 0.5),
+                      distortion_curves=_bool("evaluate.distortion_curves", cfg.get("distortion_curves", False)))
 
 
 def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, Any], variants: Mapping[str, Any],

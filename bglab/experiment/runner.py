@@ -6,7 +6,9 @@ Run directory (``OUT``)::
     data.json                        classes, counts per protocol part x class, samples left out and why
     cache/<arm>-<hash>.npz           preprocessed uint8 images per arm (no pickle)
     metrics/<run>.csv                per run: one ``fit`` row per epoch (running train loss / accuracy) and,
-                                     every ``eval_every`` epochs, train / val / test rows (clean and distorted)
+                                     every ``eval_every`` epochs, train / val / test rows (clean; the
+                                     distorted copies at the final epoch, or every time with
+                                     ``evaluate.distortion_curves: true``)
     metrics.csv, metrics.parquet     all runs together (columns in METRIC_COLUMNS)
     checkpoints/<run>.safetensors    weights (+ optimiser state while unfinished); the JSON state is in its
                                      metadata and mirrored in checkpoints/<run>.json
@@ -434,6 +436,8 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
         final = epoch == t.epochs
         if epoch % t.eval_every == 0 or final:
             for es in evalsets:
+                if not final and es.distortion != "clean" and not cfg.evaluate.distortion_curves:
+                    continue  # distorted copies: final epoch only (the curves plot clean accuracy)
                 pred, loss_v = predict(model, es.x, es.y, device=device)
                 acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
                 rows.append({**base, "epoch": epoch, "split": es.split, "test_set": es.test_set,

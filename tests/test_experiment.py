@@ -171,8 +171,11 @@ def test_reference_config_parses_with_and_without_quick() -> None:
     quick = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)
     assert full.seeds == (0, 1, 2) and quick.seeds == (0,)
     assert full.size == 64 and quick.size == 32
-    assert set(full.arms) == {"original", "crop", "crop+remove", "remove"}
+    assert set(full.arms) == {"original", "crop", "crop+remove", "remove", "pose"}
     assert full.arms["crop"].pipeline["steps"][-2:] == [{"resize": {"size": 64}}, "grey"]
+    assert next(iter(full.arms["pose"].pipeline["steps"][0])) == "pose"
+    # the pose arm needs MediaPipe's landmarks: the quick profile (CI) leaves it out
+    assert "pose" in full.used_arms() and "pose" not in quick.used_arms()
     # the full profile removes backgrounds with hand-grabcut (real scenes); quick (CI, no MediaPipe) with the U-Net
     for name in ("crop+remove", "remove"):
         assert {"segment": {"backend": "hand-grabcut"}} in full.arms[name].pipeline["steps"]
@@ -182,7 +185,7 @@ def test_reference_config_parses_with_and_without_quick() -> None:
     assert full.variants["noise-aug"].train.augment.noise == 25
     assert full.protocols["combined"].test_sets["sxsw"].part == "test"
     runs = full.runs()
-    assert len(runs) == len({r.id for r in runs}) == (8 + 3 + 2) * 3  # shared base runs are trained once
+    assert len(runs) == len({r.id for r in runs}) == (10 + 3 + 2) * 3  # shared base runs are trained once
 
 
 @pytest.mark.parametrize(("change", "key"), [

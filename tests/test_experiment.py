@@ -200,6 +200,7 @@ def test_reference_config_parses_with_and_without_quick() -> None:
     ({"model": {"name": "transformer"}}, "variants.base"),
     ({"studies": {"s": {"arms": ["missing"]}}}, "studies.s.arms[0]"),
     ({"evaluate": {"distortions": {"d": {"dropout": 2}}}}, "evaluate.distortions.d.dropout"),
+    ({"evaluate": {"distortion_curves": "often"}}, "evaluate.distortion_curves"),
 ])
 def test_config_errors_name_the_key(data_root: Path, change: dict, key: str) -> None:
     raw = micro_config(data_root)
@@ -291,6 +292,9 @@ def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
     assert {r["distortion"] for r in rows} == {"clean", "dropout25", "noise25"}
     fit = Counter((r["arm"], r["epoch"]) for r in rows if r["split"] == "fit")
     assert fit == {(a, e): 1 for a in ("original", "keyed") for e in ("1", "2")}
+    # clean test rows at every eval, distorted ones at the final epoch only (the curves plot clean accuracy)
+    tests = Counter((r["distortion"], r["epoch"]) for r in rows if r["split"] == "test" and r["arm"] == "original")
+    assert tests == {("clean", "1"): 2, ("clean", "2"): 2, ("dropout25", "2"): 2, ("noise25", "2"): 2}
     data = json.loads((out / "data.json").read_text())
     assert data["protocols"]["cross"]["test:clutter"]["total"] == 90
     # identical splits for every arm: the same test images in the same order
@@ -556,6 +560,23 @@ def test_cosine_schedule_is_a_function_of_the_epoch_and_resumes_exactly(data_roo
     assert fit[:1] == [r[5] for r in a if r[1] == "fit"][:1], "epoch 1 runs at the full rate in both"
     assert fit[1:] != [r[5] for r in a if r[1] == "fit"][1:], "later epochs differ once the rate decays"
     assert constant["complete"]
+
+
+def test_distortion_curves_score_distorted_copies_at_every_eval(data_root: Path, tmp_path: Path) -> None:
+    from bglab.experiment.runner import run_experiment
+
+    cfg = micro_config(data_root, arms={"original": []})
+    cfg["evaluate"] = {**cfg["evaluate"], "distortion_curves": True}
+    run_experiment(parse_config(cfg), tmp_path / "run")
+    rows = [r for r in csv_rows(tmp_path / "run" / "metrics.csv") if r["split"] == "test"]
+    assert Counter((r["distortion"], r["epoch"]) for r in rows) == {
+        (d, e): 2 for d in ("clean", "dropout25", "noise25") for e in ("1", "2")}
+    # the final figures do not depend on it: the same as the default run's
+    run_experiment(parse_config(micro_config(data_root, arms={"original": []})), tmp_path / "default")
+    final = {(r["test_set"], r["distortion"], r["accuracy"], r["loss"]) for r in rows if r["epoch"] == "2"}
+    other = {(r["test_set"], r["distortion"], r["accuracy"], r["loss"])
+             for r in csv_rows(tmp_path / "default" / "metrics.csv") if r["split"] == "test" and r["epoch"] == "2"}
+    assert final == other and len(final) == 6
 
 
 def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -377,6 +377,23 @@ def test_changed_config_in_same_run_dir_is_refused(data_root: Path, reference_ru
     run_experiment(parse_config(micro_config(data_root, threads=2)), reference_run[0])  # threads: same experiment
 
 
+def test_an_arm_no_run_uses_may_be_added_to_a_finished_run_dir(data_root: Path, tmp_path: Path) -> None:
+    """A base config gains an arm; a follow-up study that extends it but does not train that arm still
+    resumes / reports in its old run directory. Changing an arm it does train is refused."""
+    from bglab.experiment.runner import run_experiment
+
+    studies = {"s": {"protocols": ["cross"], "arms": ["original"], "variants": ["base"]}}
+    arms = {"original": [], "keyed": [{"segment": {"backend": "chroma"}}, {"background": {"mode": "remove"}}]}
+    train = {"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1}
+    run_experiment(parse_config(micro_config(data_root, arms=arms, studies=studies, train=train)), tmp_path)
+    more = {**arms, "blurred": [{"segment": {"backend": "chroma"}}, {"background": {"mode": "blur"}}]}
+    summary = run_experiment(parse_config(micro_config(data_root, arms=more, studies=studies, train=train)), tmp_path)
+    assert summary["complete"] is True
+    changed = {**arms, "original": [{"segment": {"backend": "chroma"}}, {"background": {"mode": "blur"}}]}
+    with pytest.raises(ConfigError, match="different experiment"):
+        run_experiment(parse_config(micro_config(data_root, arms=changed, studies=studies, train=train)), tmp_path)
+
+
 def test_report_is_self_contained_with_sections(reference_run: tuple[Path, dict]) -> None:
     out, summary = reference_run
     text = (out / "report.html").read_text()

@@ -2,7 +2,8 @@
 
 Run directory (``OUT``)::
 
-    config.yaml                      the resolved config (a different config in the same OUT is refused)
+    config.yaml                      the resolved config (a different config in the same OUT is refused;
+                                     arms that no run uses and ``threads`` may differ)
     data.json                        classes, counts per protocol part x class, samples left out and why
     cache/<arm>-<hash>.npz           preprocessed uint8 images per arm (no pickle)
     metrics/<run>.csv                per run: one ``fit`` row per epoch (running train loss / accuracy) and,
@@ -35,7 +36,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -500,7 +501,7 @@ def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, devi
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def _check_run_dir(out: Path, resolved: dict[str, Any]) -> None:
+def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]) -> None:
     import yaml
 
     path = out / "config.yaml"
@@ -510,8 +511,18 @@ def _check_run_dir(out: Path, resolved: dict[str, Any]) -> None:
         except (OSError, yaml.YAMLError):
             old = {}
 
-        def key(d: Mapping[str, Any]) -> Any:  # threads: allowed to change (speed), but not bit-identical then
-            return {k: v for k, v in d.items() if k != "threads"}
+        def used(arms: Any) -> Any:
+            return {a: v for a, v in arms.items() if a in used_arms} if isinstance(arms, Mapping) else arms
+
+        def key(d: Mapping[str, Any]) -> Any:
+            # threads may change (speed; no longer bit-identical then); so may arms no run uses, e.g. an arm
+            # added to a base config that this follow-up study extends but does not train
+            k = {n: v for n, v in d.items() if n != "threads"}
+            if "arms" in k:
+                k["arms"] = used(k["arms"])
+            if isinstance(k.get("resolved"), Mapping):
+                k["resolved"] = {**k["resolved"], "arms": used(k["resolved"].get("arms"))}
+            return k
 
         if key(old) != key(json.loads(json.dumps(resolved))):
             raise ConfigError("this run directory holds a different experiment (config changed)", path=out,
@@ -638,7 +649,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolved = resolved_config(cfg)
-    _check_run_dir(out, resolved)
+    _check_run_dir(out, resolved, cfg.used_arms())
     n_threads = cfg.threads if threads is None else threads
     before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled())

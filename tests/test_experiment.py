@@ -171,6 +171,9 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
     assert all(turns.arms[a] == pose.arms[a] for a in pose.arms if a in turns.arms)
     assert turns.variants["base"] == ref.variants["base"]
     assert turns.variants["recipe-cosine"] == pose.variants["recipe-cosine"]
+    both = load_experiment_config(root / "rps-pose-photo.yaml")
+    assert both.channels == 3 and both.variants["recipe-cosine"] == pose.variants["recipe-cosine"]
+    assert both.arms["pose-and-photo"].steps[0]["pose"]["with_photo"] is True
     looks = {p.stem: load_experiment_config(p) for p in sorted((root / "looks").glob("*.yaml"))}
     assert set(looks) == {"longer-wider", "rgb", "swap-recipe", "sxsw-only"}
     assert all(c.seeds == (0,) for c in looks.values()), "the looks are one-seed runs"

@@ -546,25 +546,19 @@ class PoseStep(Step):
         hands = self.landmarker.landmarks(np.ascontiguousarray(s.image[..., :3]))
         s.mask, s.box, s.box_source = None, None, ""  # the drawing has its own frame: no mask or box in it
         s.found = bool(hands)
+        drawing = ops.draw_pose(hands[0][1], self.size, align=self.align, thickness=self.thickness,
+                                margin=self.margin) if hands else None
+        if drawing is None:
+            if self.on_missing == "skip":
+                s.status = "skipped"
+                return
+            s.status = "not-found"
+        blank = np.zeros((self.size, self.size), np.uint8)
         if self.with_photo:  # channels: the grey photo (letterboxed), the drawing (black without a hand), 0
             photo = ops.resize_pad(ops.to_grey(s.image[..., :3]), (self.size, self.size), interpolation="area")[0]
-            drawing = np.zeros_like(photo) if not hands else ops.draw_pose(
-                hands[0][1], self.size, align=self.align, thickness=self.thickness, margin=self.margin)
-            s.image = np.dstack([photo, drawing, np.zeros_like(photo)])
-            if not hands:
-                s.status = "skipped" if self.on_missing == "skip" else "not-found"
-            return
-        if hands:
-            drawing = ops.draw_pose(hands[0][1], self.size, align=self.align, thickness=self.thickness,
-                                    margin=self.margin)
-            s.image = np.repeat(drawing[:, :, None], 3, axis=2)
-        elif self.on_missing == "skip":
-            s.status = "skipped"
-            return
-        else:
-            s.status = "not-found"
-            if self.on_missing == "blank":
-                s.image = np.zeros((self.size, self.size, 3), np.uint8)
+            s.image = np.dstack([photo, blank if drawing is None else drawing, blank])
+        elif drawing is not None or self.on_missing == "blank":
+            s.image = np.repeat((blank if drawing is None else drawing)[:, :, None], 3, axis=2)
 
 
 class ResizeStep(Step):

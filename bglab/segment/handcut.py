@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from bglab.errors import BackendError, ConfigError
-from bglab.ops.pose import BONES, PALM
+from bglab.ops.mask import ParameterError
+from bglab.ops.pose import BONES, PALM, check_landmarks
 from bglab.segment.base import SegmenterBase, rgb_input
 from bglab.segment.grabcut import cut, downscale
 from bglab.segment.mediapipe import MediaPipeHands  # light: mediapipe itself is imported when a graph is built
@@ -60,9 +61,10 @@ def hand_seed(
     hull_all = np.zeros((h, w), np.uint8)
     band_all = np.zeros((h, w), np.uint8)
     for xy in hands:
-        xy = np.asarray(xy, np.float64)
-        if xy.shape != (21, 2) or not np.isfinite(xy).all():
-            raise BackendError(f"hand landmarks must be 21 finite (x, y) points, got shape {xy.shape}")
+        try:
+            xy = check_landmarks(xy)
+        except ParameterError as exc:  # a landmarker's bad output is a backend error here, not a config one
+            raise BackendError(str(exc)) from None
         scale = max(float(np.linalg.norm(xy[9] - xy[0])), 4.0)
         direction = xy[0] - xy[9]
         direction /= np.linalg.norm(direction) + 1e-9

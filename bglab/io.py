@@ -7,6 +7,7 @@ is used only for TIFFs Pillow cannot identify (e.g. multi-channel float).
 
 from __future__ import annotations
 
+import hashlib
 import contextlib
 import io
 import os
@@ -35,6 +36,7 @@ __all__ = [
     "decode_image",
     "encode_image",
     "image_size",
+    "sha256_file",
     "list_images",
     "max_pixels_limit",
     "read_image",
@@ -815,3 +817,12 @@ def _image_files(folder: Path, names: Iterable[str]) -> Iterable[Path]:
         p = folder / name
         if p.is_file():
             yield p
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (model and weights checksums)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

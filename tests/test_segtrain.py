@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("albumentations")
 pytest.importorskip("safetensors")
 
+from bglab.io import sha256_file  # noqa: E402
 from bglab.train import composite as C  # noqa: E402
 from bglab.train import segtrain as S  # noqa: E402
 from bglab.train.unet import UNet  # noqa: E402
@@ -257,7 +258,7 @@ def test_export_matches_torch_and_backend_loads_it(fake_data, tmp_path):
     S.train(_tiny_cfg(fake_data, out, epochs=1), progress=False, log=lambda s: None)
     info = S.export_onnx(out, tmp_path / "m.onnx", size=48, log=lambda s: None)
     assert info["export"]["max_abs_diff_vs_torch"] < 1e-4
-    assert info["sha256"] == S.sha256_file(tmp_path / "m.onnx") and info["input"]["size"] == 48
+    assert info["sha256"] == sha256_file(tmp_path / "m.onnx") and info["input"]["size"] == 48
     from bglab.segment.unet import create
 
     seg = create(model=str(tmp_path / "m.onnx"))

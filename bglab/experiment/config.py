@@ -621,12 +621,7 @@ def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any]
             raise _err(key, exc.message, exc.hint) from None
         except (TypeError, ValueError) as exc:
             raise _err(f"{key}.model", str(exc)) from None
-        tc = _parse_train(f"{key}.train" if "train" in v else "train", t)
-        if m.get("tune") == "head" and (tc.augment.active or tc.augment.bg_swap > 0):
-            raise _err(f"{key}.train.augment", "tune: head trains on features computed once per image, so "
-                       "on-the-fly augmentation (and bg_swap) cannot apply",
-                       "drop augment for this variant, or use tune: top / all")
-        out[name] = VariantConfig(name, m, tc)
+        out[name] = VariantConfig(name, m, _parse_train(f"{key}.train" if "train" in v else "train", t))
     return out
 
 

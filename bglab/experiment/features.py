@@ -27,7 +27,8 @@ class FeatureCache:
     def __init__(self, identity: str, embed: Callable[[Any], Any], folder: Path | None, *, batch: int = 64,
                  log: Callable[[str], None] | None = None) -> None:
         self.identity = identity
-        self.embed = embed  # uint8 batch (N, C, H, W) -> float features (N, F), no grad, eval mode
+        #: uint8 (or float [0, 1]) batch (N, C, H, W) -> float features (N, F), no grad, uncached
+        self.embed = embed
         self.folder = folder
         self.batch = int(batch)
         self.log = log or (lambda s: None)

@@ -242,6 +242,11 @@ def _photometric(x: Any, sel: Any, aug: Any, g: Any) -> Any:
 def _augment(x: Any, aug: Any, g: Any) -> Any:
     """Seeded augmentation of a float batch in [0, 1]: rotation / zoom / shift, brightness / contrast, flip,
     90-degree rotation (square inputs), pixel dropout, Gaussian noise (0..255 units)."""
+    return _augment_selected(x, aug, g)[0]
+
+
+def _augment_selected(x: Any, aug: Any, g: Any) -> tuple[Any, Any]:
+    """:func:`_augment`, also returning which images it may have changed (bool (N,))."""
     import torch
 
     n = x.shape[0]
@@ -265,7 +270,7 @@ def _augment(x: Any, aug: Any, g: Any) -> Any:
     if aug.noise > 0:
         noise = torch.randn(x.shape, generator=g) * (aug.noise / 255.0)
         x = (x + noise * sel[:, None, None, None]).clamp_(0.0, 1.0)
-    return x
+    return x, sel
 
 
 def bg_swap_plan(seed: int, epoch: int, n: int, p: float) -> tuple[Any, Any]:
@@ -373,7 +378,8 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                on_epoch: Callable[[RunKey, int], None] | None, device: str = "cpu",
                extras: _Extras | None = None, featurise: Callable[[Any], Any] | None = None) -> RunResult:
     """Train (or resume) one run. ``featurise`` (``tune: head``): the frozen backbone's cached features of a
-    uint8 batch; the run then trains only the model's head on them (``evalsets`` hold features too)."""
+    uint8 batch; the run then trains only the model's head on them (``evalsets`` hold features too), and
+    images that augmentation or background swapping alter in an epoch are embedded afresh."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
@@ -410,7 +416,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     if session not in sessions:
         sessions.append(session)
     arm_x = data.arms[key.arm].images
-    x_train = to_tensor(arm_x[pdata.train])
+    x_img = x_train = to_tensor(arm_x[pdata.train])
     if featurise is not None:
         x_train = featurise(x_train)
     y_train = torch.from_numpy(data.labels[pdata.train])
@@ -445,12 +451,20 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
             idx = perm[b:b + t.batch_size]
             if idx.numel() < 2:
                 continue  # batch-norm cannot train on one image
-            xb = x_train[idx]
+            xb = x_img[idx]
+            changed = torch.zeros(idx.numel(), dtype=torch.bool)
             if extras.swap is not None:
                 xb = apply_bg_swap(xb, extras.swap[0][idx], extras.swap[1][sw_partner[idx]], sw_sel[idx])
+                changed |= sw_sel[idx]
             x = _as_float(xb)
             if t.augment.active:
-                x = _augment(x, t.augment, g)
+                x, sel = _augment_selected(x, t.augment, g)
+                changed |= sel
+            if featurise is not None:  # frozen backbone: cached features, images altered this epoch re-embedded
+                feats = x_train[idx].clone()
+                if changed.any():
+                    feats[changed] = featurise.embed(x[changed])
+                x = feats
             x, y = x.to(device), y_train[idx].to(device)
             logits = net(_normalise(x))
             loss = F.cross_entropy(logits, y)

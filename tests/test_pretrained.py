@@ -224,3 +224,20 @@ def test_missing_weights_wheel_refused_before_the_run_dir(small_root: Path, tmp_
                         replace(BACKBONES["efficientnet-lite0"], module="bglab_absent_weights"))
     _refused_before_run_dir(head_config(small_root), tmp_path, capsys,
                             "the ImageNet weights of efficientnet-lite0 are not installed")
+
+
+def test_cam_from_maps_is_grad_cam_of_the_pretrained_classifier(one_torch_thread) -> None:
+    """The head runs' saliency shortcut (maps computed once, no backward pass) equals Grad-CAM itself."""
+    from bglab.train.classifiers import build_classifier
+    from bglab.train.saliency import cam_from_maps, grad_cam
+
+    model = build_classifier("efficientnet-lite0", 3, 3, 96).eval()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.head[1].weight, std=0.05)
+    x = torch.rand(4, 3, 96, 96) * 2 - 1
+    ref = grad_cam(model, x)  # at the model's cam_layer: the last block
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+        got = cam_from_maps(model.maps(x), model.head[1].weight, pred, (96, 96))
+    assert ref.shape == got.shape == (4, 96, 96) and ref.max() > 0
+    np.testing.assert_allclose(got, ref, atol=1e-5)

@@ -25,8 +25,10 @@ class FeatureCache:
     """``cache(x)``: features (float32 tensor (N, F)) of a uint8 batch (N, C, H, W) through ``embed``."""
 
     def __init__(self, identity: str, embed: Callable[[Any], Any], folder: Path | None, *, batch: int = 64,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, maps: Callable[[Any], Any] | None = None) -> None:
         self.identity = identity
+        self._maps_fn = maps  # uint8 batch -> the last block's maps (N, K, h, w), for saliency
+        self._maps: dict[str, Any] = {}
         #: uint8 (or float [0, 1]) batch (N, C, H, W) -> float features (N, F), no grad, uncached
         self.embed = embed
         self.folder = folder
@@ -38,6 +40,19 @@ class FeatureCache:
         h = hashlib.sha256(f"{self.identity}|{arr.dtype}|{arr.shape}".encode())
         h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
         return h.hexdigest()[:24]
+
+    def maps(self, x: Any) -> Any:
+        """The last block's maps of a uint8 batch (kept in memory for this invocation; saliency only)."""
+        import torch
+
+        key = self._key(x.numpy())
+        if key not in self._maps:
+            if self._maps_fn is None:
+                raise ValueError("this feature cache has no maps function")
+            with torch.no_grad():
+                self._maps[key] = torch.cat([self._maps_fn(x[i:i + self.batch]).float().cpu()
+                                             for i in range(0, x.shape[0], self.batch)])
+        return self._maps[key]
 
     def __call__(self, x: Any) -> Any:
         import torch

@@ -499,7 +499,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                     _save_npz(out / "predictions" / key.id / "matrix" / f"{es.test_set}__{es.test_arm}.npz",
                               y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys)
                 if extras.saliency is not None:
-                    _saliency(model, extras.saliency, cfg, out / "predictions" / key.id, device)
+                    _saliency(model, extras.saliency, cfg, out / "predictions" / key.id, device, featurise)
         trained += 1
         if final or epoch % t.checkpoint_every == 0 or budget.left == 0:
             _write_csv(mpath, rows)
@@ -515,14 +515,21 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     return RunResult(key, "done", trained, time.perf_counter() - t0)
 
 
-def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, device: str) -> None:
-    """Grad-CAM of the final model on one test set: share of saliency inside the fg mask + a sample sheet."""
-    from bglab.train.saliency import grad_cam, mass_inside
+def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, device: str,
+              featurise: Any = None) -> None:
+    """Grad-CAM of the final model on one test set: share of saliency inside the fg mask + a sample sheet.
+    With a frozen backbone (``featurise``) the maps come from the cache and Grad-CAM is computed from them
+    exactly (:func:`bglab.train.saliency.cam_from_maps`), without a backward pass per image."""
+    from bglab.train.saliency import cam_from_maps, grad_cam, mass_inside
 
     test, x, keys, labels, masks, has, reason = spec
-    xn = _normalise(_as_float(x)).to(device)
-    heat = np.asarray(grad_cam(model, xn), np.float32)
-    pred, _ = predict(model, x, device=device)
+    if featurise is not None:
+        pred, _ = predict(model.head, featurise(x), device=device)
+        heat = cam_from_maps(featurise.maps(x), model.head[-1].weight.cpu(), pred, tuple(x.shape[-2:]))
+    else:
+        xn = _normalise(_as_float(x)).to(device)
+        heat = np.asarray(grad_cam(model, xn), np.float32)
+        pred, _ = predict(model, x, device=device)
     share = np.full(len(keys), np.nan)
     if has.any():
         share[has] = mass_inside(heat[has], masks[has])
@@ -701,7 +708,11 @@ def _featuriser(cfg: ExperimentConfig, variant: str, n_classes: int, out: Path, 
         def embed(xb: Any) -> Any:
             return run(_normalise(_as_float(xb)))
 
-        made[variant] = FeatureCache(f"{model.weights_id}|{engine}", embed, out / "cache" / "features", log=log)
+        def maps(xb: Any) -> Any:
+            return model.maps(_normalise(_as_float(xb)).to(device))
+
+        made[variant] = FeatureCache(f"{model.weights_id}|{engine}", embed, out / "cache" / "features", log=log,
+                                     maps=maps)
     return made[variant]
 
 

@@ -177,6 +177,15 @@ class PretrainedClassifier(nn.Module):
                 p.requires_grad_(False)
         self._frozen = frozen
 
+    @property
+    def cam_layer(self) -> nn.Module:
+        """Grad-CAM's layer: the last block (head conv + BN + ReLU6), whose rectified maps are pooled."""
+        return self.backbone.head
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's maps (N, 1280, h, w) of [-1, 1] input (what :meth:`features` averages)."""
+        return self.backbone.trunk(self._prepare(x))
+
     def train(self, mode: bool = True) -> PretrainedClassifier:
         super().train(mode)
         for m in self._frozen:

@@ -21,7 +21,7 @@ from torch import nn
 
 from bglab.errors import BglabError
 
-__all__ = ["SaliencyError", "grad_cam", "last_conv", "mass_inside", "overlay_heat", "overlay_sheet"]
+__all__ = ["SaliencyError", "cam_from_maps", "grad_cam", "last_conv", "mass_inside", "overlay_heat", "overlay_sheet"]
 
 
 class SaliencyError(BglabError):
@@ -63,7 +63,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Any = None, layer: nn.Mo
                             hint="add a batch axis with x[None]")
     n, _, h, w = x.shape
     tgt = _targets(target, n)
-    layer = last_conv(model) if layer is None else layer
+    if layer is None:  # a model may name its Grad-CAM layer (the pretrained classifiers: the last block)
+        layer = getattr(model, "cam_layer", None) or last_conv(model)
     model.eval()
     device = next((p.device for p in model.parameters()), x.device)
     store: dict[str, torch.Tensor] = {}
@@ -108,6 +109,24 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Any = None, layer: nn.Mo
     if not maps:
         return np.zeros((0, h, w), np.float32)
     return np.nan_to_num(np.concatenate(maps), nan=0.0).clip(0, 1).astype(np.float32)
+
+
+def cam_from_maps(maps: torch.Tensor, weight: torch.Tensor, target: Any, size: tuple[int, int]) -> np.ndarray:
+    """Grad-CAM of a linear head on globally averaged maps, from the maps alone: the gradient of logit ``c``
+    with respect to map ``k`` is ``weight[c, k] / (h w)`` everywhere, so the map is ReLU(sum_k weight[c, k]
+    A_k / (h w)), upsampled and divided by its max, as :func:`grad_cam` computes it at that layer.
+
+    ``maps`` (N, K, h, w): the layer's output; ``weight`` (classes, K); ``target`` one class per image.
+    """
+    n, _, mh, mw = maps.shape
+    t = _targets(target, n)
+    with torch.no_grad():
+        wts = (weight.detach().float()[t] / (mh * mw))[:, :, None, None]
+        cam = torch.relu((wts * maps.float()).sum(1, keepdim=True))
+        cam = nn.functional.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
+        mx = cam.flatten(1).max(1).values[:, None, None]
+        cam = torch.where(mx > 0, cam / torch.where(mx > 0, mx, torch.ones_like(mx)), torch.zeros_like(cam))
+    return np.nan_to_num(cam.numpy(), nan=0.0).clip(0, 1).astype(np.float32)
 
 
 def mass_inside(heat: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -241,3 +241,43 @@ def test_cam_from_maps_is_grad_cam_of_the_pretrained_classifier(one_torch_thread
         got = cam_from_maps(model.maps(x), model.head[1].weight, pred, (96, 96))
     assert ref.shape == got.shape == (4, 96, 96) and ref.max() > 0
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_pretrained_configs_restate_their_base_with_the_backbone() -> None:
+    from bglab.experiment.config import load_experiment_config
+
+    root = REPO / "configs"
+    ref = load_experiment_config(root / "rps-reference.yaml")
+    rps = load_experiment_config(root / "rps-pretrained.yaml")
+    quick = load_experiment_config(root / "rps-pretrained.yaml", quick=True)
+    assert rps.sources == ref.sources and rps.protocols == ref.protocols and rps.arms.keys() == ref.arms.keys()
+    assert all(rps.arms[a].steps == ref.arms[a].steps for a in rps.arms)  # the same preprocessing
+    assert rps.variants["base"].model == {"name": "efficientnet-lite0", "pretrained": True, "tune": "head",
+                                          "dropout": 0.2}
+    assert (rps.size, rps.channels, quick.size) == (224, 3, 96)
+    assert len(rps.runs()) == 2 * 5 * 3 and len(quick.runs()) == 2 * 4
+    assert "pose" not in quick.used_arms()  # CI has no MediaPipe
+    pets = load_experiment_config(root / "pets3-pretrained.yaml")
+    matrix = load_experiment_config(root / "pets3-matrix.yaml")
+    assert pets.arms == {n: a for n, a in pets.arms.items() if a.source_dir == matrix.arms[n].source_dir}
+    assert pets.studies["matrix"].test_arms == matrix.studies["matrix"].test_arms
+    assert pets.variants["bgswap"].train.augment.bg_swap == 0.5 and pets.variants["base"].model["tune"] == "head"
+
+
+def test_rps_pretrained_quick_profile_on_shared_data(shared_data: Path, tmp_path: Path) -> None:
+    """The CI-sized pretrained study: every run finishes and the pretrained heads beat chance on held-out
+    webcam hands by far (the full study's figures are in docs/results-pretrained.md)."""
+    from bglab.experiment.config import load_experiment_config
+    from bglab.experiment.runner import run_experiment
+
+    cfg = load_experiment_config(REPO / "configs" / "rps-pretrained.yaml", quick=True)
+    summary = run_experiment(cfg, tmp_path / "quick")
+    assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == 8
+    rows = csv_rows(tmp_path / "quick" / "metrics.csv")
+    webcam = [float(r["accuracy"]) for r in rows if r["split"] == "test" and r["test_set"] == "webcam"
+              and r["distortion"] == "clean" and r["epoch"] == "5"]
+    assert len(webcam) == 4 and min(webcam) >= 0.75
+    assert "Study: background" in (tmp_path / "quick" / "report.html").read_text()

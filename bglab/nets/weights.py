@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,8 +48,14 @@ def reference_weights_path(spec: LiteSpec) -> Path:
 
 
 def reference_weights(spec: LiteSpec) -> dict[str, torch.Tensor]:
-    """The ImageNet state dict of ``spec`` in bglab's layout, after its checksum was verified."""
+    """The ImageNet state dict of ``spec`` in bglab's layout, after its checksum was verified (read and checked
+    once per process and file; ``load_state_dict`` copies the tensors, so the cached ones are never changed)."""
     path = reference_weights_path(spec)
+    return _read_reference(spec, path, path.stat().st_mtime_ns, path.stat().st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_reference(spec: LiteSpec, path: Path, _mtime: int, _size: int) -> dict[str, torch.Tensor]:
     got = sha256_file(path)
     if got != spec.sha256:
         raise WeightsError(f"checksum mismatch: sha256 {got[:16]}... is not the recorded {spec.sha256[:16]}...",

@@ -145,6 +145,21 @@ def test_head_runs_embed_augmented_images_afresh(small_root: Path, head_run, tmp
     assert not torch.equal(wa["head.1.weight"], plain["head.1.weight"])
 
 
+def test_challenge_runs_on_a_pretrained_run(head_run, small_root: Path) -> None:
+    from bglab.challenge import run_challenge
+    from bglab.dataset import read_imagefolder
+    from bglab.segment import create
+
+    out, _ = head_run
+    res = run_challenge(out, read_imagefolder(small_root / "screen"), max_fg=3, max_bg=3,
+                        segmenter=create("chroma", kind="segmenter"))
+    assert {r["run"] for r in res.runs} == {"cross__original__base__s0", "cross__original__base__s1"}
+    for r in res.runs:
+        p = res.predictions[r["run"]]
+        assert p["composites"].shape == (3, 3) and (p["composites"] >= 0).all()  # 3 foregrounds x 3 backgrounds
+        assert 0.0 <= r["composite_accuracy"] <= 1.0
+
+
 def test_tune_top_trains_only_the_top(small_root: Path, tmp_path: Path) -> None:
     from bglab.experiment.runner import build_run_model, load_checkpoint, run_experiment
     from bglab.train.classifiers import build_classifier

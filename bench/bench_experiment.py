@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--config", default=str(REPO / "configs" / "rps-reference.yaml"))
     ap.add_argument("--quick", action="store_true", help="the config's --quick profile (target 5 min)")
     ap.add_argument("--workers", type=int, default=2, help="arm preprocessing processes (default 2)")
+    ap.add_argument("--parallel-runs", type=int, default=1, help="training runs at once (default 1)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the config's)")
     ap.add_argument("--json", default=None, help="write the result here")
     ap.add_argument("--keep", default=None, help="keep the run directory here instead of a temporary one")
     ap.add_argument("--target-min", type=float, default=None,
@@ -53,7 +55,8 @@ def main() -> int:
     tmp = None if a.keep else Path(tempfile.mkdtemp(prefix="bglab-bench-exp-"))
     out = Path(a.keep) if tmp is None else tmp / "run"
     cmd = [sys.executable, "-m", "bglab.cli", "experiment", a.config, "--out", str(out),
-           "--workers", str(a.workers), *(["--quick"] if a.quick else [])]
+           "--workers", str(a.workers), "--parallel-runs", str(a.parallel_runs),
+           *(["--threads", str(a.threads)] if a.threads else []), *(["--quick"] if a.quick else [])]
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     code = subprocess.call(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -61,6 +64,7 @@ def main() -> int:
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child (Linux: KiB)
     result: dict = {"command": " ".join(cmd[1:]), "exit_code": code, "wall_s": round(wall, 1),
                     "target_s": target_s, "quick": a.quick, "workers": a.workers,
+                    "parallel_runs": a.parallel_runs, "threads": a.threads,
                     "peak_child_rss_mb": round(peak_kb / 1024, 1),
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "platform": platform.platform()},

@@ -666,3 +666,30 @@ def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys
     assert not np.array_equal(plain, steps)
     assert evaluate_run_dir(out, data_root / "clutter")[0]["loss"] == scores[False]["loss"]
     assert scores[False]["loss"] != scores[True]["loss"], "--as-source screen cuts the clutter images too"
+
+
+def test_parallel_runs_give_the_serial_figures_bit_for_bit(data_root: Path, tmp_path: Path,
+                                                           reference_run: tuple[Path, dict]) -> None:
+    """Two runs at once in processes (one thread each) = the serial run at one thread: metrics, predictions,
+    summary; a rerun skips every finished run."""
+    from bglab.experiment.runner import run_experiment
+
+    cfg = parse_config(micro_config(data_root, seeds=[0, 1]))
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    run_experiment(cfg, serial, report=False)
+    got = run_experiment(cfg, parallel, parallel_runs=2, report=False)
+    assert got["complete"] is True and set(got["runs"].values()) == {"done"} and len(got["runs"]) == 4
+
+    def strip(rows: list[dict]) -> list[tuple]:
+        return sorted(tuple((k, v) for k, v in r.items() if k != "session") for r in rows)
+
+    assert strip(csv_rows(serial / "metrics.csv")) == strip(csv_rows(parallel / "metrics.csv"))
+    a = sorted(p.relative_to(serial) for p in (serial / "predictions").rglob("*.npz"))
+    assert a == sorted(p.relative_to(parallel) for p in (parallel / "predictions").rglob("*.npz")) and a
+    for rel in a:
+        za, zb = np.load(serial / rel), np.load(parallel / rel)
+        assert np.array_equal(za["y_pred"], zb["y_pred"]), rel
+    again = run_experiment(cfg, parallel, parallel_runs=2, report=False)
+    assert set(again["runs"].values()) == {"skipped"}
+    with pytest.raises(ConfigError, match="one run at a time"):
+        run_experiment(cfg, tmp_path / "x", parallel_runs=2, max_epochs=1)

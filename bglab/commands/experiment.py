@@ -29,6 +29,9 @@ def experiment(
     workers: Annotated[int, typer.Option(
         "--workers", min=1, help="Processes that preprocess the arms (same images; MediaPipe / GrabCut arms "
                                  "are CPU-bound: use the number of cores).")] = 1,
+    parallel_runs: Annotated[int, typer.Option(
+        "--parallel-runs", min=1, help="Train this many runs at once, each in its own process with --threads "
+                                       "threads (identical figures to one at a time at those threads).")] = 1,
     max_epochs: Annotated[int | None, typer.Option(
         "--max-epochs", help="Stop after training this many epochs in total (resume later).", min=1)] = None,
     device: Annotated[str, typer.Option(
@@ -54,7 +57,7 @@ def experiment(
             err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s[/] {escape(msg)}", highlight=False)
 
     summary = run_experiment(cfg, run_dir, max_epochs=max_epochs, threads=threads, log=log, device=device,
-                             workers=workers)
+                             workers=workers, parallel_runs=parallel_runs)
     if not summary.get("complete"):
         console.print(f"stopped after the epoch budget; run the same command again to continue ({run_dir})")
         raise typer.Exit(0)

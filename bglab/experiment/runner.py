@@ -680,6 +680,69 @@ def _evalsets(cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData, 
     return sets
 
 
+class _Trainer:
+    """Trains runs one after the other over loaded data, keeping each protocol x arm's test sets (and, for
+    frozen-backbone variants, their features) in memory between runs."""
+
+    def __init__(self, cfg: ExperimentConfig, data: ExperimentData, protocols: dict[str, ProtocolData], out: Path,
+                 session: int, device: str, log: Log) -> None:
+        self.cfg, self.data, self.protocols, self.out = cfg, data, protocols, out
+        self.session, self.device, self.log = session, device, log
+        self.cache: dict[tuple[str, ...], list[_EvalSet]] = {}
+        self.extra_cache: dict[Any, Any] = {}
+        self.featurisers: dict[str, Any] = {}
+
+    def train(self, key: RunKey, budget: _Budget, on_epoch: Callable[[RunKey, int], None] | None) -> RunResult:
+        cfg, data, pdata = self.cfg, self.data, self.protocols[key.protocol]
+        ek = (key.protocol, key.arm)
+        if ek not in self.cache:  # 64x64 grey test sets are small: keep every protocol x arm in memory
+            self.cache[ek] = _evalsets(cfg, data, pdata, key.arm)
+        extras = _extras(key, cfg, data, pdata, self.extra_cache, self.log)
+        fc = _featuriser(cfg, key.variant, len(data.classes), self.out, self.device, self.featurisers, self.log)
+        evalsets = self.cache[ek]
+        if fc is not None:  # tune: head: every set as frozen-backbone features (cached by content)
+            fk = (*ek, fc.identity)
+            if fk not in self.cache:
+                self.cache[fk] = [replace(es, x=fc(es.x)) for es in self.cache[ek]]
+            evalsets = self.cache[fk]
+            extras.matrix = [replace(es, x=fc(es.x)) for es in extras.matrix]
+        return _train_run(key, cfg, data, pdata, evalsets, self.out, self.session, budget, self.log, on_epoch,
+                          self.device, extras, featurise=fc)
+
+
+def _is_done(out: Path, key: RunKey) -> bool:
+    ckpt = out / "checkpoints" / f"{key.id}.safetensors"
+    if not ckpt.is_file():
+        return False
+    try:
+        return bool(load_checkpoint(ckpt)[0].get("done"))
+    except BglabError:
+        return False
+
+
+_POOL: dict[str, Any] = {}
+
+
+def _pool_init(cfg: ExperimentConfig, out: Path, session: int, device: str, threads: int) -> None:
+    """A run process: the same torch settings as the parent, the data read back from the arm caches."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    data = load_data(cfg, cache_dir=out / "cache")
+    protocols = {name: make_protocol(cfg, cfg.protocols[name], data)
+                 for name in dict.fromkeys(k.protocol for k in cfg.runs())}
+    lines: list[str] = []
+    _POOL.update(lines=lines, trainer=_Trainer(cfg, data, protocols, out, session, device, lines.append))
+
+
+def _pool_run(key: RunKey) -> tuple[RunResult, list[str]]:
+    lines = _POOL["lines"]
+    lines.clear()
+    res = _POOL["trainer"].train(key, _Budget(None), None)
+    return res, [f"{key.id}: {line}" if not line.startswith(key.id) else line for line in lines]
+
+
 def _featuriser(cfg: ExperimentConfig, variant: str, n_classes: int, out: Path, device: str,
                 made: dict[str, Any], log: Log) -> Any:
     """The feature cache of a ``tune: head`` variant (None for every other variant), one per variant."""
@@ -719,18 +782,25 @@ def _featuriser(cfg: ExperimentConfig, variant: str, n_classes: int, out: Path, 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | None = None,
                    threads: int | None = None, log: Log | None = None, report: bool = True,
                    on_epoch: Callable[[RunKey, int], None] | None = None, device: str = "cpu",
-                   workers: int = 1) -> dict[str, Any]:
+                   workers: int = 1, parallel_runs: int = 1) -> dict[str, Any]:
     """Run (or resume) the whole experiment into ``out``; returns the summary (also ``out/summary.json``).
 
     ``max_epochs``: train at most this many epochs in this call (over all runs), then stop with the state
     saved (``summary["complete"]`` is False); running again continues. ``on_epoch(run, epoch)`` is called after
     every trained epoch (tests raise from it to simulate an interruption). ``device``: ``cpu`` (default,
     bit-reproducible), ``cuda`` or ``auto`` (cuda when available). ``workers``: processes that preprocess the
-    arms (same images as one; training is unaffected).
+    arms (same images as one; training is unaffected). ``parallel_runs``: train this many runs at once, each
+    in its own process with ``threads`` torch threads (the same figures, bit for bit, as one after the other at
+    those threads; not with ``max_epochs`` / ``on_epoch``).
     """
     import torch
 
     log = log or (lambda s: None)
+    parallel_runs = max(1, int(parallel_runs))
+    if parallel_runs > 1 and (max_epochs is not None or on_epoch is not None):
+        raise ConfigError("an epoch budget (--max-epochs) needs one run at a time", hint="use --parallel-runs 1")
+    if parallel_runs > 1 and str(device).lower() != "cpu":
+        raise ConfigError("--parallel-runs runs CPU processes", hint="use --device cpu, or --parallel-runs 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolved = resolved_config(cfg)
@@ -743,7 +813,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, out, max_epochs=max_epochs, log=log, report=report, on_epoch=on_epoch,
-                    device=_device(device), workers=max(1, int(workers)))
+                    device=_device(device), workers=max(1, int(workers)), parallel_runs=parallel_runs,
+                    threads=torch.get_num_threads())
     finally:  # leave the process as it was (library use, tests)
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1], warn_only=before[2])
@@ -763,7 +834,8 @@ def _device(name: str) -> str:
 
 
 def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, report: bool,
-         on_epoch: Callable[[RunKey, int], None] | None, device: str, workers: int = 1) -> dict[str, Any]:
+         on_epoch: Callable[[RunKey, int], None] | None, device: str, workers: int = 1, parallel_runs: int = 1,
+         threads: int = 1) -> dict[str, Any]:
     session = _next_session(out, {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": cfg.quick,
                                   "max_epochs": max_epochs, "pid": os.getpid()})
     t0 = time.perf_counter()
@@ -777,33 +849,34 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
             "protocols": {n: p.counts(data) for n, p in protocols.items()},
             "preprocess_seconds": round(time.perf_counter() - t0, 2)}
     _atomic_text(out / "data.json", json.dumps(info, indent=2) + "\n")
-    budget = _Budget(max_epochs)
     results: list[RunResult] = []
-    cache: dict[tuple[str, ...], list[_EvalSet]] = {}
-    extra_cache: dict[Any, Any] = {}
-    featurisers: dict[str, Any] = {}
     complete = True
-    for key in cfg.runs():
-        ek = (key.protocol, key.arm)
-        if ek not in cache:  # 64x64 grey test sets are small: keep every protocol x arm in memory
-            cache[ek] = _evalsets(cfg, data, protocols[key.protocol], key.arm)
-        extras = _extras(key, cfg, data, protocols[key.protocol], extra_cache, log)
-        fc = _featuriser(cfg, key.variant, len(data.classes), out, device, featurisers, log)
-        evalsets = cache[ek]
-        if fc is not None:  # tune: head: every set as frozen-backbone features (cached by content)
-            fk = (*ek, fc.identity)
-            if fk not in cache:
-                cache[fk] = [replace(es, x=fc(es.x)) for es in cache[ek]]
-            evalsets = cache[fk]
-            extras.matrix = [replace(es, x=fc(es.x)) for es in extras.matrix]
-        res = _train_run(key, cfg, data, protocols[key.protocol], evalsets, out, session, budget, log, on_epoch,
-                         device, extras, featurise=fc)
-        results.append(res)
-        if res.status != "skipped":
-            log(f"{key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")
-        if res.status == "partial":
-            complete = False
-            break
+    if parallel_runs > 1:
+        todo = [k for k in cfg.runs() if not _is_done(out, k)]
+        results = [RunResult(k, "skipped", 0, 0.0) for k in cfg.runs() if k not in todo]
+        log(f"training {len(todo)} run(s), {parallel_runs} at a time ({threads} thread(s) each)")
+        from bglab.pool import run_pool
+
+        for res, lines in run_pool(todo, _pool_run, workers=min(parallel_runs, max(1, len(todo))),
+                                   initializer=_pool_init, initargs=(cfg, out, session, device, threads),
+                                   preload=["torch", "bglab.experiment.runner"], kept="runs"):
+            for line in lines:
+                log(line)
+            results.append(res)
+            log(f"{res.key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")
+        order = {k: i for i, k in enumerate(cfg.runs())}
+        results.sort(key=lambda r: order[r.key])
+    else:
+        trainer = _Trainer(cfg, data, protocols, out, session, device, log)
+        budget = _Budget(max_epochs)
+        for key in cfg.runs():
+            res = trainer.train(key, budget, on_epoch)
+            results.append(res)
+            if res.status != "skipped":
+                log(f"{key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")
+            if res.status == "partial":
+                complete = False
+                break
     collect_metrics(out)
     summary: dict[str, Any] = {"name": cfg.name, "complete": complete, "session": session,
                                "runs": {r.key.id: r.status for r in results},

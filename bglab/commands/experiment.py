@@ -32,6 +32,11 @@ def experiment(
     parallel_runs: Annotated[int, typer.Option(
         "--parallel-runs", min=1, help="Train this many runs at once, each in its own process with --threads "
                                        "threads (identical figures to one at a time at those threads).")] = 1,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local (processes here) | ray (Ray actors; extra 'ray'; see bglab/engines/ray_runs.py).")
+    ] = "local",
+    engine_option: Annotated[list[str] | None, typer.Option(
+        "--engine-option", help="Engine option key=value, e.g. address=auto.")] = None,
     max_epochs: Annotated[int | None, typer.Option(
         "--max-epochs", help="Stop after training this many epochs in total (resume later).", min=1)] = None,
     device: Annotated[str, typer.Option(
@@ -41,7 +46,7 @@ def experiment(
     """Train and compare the preprocessing arms of an experiment; writes metrics, checkpoints and a report."""
     from rich.markup import escape
 
-    from bglab.commands._common import console, err_console
+    from bglab.commands._common import console, err_console, parse_options
     from bglab.experiment.config import load_experiment_config
     from bglab.experiment.runner import run_experiment
 
@@ -57,7 +62,14 @@ def experiment(
             err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s[/] {escape(msg)}", highlight=False)
 
     summary = run_experiment(cfg, run_dir, max_epochs=max_epochs, threads=threads, log=log, device=device,
-                             workers=workers, parallel_runs=parallel_runs)
+                             workers=workers, parallel_runs=parallel_runs, engine=engine,
+                             engine_options=parse_options(engine_option))
+    if summary.get("failed"):
+        for run, why in summary["failed"].items():
+            err_console.print(f"[red]{escape(run)} failed twice: {escape(why)}[/]", highlight=False)
+        console.print(f"{len(summary['failed'])} run(s) failed; the others are kept: run the same command again "
+                      f"to retry them ({run_dir})")
+        raise typer.Exit(1)
     if not summary.get("complete"):
         console.print(f"stopped after the epoch budget; run the same command again to continue ({run_dir})")
         raise typer.Exit(0)

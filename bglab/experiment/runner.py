@@ -782,7 +782,8 @@ def _featuriser(cfg: ExperimentConfig, variant: str, n_classes: int, out: Path, 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | None = None,
                    threads: int | None = None, log: Log | None = None, report: bool = True,
                    on_epoch: Callable[[RunKey, int], None] | None = None, device: str = "cpu",
-                   workers: int = 1, parallel_runs: int = 1) -> dict[str, Any]:
+                   workers: int = 1, parallel_runs: int = 1, engine: str = "local",
+                   engine_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole experiment into ``out``; returns the summary (also ``out/summary.json``).
 
     ``max_epochs``: train at most this many epochs in this call (over all runs), then stop with the state
@@ -791,16 +792,25 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     bit-reproducible), ``cuda`` or ``auto`` (cuda when available). ``workers``: processes that preprocess the
     arms (same images as one; training is unaffected). ``parallel_runs``: train this many runs at once, each
     in its own process with ``threads`` torch threads (the same figures, bit for bit, as one after the other at
-    those threads; not with ``max_epochs`` / ``on_epoch``).
+    those threads; not with ``max_epochs`` / ``on_epoch``). ``engine``: ``local`` (processes on this machine)
+    or ``ray`` (:mod:`bglab.engines.ray_runs`: Ray actors, ``engine_options`` such as ``address``; a failed run
+    is retried once, then listed in ``summary["failed"]`` while the others go on).
     """
     import torch
 
     log = log or (lambda s: None)
     parallel_runs = max(1, int(parallel_runs))
-    if parallel_runs > 1 and (max_epochs is not None or on_epoch is not None):
-        raise ConfigError("an epoch budget (--max-epochs) needs one run at a time", hint="use --parallel-runs 1")
-    if parallel_runs > 1 and str(device).lower() != "cpu":
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"unknown engine {engine!r}", hint="use local or ray")
+    if engine == "ray":
+        from bglab.engines.ray_engine import _import_ray
+
+        _import_ray()  # a clear error before anything is written
+    elif str(device).lower() != "cpu" and parallel_runs > 1:
         raise ConfigError("--parallel-runs runs CPU processes", hint="use --device cpu, or --parallel-runs 1")
+    if (parallel_runs > 1 or engine == "ray") and (max_epochs is not None or on_epoch is not None):
+        raise ConfigError("an epoch budget (--max-epochs) needs one run at a time",
+                          hint="use --parallel-runs 1 and --engine local")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolved = resolved_config(cfg)
@@ -814,7 +824,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     try:
         return _run(cfg, out, max_epochs=max_epochs, log=log, report=report, on_epoch=on_epoch,
                     device=_device(device), workers=max(1, int(workers)), parallel_runs=parallel_runs,
-                    threads=torch.get_num_threads())
+                    threads=torch.get_num_threads(), engine=engine, engine_options=engine_options)
     finally:  # leave the process as it was (library use, tests)
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1], warn_only=before[2])
@@ -835,7 +845,8 @@ def _device(name: str) -> str:
 
 def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, report: bool,
          on_epoch: Callable[[RunKey, int], None] | None, device: str, workers: int = 1, parallel_runs: int = 1,
-         threads: int = 1) -> dict[str, Any]:
+         threads: int = 1, engine: str = "local", engine_options: Mapping[str, Any] | None = None
+         ) -> dict[str, Any]:
     session = _next_session(out, {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": cfg.quick,
                                   "max_epochs": max_epochs, "pid": os.getpid()})
     t0 = time.perf_counter()
@@ -851,19 +862,28 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
     _atomic_text(out / "data.json", json.dumps(info, indent=2) + "\n")
     results: list[RunResult] = []
     complete = True
-    if parallel_runs > 1:
+    failed: dict[str, str] = {}
+    if parallel_runs > 1 or engine == "ray":
         todo = [k for k in cfg.runs() if not _is_done(out, k)]
         results = [RunResult(k, "skipped", 0, 0.0) for k in cfg.runs() if k not in todo]
-        log(f"training {len(todo)} run(s), {parallel_runs} at a time ({threads} thread(s) each)")
-        from bglab.pool import run_pool
+        log(f"training {len(todo)} run(s), {parallel_runs} at a time ({threads} thread(s) each, {engine})")
+        if engine == "ray":
+            from bglab.engines.ray_runs import train_runs
 
-        for res, lines in run_pool(todo, _pool_run, workers=min(parallel_runs, max(1, len(todo))),
-                                   initializer=_pool_init, initargs=(cfg, out, session, device, threads),
-                                   preload=["torch", "bglab.experiment.runner"], kept="runs"):
-            for line in lines:
-                log(line)
-            results.append(res)
-            log(f"{res.key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")
+            done, failed = train_runs(cfg, out, todo, session=session, device=device, threads=threads,
+                                      parallel=parallel_runs, options=engine_options, log=log)
+            results += done
+            complete = not failed
+        else:
+            from bglab.pool import run_pool
+
+            for res, lines in run_pool(todo, _pool_run, workers=min(parallel_runs, max(1, len(todo))),
+                                       initializer=_pool_init, initargs=(cfg, out, session, device, threads),
+                                       preload=["torch", "bglab.experiment.runner"], kept="runs"):
+                for line in lines:
+                    log(line)
+                results.append(res)
+                log(f"{res.key.id}: {res.status} ({res.epochs_trained} epoch(s), {res.seconds:.1f} s)")
         order = {k: i for i, k in enumerate(cfg.runs())}
         results.sort(key=lambda r: order[r.key])
     else:
@@ -880,6 +900,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
     collect_metrics(out)
     summary: dict[str, Any] = {"name": cfg.name, "complete": complete, "session": session,
                                "runs": {r.key.id: r.status for r in results},
+                               **({"failed": failed} if failed else {}),
                                "seconds": round(time.perf_counter() - t0, 2)}
     if complete and report:
         from bglab.experiment.report import write_report

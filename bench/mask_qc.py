@@ -53,7 +53,8 @@ def group(name: str, items: list[tuple[str, np.ndarray, np.ndarray]], *, screen:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data")))
+    default = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+    ap.add_argument("--data", type=Path, default=default)
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -75,13 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             pets.append((str(m.relative_to(data)), img, read_mask(m, shape=img.shape) > 0))
     results.append(group("pets3 ground truth (good)", pets))
 
-    web = [p for c in ("rock", "paper", "scissors") for p in _spaced(list_images(data / "rps/webcam" / c), args.per_class)]
+    web = [p for c in ("rock", "paper", "scissors")
+           for p in _spaced(list_images(data / "rps/webcam" / c), args.per_class)]
     imgs = [(str(p.relative_to(data)), read_image(p)) for p in web]
     results.append(group("webcam, unet (good)", [(f, im, prepare_mask(unet.predict(im), opts)) for f, im in imgs]))
     results.append(group("webcam, chroma (good)", [(f, im, prepare_mask(chroma.predict(im), opts)) for f, im in imgs],
                          screen=True))
 
-    sx = [p for c in ("rock", "paper", "scissors") for p in _spaced(list_images(data / "rps/sxsw" / c), args.per_class)]
+    sx = [p for c in ("rock", "paper", "scissors")
+          for p in _spaced(list_images(data / "rps/sxsw" / c), args.per_class)]
     sx_items = []
     for p in sx:
         im = read_image(p)
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                     "files": [(f, round(float((m > 0.5).mean()), 4), f in flagged) for f, _, m in bad]})
     good_sx = [it for it in sx_items if float((it[2] > 0.5).mean()) >= 0.04]
     results.append({"group": "sxsw, unet, coverage >= 4 % (flag rate, not all good)", "n": len(good_sx),
-                    "flagged": sum(f in flagged for f, _, _ in good_sx)})
+                    "n_flagged": sum(f in flagged for f, _, _ in good_sx)})
 
     photos = [(str(p.relative_to(data)), read_image(p)) for p in list_images(data / "backgrounds")]
     photos += [(f, im) for f, im, _ in sx_items[:: max(1, len(sx_items) // 30)]]

@@ -50,7 +50,7 @@ FLAGS: tuple[str, ...] = ("empty", "full", "fragmented", "border", "outlier", "n
 class QCRules:
     """Thresholds of the mask quality rules (see the module docstring); all fractions are of the image."""
 
-    min_coverage: float = 0.02
+    min_coverage: float = 0.04
     max_coverage: float = 0.95
     max_components: int = 6
     component_min_area: float = 0.002

@@ -15,7 +15,8 @@ from bglab.errors import ConfigError
 from bglab.ops.qc import FLAGS, MaskCheck, QCRules, check_batch, check_mask, median_outliers
 
 __all__ = ["FLAGS", "ON_SUSPECT", "MaskCheck", "QCRules", "backend_hint", "check_batch", "check_mask",
-           "check_on_suspect", "median_outliers", "rules_from", "uses_screen"]
+           "check_on_suspect", "flags_of", "median_outliers", "rules_from", "set_segment_qc",
+           "uses_screen"]
 
 ON_SUSPECT: tuple[str, ...] = ("keep", "skip", "fail")
 SCREEN_BACKENDS: tuple[str, ...] = ("chroma",)
@@ -38,6 +39,36 @@ def rules_from(options: Mapping[str, Any] | None = None) -> QCRules:
 def uses_screen(backend: str | None) -> bool:
     """Whether the backend keys a screen colour, so the ``no-screen`` rule applies."""
     return str(backend or "") in SCREEN_BACKENDS
+
+
+def flags_of(reason: str) -> set[str]:
+    """The rule names in a QC reason text (``"empty: ...; outlier: ..."`` -> {"empty", "outlier"})."""
+    return {part.split(":", 1)[0].strip() for part in str(reason or "").split("; ")} & set(FLAGS)
+
+
+def set_segment_qc(config: dict[str, Any], *, on_suspect: str | None = None,
+                   rules: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A pipeline config with ``on_suspect`` / ``qc`` rule overrides set on its segment step (CLI flags)."""
+    if on_suspect is None and not rules:
+        return config
+    steps = []
+    found = False
+    for item in config.get("steps") or []:
+        if isinstance(item, Mapping) and len(item) == 1 and "segment" in item:
+            seg = dict(item["segment"] or {})
+            if on_suspect is not None:
+                seg["on_suspect"] = check_on_suspect(on_suspect)
+            if rules:
+                old = seg.get("qc")
+                seg["qc"] = {**(dict(old) if isinstance(old, Mapping) else {}), **dict(rules)}
+            steps.append({"segment": seg})
+            found = True
+        else:
+            steps.append(item)
+    if not found:
+        raise ConfigError("--on-suspect and --qc apply to the masks of a segment step, and there is none",
+                          hint="add --backend NAME or --background remove (or a segment step in the config)")
+    return {**config, "steps": steps}
 
 
 def backend_hint(backend: str | None, flags: Iterable[str], not_found: int = 0) -> str:

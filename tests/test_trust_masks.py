@@ -171,3 +171,64 @@ def test_hand_grabcut_without_a_hand_is_not_found_not_an_empty_cutout(tmp_path: 
     rep = remove_files(items, tmp_path / "out", HandGrabCut(NoHand()), RemoveOptions())
     assert [r.status for r in rep.results] == ["not-found"] * 3
     assert not list((tmp_path / "out").rglob("*.png")), "no empty cut-out is written"
+
+
+# ------------------------------------------------------------------------------ preprocess and pipelines
+
+
+def _sxsw_imagefolder(tmp_path: Path, n_good: int = 10) -> tuple[Path, list[str]]:
+    folder, bad = _sxsw_folder(tmp_path, n_good)
+    root = tmp_path / "sx" / "hand"
+    root.parent.mkdir()
+    folder.rename(root)
+    return tmp_path / "sx", bad
+
+
+def test_preprocess_found_counts_only_masks_that_passed_qc(tmp_path: Path, capsys) -> None:
+    """Issue 18: ``found 18 / found % 100.0`` while one output was nearly all black."""
+    from bglab.preprocess import read_output_manifest
+
+    src, bad = _sxsw_imagefolder(tmp_path)
+    dst = tmp_path / "out"
+    assert main(["preprocess", str(src), str(dst), "--background", "remove", "--size", "48"]) == 0
+    rows = {r["origin"] + "/" + r["label"]: r for r in csv.DictReader((dst / "summary.csv").open())}
+    total = rows["all/all"]
+    assert int(total["images"]) == 14 and int(total["suspect"]) + int(total["not_found"]) >= len(bad)
+    assert int(total["found"]) <= 14 - len(bad) and float(total["found_pct"]) < 100.0
+    df = read_output_manifest(dst)
+    by_name = {Path(p).name: (st, qc) for p, st, qc in zip(df["input"], df["status"], df["qc"], strict=True)}
+    for name in bad:
+        assert by_name[name][0] in ("suspect", "not-found") and by_name[name][1], by_name[name]
+    out = capsys.readouterr()
+    assert "suspect" in out.out and "hand-grabcut" in out.err
+    # --on-suspect skip writes no output for them; the summary still counts them as suspect
+    dst2 = tmp_path / "out2"
+    assert main(["preprocess", str(src), str(dst2), "--background", "remove", "--size", "48",
+                 "--on-suspect", "skip"]) == 0
+    df2 = read_output_manifest(dst2)
+    skipped = df2[df2["status"] == "skipped"]
+    assert len(skipped) >= 1 and (skipped["output"] == "").all() and (skipped["qc"] != "").all()
+
+
+def test_segment_step_qc_config_round_trips_and_defaults_stay_unwritten() -> None:
+    from bglab.pipeline import Pipeline
+
+    base = {"steps": [{"segment": {"backend": "chroma"}}]}
+    assert "qc" not in Pipeline.from_config(base).to_config()["steps"][0]["segment"]
+    cfg = {"steps": [{"segment": {"backend": "chroma", "qc": {"min_coverage": 0.01}, "on_suspect": "skip"}}]}
+    seg = Pipeline.from_config(cfg).to_config()["steps"][0]["segment"]
+    assert seg["qc"] == {"min_coverage": 0.01} and seg["on_suspect"] == "skip"
+    with pytest.raises(ConfigError, match="on-suspect|on_suspect"):
+        Pipeline.from_config({"steps": [{"segment": {"on_suspect": "later"}}]})
+    with pytest.raises(ConfigError, match="QC rule"):
+        Pipeline.from_config({"steps": [{"segment": {"qc": {"bogus": 1}}}]})
+
+
+def test_pipeline_no_foreground_is_not_found_and_a_full_chroma_mask_is_suspect() -> None:
+    from bglab.pipeline import Pipeline
+
+    photo = np.random.default_rng(3).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    res = Pipeline.from_config({"steps": [{"segment": {"backend": "chroma"}}, "background"]})(photo)
+    assert res.status == "suspect" and "full" in res.qc
+    off = Pipeline.from_config({"steps": [{"segment": {"backend": "chroma", "qc": False}}, "background"]})(photo)
+    assert off.status == "done" and off.qc == ""

@@ -47,7 +47,7 @@ def preprocess(
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo every sample (forget the journal)."),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved pipeline and exit."),
     on_suspect: str = typer.Option(None, "--on-suspect",
-                                   help="A mask that fails QC: keep (write it, marked suspect; default) | skip | fail."),
+                                   help="A mask that fails QC: keep (write it, marked suspect) | skip | fail."),
     qc_option: list[str] = typer.Option(None, "--qc", help="QC rule key=value for the segment step's masks "
                                                            "(repeatable); rules in docs/trust.md."),
 ) -> None:

@@ -158,13 +158,34 @@ def test_chroma_on_ordinary_photos_is_suspect_not_done(tmp_path: Path, capsys) -
     assert "green / blue screen" in capsys.readouterr().err
 
 
+class NoHand:
+    """A landmarker that finds no hand (what MediaPipe does on photos without one)."""
+
+    def landmarks(self, image: np.ndarray) -> list:
+        return []
+
+
+def make_nohand_grabcut(runtime=None, **options):  # noqa: ANN001, ANN201 - a registry factory for the tests
+    from bglab.segment.handcut import HandGrabCut
+
+    seg = HandGrabCut(NoHand())
+    seg.name = "hand-grabcut"
+    return seg
+
+
+@pytest.fixture()
+def nohand_backend(monkeypatch) -> str:
+    """``hand-grabcut`` as registered, with a landmarker that never finds a hand (no MediaPipe needed)."""
+    from bglab.segment import registry
+
+    monkeypatch.setitem(registry._BACKENDS, "hand-grabcut", registry.BackendInfo(
+        "hand-grabcut", "segmenter", "tests.test_trust_masks", "make_nohand_grabcut", "no hand ever"))
+    return "hand-grabcut"
+
+
 def test_hand_grabcut_without_a_hand_is_not_found_not_an_empty_cutout(tmp_path: Path) -> None:
     """Issue 18: hand-grabcut where MediaPipe finds no hand wrote a fully transparent PNG marked ``done``."""
     from bglab.segment.handcut import HandGrabCut
-
-    class NoHand:
-        def landmarks(self, image: np.ndarray) -> list:
-            return []
 
     src = shared_path("backgrounds")
     items = [(f, Path(f.name)) for f in sorted(src.glob("mate__*.jpg"))[:3]]
@@ -232,3 +253,37 @@ def test_pipeline_no_foreground_is_not_found_and_a_full_chroma_mask_is_suspect()
     assert res.status == "suspect" and "full" in res.qc
     off = Pipeline.from_config({"steps": [{"segment": {"backend": "chroma", "qc": False}}, "background"]})(photo)
     assert off.status == "done" and off.qc == ""
+
+
+# ------------------------------------------------------------------------------------------------ variants
+
+
+def _photo_classes(tmp_path: Path, n: int = 9) -> Path:
+    src = shared_path("backgrounds")
+    root = tmp_path / "photos" / "scene"
+    root.mkdir(parents=True)
+    for f in sorted(src.glob("lomiri-16.04__*.jpg"))[:n]:
+        shutil.copy(f, root / f.name)
+    return tmp_path / "photos"
+
+
+def test_variants_with_chroma_on_photos_are_suspect(tmp_path: Path, capsys) -> None:
+    """Chroma on 9 ordinary photos: most masks are full; the sky of one looks like a screen, so only the batch
+    pass (coverage far from the others') flags that one."""
+    from bglab.variants import generate_variants
+
+    src = _photo_classes(tmp_path)
+    rep = generate_variants(src, tmp_path / "v", "only-fg", backend="chroma", size=32)
+    assert {r.status for r in rep.rows} <= {"suspect", "not-found"} and all(r.qc for r in rep.rows)
+    rep2 = generate_variants(src, tmp_path / "v2", "only-fg", backend="chroma", size=32, on_suspect="skip")
+    assert not [r for r in rep2.rows if r.output] and not list((tmp_path / "v2").rglob("*.png"))
+    assert main(["variants", str(src), str(tmp_path / "v3"), "--kinds", "only-fg", "--backend", "chroma",
+                 "--size", "32"]) == 0
+    assert "green / blue screen" in capsys.readouterr().err
+
+
+def test_variants_without_a_hand_are_not_found(tmp_path: Path, nohand_backend: str) -> None:
+    from bglab.variants import generate_variants
+
+    rep = generate_variants(_photo_classes(tmp_path, 2), tmp_path / "v", "original,only-fg", backend=nohand_backend)
+    assert [r.status for r in rep.rows] == ["not-found"] * 4 and not list((tmp_path / "v").rglob("*.png"))

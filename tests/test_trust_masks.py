@@ -287,3 +287,18 @@ def test_variants_without_a_hand_are_not_found(tmp_path: Path, nohand_backend: s
 
     rep = generate_variants(_photo_classes(tmp_path, 2), tmp_path / "v", "original,only-fg", backend=nohand_backend)
     assert [r.status for r in rep.rows] == ["not-found"] * 4 and not list((tmp_path / "v").rglob("*.png"))
+
+
+# ----------------------------------------------------------------------------------------------------- key
+
+
+def test_key_without_a_hand_is_not_found(tmp_path: Path, nohand_backend: str, capsys) -> None:
+    """``bglab key --backend hand-grabcut`` on photos without a hand: not-found, never an ok empty mask."""
+    src = _photo_classes(tmp_path, 3)
+    assert main(["key", str(src), str(tmp_path / "k"), "--backend", nohand_backend, "--no-sheet",
+                 "--entry-side", "none", "--max-border-fg", "1"]) == 0
+    with open(tmp_path / "k" / "key_report.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["not-found"] * 3
+    assert not list((tmp_path / "k" / "scene").glob("*.png")), "no empty mask is filed as ok"
+    assert "MediaPipe found no hand" in capsys.readouterr().out

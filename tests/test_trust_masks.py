@@ -302,3 +302,28 @@ def test_key_without_a_hand_is_not_found(tmp_path: Path, nohand_backend: str, ca
     assert [r["status"] for r in rows] == ["not-found"] * 3
     assert not list((tmp_path / "k" / "scene").glob("*.png")), "no empty mask is filed as ok"
     assert "MediaPipe found no hand" in capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------------------------------- server
+
+
+def test_server_reports_mask_qc_in_json_and_headers() -> None:
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    pytest.importorskip("httpx", reason="httpx (extra 'dev') is needed by FastAPI's TestClient")
+    from fastapi.testclient import TestClient
+
+    from bglab.server.app import create_app
+    from bglab.server.settings import ServerSettings
+
+    client = TestClient(create_app(ServerSettings(backend="chroma")), raise_server_exceptions=False)
+    photo = sorted(shared_path("rps", "sxsw", "paper").glob("*.jpg"))[0]
+    body = client.post("/api/segment", files={"image": (photo.name, photo.read_bytes())}).json()
+    assert body["status"] == "suspect" and any(r.startswith("full") for r in body["qc"]) and "screen" in body["hint"]
+    resp = client.post("/api/remove", files={"image": (photo.name, photo.read_bytes())}, data={"mode": "color"})
+    assert resp.status_code == 200 and resp.headers["X-Bglab-Status"] == "suspect"
+    assert "full" in resp.headers["X-Bglab-QC"]
+    hand = sorted(shared_path("rps", "webcam", "paper").glob("*.png"))[0]
+    body = client.post("/api/segment", files={"image": (hand.name, hand.read_bytes())}).json()
+    assert body["status"] == "done" and body["qc"] == [] and body["hint"] == ""
+    script = client.get("/static/app.js")
+    assert script.status_code == 200 and "info.qc" in script.text, "the page shows the flags"

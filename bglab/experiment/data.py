@@ -282,7 +282,8 @@ def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]],
     if batch:
         results = (pipe if pipe is not None else _ARM_PIPE).run_batch(batch, sources=srcs, keys=bkeys)
         for i, f, r in zip(ids, srcs, results, strict=True):
-            out[i] = (r.error or f"{f}: {r.status}") if r.image is None else np.asarray(r.image)
+            why = r.error or f"{f}: {r.status}" + (f" ({r.qc})" if getattr(r, "qc", "") else "")
+            out[i] = why if r.image is None else np.asarray(r.image)
     return idx, [(i, out[i]) for i in good]
 
 

@@ -645,6 +645,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     """
     import torch
 
+    from bglab.experiment.preflight import preflight
+
+    preflight(cfg)  # sources, arms, backends: before anything is written
     log = log or (lambda s: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

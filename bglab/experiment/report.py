@@ -188,7 +188,7 @@ def gap_text(label: str, gap: Mapping[str, Any], same: Mapping[str, Any], rand: 
     head = (f"{label}: {_pct(same['mean'])} % on {names[0]} (own-class background) vs {_pct(rand['mean'])} % on "
             f"{names[1]} (random background): BG-Gap {m:+.1f} points")
     if math.isnan(lo):
-        ci, sure = " (one seed, no CI)", False
+        ci, sure = f" ({gap['n']} seed(s): no CI, needs {MIN_SEEDS})", False
     else:
         ci, sure = f" [95 % CI {lo:+.1f}, {hi:+.1f}]", True
     if abs(m) <= 1.0 and (not sure or (lo >= -2.0 and hi <= 2.0)):

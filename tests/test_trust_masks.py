@@ -253,6 +253,12 @@ def test_pipeline_no_foreground_is_not_found_and_a_full_chroma_mask_is_suspect()
     assert res.status == "suspect" and "full" in res.qc
     off = Pipeline.from_config({"steps": [{"segment": {"backend": "chroma", "qc": False}}, "background"]})(photo)
     assert off.status == "done" and off.qc == ""
+    screen = np.zeros((60, 80, 3), np.uint8)
+    screen[:] = (40, 200, 60)  # a bare green screen: the key finds no foreground at all
+    bare = Pipeline.from_config({"steps": [{"segment": {"backend": "chroma"}}, "background"]})(screen)
+    assert bare.status == "not-found" and bare.qc == "no foreground found"
+    skip = Pipeline.from_config({"steps": [{"segment": {"backend": "chroma", "on_suspect": "skip"}}, "background"]})
+    assert skip(photo).status == "skipped" and skip(photo).image is None
 
 
 # ------------------------------------------------------------------------------------------------ variants

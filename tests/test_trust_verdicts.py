@@ -125,6 +125,10 @@ def test_experiment_command_prints_the_table_and_an_inconclusive_verdict(data_ro
     assert v["status"] == "inconclusive" and not v["rejected"] and v["reasons"]
     html = (out / "report.html").read_text()
     assert "[0.0, 100.0]" not in html and "INCONCLUSIVE" in html and "needs 3" in html
+    # the keyed arm's chroma key finds no screen on the clutter photos: kept, but counted and named as suspect
+    sus = json.loads((out / "data.json").read_text())["suspect_masks"]
+    assert set(sus) == {"keyed"} and sus["keyed"]["count"] >= 90 and "full" in sus["keyed"]["examples"][0]
+    assert "failed QC" in html
     for c in summary["analysis"]["studies"]["main"]["protocols"]["cross"]["comparisons"]:
         assert c["seed_ci"] == [None, None] and c["problems"] and 0 < c["min_detectable"] <= 1
 

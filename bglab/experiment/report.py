@@ -680,6 +680,10 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
             header = ["part", *classes, "total"]
             parts.append(f"<h4>{e(proto)}</h4>" + _table(header, [[p, *(str(c.get(k, 0)) for k in classes),
                                                                    str(c["total"])] for p, c in counts.items()]))
+        for arm, sus in data_info.get("suspect_masks", {}).items():
+            parts.append(f"<p class='unsure'>Arm {e(arm)}: {sus['count']} image(s) kept although their mask failed "
+                         f"QC (docs/trust.md; <code>on_suspect: skip</code> in the segment step leaves them out), "
+                         f"e.g. {e(sus['examples'][0])}</p>")
         for arm, errs in data_info.get("left_out", {}).items():
             parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
                          f"e.g. {e(errs[0])}</p>")

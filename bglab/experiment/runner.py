@@ -692,6 +692,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
                  for name in dict.fromkeys(k.protocol for k in cfg.runs())}
     info = {"classes": data.classes, "n_samples": len(data.samples), "n_usable": int(data.ok.sum()),
             "left_out": {a: errs[:50] for a, errs in data.dropped().items() if errs},
+            "suspect_masks": {a: {"count": len(n), "examples": n[:20]} for a, n in data.suspect().items() if n},
             "protocols": {n: p.counts(data) for n, p in protocols.items()},
             "preprocess_seconds": round(time.perf_counter() - t0, 2)}
     _atomic_text(out / "data.json", json.dumps(info, indent=2) + "\n")

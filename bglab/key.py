@@ -4,7 +4,10 @@
 kept), using the ``chroma`` backend by default, or any other segmenter (``backend="hand-grabcut"`` labels
 hands in real scenes from their landmarks: training masks beyond the green screen). It is resumable: an
 image whose mask already exists (in ``dst`` or ``dst/_rejected``) is not keyed again. Quality control
-(:class:`QCRules`) moves implausible masks to ``dst/_rejected/<rel>.png``. ``dst/key_report.csv`` lists
+(:class:`QCRules`) moves implausible masks to ``dst/_rejected/<rel>.png``; a mask with no foreground at all
+(``hand-grabcut`` found no hand, a frame of bare screen) is ``not-found`` and goes there too; after the
+batch, masks whose foreground fraction is far from the batch median (:func:`bglab.ops.qc.median_outliers`,
+``QCRules.batch``) are rejected and moved as well. ``dst/key_report.csv`` lists
 every image (file, status, fg_fraction, components, reason) and ``dst/contact_sheet.png`` shows a sample
 for a person to review (rejects framed in red). Unreadable images are recorded as errors and the run goes on.
 """
@@ -55,6 +58,7 @@ class QCRules:
     component_min_area: float = 0.002
     max_border_fg: float = 0.35
     entry_side: str = "right"
+    batch: bool = True  # the batch pass: foreground fraction far from the batch median (bglab.ops.qc)
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.min_fg < self.max_fg <= 1.0):
@@ -90,7 +94,7 @@ class KeyItem:
     """One image's outcome. ``file`` is the image path relative to ``src`` (POSIX)."""
 
     file: str
-    status: str  # ok | rejected | error
+    status: str  # ok | rejected | not-found | error
     fg_fraction: float = float("nan")
     components: int = -1
     reason: str = ""
@@ -121,6 +125,10 @@ class KeyReport:
     @property
     def errors(self) -> int:
         return self._count("error")
+
+    @property
+    def not_found(self) -> int:
+        return self._count("not-found")
 
     @property
     def resumed(self) -> int:
@@ -183,7 +191,7 @@ def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
     for status, p in (("ok", ok_path), ("rejected", rej_path)):
         if p.is_file():
             prev = previous.get(rel)
-            if prev is not None and prev.status == status:
+            if prev is not None and (prev.status == status or (status, prev.status) == ("rejected", "not-found")):
                 return prev
             return KeyItem(rel, status, reason="mask existed before this run", resumed=True)
     try:
@@ -199,6 +207,8 @@ def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
         if not found:
             reason = "no key colour on the border (nothing keyed out)" + (f"; {reason}" if reason else "")
         status = "rejected" if reason else "ok"
+        if not (soft > 0.5).any():
+            status, reason = "not-found", "no foreground found" + (f"; {reason}" if reason else "")
         mask_u8 = np.clip(np.rint(soft * 255.0), 0, 255).astype(np.uint8)
         write_mask(rej_path if reason else ok_path, mask_u8)
         return KeyItem(rel, status, fg, comps, reason)
@@ -262,12 +272,31 @@ def key_folder(
             if progress:
                 progress(done, total, item)
     report.items = [results[f] for f in files]
+    if qc.batch:
+        _batch_pass(report.items, dst)
     report.report_path = dst / REPORT_NAME
     write_report_csv(report.report_path, report.items)
     if sheet:
         report.sheet_path = dst / SHEET_NAME
         write_contact_sheet(report, report.sheet_path)
     return report
+
+
+def _batch_pass(items: list[KeyItem], dst: Path) -> None:
+    """Reject the ok masks whose foreground fraction is far from the batch median (moved to ``_rejected``)."""
+    import os
+
+    from bglab.ops.qc import median_outliers
+
+    ok = [it for it in items if it.status == "ok" and not np.isnan(it.fg_fraction)]
+    for it, why in zip(ok, median_outliers([it.fg_fraction for it in ok]), strict=True):
+        if not why:
+            continue
+        src_p, dst_p = mask_path(dst, it.file), mask_path(dst, it.file, "rejected")
+        if src_p.is_file():
+            dst_p.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src_p, dst_p)
+        it.status, it.reason = "rejected", why
 
 
 def _thumb(image: np.ndarray, mask: np.ndarray, width: int, rejected: bool, label: str) -> np.ndarray:

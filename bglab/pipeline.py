@@ -13,6 +13,9 @@ One :class:`Pipeline` object serves the CLI (``bglab preprocess``), the Python A
                 ``bglab remove``; ``input: auto|current|original`` (``auto`` = ``original`` for
                 ``mask-files``, whose masks match the file, else the current, possibly cropped, image).
                 A mask already made for a ``mask-box`` box is reused (cropped / resized along).
+                Every mask goes through QC (:mod:`bglab.ops.qc`; ``qc:`` rule overrides, ``qc: false`` off):
+                no foreground gives status ``not-found``, a broken rule ``suspect`` and then
+                ``on_suspect``: ``keep`` (default; output made), ``skip`` (no output) or ``fail``.
 ``background``  ``remove`` (colour fill, or RGBA cut-out with ``alpha: true``), ``colour``, ``blur``,
                 ``swap`` (``image:`` a file or a folder, picked per sample by seed) or ``keep``; the
                 compositing is :func:`bglab.remove.apply_mode`, the same code as ``bglab remove``.
@@ -66,7 +69,7 @@ BACKGROUND_MODES: tuple[str, ...] = ("remove", "colour", "blur", "swap", "keep")
 CROP_TARGETS: tuple[str, ...] = ("auto", "box", "mask")
 SEGMENT_INPUTS: tuple[str, ...] = ("auto", "current", "original")
 FORMATS: tuple[str, ...] = ("png", "webp", "jpg")
-STATUSES: tuple[str, ...] = ("done", "not-found", "skipped", "failed")
+STATUSES: tuple[str, ...] = ("done", "suspect", "not-found", "skipped", "failed")
 _TOP_KEYS = ("version", "seed", "steps", "output")
 _SOURCE_BACKENDS = ("mask-files",)  # segmenters whose masks belong to the file, not to a crop of it
 
@@ -179,10 +182,11 @@ class _State:
     status: str = "done"
     error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    qc: str = ""  # reasons of the mask QC (bglab.ops.qc), '' when it passed
 
     @property
     def active(self) -> bool:
-        return self.status in ("done", "not-found")
+        return self.status in ("done", "suspect", "not-found")
 
     def to_original(self, box: Box) -> Box:
         for kind, g in reversed(self.geometry):
@@ -219,6 +223,7 @@ class StepResult:
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
     mask: np.ndarray | None = None
+    qc: str = ""  # mask QC reasons (status suspect, or not-found: no foreground)
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -250,7 +255,7 @@ class Step:
 
 class SegmentStep(Step):
     name = "segment"
-    keys = ("backend", "options", "threshold", "refine", "feather", "input")
+    keys = ("backend", "options", "threshold", "refine", "feather", "input", "qc", "on_suspect")
     batched = True
 
     def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
@@ -261,11 +266,17 @@ class SegmentStep(Step):
         self.refine = _bool(where, "refine", cfg.get("refine", True))
         self.feather = _number(where, "feather", cfg.get("feather", 0.0), lo=0)
         self.input = _choice(where, "input", cfg.get("input", "auto"), SEGMENT_INPUTS)
+        self.qc_options, self.qc_rules, self.on_suspect = _qc_config(where, cfg)
         self.segmenter: Any = None
 
     def to_config(self) -> dict[str, Any]:
-        return {"backend": self.backend, "options": dict(self.options), "threshold": self.threshold,
-                "refine": self.refine, "feather": self.feather, "input": self.input}
+        out = {"backend": self.backend, "options": dict(self.options), "threshold": self.threshold,
+               "refine": self.refine, "feather": self.feather, "input": self.input}
+        if self.qc_options is not True:  # written only when set, so earlier resolved configs stay equal
+            out["qc"] = self.qc_options
+        if self.on_suspect != "keep":
+            out["on_suspect"] = self.on_suspect
+        return out
 
     def open(self, pipe: Pipeline, runtime: Any) -> None:
         self.segmenter = _create(self.backend, "segmenter", runtime, self.options)
@@ -289,16 +300,59 @@ class SegmentStep(Step):
         images = [s.original if orig else s.image for s in todo]
         raw = self.segmenter.predict_batch(images, sources=[s.source for s in todo])
         opts = RemoveOptions(threshold=self.threshold, refine=self.refine, feather=self.feather)
-        for s, m in zip(todo, raw, strict=True):
+        for s, m, img in zip(todo, raw, images, strict=True):
             mask = prepare_mask(m, opts)
             s.coverage = float(ops.coverage(mask, self.threshold))
             s.mask = s.map_mask(mask) if orig else mask
+            if self.qc_rules is not None:
+                _apply_qc(s, mask, img, self)
 
     def run_one(self, s: _State, pipe: Pipeline) -> None:
         self.ensure_masks([s])
 
     def run_batch(self, states: list[_State], pipe: Pipeline) -> None:
         self.ensure_masks(states)
+
+
+def _qc_config(where: str, cfg: Mapping[str, Any]) -> tuple[Any, Any, str]:
+    """The segment step's ``qc`` (True, False or rule overrides) and ``on_suspect``, checked."""
+    from bglab.qc import check_on_suspect, rules_from
+
+    raw = cfg.get("qc", True)
+    try:
+        if isinstance(raw, bool):
+            rules = rules_from() if raw else None
+        elif isinstance(raw, Mapping):
+            rules, raw = rules_from(raw), {str(k).replace("-", "_"): v for k, v in raw.items()}
+        else:
+            raise _fail(f"{where}.qc", f"expected true, false or a mapping of QC rules, got {raw!r}")
+        policy = check_on_suspect(cfg.get("on_suspect", "keep"))
+    except ConfigError as exc:
+        if exc.message.startswith(where):
+            raise
+        raise _fail(where, exc.message, exc.hint) from None
+    return raw, rules, policy
+
+
+def _apply_qc(s: _State, mask: np.ndarray, image: np.ndarray, step: SegmentStep) -> None:
+    """Mask QC of one sample: not-found (no foreground) or suspect, and the step's ``on_suspect`` policy."""
+    from bglab.qc import check_mask, uses_screen
+
+    chk = check_mask(mask, step.qc_rules, image=image, screen=uses_screen(step.backend))
+    if chk.status == "not-found":
+        s.qc = "no foreground found"
+        if s.status == "done":
+            s.status = "not-found"
+        return
+    if chk.status != "suspect":
+        return
+    s.qc = chk.reason
+    if step.on_suspect == "skip":
+        s.status = "skipped"
+    elif step.on_suspect == "fail":
+        s.status, s.error = "failed", f"suspect mask ({chk.reason}); on_suspect: fail"
+    elif s.status == "done":
+        s.status = "suspect"
 
 
 class LocateStep(Step):
@@ -904,7 +958,7 @@ def _result(s: _State) -> StepResult:
     image = np.ascontiguousarray(s.image) if ok else None
     return StepResult(image=image, status=s.status, box=box, box_source=s.box_source if box is not None else "",
                       found=s.found, coverage=s.coverage, timings=dict(s.timings), error=s.error,
-                      mask=s.mask if ok else None)
+                      mask=s.mask if ok else None, qc=s.qc)
 
 
 # ------------------------------------------------------------------------------------- flags -> config

@@ -15,9 +15,13 @@ design; ``failed`` ones are retried), removes temp files left by a killed write,
 from the journal, atomically. So a run can be killed at any moment and resumed: no half-written output, no
 sample journalled twice, a manifest that matches the files.
 
-Statuses: ``done`` (output written; located, or no locate step), ``not-found`` (no box found, output still
-written as ``on_missing: keep | mask-box`` says), ``skipped`` (no box and ``on_missing: skip``: no output),
-``failed`` (unreadable file, backend error, output name clash: ``error`` says why). Only ``failed`` makes the
+Statuses: ``done`` (output written; located, or no locate step; the mask passed QC), ``suspect`` (the mask
+broke a QC rule of :mod:`bglab.ops.qc`, output written; ``qc`` says which; the segment step's
+``on_suspect: skip | fail`` makes it ``skipped`` / ``failed`` instead), ``not-found`` (no box found, or
+a mask with no foreground; output still written as ``on_missing: keep | mask-box`` says), ``skipped`` (no
+box and ``on_missing: skip``: no output), ``failed`` (unreadable file, backend error, output name clash:
+``error`` says why). The batch pass of the QC (coverage far from the data set's median) runs over every
+record when the manifest is written, so resumed runs are judged with the rest. Only ``failed`` makes the
 run's exit code 1: not finding a hand is a result (it is what the summary measures), not an error.
 
 Engines: ``local`` runs in this process (``workers=1``) or a process pool (``forkserver`` / ``spawn``) with one
@@ -155,7 +159,7 @@ def plan(samples: Iterable[Sample], fmt: str = "png") -> tuple[list[Item], list[
 def _record(item: Item, status: str, *, error: str = "", result: Any = None, timings: Mapping[str, float] = (),
             ) -> dict[str, Any]:
     rec: dict[str, Any] = {"key": item.key, "input": item.input,
-                           "output": item.output if status in ("done", "not-found") else "",
+                           "output": item.output if status in ("done", "suspect", "not-found") else "",
                            "origin": item.origin, "label": item.label, "status": status,
                            "found": None, "box_source": "", "box": None, "coverage": None,
                            "timings": dict(timings), "error": error}
@@ -165,6 +169,8 @@ def _record(item: Item, status: str, *, error: str = "", result: Any = None, tim
         rec["box"] = None if result.box is None else [round(v, 3) for v in result.box.xyxy]
         rec["coverage"] = None if result.coverage is None else round(float(result.coverage), 6)
         rec["timings"].update(result.timings)
+        if getattr(result, "qc", ""):
+            rec["qc"] = result.qc
     rec["timings"] = {k: round(v, 6) for k, v in rec["timings"].items()}
     return rec
 
@@ -209,7 +215,7 @@ class Worker:
         for i, t_read, res in zip(idx, reads, results, strict=True):
             it = items[i]
             timings = {"read": t_read}
-            if res.status in ("done", "not-found"):
+            if res.status in ("done", "suspect", "not-found"):
                 t0 = time.perf_counter()
                 try:
                     write_image(self.dst / it.output, res.image, quality=self.pipeline.quality)
@@ -350,14 +356,17 @@ class PreprocessReport:
 def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows per origin x class, then per origin (class ``all``) and overall (``all``/``all``).
 
-    ``found`` counts samples whose box came from a locator; ``not_found`` those where none did (statuses
-    not-found and skipped); ``failed`` errors. ``found_pct`` = found / (found + not_found), failures excluded:
-    the detection rate of the reference study. Without a locate step ``found`` counts finished samples.
+    ``found`` counts samples whose box came from a locator and whose mask passed QC; ``not_found`` those where
+    none did (statuses not-found and skipped); ``suspect`` those whose mask broke a QC rule (kept or skipped
+    by ``on_suspect``); ``failed`` errors. ``found_pct`` = found / (found + not_found + suspect), failures
+    excluded: the detection rate of the reference study. Without a locate step ``found`` counts finished
+    samples that passed QC.
     """
     cells: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in records:
         st = r["status"]
-        kind = "failed" if st == "failed" else (
+        suspect = st == "suspect" or (st == "skipped" and bool(r.get("qc")))
+        kind = "failed" if st == "failed" else "suspect" if suspect else (
             "not_found" if st in ("not-found", "skipped") or r.get("found") is False else "found")
         for key in ((r["origin"], r["label"]), (r["origin"], "all"), ("all", "all")):
             cells[key]["images"] += 1
@@ -367,15 +376,16 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     order = sorted(cells, key=lambda k: (k[0] == "all", k[0], k[1] == "all", k[1]))
     for origin, label in order:
         c = cells[(origin, label)]
-        seen = c["found"] + c["not_found"]
+        seen = c["found"] + c["not_found"] + c["suspect"]
         rows.append({"origin": origin, "label": label, "images": c["images"], "found": c["found"],
-                     "not_found": c["not_found"], "skipped": c["skipped"], "failed": c["failed"],
+                     "not_found": c["not_found"], "suspect": c["suspect"], "skipped": c["skipped"],
+                     "failed": c["failed"],
                      "found_pct": round(100.0 * c["found"] / seen, 2) if seen else None})
     return rows
 
 
 _MANIFEST_BASE = ("key", "input", "output", "origin", "label", "status", "found", "box_source",
-                  "box_x0", "box_y0", "box_x1", "box_y1", "coverage")
+                  "box_x0", "box_y0", "box_x1", "box_y1", "coverage", "qc")
 
 
 def _manifest_rows(records: Sequence[Mapping[str, Any]], step_labels: Sequence[str]) -> tuple[list[str], list]:
@@ -388,7 +398,7 @@ def _manifest_rows(records: Sequence[Mapping[str, Any]], step_labels: Sequence[s
         box = r.get("box") or [None] * 4
         t = r.get("timings", {})
         rows.append([r["key"], r["input"], r["output"], r["origin"], r["label"], r["status"], r.get("found"),
-                     r.get("box_source", ""), *box, r.get("coverage"), *(t.get(k) for k in tcols),
+                     r.get("box_source", ""), *box, r.get("coverage"), r.get("qc", ""), *(t.get(k) for k in tcols),
                      r.get("error", "")])
     return cols, rows
 
@@ -433,7 +443,7 @@ def write_summary(dst: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     from bglab.io import atomic_write_text
 
     buf = _io.StringIO()
-    cols = ["origin", "label", "images", "found", "not_found", "skipped", "failed", "found_pct"]
+    cols = ["origin", "label", "images", "found", "not_found", "suspect", "skipped", "failed", "found_pct"]
     w = csv.writer(buf)
     w.writerow(cols)
     for r in rows:
@@ -445,13 +455,13 @@ def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "found / not f
     from rich.table import Table
 
     table = Table(title=title)
-    for c in ("origin", "class", "images", "found", "not found", "failed", "found %"):
+    for c in ("origin", "class", "images", "found", "not found", "suspect", "failed", "found %"):
         table.add_column(c, justify="left" if c in ("origin", "class") else "right")
     for r in rows:
         pct = "" if r["found_pct"] is None else f"{r['found_pct']:.1f}"
         style = "bold" if r["label"] == "all" else None
         table.add_row(r["origin"], r["label"], str(r["images"]), str(r["found"]), str(r["not_found"]),
-                      str(r["failed"]), pct, style=style)
+                      str(r.get("suspect", 0)), str(r["failed"]), pct, style=style)
     return table
 
 
@@ -576,7 +586,7 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
     for it in items:
         rec = latest.get(it.key)
         if rec is not None and rec.get("input") == it.input and (
-                rec["status"] == "skipped" or (rec["status"] in ("done", "not-found")
+                rec["status"] == "skipped" or (rec["status"] in ("done", "suspect", "not-found")
                                                and rec.get("output") == it.output
                                                and (dst / it.output).is_file())):
             resumed += 1
@@ -602,11 +612,27 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
         journal.close()
         latest = journal.latest()
         report.records = [latest[it.key] for it in items if it.key in latest] + clashes
+        _batch_qc(report.records, pipe)
         report.summary = summarize(report.records)
         report.manifest_path = write_manifest(dst, report.records, pipe.step_labels)
         report.summary_path = write_summary(dst, report.summary)
         report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _batch_qc(records: list[dict[str, Any]], pipe: Any) -> None:
+    """The QC's batch pass (coverage far from the median, bglab.ops.qc) over every record with a mask."""
+    seg = pipe.segment_step
+    if seg is None or seg.qc_rules is None:
+        return
+    from bglab.ops.qc import median_outliers
+
+    fresh = [r for r in records if r["status"] in ("done", "suspect") and r.get("coverage") is not None]
+    for r, why in zip(fresh, median_outliers([r["coverage"] for r in fresh], seg.qc_rules), strict=True):
+        if why:
+            r["qc"] = f"{r['qc']}; {why}" if r.get("qc") else why
+            if r["status"] == "done":
+                r["status"] = "suspect"
 
 
 def _run_local(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -94,10 +94,12 @@ class FileResult:
 
     input: Path
     output: Path | None
-    status: Literal["done", "skipped", "failed"]
+    status: Literal["done", "suspect", "not-found", "skipped", "failed"]
     coverage: float | None = None
     seconds: float = 0.0
     error: str = ""
+    qc: str = ""  # the QC rules the mask broke (status suspect), see bglab.ops.qc
+    flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -119,10 +121,10 @@ class BatchReport:
 
         buf = _io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["input", "output", "status", "coverage", "seconds", "error"])
+        w.writerow(["input", "output", "status", "coverage", "seconds", "error", "qc"])
         for r in self.results:
             cov = "" if r.coverage is None else f"{r.coverage:.4f}"
-            w.writerow([r.input, r.output or "", r.status, cov, f"{r.seconds:.4f}", r.error])
+            w.writerow([r.input, r.output or "", r.status, cov, f"{r.seconds:.4f}", r.error, r.qc])
         return atomic_write_text(path, buf.getvalue())
 
 
@@ -161,10 +163,18 @@ def remove_files(
     overwrite: bool = False,
     on_progress: Callable[[FileResult], None] | None = None,
     max_pixels: int | None = None,
+    qc: Any = None,
+    on_suspect: str = "keep",
 ) -> BatchReport:
     """Run background removal over ``items`` (from :func:`collect_inputs`) into ``out_dir``.
 
     One bad file never stops the batch: it is recorded and the rest go on.
+
+    Every mask goes through QC (``qc``: :class:`bglab.ops.qc.QCRules`, default rules when None; ``False``
+    turns QC off): no foreground at all gives ``not-found`` (nothing written); a broken rule gives
+    ``suspect``, and ``on_suspect`` says what then: ``keep`` (written, status suspect), ``skip`` (not
+    written) or ``fail`` (not written, status failed). The batch pass (coverage far from the batch median)
+    runs at the end and treats the outputs it flags the same way.
 
     Outputs that already exist are skipped (so an interrupted run resumes) unless ``overwrite``.
     """
@@ -174,6 +184,11 @@ def remove_files(
         raise ConfigError("mode 'swap' needs a background image", hint="pass --background FILE")
     if fmt in ("jpg", "jpeg") and opts.mode == "cutout":
         raise ConfigError("cutouts carry alpha, which JPEG cannot store", hint="use --format png or webp")
+    from bglab import qc as _qc
+
+    policy = _qc.check_on_suspect(on_suspect)
+    rules = None if qc is False else (qc or _qc.QCRules())
+    screen = _qc.uses_screen(getattr(segmenter, "name", None))
     report = BatchReport()
     seen: dict[Path, Path] = {}
     for src, rel in items:
@@ -188,9 +203,17 @@ def remove_files(
             try:
                 image = read_image(src, max_pixels=max_pixels)
                 mask = prepare_mask(segmenter.predict(image, source=src), opts)
-                result = apply_mode(image, mask, opts, background=background)
-                write_image(dst, result)
-                res = FileResult(src, dst, "done", coverage=float(ops.coverage(mask, opts.threshold)))
+                chk = None if rules is None else _qc.check_mask(mask, rules, image=image, screen=screen)
+                cov = float(ops.coverage(mask, opts.threshold))
+                if chk is not None and chk.status == "not-found":
+                    res = FileResult(src, None, "not-found", coverage=cov, qc="no foreground found")
+                elif chk is not None and chk.status == "suspect" and policy != "keep":
+                    res = _suspect_result(src, None, cov, chk.reason, chk.flags, policy)
+                else:
+                    write_image(dst, apply_mode(image, mask, opts, background=background))
+                    res = FileResult(src, dst, "done", coverage=cov)
+                    if chk is not None and chk.flags:
+                        res.status, res.qc, res.flags = "suspect", chk.reason, chk.flags
             except BglabError as exc:
                 res = FileResult(src, None, "failed", error=str(exc))
             except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
@@ -200,7 +223,38 @@ def remove_files(
         report.results.append(res)
         if on_progress is not None:
             on_progress(res)
+    if rules is not None:
+        _batch_pass(report, rules, policy)
     return report
+
+
+def _suspect_result(src: Path, dst: Path | None, cov: float | None, reason: str, flags: tuple[str, ...],
+                    policy: str) -> FileResult:
+    """A suspect file under ``--on-suspect skip`` (status suspect, no output) or ``fail`` (status failed)."""
+    if policy == "fail":
+        return FileResult(src, None, "failed", coverage=cov, qc=reason, flags=flags,
+                          error=f"{src}: suspect mask ({reason}); --on-suspect fail")
+    return FileResult(src, dst, "suspect", coverage=cov, qc=reason, flags=flags)
+
+
+def _batch_pass(report: BatchReport, rules: Any, policy: str) -> None:
+    """Flag this run's written outputs whose coverage is far from the batch median (bglab.ops.qc)."""
+    from bglab.ops.qc import median_outliers
+
+    fresh = [r for r in report.results if r.status in ("done", "suspect") and r.output is not None]
+    reasons = median_outliers([r.coverage for r in fresh], rules)
+    for r, why in zip(fresh, reasons, strict=True):
+        if not why:
+            continue
+        r.qc = f"{r.qc}; {why}" if r.qc else why
+        r.flags = (*r.flags, "outlier")
+        r.status = "suspect"
+        if policy != "keep":
+            out = r.output
+            new = _suspect_result(r.input, None, r.coverage, r.qc, r.flags, policy)
+            r.output, r.status, r.error = None, new.status, new.error
+            if out is not None:
+                out.unlink(missing_ok=True)
 
 
 def remove_background(

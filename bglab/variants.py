@@ -6,7 +6,14 @@ segmenter backend), in parallel, resumably, writing::
 
     DST/<kind-dir>/<class>/images/<stem>.png    the variant image
     DST/<kind-dir>/<class>/masks/<stem>.png     8-bit {0,255}: where the foreground is in that image
-    DST/manifest.csv                            one row per (kind, image), status ok / skipped / failed
+    DST/manifest.csv                            one row per (kind, image), status ok / suspect / not-found /
+                                                skipped / failed, with the mask's coverage and QC reasons
+
+Masks made by a ``backend`` go through QC (:mod:`bglab.ops.qc`, the same rules as ``bglab remove``): a mask
+with no foreground makes every kind of that image ``not-found`` (nothing written); a mask that breaks a rule
+makes them ``suspect`` (written with ``on_suspect="keep"``; not written with ``skip``; ``failed`` with
+``fail``); the batch pass (coverage far from the median) marks written ones suspect at the end. Mask files
+(ground truth) are the user's and are not judged.
 
 Masks are thresholded at 0.5 once, and the binary mask is used for every kind (so the written mask is exactly
 where the image shows the foreground). Mixed-* pairs and bg-color colours come from an RNG seeded by
@@ -66,7 +73,7 @@ MIXED_KINDS: tuple[str, ...] = ("mixed-same", "mixed-rand", "mixed-next")
 BOX_KINDS: tuple[str, ...] = ("only-bg-b", "only-bg-t", "bg-region")
 """Kinds that need the foreground box (skipped when there is none)."""
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "kind", "label", "stem", "source", "output", "mask", "bg_source", "color", "status", "error",
+    "kind", "label", "stem", "source", "output", "mask", "bg_source", "color", "status", "error", "coverage", "qc",
 )
 DEFAULT_BLUR = 15.0
 _SUFFIX = ".png"
@@ -290,6 +297,8 @@ class VariantRow:
     color: str = ""
     status: str = "ok"
     error: str = ""
+    coverage: str = ""  # the backend mask's foreground fraction ('' for mask files and reused outputs)
+    qc: str = ""  # the QC rules the backend mask broke (status suspect) or "no foreground found"
     reused: bool = False  # output existed already (not in the manifest)
 
     def as_list(self) -> list[str]:
@@ -369,6 +378,12 @@ class _Worker:
                                  **config["backend_options"]) if config["backend"] else None)
         self.locator = (create(config["locator"], kind="locator", runtime=runtime, **config["locator_options"])
                         if config["locator"] else None)
+        from bglab.qc import QCRules, uses_screen
+
+        qc = config.get("qc", {})
+        self.qc = None if qc is None or self.segmenter is None else QCRules.from_options(qc)
+        self.on_suspect = config.get("on_suspect", "keep")
+        self.screen = uses_screen(config["backend"])
 
     def load(self, ref: _Ref) -> tuple[np.ndarray, np.ndarray, Box | None, str]:
         """Image, boolean foreground, box (None: no box) and why there is no box."""
@@ -433,6 +448,21 @@ class _Worker:
         except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
             err = f"{ref.path}: unexpected {type(exc).__name__}: {exc}"
             return [row(k, status="failed", error=err) for k in job.kinds]
+        qc: dict[str, str] = {}
+        if self.qc is not None:
+            from bglab.qc import check_mask
+
+            chk = check_mask(fg, self.qc, image=image, screen=self.screen)
+            qc["coverage"] = f"{chk.coverage:.4f}"
+            if chk.status == "not-found":
+                return [row(k, status="not-found", qc="no foreground found", **qc) for k in job.kinds]
+            if chk.status == "suspect":
+                qc["qc"] = chk.reason
+                if self.on_suspect == "skip":
+                    return [row(k, status="suspect", **qc) for k in job.kinds]
+                if self.on_suspect == "fail":
+                    err = f"{ref.path}: suspect mask ({chk.reason}); --on-suspect fail"
+                    return [row(k, status="failed", error=err, **qc) for k in job.kinds]
         blur = self.blur
         if self.size:
             image, fg, box, blur = self._shrink(image, fg, box)
@@ -457,9 +487,10 @@ class _Worker:
                 rel_img, rel_mask = _out_paths(kind, ref.label, ref.stem)
                 write_image(self.dst / rel_img, out)
                 write_mask(self.dst / rel_mask, mask)
-                rows.append(row(kind, output=rel_img, mask=rel_mask))
+                rows.append(row(kind, output=rel_img, mask=rel_mask, status="suspect" if qc.get("qc") else "ok",
+                                **qc))
             except VariantSkipped as exc:
-                rows.append(row(kind, status="skipped", error=exc.message))
+                rows.append(row(kind, status="skipped", error=exc.message, **qc))
             except BglabError as exc:
                 rows.append(row(kind, status="failed", error=str(exc)))
             except Exception as exc:  # noqa: BLE001
@@ -550,12 +581,16 @@ def generate_variants(
     blur: float = DEFAULT_BLUR,
     overwrite: bool = False,
     progress: Callable[[int, int, list[VariantRow]], None] | None = None,
+    qc: Mapping[str, Any] | None | bool = True,
+    on_suspect: str = "keep",
 ) -> VariantsReport:
     """Write the requested variants of every image of the ImageFolder ``src`` into ``dst`` (see module doc).
 
     Masks: ``src``'s ``<class>/masks`` files, or ``backend`` (a segmenter name) when given. Boxes: the mask's
     box, or ``locator``'s first box. Existing outputs are kept unless ``overwrite``. ``progress(done, total,
-    rows)`` is called once with ``done=0`` and after each image. Bad images never stop the run.
+    rows)`` is called once with ``done=0`` and after each image. Bad images never stop the run. ``qc``:
+    QC rule overrides for backend masks (``True``: the defaults, ``False``: no QC); ``on_suspect``: keep |
+    skip | fail (see the module doc).
     """
     from bglab.dataset import read_imagefolder
 
@@ -574,6 +609,12 @@ def generate_variants(
                           hint="write the variants somewhere else (they would be read as a class next time)")
     _check_backend(backend, "segmenter")
     _check_backend(locator, "locator")
+    from bglab.qc import check_on_suspect, rules_from
+
+    on_suspect = check_on_suspect(on_suspect)
+    qc_options = None if qc is False else ({} if qc is True or qc is None else dict(qc))
+    if qc_options is not None:
+        rules_from(qc_options)  # checked here, before any work
     samples = sorted(read_imagefolder(src), key=_key)
     if backend is None and not any(s.mask_path for s in samples):
         raise ConfigError("the source has no masks (no <class>/masks/<stem>.png files)", path=src,
@@ -629,6 +670,7 @@ def generate_variants(
         "backend": backend, "backend_options": dict(backend_options or {}),
         "locator": locator, "locator_options": dict(locator_options or {}),
         "cache": str(_cache_dir(dst, backend, backend_options)) if backend and mixed else None,
+        "qc": qc_options, "on_suspect": on_suspect,
     }
     total = len(samples)
     done = total - len(jobs)
@@ -643,9 +685,37 @@ def generate_variants(
             if progress is not None:
                 progress(done, total, job_rows)
     report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total)
+    if backend and qc_options is not None:
+        _batch_qc(report.rows, rules_from(qc_options), dst, on_suspect)
     report.manifest_path = write_manifest(report.rows, dst / "manifest.csv")
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _batch_qc(rows: Sequence[VariantRow], rules: Any, dst: Path, on_suspect: str) -> None:
+    """The QC batch pass over this run's backend masks (one coverage per image): far from the median -> suspect
+    (outputs removed again under ``on_suspect`` skip / fail)."""
+    from bglab.ops.qc import median_outliers
+
+    per_image: dict[tuple[str, str], list[VariantRow]] = defaultdict(list)
+    for r in rows:
+        if r.coverage and r.status in ("ok", "suspect", "skipped"):
+            per_image[(r.label, r.stem)].append(r)
+    keys = list(per_image)
+    covs = [float(per_image[k][0].coverage) for k in keys]
+    for k, why in zip(keys, median_outliers(covs, rules), strict=True):
+        if not why:
+            continue
+        for r in per_image[k]:
+            r.qc = f"{r.qc}; {why}" if r.qc else why
+            if r.status == "ok":
+                r.status = "suspect"
+            if on_suspect != "keep" and r.output:
+                for rel in (r.output, r.mask):
+                    (dst / rel).unlink(missing_ok=True)
+                r.output = r.mask = ""
+                if on_suspect == "fail":
+                    r.status, r.error = "failed", f"{r.source}: suspect mask ({r.qc}); --on-suspect fail"
 
 
 def _cache_dir(dst: Path, backend: str | None, options: Mapping[str, Any] | None) -> Path:

@@ -165,7 +165,7 @@ def test_key_folder_outputs_qc_and_resume(tmp_path):
     seen = []
     rep = key_folder(src, dst, progress=lambda d, t, i: seen.append((d, t)))
     assert rep.total == 15 and seen[-1] == (15, 15)
-    assert (rep.ok, rep.rejected, rep.errors) == (12, 2, 1)
+    assert (rep.ok, rep.rejected, rep.not_found, rep.errors) == (12, 1, 1, 1)
     for item in rep.items:
         if item.status == "ok":
             m = cv2.imread(str((dst / item.file).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
@@ -173,7 +173,7 @@ def test_key_folder_outputs_qc_and_resume(tmp_path):
     by = {i.file: i for i in rep.items}
     assert by["rock/broken.png"].status == "error" and by["rock/broken.png"].reason
     assert not (dst / "rock" / "broken.png").exists()
-    assert by["odd/all_green.png"].status == "rejected" and "min_fg" in by["odd/all_green.png"].reason
+    assert by["odd/all_green.png"].status == "not-found" and "min_fg" in by["odd/all_green.png"].reason
     assert by["odd/no_green.png"].status == "rejected" and "max_fg" in by["odd/no_green.png"].reason
     assert (dst / "_rejected" / "odd" / "all_green.png").is_file()
     assert not (dst / "odd" / "all_green.png").exists()
@@ -187,7 +187,7 @@ def test_key_folder_outputs_qc_and_resume(tmp_path):
     before = ok_mask.stat().st_mtime_ns
     rep2 = key_folder(src, dst, sheet=False)
     assert rep2.resumed == 14  # everything but the broken file was done already
-    assert (rep2.ok, rep2.rejected, rep2.errors) == (12, 2, 1)
+    assert (rep2.ok, rep2.rejected, rep2.not_found, rep2.errors) == (12, 1, 1, 1)
     assert ok_mask.stat().st_mtime_ns == before
     assert _rows(dst / "key_report.csv") == rows
 

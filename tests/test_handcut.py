@@ -131,7 +131,7 @@ def test_key_folder_with_another_backend_writes_masks_and_rejects_empty(tmp_path
     report = key_folder(tmp_path / "src", tmp_path / "dst", backend="grabcut", segmenter_options={"border": 0.1},
                         qc=QCRules(min_fg=0.02, max_fg=0.9, entry_side="none", max_border_fg=1.0), sheet=False)
     status = {it.file: it.status for it in report.items}
-    assert status == {"paper/flat.jpg": "rejected", "paper/p0.jpg": "ok", "paper/p1.jpg": "ok", "paper/p2.jpg": "ok"}
+    assert status == {"paper/flat.jpg": "not-found", "paper/p0.jpg": "ok", "paper/p1.jpg": "ok", "paper/p2.jpg": "ok"}
     assert read_mask(tmp_path / "dst" / "paper" / "p0.png").shape == (160, 200)
     assert (tmp_path / "dst" / "_rejected" / "paper" / "flat.png").is_file()
 

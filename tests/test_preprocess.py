@@ -71,8 +71,8 @@ def test_layout_manifest_summary_and_a_bad_file(tmp_path):
     assert ok["found"].all() and (ok["coverage"] > 0.05).all() and (ok["box_x1"] == 300).all()
     assert (df[df["status"] == "failed"]["output"] == "").all()
     summary = (dst / "summary.csv").read_text().splitlines()
-    assert summary[0] == "origin,label,images,found,not_found,skipped,failed,found_pct"
-    assert "webcam,rock,4,3,0,0,1,100.0" in summary and summary[-1] == "all,all,10,9,0,0,1,100.0"
+    assert summary[0] == "origin,label,images,found,not_found,suspect,skipped,failed,found_pct"
+    assert "webcam,rock,4,3,0,0,0,1,100.0" in summary and summary[-1] == "all,all,10,9,0,0,0,1,100.0"
     assert Pipeline.from_config(dst / "pipeline.yaml").to_config() == Pipeline.from_config(CHROMA_CFG).to_config()
 
 
@@ -108,7 +108,7 @@ def test_skip_policy_and_exit_code(tmp_path, monkeypatch):
     rep = preprocess([src], tmp_path / "out", cfg)
     assert rep.exit_code == 0 and rep.count("skipped") == 3 and not output_files(tmp_path / "out")
     assert rep.summary[-1] == {"origin": "all", "label": "all", "images": 3, "found": 0, "not_found": 3,
-                               "skipped": 3, "failed": 0, "found_pct": 0.0}
+                               "suspect": 0, "skipped": 3, "failed": 0, "found_pct": 0.0}
     again = preprocess([src], tmp_path / "out", cfg)  # skipped samples are finished: nothing redone
     assert again.processed == 0 and again.resumed == 3
 

@@ -168,7 +168,7 @@ def test_generate_layout_manifest_and_pixels(pets_like: Path, tmp_path: Path) ->
     assert rep.count("ok") == 12 * 11 and not rep.failed
     rows = _manifest(dst)
     assert len(rows) == 12 * 11 and list(rows[0]) == ["kind", "label", "stem", "source", "output", "mask",
-                                                      "bg_source", "color", "status", "error"]
+                                                      "bg_source", "color", "status", "error", "coverage", "qc"]
     src = read_imagefolder(pets_like)
     for d in [*ALL_DIRS, "bg-region-1.5"]:
         got = read_imagefolder(dst / d)

@@ -49,9 +49,12 @@ def demo(
     t_load = time.perf_counter() - t0
     cut_opts, swap_opts = RemoveOptions(mode="cutout"), RemoveOptions(mode="swap")
     table = Table(title=f"bglab demo: {len(images)} embedded photos, backend {seg.name}")
-    for col, just in (("image", "left"), ("size", "right"), ("foreground %", "right"), ("ms", "right")):
+    for col, just in (("image", "left"), ("size", "right"), ("foreground %", "right"), ("ms", "right"),
+                      ("mask QC", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    rows, labels, times = [], [], []
+    from bglab.qc import check_batch, check_mask, uses_screen
+
+    rows, labels, times, cells, qc = [], [], [], [], []
     for path in images:
         rel = path.relative_to(data)
         t = time.perf_counter()
@@ -64,13 +67,21 @@ def demo(
         ms = (time.perf_counter() - t) * 1000
         times.append(ms)
         cov = ops.coverage(mask)
-        table.add_row(str(rel), f"{image.shape[1]}x{image.shape[0]}", f"{100 * cov:.1f}", f"{ms:.0f}")
+        cells.append([str(rel), f"{image.shape[1]}x{image.shape[0]}", f"{100 * cov:.1f}", f"{ms:.0f}"])
+        qc.append(check_mask(mask, image=image, screen=uses_screen(seg.name)))
         rows.append([image, overlay_mask(image, mask), cut, swap])
         labels.append(f"{rel.parts[0]}/{rel.parts[1]}")
+    for cell, chk in zip(cells, check_batch(qc), strict=True):
+        status = chk.status if chk.status != "suspect" else f"suspect ({', '.join(chk.flags)})"
+        table.add_row(*cell, status if chk.status == "done" else f"[yellow]{status}[/]")
     sheet = contact_sheet(rows, cell=150, row_labels=labels,
                           col_labels=["original", "mask", "cut-out", "swapped"])
     write_image(out / "demo_sheet.png", sheet)
     console.print(table)
+    flagged = [c for c in qc if c.status != "done"]
+    if flagged:
+        console.print(f"[yellow]{len(flagged)} of {len(qc)} mask(s) look wrong (mask QC, docs/trust.md): "
+                      "their cut-outs are written but not to be trusted[/]", highlight=False)
     console.print(f"model load {t_load * 1000:.0f} ms; per image median {np.median(times):.0f} ms "
                   "(read + segment + cut-out + swap + 2 writes)")
     console.print(f"wrote {out}/cutout/ (RGBA PNG), {out}/swap/ (JPEG), {out}/demo_sheet.png")

@@ -73,15 +73,39 @@ def experiment(
     if not summary.get("complete"):
         console.print(f"stopped after the epoch budget; run the same command again to continue ({run_dir})")
         raise typer.Exit(0)
+    for table in final_tables(summary):
+        console.print(table)
     for v in summary.get("verdicts", []):
         if v["distortion"] == "clean":
-            colour = "red" if v["rejected"] else "green"
+            colour = "red" if v["rejected"] else "yellow" if v.get("status") == "inconclusive" else "green"
             console.print(f"[{colour}]{escape(v['study'] + ': ' + v['text'])}[/]", highlight=False)
     for proto, tests in (summary.get("bg_gap") or {}).items():
         for test, rows in tests.items():
             for g in rows.values():
                 console.print(escape(f"[{proto}; {test}] {g['text']}"), highlight=False)
     console.print(f"done in {time.perf_counter() - t0:.0f} s: {run_dir / 'report.html'}", highlight=False)
+
+
+def final_tables(summary: dict[str, Any]) -> list[Any]:
+    """One Rich table per study x protocol: final accuracy % per line and test set (clean), with its 95 %
+    interval (over seeds from 3 seeds on; else over test images, marked img), then train accuracy."""
+    from rich.table import Table
+
+    from bglab.experiment.report import _ci_cell
+
+    tables = []
+    for sname, st in (summary.get("analysis") or {}).get("studies", {}).items():
+        for proto, res in st["protocols"].items():
+            n_seeds = max((c["n"] for f in res["final"].values() for c in f.values()), default=0)
+            table = Table(title=f"{sname} / {proto}: final accuracy % ({n_seeds} seed(s))")
+            table.add_column("trained on", justify="left")
+            for t in res["tests"]:
+                table.add_column(f"test {t}", justify="right")
+            table.add_column("train", justify="right")
+            for lab, f in res["final"].items():
+                table.add_row(lab, *(_ci_cell(f[f"{t}|clean"]) for t in res["tests"]), _ci_cell(f["train|clean"]))
+            tables.append(table)
+    return tables
 
 
 def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None,
@@ -154,6 +178,8 @@ def by_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (proto, arm, variant), rows in groups.items():
         accs = [r["accuracy"] for r in rows if r["accuracy"] is not None]
         mean, lo, hi = t_interval(accs)
+        if len(accs) < 3:  # a t-interval over 2 seeds spans most of [0, 1]: not shown
+            lo = hi = float("nan")
         per_class = {}
         for c in rows[0]["per_class"]:
             vals = [r["per_class"][c] for r in rows if r["per_class"].get(c) is not None]

@@ -67,12 +67,20 @@ def register(app: typer.Typer) -> None:
         table.add_column("images", justify="right")
         table.add_row("[green]ok[/]", str(report.ok))
         table.add_row("[yellow]rejected[/]", str(report.rejected))
+        table.add_row("[yellow]not-found[/]", str(report.not_found))
         table.add_row("[red]errors[/]", str(report.errors))
         table.add_row("(already done, skipped)", str(report.resumed))
         console.print(table)
         for item in report.items:
             if item.status == "error":
                 console.print(f"[red]error[/] {item.file}: {item.reason}", highlight=False)
+        from bglab.qc import backend_hint
+
+        flags = {"full"} if any("no key colour" in it.reason for it in report.items) else set()
+        flags |= {"empty"} if report.rejected else set()
+        hint = backend_hint(backend, flags, report.not_found)
+        if hint:
+            console.print(f"[yellow]{hint}[/]", highlight=False)
         console.print(f"report: {report.report_path}")
         if report.sheet_path is not None:
             console.print(f"contact sheet: {report.sheet_path}")

@@ -46,6 +46,10 @@ def preprocess(
                               help="Only N samples, evenly spaced over the sorted list (a quick check)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo every sample (forget the journal)."),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved pipeline and exit."),
+    on_suspect: str = typer.Option(None, "--on-suspect",
+                                   help="A mask that fails QC: keep (write it, marked suspect) | skip | fail."),
+    qc_option: list[str] = typer.Option(None, "--qc", help="QC rule key=value for the segment step's masks "
+                                                           "(repeatable); rules in docs/trust.md."),
 ) -> None:
     """Preprocess data sets: DST/<origin>/<class>/<stem>.png, DST/manifest.parquet, DST/summary.csv.
 
@@ -62,6 +66,9 @@ def preprocess(
         backend=backend, options=parse_options(option), background=background,
         color=list(parse_color(color)) if color else None, crop=crop, margin=margin, square=square, size=size,
         grey=grey, dropout=dropout, noise=noise, seed=seed, fmt=fmt)
+    from bglab.qc import set_segment_qc
+
+    cfg = set_segment_qc(cfg, on_suspect=on_suspect, rules=parse_options(qc_option))
     pipe = Pipeline.from_config(cfg)
     if show_config:
         console.print(pipe.to_yaml(), highlight=False)
@@ -91,6 +98,7 @@ def preprocess(
     for p in rep.problems:
         err_console.print(f"[yellow]manifest row skipped:[/] {p}", highlight=False)
     console.print(summary_table(rep.summary, title=f"bglab preprocess ({pipe!r})"))
+    _print_qc(rep, pipe)
     elapsed = time.perf_counter() - t0
     rate = rep.processed / elapsed if elapsed > 0 else 0.0
     console.print(f"{rep.processed} processed, {rep.resumed} already done, {rep.count('failed')} failed in "
@@ -103,6 +111,23 @@ def preprocess(
         n = len(rep.failed) + len(rep.problems)
         err_console.print(f"[bold red]{n} sample(s) failed[/]; see the manifest's error column")
         raise typer.Exit(rep.exit_code)
+
+
+def _print_qc(rep, pipe) -> None:  # noqa: ANN001
+    """The suspect samples (up to 10) and one hint naming a better backend."""
+    from bglab.qc import backend_hint, flags_of
+
+    seg = pipe.segment_step
+    flagged = [r for r in rep.records if r.get("qc") and r["status"] != "not-found"]
+    for r in flagged[:10]:
+        console.print(f"[yellow]suspect[/] {r['input']}: {r['qc']}", highlight=False)
+    if len(flagged) > 10:
+        console.print(f"[yellow]... {len(flagged) - 10} more suspect sample(s)[/]; see the manifest's qc column")
+    not_found = sum(r["status"] == "not-found" and bool(r.get("qc")) for r in rep.records)
+    if seg is not None:
+        hint = backend_hint(seg.backend, {f for r in flagged for f in flags_of(r["qc"])}, not_found)
+        if hint:
+            err_console.print(f"[yellow]{hint}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,18 +33,26 @@ def remove(
     fmt: str = typer.Option(None, "--format", help="Output format: png (default), webp, jpg (not for cutout)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     report: Path = typer.Option(None, "--report", help="Per-file CSV report (default: OUT/remove_report.csv)."),
+    on_suspect: str = typer.Option("keep", "--on-suspect",
+                                   help="A mask that fails QC: keep (write it, status suspect) | skip | fail."),
+    qc_option: list[str] = typer.Option(None, "--qc", help="QC rule key=value (repeatable), e.g. min_coverage=0.01; "
+                                                           "rules in docs/trust.md."),
 ) -> None:
     """Remove or change the background of every input image; bad files are reported, never fatal.
 
-    Exit code 0 when every file succeeded (or was already done), 1 when any failed.
+    Every mask is checked (docs/trust.md): status done, suspect (a QC rule broken), not-found (no foreground)
+    or failed. Exit code 0 when no file failed, 1 when any failed (with --on-suspect fail: or was suspect).
     """
     from bglab.io import read_image
+    from bglab.qc import backend_hint, check_on_suspect, rules_from
     from bglab.remove import RemoveOptions, collect_inputs, remove_files
     from bglab.segment import DEFAULT_SEGMENTER, create
 
     opts = RemoveOptions(mode=mode, color=parse_color(color), blur=blur, fit=fit, margin=margin,  # type: ignore[arg-type]
                          threshold=threshold, refine=refine, min_region=min_region,
                          feather=feather)
+    policy = check_on_suspect(on_suspect)
+    rules = rules_from(parse_options(qc_option))
     bg = read_image(background) if background is not None else None
     t_load = time.perf_counter()
     segmenter = create(backend or DEFAULT_SEGMENTER, kind="segmenter", **parse_options(option))
@@ -66,15 +74,23 @@ def remove(
                 progress.console.print(f"[red]failed[/] {res.error}", highlight=False)
 
         rep = remove_files(items, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
-                           on_progress=tick)
+                           on_progress=tick, qc=rules, on_suspect=policy)
     rep.write_csv(report or Path(out) / "remove_report.csv")
     elapsed = time.perf_counter() - t0
     table = Table(title=f"bglab remove ({segmenter.name}, mode {mode})")
-    for col in ("done", "skipped", "failed", "seconds"):
+    for col in ("done", "suspect", "not-found", "skipped", "failed", "seconds"):
         table.add_column(col, justify="right")
-    table.add_row(str(rep.count("done")), str(rep.count("skipped")), str(rep.count("failed")),
-                  f"{elapsed:.1f} (+{t_load:.1f} load)")
+    table.add_row(str(rep.count("done")), str(rep.count("suspect")), str(rep.count("not-found")),
+                  str(rep.count("skipped")), str(rep.count("failed")), f"{elapsed:.1f} (+{t_load:.1f} load)")
     console.print(table)
+    flagged = [r for r in rep.results if r.flags]
+    for r in flagged[:10]:
+        console.print(f"[yellow]suspect[/] {r.input}: {r.qc}", highlight=False)
+    if len(flagged) > 10:
+        console.print(f"[yellow]... {len(flagged) - 10} more suspect file(s)[/]; see the report's qc column")
+    hint = backend_hint(segmenter.name, {f for r in flagged for f in r.flags}, rep.count("not-found"))
+    if hint:
+        err_console.print(f"[yellow]{hint}[/]", highlight=False)
     console.print(f"outputs in {out}; report {report or Path(out) / 'remove_report.csv'}")
     if rep.failed:
         err_console.print(f"[bold red]{len(rep.failed)} of {total} file(s) failed[/]; see the report")

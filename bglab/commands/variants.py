@@ -32,6 +32,9 @@ def variants(
                               help="bg-color colour (#rrggbb, r,g,b, name); default: a seeded random one per image."),
     blur: float = typer.Option(15.0, "--blur", help="bg-blur strength (Gaussian sigma, px of the source image)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    on_suspect: str = typer.Option("keep", "--on-suspect",
+                                   help="A backend mask that fails QC: keep (write, marked suspect) | skip | fail."),
+    qc_option: list[str] = typer.Option(None, "--qc", help="QC rule key=value (repeatable); docs/trust.md."),
 ) -> None:
     """Write background variants of every image (Xiao et al. 2021 + Hashmi & Li); bad files are reported.
 
@@ -60,17 +63,30 @@ def variants(
 
         rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=parse_options(option),
                                 locator=locator, seed=seed, workers=workers, size=size, color=rgb, blur=blur,
-                                overwrite=overwrite, progress=tick)
+                                overwrite=overwrite, progress=tick, qc=parse_options(qc_option),
+                                on_suspect=on_suspect)
     elapsed = time.perf_counter() - t0
     table = Table(title=f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})")
     table.add_column("kind")
-    for col in ("ok", "reused", "skipped", "failed"):
+    for col in ("ok", "suspect", "not-found", "reused", "skipped", "failed"):
         table.add_column(col, justify="right")
     for kind, counts in rep.summary().items():
         reused = sum(r.reused for r in rep.rows if r.kind == kind)
-        table.add_row(kind, str(counts["ok"]), str(reused), str(counts["skipped"]),
+        table.add_row(kind, str(counts["ok"]), str(counts.get("suspect", 0)), str(counts.get("not-found", 0)),
+                      str(reused), str(counts["skipped"]),
                       f"[red]{counts['failed']}[/]" if counts["failed"] else "0")
     console.print(table)
+    if backend:
+        from bglab.qc import backend_hint, flags_of
+
+        images = {(r.label, r.stem): r for r in rep.rows if r.qc}
+        flagged = [r for r in images.values() if r.status != "not-found"]
+        for r in flagged[:10]:
+            console.print(f"[yellow]suspect[/] {r.source}: {r.qc}", highlight=False)
+        not_found = sum(r.status == "not-found" for r in images.values())
+        hint = backend_hint(backend, {f for r in flagged for f in flags_of(r.qc)}, not_found)
+        if hint:
+            err_console.print(f"[yellow]{hint}[/]", highlight=False)
     console.print(f"{elapsed:.1f} s; outputs in {dst}; manifest {rep.manifest_path}")
     if rep.failed:
         images = len({(r.label, r.stem) for r in rep.failed})

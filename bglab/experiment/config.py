@@ -690,6 +690,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     raw = _mapping("config", raw, allow_none=False)
     _keys("", raw, _TOP_KEYS)
     if quick:
+        if not raw.get("quick"):
+            raise ConfigError("--quick: this config has no quick: section, so there is no quick profile to apply",
+                              hint="add one, e.g. quick: {seeds: [0], train: {epochs: 3}} (deep-merged over the "
+                                   "config), or run without --quick")
         q = _mapping("quick", raw.get("quick"))
         if "quick" in q:
             raise _err("quick.quick", "not allowed")

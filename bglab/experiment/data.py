@@ -101,7 +101,8 @@ def load_sources(cfg: ExperimentConfig) -> dict[str, list[Sample]]:
 
 @dataclass
 class ArmImages:
-    """One arm's preprocessed images: ``images[i]`` for sample ``i``; ``ok[i]`` False where it failed."""
+    """One arm's preprocessed images: ``images[i]`` for sample ``i``; ``ok[i]`` False where it failed (``errors[i]``
+    says why); an ``errors[i]`` where ``ok[i]`` is True is the QC note of a kept image whose mask is suspect."""
 
     arm: str
     images: np.ndarray
@@ -282,7 +283,13 @@ def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]],
     if batch:
         results = (pipe if pipe is not None else _ARM_PIPE).run_batch(batch, sources=srcs, keys=bkeys)
         for i, f, r in zip(ids, srcs, results, strict=True):
-            out[i] = (r.error or f"{f}: {r.status}") if r.image is None else np.asarray(r.image)
+            note = f"{f}: {r.status}" + (f" ({r.qc})" if getattr(r, "qc", "") else "")
+            if r.image is None:
+                out[i] = r.error or note
+            elif getattr(r, "qc", ""):  # kept, but its mask failed QC: the note travels with the image
+                out[i] = (np.asarray(r.image), note)
+            else:
+                out[i] = np.asarray(r.image)
     return idx, [(i, out[i]) for i in good]
 
 
@@ -295,6 +302,8 @@ def _collect(results: Any, arm: str, shape: tuple[int, ...], images: np.ndarray,
             if isinstance(got, str):
                 errors[i] = got
                 continue
+            if isinstance(got, tuple):  # a usable image whose mask failed QC: its note, with ok[i] True
+                got, errors[i] = got
             img = got[:, :, 0] if len(shape) == 3 and got.ndim == 3 and got.shape[2] == 1 else got
             if img.shape != shape[1:]:
                 errors[i] = f"{samples[i].path}: arm output has shape {img.shape}, expected {shape[1:]}"
@@ -324,6 +333,10 @@ class ExperimentData:
     def dropped(self) -> dict[str, list[str]]:
         """Per arm, the errors of the samples it could not preprocess."""
         return {a: [e for e, o in zip(im.errors, im.ok, strict=True) if not o] for a, im in self.arms.items()}
+
+    def suspect(self) -> dict[str, list[str]]:
+        """Per arm, the QC notes of samples it kept although their mask failed QC (bglab.ops.qc)."""
+        return {a: [e for e, o in zip(im.errors, im.ok, strict=True) if o and e] for a, im in self.arms.items()}
 
 
 def load_data(cfg: ExperimentConfig, *, cache_dir: Path | None, progress: Progress | None = None,

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
-from bglab.experiment.stats import Comparison, compare, t_interval, verdict
+from bglab.experiment.checks import (MIN_SEEDS, accuracy_interval, chance_check, chance_rate, checked_verdict,
+                                     min_detectable_difference, seeds_check, training_check)
+from bglab.experiment.stats import Comparison, compare, t_interval
 
 __all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "render_html", "write_report"]
 
@@ -72,10 +74,14 @@ def _final_rows(rows: Sequence[Mapping[str, Any]], cfg: ExperimentConfig) -> dic
 
 
 def _ci(values: list[float], bounded: bool = True) -> dict[str, Any]:
-    """Mean and 95 % t-interval over seeds; ``bounded``: a share, so the interval is clipped to [0, 1]."""
+    """Mean and 95 % t-interval over seeds, clipped to [0, 1] (``bounded``: a share) or [-1, 1] (a
+    difference). With fewer than 3 seeds there is no interval (``lo = hi = nan``): a t-interval over 2 values
+    has 1 degree of freedom and spans most of the scale, which would read as a measurement."""
     m, lo, hi = t_interval(values)
-    if bounded and lo == lo:
-        lo, hi = max(0.0, lo), min(1.0, hi)
+    if len(values) < MIN_SEEDS:
+        lo = hi = math.nan
+    if lo == lo:
+        lo, hi = (max(0.0, lo), min(1.0, hi)) if bounded else (max(-1.0, lo), min(1.0, hi))
     return {"mean": m, "lo": lo, "hi": hi, "n": len(values), "values": values}
 
 
@@ -150,7 +156,14 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                             with np.errstate(invalid="ignore", divide="ignore"):
                                 pc = np.diag(cm) / cm.sum(axis=1)
                             res["per_class"][f"{lab}|{t}"] = [None if math.isnan(x) else float(x) for x in pc]
-            res["comparisons"], res["verdicts"] = _comparisons(cfg, st, proto, lines, tests, dists, correct)
+            for (lab, t, d), (_seeds, mats, _keys) in correct.items():
+                cell = res["final"][lab].get(f"{t}|{d}")
+                if cell is not None and cell["n"]:
+                    _, cell["img_lo"], cell["img_hi"] = accuracy_interval(mats, n_boot=cfg.evaluate.bootstrap,
+                                                                         seed=cfg.evaluate.seed)
+            checks = _input_checks(res, lines, tests, len(classes))
+            res["comparisons"], res["verdicts"] = _comparisons(cfg, st, proto, lines, tests, dists, correct,
+                                                               checks)
             sp[proto] = res
         studies[sname] = {"protocols": sp, "arms": list(st.arms), "variants": list(st.variants),
                           "lines": [lab for lab, _, _ in lines]}
@@ -175,7 +188,7 @@ def gap_text(label: str, gap: Mapping[str, Any], same: Mapping[str, Any], rand: 
     head = (f"{label}: {_pct(same['mean'])} % on {names[0]} (own-class background) vs {_pct(rand['mean'])} % on "
             f"{names[1]} (random background): BG-Gap {m:+.1f} points")
     if math.isnan(lo):
-        ci, sure = " (one seed, no CI)", False
+        ci, sure = f" ({gap['n']} seed(s): no CI, needs {MIN_SEEDS})", False
     else:
         ci, sure = f" [95 % CI {lo:+.1f}, {hi:+.1f}]", True
     if abs(m) <= 1.0 and (not sure or (lo >= -2.0 and hi <= 2.0)):
@@ -285,9 +298,25 @@ def _pair(correct: Mapping[tuple, Any], ka: tuple, kb: tuple) -> tuple[np.ndarra
     return ca[[sa.index(s) for s in common]], cb[[sb.index(s) for s in common]]
 
 
+def _input_checks(res: Mapping[str, Any], lines: list[tuple[str, str, str]], tests: list[str], n_classes: int
+                  ) -> dict[str, Any]:
+    """What the verdicts check besides the test: each line's training curve, each test set's chance rate."""
+    train: dict[str, str] = {}
+    for lab, _, _ in lines:
+        curve = next((c for k, c in res["curves"].items() if k.startswith(f"{lab}|train|")), {})
+        train[lab] = training_check(lab, {int(e): v[0] for e, v in curve.items()})
+    chance: dict[str, float] = {}
+    for t in tests:
+        cm = next((np.asarray(res["confusion"][f"{lab}|{t}"]) for lab, _, _ in lines
+                   if f"{lab}|{t}" in res["confusion"]), None)
+        k = max(n_classes, 0 if cm is None else cm.shape[0])
+        chance[t] = chance_rate(k, None if cm is None else cm.sum(axis=1).tolist())
+    return {"train": train, "chance": chance}
+
+
 def _comparisons(cfg: ExperimentConfig, st: StudyConfig, proto: str, lines: list[tuple[str, str, str]],
-                 tests: list[str], dists: list[str], correct: Mapping[tuple, Any]
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                 tests: list[str], dists: list[str], correct: Mapping[tuple, Any],
+                 checks: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     label = {(a, v): lab for lab, a, v in lines}
     groups: list[tuple[str, str, list[tuple[str, str]]]] = []  # (what, condition, [(label A, label B)])
     if len(st.arms) > 1:
@@ -304,19 +333,32 @@ def _comparisons(cfg: ExperimentConfig, st: StudyConfig, proto: str, lines: list
     for what, cond, pairs in groups:
         for d in dists:
             found: list[Comparison] = []
+            problems: list[list[str]] = []
+            pairs_used: list[tuple[np.ndarray, np.ndarray]] = []
+            ev = cfg.evaluate
             for la, lb in pairs:
                 for t in tests:
                     pair = _pair(correct, (la, t, d), (lb, t, d))
                     if pair is None:
                         continue
-                    found.append(compare(la, lb, t, pair[0], pair[1], n_boot=cfg.evaluate.bootstrap,
-                                         seed=cfg.evaluate.seed))
-            rejected, adjusted, text = verdict(found, cfg.evaluate.alpha, what)
+                    found.append(compare(la, lb, t, pair[0], pair[1], n_boot=ev.bootstrap, seed=ev.seed))
+                    pairs_used.append(pair)
+                    why = [seeds_check(pair[0].shape[0])]
+                    if checks is not None:
+                        why += [checks["train"].get(la, ""), checks["train"].get(lb, "")]
+                        why += [chance_check(lab, t, c, checks["chance"][t], n_boot=ev.bootstrap, seed=ev.seed)
+                                for lab, c in ((la, pair[0]), (lb, pair[1]))]
+                    problems.append([w for w in why if w])
+            mdes = [min_detectable_difference(a, b, alpha=ev.alpha / max(len(found), 1)) for a, b in pairs_used]
+            v = checked_verdict(found, problems, mdes, alpha=ev.alpha, what=what)
             where = ", ".join(x for x in (cond, f"distortion {d}" if d != "clean" else "clean test images") if x)
-            verdicts.append({"what": what, "condition": cond, "distortion": d, "rejected": rejected,
-                             "text": f"[{proto}; {where}] {text}"})
-            for c in adjusted:
-                comps.append({**c.as_dict(), "what": what, "condition": cond, "distortion": d})
+            verdicts.append({"what": what, "condition": cond, "distortion": d, "rejected": v.rejected,
+                             "status": v.status, "reasons": v.reasons,
+                             "min_detectable": None if v.mde != v.mde else v.mde,
+                             "text": f"[{proto}; {where}] {v.text}"})
+            for c, why, mde in zip(v.adjusted, problems, mdes, strict=True):
+                comps.append({**c.as_dict(), "what": what, "condition": cond, "distortion": d,
+                              "problems": why, "min_detectable": mde})
     return comps, verdicts
 
 
@@ -514,7 +556,8 @@ def _sheet_b64(path: Path, classes: Sequence[str], n: int) -> str | None:
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.rej{color:#b00020;font-weight:bold}.keep{color:#0a6b2a}code{background:#f4f4f4;padding:1px 3px}
+.rej{color:#b00020;font-weight:bold}.keep{color:#0a6b2a}
+.unsure{color:#8a5a00;font-weight:bold}code{background:#f4f4f4;padding:1px 3px}
 h2{border-bottom:2px solid #ddd;padding-bottom:3px;margin-top:2em}"""
 
 
@@ -523,10 +566,14 @@ def _pct(x: float | None) -> str:
 
 
 def _ci_cell(d: Mapping[str, Any]) -> str:
+    """``mean [lo, hi]`` over seeds; with fewer than 3 seeds the bootstrap interval over test images marked
+    ``img`` when there is one, else ``mean (n=K)``."""
     if d["n"] == 0:
         return "n/a"
-    if math.isnan(d["lo"]):
-        return f"{_pct(d['mean'])}"
+    if d["lo"] is None or math.isnan(d["lo"]):
+        if d.get("img_lo") is not None and not math.isnan(d["img_lo"]):
+            return f"{_pct(d['mean'])} [{_pct(d['img_lo'])}, {_pct(d['img_hi'])}] img"
+        return f"{_pct(d['mean'])} (n={d['n']})"
     return f"{_pct(d['mean'])} [{_pct(d['lo'])}, {_pct(d['hi'])}]"
 
 
@@ -604,6 +651,7 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
              f"<h1>Experiment <code>{e(cfg.name)}</code>{' (quick profile)' if cfg.quick else ''}</h1>",
              f"<p>Seeds {e(str(list(cfg.seeds)))}; input {cfg.size}x{cfg.size}, {cfg.channels} channel(s); "
              f"baseline arm <code>{e(cfg.baseline)}</code>. Accuracies in %; CIs are 95 % Student-t intervals "
+             "(shown from 3 seeds on; with fewer, a 95 % bootstrap interval over test images marked img) "
              "over seeds; differences use a paired bootstrap over test images (images resampled jointly across "
              "seeds) and McNemar's exact / mid-p test per seed; verdicts are Holm-corrected over the comparisons "
              "of one condition.</p>"]
@@ -612,7 +660,7 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
     for sname, s in analysis["studies"].items():
         for res in s["protocols"].values():
             for v in res["verdicts"]:
-                cls = "rej" if v["rejected"] else "keep"
+                cls = "rej" if v["rejected"] else "unsure" if v.get("status") == "inconclusive" else "keep"
                 parts.append(f"<li class='{cls}'>{e(sname)}: {e(v['text'])}</li>")
     parts.append("</ul>")
     mx = analysis.get("matrix")
@@ -632,6 +680,10 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
             header = ["part", *classes, "total"]
             parts.append(f"<h4>{e(proto)}</h4>" + _table(header, [[p, *(str(c.get(k, 0)) for k in classes),
                                                                    str(c["total"])] for p, c in counts.items()]))
+        for arm, sus in data_info.get("suspect_masks", {}).items():
+            parts.append(f"<p class='unsure'>Arm {e(arm)}: {sus['count']} image(s) kept although their mask failed "
+                         f"QC (docs/trust.md; <code>on_suspect: skip</code> in the segment step leaves them out), "
+                         f"e.g. {e(sus['examples'][0])}</p>")
         for arm, errs in data_info.get("left_out", {}).items():
             parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
                          f"e.g. {e(errs[0])}</p>")
@@ -677,12 +729,16 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                     mc = "; ".join(f"b={m['b']} c={m['c']} p={m['p_exact']:.3g} mid-p={m['p_midp']:.3g}"
                                    for m in c["mcnemar"])
                     lo, hi = c["seed_ci"]
-                    sci = "n/a" if lo is None or math.isnan(lo) else f"[{_pct(lo)}, {_pct(hi)}]"
+                    n_seeds = len(c["mcnemar"])
+                    sci = (f"n/a ({n_seeds} seed(s); needs {MIN_SEEDS})" if lo is None or math.isnan(lo)
+                           else f"[{_pct(lo)}, {_pct(hi)}]")
                     rows.append([f"{c['b']} - {c['a']}", c["test_set"], c["distortion"], f"{100 * c['diff']:+.1f}",
                                  sci, f"[{_pct(c['boot_ci'][0])}, {_pct(c['boot_ci'][1])}]", f"{c['p_boot']:.3g}",
-                                 f"{c['p_holm']:.3g}", mc])
+                                 f"{c['p_holm']:.3g}", mc, _pct(c.get("min_detectable")),
+                                 "; ".join(c.get("problems") or []) or "ok"])
                 parts.append(_table(["B - A", "test set", "distortion", "diff (points)", "95% CI over seeds",
-                                     "95% bootstrap CI", "bootstrap p", "Holm p", "McNemar per seed"], rows))
+                                     "95% bootstrap CI", "bootstrap p", "Holm p", "McNemar per seed",
+                                     "detectable (points)", "input checks"], rows))
             else:
                 parts.append("<p>Nothing to compare (one arm and one variant).</p>")
     if mx:

@@ -798,6 +798,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     """
     import torch
 
+    from bglab.experiment.preflight import preflight
+
+    preflight(cfg)  # sources, arms, backends: before anything is written
     log = log or (lambda s: None)
     parallel_runs = max(1, int(parallel_runs))
     if engine not in ("local", "ray"):
@@ -857,6 +860,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
                  for name in dict.fromkeys(k.protocol for k in cfg.runs())}
     info = {"classes": data.classes, "n_samples": len(data.samples), "n_usable": int(data.ok.sum()),
             "left_out": {a: errs[:50] for a, errs in data.dropped().items() if errs},
+            "suspect_masks": {a: {"count": len(n), "examples": n[:20]} for a, n in data.suspect().items() if n},
             "protocols": {n: p.counts(data) for n, p in protocols.items()},
             "preprocess_seconds": round(time.perf_counter() - t0, 2)}
     _atomic_text(out / "data.json", json.dumps(info, indent=2) + "\n")

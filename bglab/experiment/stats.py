@@ -140,7 +140,8 @@ class Comparison:
     acc_a: float
     acc_b: float
     diff: float
-    seed_ci: tuple[float, float]      # t-interval over seeds of the per-seed difference (nan with 1 seed)
+    seed_ci: tuple[float, float]      # t-interval over seeds of the per-seed difference, within [-1, 1]
+                                      # (nan with fewer than 3 seeds)
     boot_ci: tuple[float, float]      # bootstrap over images
     p_boot: float
     mcnemar: list[McNemarResult]      # one per seed
@@ -159,6 +160,10 @@ def compare(a: str, b: str, test_set: str, correct_a: np.ndarray, correct_b: np.
     cb = np.atleast_2d(np.asarray(correct_b, bool))
     per_seed = cb.mean(axis=1) - ca.mean(axis=1)
     _, lo, hi = t_interval(per_seed)
+    if per_seed.size < 3:  # 1 degree of freedom spans most of [-1, 1]: not shown as if it measured something
+        lo = hi = math.nan
+    elif lo == lo:
+        lo, hi = max(-1.0, lo), min(1.0, hi)
     bt = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed)
     mc = [mcnemar(x, y) for x, y in zip(ca, cb, strict=True)]
     return Comparison(a, b, test_set, float(ca.mean()), float(cb.mean()), float(per_seed.mean()), (lo, hi),

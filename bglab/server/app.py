@@ -299,6 +299,10 @@ class SegmentResult(BaseModel):
     boxes: list[list[int]] = Field(description="one [x0, y0, x1, y1] pixel box per foreground region "
                                    "(right / bottom edges exclusive), largest first")
     mask_png_base64: str = Field(description="the soft mask as an 8-bit greyscale PNG, base64")
+    status: str = Field("done", description="mask QC: done, suspect (a rule broken, see qc) or not-found "
+                                            "(no foreground); rules in docs/trust.md")
+    qc: list[str] = Field(default_factory=list, description="the QC rules the mask broke, with the figures")
+    hint: str = Field("", description="a better backend for this case, when the mask is not done")
 
 
 class BackendItem(BaseModel):
@@ -425,6 +429,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     def segment_mask(image: np.ndarray, backend: str, opts: RemoveOptions) -> np.ndarray:
         return prepare_mask(models.get(backend).predict(image), opts)
 
+    def mask_qc(image: np.ndarray, mask: np.ndarray, backend: str, threshold: float) -> tuple[str, list[str], str]:
+        """QC of one served mask (bglab.ops.qc, default rules at the request's threshold): status, reasons, hint."""
+        from bglab.qc import QCRules, backend_hint, check_mask, uses_screen
+
+        chk = check_mask(mask, QCRules(threshold=min(threshold, 0.999)), image=image, screen=uses_screen(backend))
+        hint = "" if chk.status == "done" else backend_hint(backend, chk.flags, int(chk.status == "not-found"))
+        return chk.status, list(chk.reasons), hint
+
     @app.get("/healthz", response_model=Health, tags=["meta"], summary="Liveness and load")
     async def healthz() -> Health:
         return Health(status="ok", version=bglab.__version__, default_backend=s.backend,
@@ -446,7 +458,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @app.post("/api/remove", tags=["api"], summary="Remove or change the background of one image",
               response_class=Response, responses={
                   200: {"content": {m: {} for m in MEDIA_TYPES.values()},
-                        "description": "the result image (headers X-Bglab-Coverage, X-Bglab-Backend)"},
+                        "description": "the result image (headers X-Bglab-Coverage, X-Bglab-Backend, "
+                                       "X-Bglab-Status: done / suspect / not-found, X-Bglab-QC: the reasons)"},
                   **errors})
     async def remove(
         image: Annotated[UploadFile, File(description="the photo (any common format; decoded by content)")],
@@ -472,16 +485,18 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         data = await image.read()
         bg_data = await background.read() if (background is not None and mode == "swap") else None
 
-        def job() -> tuple[bytes, float, np.ndarray]:
+        def job() -> tuple[bytes, float, np.ndarray, tuple[str, list[str], str]]:
             img = decode_image(data, name="image", max_pixels=s.max_pixels)
             bg = decode_image(bg_data, name="background", max_pixels=s.max_pixels) if bg_data is not None else None
             mask = segment_mask(img, name, opts)
             result = apply_mode(img, mask, opts, background=bg)
-            return encode_image(result, format), float(ops.coverage(mask, threshold)), img
+            qc = mask_qc(img, mask, name, threshold)
+            return encode_image(result, format), float(ops.coverage(mask, threshold)), img, qc
 
         t0 = time.perf_counter()
-        body, coverage, img = await runner.run(job, s.timeout)
-        headers = {"X-Bglab-Backend": name, "X-Bglab-Coverage": f"{coverage:.4f}",
+        body, coverage, img, (status, reasons, _hint) = await runner.run(job, s.timeout)
+        headers = {"X-Bglab-Backend": name, "X-Bglab-Coverage": f"{coverage:.4f}", "X-Bglab-Status": status,
+                   "X-Bglab-QC": "; ".join(reasons).encode("ascii", "replace").decode("ascii"),
                    "X-Bglab-Size": f"{img.shape[1]}x{img.shape[0]}",
                    "X-Bglab-Seconds": f"{time.perf_counter() - t0:.3f}",
                    "Content-Disposition": f'inline; filename="result.{format}"', "Cache-Control": "no-store"}
@@ -503,10 +518,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             img = decode_image(data, name="image", max_pixels=s.max_pixels)
             mask = segment_mask(img, name, opts)
             png = encode_image(np.round(mask * 255).astype(np.uint8), "png")
+            status, reasons, hint = mask_qc(img, mask, name, threshold)
             return SegmentResult(width=img.shape[1], height=img.shape[0], backend=name,
                                  coverage=round(float(ops.coverage(mask, threshold)), 6),
                                  boxes=_boxes(mask, threshold),
-                                 mask_png_base64=base64.b64encode(png).decode("ascii"))
+                                 mask_png_base64=base64.b64encode(png).decode("ascii"),
+                                 status=status, qc=reasons, hint=hint)
 
         return await runner.run(job, s.timeout)
 

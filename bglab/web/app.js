@@ -128,8 +128,15 @@
         link.href = url;
         link.download = file.name.replace(/\.[^.]*$/, "") + "_" + m + "." + (fmt === "jpeg" ? "jpg" : fmt);
         link.hidden = false;
-        say("Done: " + info.width + "×" + info.height + " px, foreground " +
-            Math.round(info.coverage * 100) + " %, backend " + info.backend + ".", "ok");
+        const summary = info.width + "×" + info.height + " px, foreground " +
+            Math.round(info.coverage * 100) + " %, backend " + info.backend + ".";
+        if (info.status && info.status !== "done") {
+          const what = info.status === "not-found" ? "Nothing found" : "Suspect mask";
+          say(what + ": " + (info.qc.length ? info.qc.join("; ") + ". " : "") + summary +
+              (info.hint ? " " + info.hint.replace(/^hint: /, "Hint: ") : ""), "warn");
+        } else {
+          say("Done: " + summary, "ok");
+        }
       } catch (e) {
         say("Could not process " + file.name + ": " + e.message, "error");
       } finally {

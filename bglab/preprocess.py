@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from bglab.dataset import Sample
-from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.pool import run_pool
+from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
+from bglab.io import prepare_output_dir, remove_temp_files
+from bglab.pool import run_pool, terminate_as_interrupt
 
 __all__ = [
     "ENGINES", "Item", "PreprocessReport", "Journal", "collect_samples", "plan", "preprocess", "summarize",
@@ -54,7 +55,6 @@ __all__ = [
 
 ENGINES = ("local", "ray")
 JOURNAL_DIR = ".journal"
-_TMP_RE = re.compile(r"^\..+\.tmp$")
 _UNSAFE = re.compile(r"[^\w.+-]+")
 
 
@@ -302,20 +302,6 @@ class Journal:
             f.unlink()
 
 
-def remove_temp_files(dst: Path) -> int:
-    """Delete temp files (``.<name>.*.tmp``) that a killed atomic write left under ``dst``; returns the count."""
-    n = 0
-    for dirpath, _, filenames in os.walk(dst):
-        for name in filenames:
-            if _TMP_RE.match(name):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    n += 1
-                except OSError:
-                    pass
-    return n
-
-
 # --------------------------------------------------------------------------------------------- report
 
 
@@ -400,6 +386,8 @@ def write_manifest(dst: Path, records: Sequence[Mapping[str, Any]], step_labels:
     from bglab.io import atomic_write_bytes
 
     cols, rows = _manifest_rows(records, step_labels)
+    # non-UTF-8 file names (lone surrogates from os.fsdecode) become \xNN escapes: parquet / CSV need UTF-8
+    rows = [[safe_text(v) if isinstance(v, str) else v for v in row] for row in rows]
     df = pd.DataFrame(rows, columns=cols)
     df["found"] = df["found"].astype("boolean")
     for c in cols:
@@ -513,6 +501,7 @@ def preprocess(
         raise ConfigError(f"threads must be >= 1, got {threads}")
     pipe = Pipeline.from_config(config)  # validates; no backend is opened here
     resolved = pipe.to_config()
+    _check_separate(sources, (), Path(dst))  # folders first: before reading them (DST = SRC, nested)
     samples, problems = collect_samples(sources, manifest=manifest)
     if limit is not None and int(limit) < len(samples):
         step = len(samples) / max(int(limit), 1)  # an evenly spaced subset: every class gets its share
@@ -520,18 +509,32 @@ def preprocess(
     if not samples:
         raise DatasetError("no input images found", hint="check SRC")
     items, clashes = plan(samples, pipe.format)
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
+    _check_separate(sources, samples, Path(dst))  # the manifests' files
+    dst = prepare_output_dir(dst)
     journal = Journal(dst)
     lock = _lock(dst)
     try:
-        return _preprocess_locked(pipe, resolved, items, clashes, problems, dst, journal, t_start,
-                                  workers=workers, chunk=chunk, engine=engine, threads=threads,
-                                  overwrite=overwrite,
-                                  max_pixels=max_pixels, on_start=on_start, on_progress=on_progress,
-                                  engine_options=engine_options)
+        with terminate_as_interrupt():  # SIGTERM stops the run like Ctrl+C: the manifest is still written
+            return _preprocess_locked(pipe, resolved, items, clashes, problems, dst, journal, t_start,
+                                      workers=workers, chunk=chunk, engine=engine, threads=threads,
+                                      overwrite=overwrite, max_pixels=max_pixels, on_start=on_start,
+                                      on_progress=on_progress, engine_options=engine_options)
     finally:
         _unlock(lock)
+
+
+def _check_separate(sources: Sequence[Any], samples: Sequence[Sample], dst: Path) -> None:
+    """DST may not be, hold or lie inside a source folder, nor hold a manifest's image (before any write)."""
+    from bglab.io import check_separate
+
+    folders, files = [], []
+    for src in sources:
+        if isinstance(src, str | Path):
+            _, path = _parse_source(src)
+            (folders if path.is_dir() else files).append(path)
+    check_separate(folders, dst)
+    if samples and (files or len(folders) < len(sources)):
+        check_separate([s.path for s in samples if not any(f in Path(s.path).parents for f in folders)], dst)
 
 
 def _lock(dst: Path) -> Any:
@@ -540,8 +543,12 @@ def _lock(dst: Path) -> Any:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no lock
         return None
-    (dst / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
-    fh = open(dst / JOURNAL_DIR / "lock", "a")  # noqa: SIM115
+    try:
+        (dst / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
+        fh = open(dst / JOURNAL_DIR / "lock", "a")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"cannot write in the output folder: {exc.strerror or exc}", path=dst / JOURNAL_DIR,
+                          hint="check the folder's permissions, or choose another DST") from None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -585,6 +592,9 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
     report = PreprocessReport(dst=dst, resumed=resumed, problems=problems)
     if on_start is not None:
         on_start(len(items), resumed)
+    if on_progress is not None:
+        for rec in clashes:  # output-name clashes are failures, reported before any sample is processed
+            on_progress(rec)
 
     journal.open()
     try:

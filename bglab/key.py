@@ -224,12 +224,13 @@ def key_folder(
     ``segmenter_options`` go to the ``backend`` (chroma: ``key``, ``tolerance``, ``softness``, ...).
     ``progress(done, total, item)`` is called after each image. ``workers`` > 1 keys images in threads.
     """
-    from bglab.io import list_images
+    from bglab.io import check_separate, list_images, prepare_output_dir
     from bglab.segment import create
 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DatasetError("source folder not found", path=src, hint="pass the folder that holds the images")
+    check_separate([src], dst)
     seg = create(backend, kind="segmenter", **dict(segmenter_options or {}))
     dst_abs = dst.resolve()
     files = []
@@ -240,7 +241,7 @@ def key_folder(
     files = sorted(set(files))
     if not files:
         raise DatasetError("no images found", path=src, hint="expected .png / .jpg files, in class sub-folders")
-    dst.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(dst)
     previous = _read_previous(dst)
     report = KeyReport(src, dst)
     results: dict[str, KeyItem] = {}

@@ -446,13 +446,18 @@ class BackgroundStep(Step):
             return
         from bglab.io import list_images
 
+        from bglab.io import image_size, read_image
+
         p = Path(self.image).expanduser()  # type: ignore[arg-type]
         if p.is_dir():
             self._backgrounds = list_images(p)
             if not self._backgrounds:
                 raise ConfigError("no background images in the folder", path=p, hint="background.image")
+            for b in self._backgrounds:  # headers only: a bad file fails the run once, before any sample
+                image_size(b)
         elif p.is_file():
             self._backgrounds = [p]
+            self._cache[p] = read_image(p)  # read once, before any sample: a bad file fails the run here
         else:
             raise ConfigError("background image not found", path=p, hint="set background.image to a file or folder")
 
@@ -887,7 +892,9 @@ class Pipeline:
                         raise
                     s.status = "failed"
                     s.error = str(exc) if isinstance(exc, BglabError) else f"unexpected {type(exc).__name__}: {exc}"
-                    if s.source is not None and isinstance(exc, BglabError) and exc.path is None:
+                    named = isinstance(exc, BglabError) and exc.path is not None \
+                        and str(exc.path) == str(s.source)
+                    if s.source is not None and not named:  # every failure names its sample's file
                         s.error = f"{s.source}: {s.error}"
                 s.timings[label] = time.perf_counter() - t1
         return [_result(s) for s in states]

@@ -430,16 +430,17 @@ def write_summary(dst: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "found / not found / failed") -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(safe_text(title)))
     for c in ("origin", "class", "images", "found", "not found", "failed", "found %"):
         table.add_column(c, justify="left" if c in ("origin", "class") else "right")
     for r in rows:
         pct = "" if r["found_pct"] is None else f"{r['found_pct']:.1f}"
         style = "bold" if r["label"] == "all" else None
-        table.add_row(r["origin"], r["label"], str(r["images"]), str(r["found"]), str(r["not_found"]),
-                      str(r["failed"]), pct, style=style)
+        table.add_row(escape(safe_text(r["origin"])), escape(safe_text(r["label"])), str(r["images"]),
+                      str(r["found"]), str(r["not_found"]), str(r["failed"]), pct, style=style)
     return table
 
 

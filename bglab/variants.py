@@ -558,6 +558,8 @@ def generate_variants(
     rows)`` is called once with ``done=0`` and after each image. Bad images never stop the run.
     """
     from bglab.dataset import read_imagefolder
+    from bglab.io import check_separate, prepare_output_dir
+    from bglab.limits import MAX_OUTPUT_SIDE
 
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
@@ -565,13 +567,11 @@ def generate_variants(
     kind_list = list(dict.fromkeys(k for it in items for k in ([it] if isinstance(it, Kind) else parse_kinds(it))))
     if int(workers) < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    if size is not None and int(size) < 1:
-        raise ConfigError(f"size must be a positive number of pixels, got {size}")
+    if size is not None and not 1 <= int(size) <= MAX_OUTPUT_SIDE:
+        raise ConfigError(f"size must be a number of pixels in [1, {MAX_OUTPUT_SIDE}], got {size}")
     if not (math.isfinite(float(blur)) and blur >= 0):
         raise ConfigError(f"blur must be >= 0 (a Gaussian sigma in pixels), got {blur}")
-    if src.resolve() == dst.resolve() or dst.resolve().is_relative_to(src.resolve()):
-        raise ConfigError("the output folder is inside the source folder", path=dst,
-                          hint="write the variants somewhere else (they would be read as a class next time)")
+    check_separate([src], dst)  # the shared check: DST = SRC, DST inside SRC, SRC inside DST
     _check_backend(backend, "segmenter")
     _check_backend(locator, "locator")
     samples = sorted(read_imagefolder(src), key=_key)
@@ -634,7 +634,7 @@ def generate_variants(
     done = total - len(jobs)
     if progress is not None:
         progress(done, total, [])
-    dst.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(dst)
     for batch in _execute(jobs, config, int(workers)):
         for job_rows in batch:
             for r in job_rows:

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.commands._common import console, err_console, parse_color, parse_options, progress_bar
+from bglab.commands._common import console, err_console, esc, parse_color, parse_options, print_failed, \
+    progress_bar
 
 
 def remove(
@@ -36,21 +37,25 @@ def remove(
 ) -> None:
     """Remove or change the background of every input image; bad files are reported, never fatal.
 
-    Exit code 0 when every file succeeded (or was already done), 1 when any failed.
+    Exit code 0 when every file succeeded (or was already done), 1 when any failed, 130 when interrupted
+    (Ctrl+C or SIGTERM: the report is still written). OUT may not be, hold or lie inside an input folder.
     """
-    from bglab.io import read_image
-    from bglab.remove import RemoveOptions, collect_inputs, remove_files
+    from bglab.io import check_separate, prepare_output_dir, read_image
+    from bglab.pool import terminate_as_interrupt
+    from bglab.remove import RemoveOptions, collect_inputs_checked, remove_files
     from bglab.segment import DEFAULT_SEGMENTER, create
 
     opts = RemoveOptions(mode=mode, color=parse_color(color), blur=blur, fit=fit, margin=margin,  # type: ignore[arg-type]
                          threshold=threshold, refine=refine, min_region=min_region,
                          feather=feather)
+    check_separate(inputs, out)  # before anything is read or written, --overwrite or not
+    prepare_output_dir(out)
     bg = read_image(background) if background is not None else None
     t_load = time.perf_counter()
     segmenter = create(backend or DEFAULT_SEGMENTER, kind="segmenter", **parse_options(option))
     t_load = time.perf_counter() - t_load
-    items = collect_inputs(inputs)
-    total = len(items)
+    items, problems = collect_inputs_checked(inputs)
+    total = len(items) + len(problems)
     if total == 0:
         err_console.print("[yellow]no input images found[/]")
         raise typer.Exit(1)
@@ -63,19 +68,25 @@ def remove(
             rate = done / max(time.perf_counter() - t0, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
             if res.status == "failed":
-                progress.console.print(f"[red]failed[/] {res.error}", highlight=False)
+                print_failed(progress.console, res.error)
 
-        rep = remove_files(items, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
-                           on_progress=tick)
+        with terminate_as_interrupt():
+            rep = remove_files(items, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
+                               on_progress=tick, problems=problems)
     rep.write_csv(report or Path(out) / "remove_report.csv")
     elapsed = time.perf_counter() - t0
-    table = Table(title=f"bglab remove ({segmenter.name}, mode {mode})")
+    table = Table(title=esc(f"bglab remove ({segmenter.name}, mode {mode})"))
     for col in ("done", "skipped", "failed", "seconds"):
         table.add_column(col, justify="right")
     table.add_row(str(rep.count("done")), str(rep.count("skipped")), str(rep.count("failed")),
                   f"{elapsed:.1f} (+{t_load:.1f} load)")
     console.print(table)
-    console.print(f"outputs in {out}; report {report or Path(out) / 'remove_report.csv'}")
+    console.print(f"outputs in {esc(out)}; report {esc(report or Path(out) / 'remove_report.csv')}",
+                  highlight=False)
+    if rep.interrupted:
+        err_console.print("[red]interrupted[/]: the report lists what was done; run the same command again to "
+                          "resume")
+        raise typer.Exit(130)
     if rep.failed:
         err_console.print(f"[bold red]{len(rep.failed)} of {total} file(s) failed[/]; see the report")
         raise typer.Exit(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.commands._common import console, err_console, parse_color, parse_options, progress_bar
+from bglab.commands._common import console, err_console, esc, parse_color, parse_options, print_failed, progress_bar
 
 
 def variants(
@@ -55,7 +55,7 @@ def variants(
             progress.update(task, completed=done, rate=f"{rate:.1f} img/s")
             for r in rows:
                 if r.status == "failed":
-                    progress.console.print(f"[red]failed[/] {r.kind}: {r.error}", highlight=False)
+                    print_failed(progress.console, f"{r.kind}: {r.error}")
                     break  # one line per image: every kind of a bad image fails the same way
 
         rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=parse_options(option),
@@ -71,7 +71,7 @@ def variants(
         table.add_row(kind, str(counts["ok"]), str(reused), str(counts["skipped"]),
                       f"[red]{counts['failed']}[/]" if counts["failed"] else "0")
     console.print(table)
-    console.print(f"{elapsed:.1f} s; outputs in {dst}; manifest {rep.manifest_path}")
+    console.print(f"{elapsed:.1f} s; outputs in {esc(dst)}; manifest {esc(rep.manifest_path)}", highlight=False)
     if rep.failed:
         images = len({(r.label, r.stem) for r in rep.failed})
         err_console.print(f"[bold red]{len(rep.failed)} variant(s) of {images} image(s) failed[/]; see the manifest")

@@ -40,6 +40,7 @@ the input image's pixels.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -106,7 +107,7 @@ def _number(where: str, key: str, value: Any, *, lo: float | None = None, hi: fl
     except (TypeError, ValueError, OverflowError):
         kind = "an integer" if integer else "a number"
         raise _fail(f"{where}.{key}", f"expected {kind}, got {_r(value)}") from None
-    if not np.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+    if (isinstance(x, float) and not math.isfinite(x)) or (lo is not None and x < lo) or (hi is not None and x > hi):
         rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
         raise _fail(f"{where}.{key}", f"{_r(value)} is out of range", f"use a value in {rng}")
     return x

@@ -167,6 +167,11 @@ def test_h03_markup_in_a_manifest_is_printed_literally(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err and "MarkupError" not in err
     assert "missing[/]x.png" in err
+    bad_header = tmp_path / "h.csv"
+    bad_header.write_text("pa[/]th,la[bold red]bel\nx.png,a\n")
+    rc = main(["preprocess", str(bad_header), str(tmp_path / "out2"), "--backend", "chroma"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "MarkupError" not in err and "lacks required column(s) path, label" in err
 
 
 # --------------------------------------------------------------------------------------------------------------

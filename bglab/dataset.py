@@ -531,17 +531,23 @@ def counts_table(samples: Iterable[Sample], rows: str = "label", cols: str = "or
 def format_counts(samples: Iterable[Sample], rows: str = "label", cols: str = "origin",
                   *, title: str | None = None) -> Table:
     """A rich table of counts per ``rows`` x ``cols`` with totals, for the CLI."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from bglab.errors import safe_text
+
+    def esc(text: object) -> str:  # class and origin names are folder names: user text, not markup
+        return escape(safe_text(text))
 
     m = count_matrix(samples, rows, cols)
     col_names = sorted({c for r in m.values() for c in r})
-    table = Table(title=title)
+    table = Table(title=None if title is None else esc(title))
     table.add_column(f"{rows} \\ {cols}")
     for c in col_names:
-        table.add_column(c, justify="right")
+        table.add_column(esc(c), justify="right")
     table.add_column("total", justify="right", style="bold")
     for r, cells in m.items():
-        table.add_row(r, *(str(cells.get(c, 0)) for c in col_names), str(sum(cells.values())))
+        table.add_row(esc(r), *(str(cells.get(c, 0)) for c in col_names), str(sum(cells.values())))
     col_tot = [sum(cells.get(c, 0) for cells in m.values()) for c in col_names]
     table.add_row("total", *(str(n) for n in col_tot), str(sum(col_tot)), style="bold", end_section=True)
     return table

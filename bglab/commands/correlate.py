@@ -76,7 +76,7 @@ def correlate(
     if plan.skipped:
         console.print(f"foregrounds left out: {len(plan.skipped)} ({no_mask} without a mask)")
     console.print(f"{rep.seconds:.1f} s; study in {dst}; manifest {dst / 'manifest.csv'}, summary "
-                  f"{dst / 'summary.json'}")
+                  f"{dst / 'summary.json'}", markup=False, highlight=False)
     if rep.failed:
         err_console.print(f"[bold red]{len(rep.failed)} image(s) failed[/]; see the manifest")
         raise typer.Exit(1)

@@ -46,7 +46,8 @@ def experiment(
     run_dir = out or Path("work") / "experiments" / (f"{cfg.name}-quick" if quick else cfg.name)
     runs = cfg.runs()
     console.print(f"experiment [bold]{cfg.name}[/]{' (quick)' if quick else ''}: {len(runs)} run(s) "
-                  f"({len(cfg.used_arms())} arm(s), {len(cfg.seeds)} seed(s)) -> {run_dir}", highlight=False)
+                  f"({len(cfg.used_arms())} arm(s), {len(cfg.seeds)} seed(s)) -> {escape(str(run_dir))}",
+                  highlight=False)
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -56,7 +57,8 @@ def experiment(
     summary = run_experiment(cfg, run_dir, max_epochs=max_epochs, threads=threads, log=log, device=device,
                              workers=workers)
     if not summary.get("complete"):
-        console.print(f"stopped after the epoch budget; run the same command again to continue ({run_dir})")
+        console.print(f"stopped after the epoch budget; run the same command again to continue "
+                      f"({escape(str(run_dir))})", highlight=False)
         raise typer.Exit(0)
     for v in summary.get("verdicts", []):
         if v["distortion"] == "clean":
@@ -66,7 +68,8 @@ def experiment(
         for test, rows in tests.items():
             for g in rows.values():
                 console.print(escape(f"[{proto}; {test}] {g['text']}"), highlight=False)
-    console.print(f"done in {time.perf_counter() - t0:.0f} s: {run_dir / 'report.html'}", highlight=False)
+    console.print(f"done in {time.perf_counter() - t0:.0f} s: {escape(str(run_dir / 'report.html'))}",
+                  highlight=False)
 
 
 def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None,

@@ -36,7 +36,7 @@ from bglab import ops
 from bglab.boxes import Box
 from bglab.dataset import Sample
 from bglab.errors import BglabError, ConfigError, MaskError
-from bglab.pool import run_pool
+from bglab.pool import run_pool, terminate_as_interrupt
 
 __all__ = [
     "BOX_KINDS",
@@ -304,6 +304,7 @@ class VariantsReport:
     manifest_path: Path | None = None
     seconds: float = 0.0
     images: int = 0
+    interrupted: bool = False  # Ctrl+C / SIGTERM: the manifest lists what finished
 
     def count(self, status: str | None = None, kind: str | None = None) -> int:
         """Rows with this status (and kind, when given)."""
@@ -635,14 +636,19 @@ def generate_variants(
     if progress is not None:
         progress(done, total, [])
     prepare_output_dir(dst)
-    for batch in _execute(jobs, config, int(workers)):
-        for job_rows in batch:
-            for r in job_rows:
-                rows[(order_by_name[r.kind], r.label, r.stem)] = r
-            done += 1
-            if progress is not None:
-                progress(done, total, job_rows)
-    report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total)
+    interrupted = False
+    try:
+        with terminate_as_interrupt():  # SIGTERM stops like Ctrl+C: the manifest below is still written
+            for batch in _execute(jobs, config, int(workers)):
+                for job_rows in batch:
+                    for r in job_rows:
+                        rows[(order_by_name[r.kind], r.label, r.stem)] = r
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, job_rows)
+    except KeyboardInterrupt:
+        interrupted = True
+    report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total, interrupted=interrupted)
     report.manifest_path = write_manifest(report.rows, dst / "manifest.csv")
     report.seconds = time.perf_counter() - t0
     return report

@@ -447,6 +447,26 @@ def test_h07_sigterm_stops_remove_and_the_report_is_written(tmp_path, capsys, mo
     assert len(_report(tmp_path / "out" / "remove_report.csv")) == 6
 
 
+def test_h07_sigterm_stops_variants_and_the_manifest_is_written(tmp_path):
+    from bglab.variants import generate_variants
+
+    src = _tree(tmp_path / "pets", n=3)
+    calls = {"n": 0}
+
+    def progress(done: int, total: int, rows: list) -> None:
+        if rows:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    rep = generate_variants(src, tmp_path / "v", "bg-color", backend="chroma", progress=progress)
+    assert rep.interrupted and rep.manifest_path is not None and rep.manifest_path.is_file()
+    listed = _report(rep.manifest_path)
+    assert 1 <= len(listed) < 6 and {r["status"] for r in listed} == {"ok"}
+    again = generate_variants(src, tmp_path / "v", "bg-color", backend="chroma")
+    assert not again.interrupted and again.count("ok") == 6 and again.reused == len(listed)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 8. values that pass validation and then hurt: refused up front
 

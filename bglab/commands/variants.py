@@ -62,7 +62,7 @@ def variants(
                                 locator=locator, seed=seed, workers=workers, size=size, color=rgb, blur=blur,
                                 overwrite=overwrite, progress=tick)
     elapsed = time.perf_counter() - t0
-    table = Table(title=f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})")
+    table = Table(title=esc(f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})"))
     table.add_column("kind")
     for col in ("ok", "reused", "skipped", "failed"):
         table.add_column(col, justify="right")
@@ -72,6 +72,10 @@ def variants(
                       f"[red]{counts['failed']}[/]" if counts["failed"] else "0")
     console.print(table)
     console.print(f"{elapsed:.1f} s; outputs in {esc(dst)}; manifest {esc(rep.manifest_path)}", highlight=False)
+    if rep.interrupted:
+        err_console.print("[red]interrupted[/]: the manifest lists what finished; run the same command again to "
+                          "resume")
+        raise typer.Exit(130)
     if rep.failed:
         images = len({(r.label, r.stem) for r in rep.failed})
         err_console.print(f"[bold red]{len(rep.failed)} variant(s) of {images} image(s) failed[/]; see the manifest")

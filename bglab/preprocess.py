@@ -256,6 +256,7 @@ class Journal:
     def __init__(self, dst: Path) -> None:
         self.dir = Path(dst) / JOURNAL_DIR
         self._fh: Any = None
+        self.appended = 0  # lines this run wrote (the count a report gives, even when a signal cut the loop)
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("run-*.jsonl")) if self.dir.is_dir() else []
@@ -287,10 +288,11 @@ class Journal:
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Append lines and make them durable (one fsync per call: per chunk)."""
-        for rec in records:
-            self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        lines = [json.dumps(rec, sort_keys=True) + "\n" for rec in records]
+        self._fh.write("".join(lines))
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self.appended += len(lines)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -611,6 +613,7 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
         report.interrupted = True
     finally:
         journal.close()
+        report.processed = journal.appended
         latest = journal.latest()
         report.records = [latest[it.key] for it in items if it.key in latest] + clashes
         report.summary = summarize(report.records)

@@ -400,6 +400,7 @@ def test_h07_pool_workers_and_forkserver_die_with_their_parent(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
 
 
 def test_h07_sigterm_stops_preprocess_and_the_manifest_is_written(tmp_path):

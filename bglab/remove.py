@@ -211,19 +211,19 @@ def remove_files(
         if on_progress is not None:
             on_progress(res)
 
-    for res in problems:
-        record(res)
-    seen: dict[Path, Path] = {}
-    todo: list[tuple[Path, Path]] = []
-    for src, rel in items:  # output-name clashes are failures, reported up front
-        dst = output_path(out_dir, rel, fmt)
-        if dst in seen:
-            record(FileResult(src, None, "failed", error=f"{src}: output name {dst.name} clashes with "
-                                                          f"{seen[dst]} (same stem); rename one of them"))
-            continue
-        seen[dst] = src
-        todo.append((src, dst))
     try:
+        for res in problems:
+            record(res)
+        seen: dict[Path, Path] = {}
+        todo: list[tuple[Path, Path]] = []
+        for src, rel in items:  # output-name clashes are failures, reported up front
+            dst = output_path(out_dir, rel, fmt)
+            if dst in seen:
+                record(FileResult(src, None, "failed", error=f"{src}: output name {dst.name} clashes with "
+                                                              f"{seen[dst]} (same stem); rename one of them"))
+                continue
+            seen[dst] = src
+            todo.append((src, dst))
         for src, dst in todo:
             t0 = time.perf_counter()
             if dst.exists() and not overwrite:

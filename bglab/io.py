@@ -1,7 +1,8 @@
 """Safe image and mask I/O: decode any common format to RGB(A) uint8, refuse bad files with one clear error.
 
 Every read raises `ImageReadError` (naming the file and the fix) for missing, empty, truncated, corrupt, non-image or
-over-sized files; every write is atomic (temp file in the same folder + `os.replace`). Pillow is the decoder; OpenCV
+over-sized files; every write is atomic (temp file ``.<name>.bglab-<pid>-<random>.tmp`` in the same folder +
+`os.replace`; `remove_temp_files` removes only those whose process is gone). Pillow is the decoder; OpenCV
 is used only for TIFFs Pillow cannot identify (e.g. multi-channel float).
 """
 

@@ -563,12 +563,12 @@ def build_study(
     ``on_progress(done, total, rows)`` is called after each foreground.
     """
     from bglab.io import atomic_write_text, prepare_output_dir
-    from bglab.limits import MAX_OUTPUT_SIDE
+    from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
 
     if not 8 <= size <= MAX_OUTPUT_SIDE:
         raise ConfigError(f"size must be in [8, {MAX_OUTPUT_SIDE}], got {size}")
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
     if segmenter is None and any(f.mask is None for f in plan.foregrounds):
         raise ConfigError("the plan has foregrounds without mask files but no segmenter was given",
                           hint="pass segmenter= (e.g. bglab.segment.create('chroma'))")

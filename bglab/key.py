@@ -231,6 +231,10 @@ def key_folder(
     if not src.is_dir():
         raise DatasetError("source folder not found", path=src, hint="pass the folder that holds the images")
     check_separate([src], dst)
+    from bglab.limits import MAX_WORKERS
+
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
     seg = create(backend, kind="segmenter", **dict(segmenter_options or {}))
     dst_abs = dst.resolve()
     files = []

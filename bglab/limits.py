@@ -30,3 +30,16 @@ MAX_WIDTH = 4096
 
 MAX_LR = 100.0
 """``train.lr``: finite and at most this (a learning rate of ``.inf`` trains to NaN)."""
+
+MAX_WORKERS = 128
+"""Worker processes (``--workers``) or threads of one command: each process holds a model session and one
+image chunk (~0.2-2.5 GB, see :data:`bglab.io.DEFAULT_MAX_PIXELS`), so more than this is a typo."""
+
+MAX_CHUNK = 1024
+"""Images per task (``--chunk``): a chunk is decoded at once in one worker's memory."""
+
+MAX_THREADS = 1024
+"""CPU threads per backend session / torch (``--threads``, ``threads:``)."""
+
+MAX_BOOTSTRAP = 1_000_000
+"""``evaluate.bootstrap`` resamples (time grows linearly; 2000 is the default)."""

@@ -496,12 +496,14 @@ def preprocess(
     t_start = time.perf_counter()
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
-    if int(workers) < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if int(chunk) < 1:
-        raise ConfigError(f"chunk must be >= 1, got {chunk}")
-    if threads is not None and int(threads) < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
+    from bglab.limits import MAX_CHUNK, MAX_THREADS, MAX_WORKERS
+
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
+    if not 1 <= int(chunk) <= MAX_CHUNK:
+        raise ConfigError(f"chunk must be in [1, {MAX_CHUNK}], got {chunk}")
+    if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
+        raise ConfigError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
     pipe = Pipeline.from_config(config)  # validates; no backend is opened here
     resolved = pipe.to_config()
     _check_separate(sources, (), Path(dst))  # folders first: before reading them (DST = SRC, nested)

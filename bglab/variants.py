@@ -560,14 +560,14 @@ def generate_variants(
     """
     from bglab.dataset import read_imagefolder
     from bglab.io import check_separate, prepare_output_dir
-    from bglab.limits import MAX_OUTPUT_SIDE
+    from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
 
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     items = [kinds] if isinstance(kinds, str) else list(kinds)
     kind_list = list(dict.fromkeys(k for it in items for k in ([it] if isinstance(it, Kind) else parse_kinds(it))))
-    if int(workers) < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
     if size is not None and not 1 <= int(size) <= MAX_OUTPUT_SIDE:
         raise ConfigError(f"size must be a number of pixels in [1, {MAX_OUTPUT_SIDE}], got {size}")
     if not (math.isfinite(float(blur)) and blur >= 0):

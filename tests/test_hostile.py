@@ -537,6 +537,23 @@ def test_h08_sizes_and_widths_are_bounded(tmp_path):
     assert rc == 2
 
 
+def test_h08_counts_are_bounded(tmp_path):
+    from bglab.experiment.config import load_experiment_config
+    from bglab.limits import MAX_WORKERS
+    from bglab.preprocess import preprocess
+    from bglab.server.settings import ServerSettings
+
+    src = _tree(tmp_path / "webcam", n=1)
+    for kw in ({"workers": MAX_WORKERS + 1}, {"chunk": 10**9}, {"threads": 10**9}):
+        with pytest.raises(ConfigError, match="must be in"):
+            preprocess([src], tmp_path / "out", CHROMA, **kw)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    with pytest.raises(ConfigError, match="workers"):
+        ServerSettings(workers=10**6)
+    with pytest.raises(ConfigError, match=r"evaluate\.bootstrap"):
+        load_experiment_config(_experiment(tmp_path, "evaluate: {bootstrap: 1e12}\n"))
+
+
 def test_h08_memory_bound_per_worker_is_the_pixel_limit(tmp_path, monkeypatch):
     """Each worker decodes one image at a time, refused from its header above BGLAB_MAX_PIXELS."""
     from bglab.io import BYTES_PER_PIXEL_PEAK, DEFAULT_MAX_PIXELS

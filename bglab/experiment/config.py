@@ -59,7 +59,7 @@ from typing import Any
 from bglab.configfile import read_config_file
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
-from bglab.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_SEED
+from bglab.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_THREADS
 
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
@@ -630,7 +630,7 @@ def _parse_eval(raw: Any) -> EvalConfig:
             raise _err(key, "distorts nothing", "give dropout (probability) and/or noise (SD, 0..255)")
         dist[name] = dd
     return EvalConfig(dist, seed=_int("evaluate.seed", cfg.get("seed", 1234), lo=0, hi=MAX_SEED),
-                      bootstrap=_int("evaluate.bootstrap", cfg.get("bootstrap", 2000), lo=100),
+                      bootstrap=_int("evaluate.bootstrap", cfg.get("bootstrap", 2000), lo=100, hi=MAX_BOOTSTRAP),
                       alpha=_float("evaluate.alpha", cfg.get("alpha", 0.05), 1e-6, 0.5),
                       distortion_curves=_bool("evaluate.distortion_curves", cfg.get("distortion_curves", False)))
 
@@ -714,7 +714,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     saliency = _parse_saliency(raw.get("saliency"), protocols)
     return ExperimentConfig(
         name=name, seeds=seeds, split_seed=_int("split_seed", raw.get("split_seed", 0), lo=0, hi=MAX_SEED),
-        threads=_int("threads", raw.get("threads", 0), lo=0), size=size, channels=channels, sources=sources,
+        threads=_int("threads", raw.get("threads", 0), lo=0, hi=MAX_THREADS), size=size, channels=channels,
+        sources=sources,
         protocols=protocols, arms=arms, variants=variants, evaluate=_parse_eval(raw.get("evaluate")),
         studies=studies, baseline=baseline, raw=raw, quick=quick, saliency=saliency)
 

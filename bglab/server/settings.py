@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from bglab.errors import ConfigError
+from bglab.limits import MAX_THREADS, MAX_WORKERS
 
 ENV_PREFIX = "BGLAB_SERVE_"
 
@@ -49,13 +50,14 @@ class ServerSettings:
     def __post_init__(self) -> None:
         checks = [
             (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
-            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (1 <= self.workers <= MAX_WORKERS, f"workers must be in [1, {MAX_WORKERS}], got {self.workers}"),
             (self.max_upload_bytes >= 1024, f"max upload must be >= 1024 bytes, got {self.max_upload_bytes}"),
             (self.max_pixels >= 1, f"max pixels must be >= 1, got {self.max_pixels}"),
-            (self.concurrency >= 1, f"concurrency must be >= 1, got {self.concurrency}"),
+            (1 <= self.concurrency <= MAX_THREADS,
+             f"concurrency must be in [1, {MAX_THREADS}], got {self.concurrency}"),
             (self.queue >= 0, f"queue must be >= 0, got {self.queue}"),
             (self.timeout > 0, f"timeout must be > 0 seconds, got {self.timeout}"),
-            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            (0 <= self.threads <= MAX_THREADS, f"threads must be in [0, {MAX_THREADS}], got {self.threads}"),
             (self.read_timeout > 0, f"read timeout must be > 0 seconds, got {self.read_timeout}"),
             (self.keep_alive > 0, f"keep-alive must be > 0 seconds, got {self.keep_alive}"),
         ]

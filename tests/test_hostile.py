@@ -89,6 +89,15 @@ def test_h01_preprocess_dst_equal_to_or_inside_src_is_refused(tmp_path, capsys):
     assert _snapshot(src) == before
 
 
+def test_h01_remove_report_may_not_replace_an_input(tmp_path, capsys):
+    src = _tree(tmp_path / "x", n=1)
+    before = _snapshot(src)
+    for report in (src / "a" / "img0.png", src / "new_report.csv"):
+        rc = main(["remove", str(src), "-o", str(tmp_path / "out"), "--backend", "chroma", "--report", str(report)])
+        assert rc == 2 and "report file" in capsys.readouterr().err
+    assert _snapshot(src) == before
+
+
 def test_h01_variants_and_key_use_the_same_check(tmp_path):
     from bglab.key import key_folder
     from bglab.variants import generate_variants

@@ -49,6 +49,12 @@ def remove(
                          threshold=threshold, refine=refine, min_region=min_region,
                          feather=feather)
     check_separate(inputs, out)  # before anything is read or written, --overwrite or not
+    if report is not None:
+        check_separate(inputs, report, what="report file")  # never an input, nor inside an input folder
+        if Path(report).is_dir():
+            from bglab.errors import ConfigError
+
+            raise ConfigError("the report path is a folder", path=report, hint="give a .csv file name")
     prepare_output_dir(out)
     bg = read_image(background) if background is not None else None
     t_load = time.perf_counter()

@@ -106,6 +106,7 @@ class KeyReport:
     items: list[KeyItem] = field(default_factory=list)
     report_path: Path | None = None
     sheet_path: Path | None = None
+    interrupted: bool = False  # Ctrl+C / SIGTERM: the report lists what finished (rerun to resume)
 
     def _count(self, status: str) -> int:
         return sum(1 for i in self.items if i.status == status)
@@ -254,22 +255,31 @@ def key_folder(
         return _key_one(seg, src, dst, rel, qc, previous)
 
     total = len(files)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done, item in enumerate(pool.map(run, files), 1):
-                results[item.file] = item
-                if progress:
-                    progress(done, total, item)
-    else:
-        for done, rel in enumerate(files, 1):
-            item = run(rel)
-            results[rel] = item
-            if progress:
-                progress(done, total, item)
-    report.items = [results[f] for f in files]
+    from bglab.pool import terminate_as_interrupt
+
+    try:
+        with terminate_as_interrupt():
+            if workers > 1:
+                pool = ThreadPoolExecutor(max_workers=workers)
+                try:
+                    for done, item in enumerate(pool.map(run, files), 1):
+                        results[item.file] = item
+                        if progress:
+                            progress(done, total, item)
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)  # on a signal: finish the running ones only
+            else:
+                for done, rel in enumerate(files, 1):
+                    item = run(rel)
+                    results[rel] = item
+                    if progress:
+                        progress(done, total, item)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.items = [results[f] for f in files if f in results]
     report.report_path = dst / REPORT_NAME
     write_report_csv(report.report_path, report.items)
-    if sheet:
+    if sheet and not report.interrupted:
         report.sheet_path = dst / SHEET_NAME
         write_contact_sheet(report, report.sheet_path)
     return report

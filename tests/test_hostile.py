@@ -477,6 +477,23 @@ def test_h07_sigterm_stops_variants_and_the_manifest_is_written(tmp_path):
     assert not again.interrupted and again.count("ok") == 6 and again.reused == len(listed)
 
 
+def test_h07_sigterm_stops_key_and_the_report_is_written(tmp_path):
+    from bglab.key import key_folder
+
+    src = _tree(tmp_path / "screen", n=3)
+
+    def progress(done: int, total: int, item: object) -> None:
+        if done == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    rep = key_folder(src, tmp_path / "masks", progress=progress, sheet=False)
+    assert rep.interrupted and rep.report_path is not None
+    listed = _report(rep.report_path)
+    assert 1 <= len(listed) < 6
+    again = key_folder(src, tmp_path / "masks", sheet=False)
+    assert not again.interrupted and len(again.items) == 6 and again.resumed == len(listed)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 8. values that pass validation and then hurt: refused up front
 

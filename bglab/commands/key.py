@@ -74,5 +74,9 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {esc(report.report_path)}", highlight=False)
         if report.sheet_path is not None:
             console.print(f"contact sheet: {esc(report.sheet_path)}", highlight=False)
+        if report.interrupted:
+            print_failed(console, "the report lists what finished; run the same command again to resume",
+                         "interrupted:")
+            raise typer.Exit(130)
         if report.errors:
             raise typer.Exit(1)

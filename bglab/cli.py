@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 _state = {"debug": False}
 
 # One module per command group; each defines ``register(app)``.
@@ -60,6 +60,12 @@ def _register_all() -> None:
 _register_all()
 
 
+def _esc(value: object) -> str:
+    from bglab.commands._common import esc
+
+    return esc(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except BglabError as exc:
         if _state["debug"]:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {_esc(exc)}", highlight=False)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         if _state["debug"]:
             err_console.print_exception()
-        err_console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (run with --debug)")
+        err_console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {_esc(exc)} (run with --debug)",
+                          highlight=False)
         return 1
     return 0
 

@@ -562,19 +562,20 @@ def build_study(
     foreground mask of each image is written as ``dst/masks/<class>/<stem>.png`` (the same in every set).
     ``on_progress(done, total, rows)`` is called after each foreground.
     """
-    from bglab.io import atomic_write_text
+    from bglab.io import atomic_write_text, prepare_output_dir
+    from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
 
-    if size < 8:
-        raise ConfigError(f"size must be >= 8, got {size}")
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if not 8 <= size <= MAX_OUTPUT_SIDE:
+        raise ConfigError(f"size must be in [8, {MAX_OUTPUT_SIDE}], got {size}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
     if segmenter is None and any(f.mask is None for f in plan.foregrounds):
         raise ConfigError("the plan has foregrounds without mask files but no segmenter was given",
                           hint="pass segmenter= (e.g. bglab.segment.create('chroma'))")
     dst = Path(dst)
     params = {**plan.params, "size": size, "despill": despill}
     _check_previous(dst, params, overwrite)
-    dst.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(dst)
     atomic_write_text(dst / STUDY_NAME, json.dumps(params, indent=2) + "\n")
     report = Report(plan, dst)
     t0 = time.perf_counter()

@@ -29,6 +29,7 @@ import io
 import math
 import os
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -113,8 +114,23 @@ def _is_hidden(p: Path) -> bool:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if not _is_hidden(p) and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files of one folder; a folder that cannot be read is an error, never an empty class."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise DatasetError(f"cannot read this folder: {exc.strerror or exc}", path=folder,
+                           hint="check its permissions (its images would be left out), or move it away") from None
+    out = []
+    for p in entries:
+        if _is_hidden(p) or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if not p.is_file():
+            if p.is_symlink() or not p.exists():
+                raise DatasetError("not a readable file (a broken symlink or a symlink loop?)", path=p,
+                                   hint="fix or remove the link")
+            continue
+        out.append(p)
+    return sorted(out)
 
 
 def read_imagefolder(
@@ -187,6 +203,19 @@ class ManifestProblem:
         return f"{self.path}:{self.line}: {self.message}"
 
 
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,39}$")
+
+
+def _describe_header(header: Sequence[str]) -> str:
+    """What line 1 holds, for an error message, without quoting the file's content: column names are listed
+    only when they all look like column names (a file that is not a CSV at all, e.g. /etc/passwd, is not
+    echoed), at most 12 of them."""
+    if header and all(_COLUMN_NAME.match(h) for h in header if h):
+        more = f", ... ({len(header)} in all)" if len(header) > 12 else ""
+        return f"line 1 has: {', '.join(header[:12])}{more}"
+    return f"line 1 has {len(header)} cell(s) that do not look like column names: is this a CSV manifest?"
+
+
 def _manifest_origin(path: Path) -> str:
     # a file called manifest.csv says nothing about its domain; its folder does (rps/webcam/manifest.csv)
     if path.stem.lower() == "manifest" and path.resolve().parent.name:
@@ -257,9 +286,8 @@ def read_manifest(path: str | Path, *, strict: bool = True):
     reader.fieldnames = header
     missing = [c for c in ("path", "label") if c not in header]
     if missing:
-        raise DatasetError(f"manifest lacks required column(s) {', '.join(missing)} (line 1 has: "
-                           f"{', '.join(header)})", path=path,
-                           hint="the header needs at least path,label")
+        raise DatasetError(f"manifest lacks required column(s) {', '.join(missing)} ({_describe_header(header)})",
+                           path=path, hint="the header needs at least path,label")
     box_cols = [c for c in _BOX_COLUMNS if c in header]
     if box_cols and len(box_cols) != 4:
         raise DatasetError(f"manifest has box column(s) {', '.join(box_cols)} but not all of "
@@ -503,17 +531,23 @@ def counts_table(samples: Iterable[Sample], rows: str = "label", cols: str = "or
 def format_counts(samples: Iterable[Sample], rows: str = "label", cols: str = "origin",
                   *, title: str | None = None) -> Table:
     """A rich table of counts per ``rows`` x ``cols`` with totals, for the CLI."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from bglab.errors import safe_text
+
+    def esc(text: object) -> str:  # class and origin names are folder names: user text, not markup
+        return escape(safe_text(text))
 
     m = count_matrix(samples, rows, cols)
     col_names = sorted({c for r in m.values() for c in r})
-    table = Table(title=title)
+    table = Table(title=None if title is None else esc(title))
     table.add_column(f"{rows} \\ {cols}")
     for c in col_names:
-        table.add_column(c, justify="right")
+        table.add_column(esc(c), justify="right")
     table.add_column("total", justify="right", style="bold")
     for r, cells in m.items():
-        table.add_row(r, *(str(cells.get(c, 0)) for c in col_names), str(sum(cells.values())))
+        table.add_row(esc(r), *(str(cells.get(c, 0)) for c in col_names), str(sum(cells.values())))
     col_tot = [sum(cells.get(c, 0) for cells in m.values()) for c in col_names]
     table.add_row("total", *(str(n) for n in col_tot), str(sum(col_tot)), style="bold", end_section=True)
     return table

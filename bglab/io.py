@@ -1,7 +1,8 @@
 """Safe image and mask I/O: decode any common format to RGB(A) uint8, refuse bad files with one clear error.
 
 Every read raises `ImageReadError` (naming the file and the fix) for missing, empty, truncated, corrupt, non-image or
-over-sized files; every write is atomic (temp file in the same folder + `os.replace`). Pillow is the decoder; OpenCV
+over-sized files; every write is atomic (temp file ``.<name>.bglab-<pid>-<random>.tmp`` in the same folder +
+`os.replace`; `remove_temp_files` removes only those whose process is gone). Pillow is the decoder; OpenCV
 is used only for TIFFs Pillow cannot identify (e.g. multi-channel float).
 """
 
@@ -23,7 +24,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
-from bglab.errors import BglabError, ConfigError, DatasetError, ImageReadError, ImageWriteError, MaskError
+from bglab.errors import BglabError, ConfigError, DatasetError, ImageReadError, ImageWriteError, MaskError, \
+    safe_text
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -33,20 +35,31 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_mask_shape",
+    "check_separate",
     "decode_image",
     "encode_image",
     "image_size",
     "sha256_file",
     "list_images",
+    "list_images_checked",
     "max_pixels_limit",
+    "prepare_output_dir",
     "read_image",
     "read_mask",
+    "remove_temp_files",
     "write_image",
     "write_mask",
 ]
 
 DEFAULT_MAX_PIXELS = 100_000_000
-"""Largest image (width x height, from the header) read by default: 100 megapixels."""
+"""Largest image (width x height, from the header) read by default: 100 megapixels.
+
+This is also the memory bound of one worker process: decoding, converting and segmenting one image costs about
+25 bytes per pixel at peak (an 8000 x 8000 JPEG, 64 MP: ~1.6 GB), so at this limit a worker peaks near 2.5 GB;
+a run with ``--workers N`` needs N times that. Lower it with `MAX_PIXELS_ENV` on small machines."""
+
+BYTES_PER_PIXEL_PEAK = 25
+"""Measured peak memory per input pixel of one worker (decode + RGB copy + float mask + output)."""
 
 MAX_PIXELS_ENV = "BGLAB_MAX_PIXELS"
 """Environment variable overriding `DEFAULT_MAX_PIXELS` (an explicit `max_pixels=` argument wins over it)."""
@@ -85,6 +98,11 @@ _HINT_TOO_LARGE = (
     "possibly a decompression bomb; if you trust the file, raise the limit with max_pixels= "
     f"or the {MAX_PIXELS_ENV} environment variable"
 )
+
+# Temp files of atomic writes: ".<name>.bglab-<pid>-<random>.tmp". Only names of this pattern whose writing
+# process is gone are ever removed (remove_temp_files): never a user's own ".draft.tmp", never a live run's file.
+_TMP_PREFIX = "bglab-"
+_TMP_RE = re.compile(r"^\..+\.bglab-(\d+)-[A-Za-z0-9_]+\.tmp$")
 
 # Read once so temp files get the permissions a plain open() would give (mkstemp creates them 0600).
 _UMASK = os.umask(0o022)
@@ -732,8 +750,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
-    """Write UTF-8 `text` to `path` atomically, like `atomic_write_bytes`."""
-    return _atomic_write(Path(path), text.encode("utf-8"), fsync=fsync, error=BglabError)
+    """Write UTF-8 `text` to `path` atomically, like `atomic_write_bytes`.
+
+    Non-UTF-8 file names inside `text` (lone surrogates from `os.fsdecode`) are written as ``\\xNN`` escapes
+    (`bglab.errors.safe_text`), so a report naming such a file is always written."""
+    return _atomic_write(Path(path), safe_text(text).encode("utf-8"), fsync=fsync, error=BglabError)
 
 
 def _atomic_write(p: Path, data: bytes, *, fsync: bool, error: type[BglabError]) -> Path:
@@ -745,7 +766,7 @@ def _atomic_write(p: Path, data: bytes, *, fsync: bool, error: type[BglabError])
     except OSError as exc:
         raise error(f"cannot create the folder {parent}: {exc.strerror or exc}", path=p) from None
     try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp")
     except OSError as exc:
         raise error(
             f"cannot write in {parent}: {exc.strerror or exc}",
@@ -796,27 +817,146 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
-    """Image files under `folder` by `IMAGE_SUFFIXES` (any case), sorted; hidden files and folders are skipped."""
+    """Image files under `folder` by `IMAGE_SUFFIXES` (any case), sorted; hidden files and folders are skipped.
+
+    Sub-folders that cannot be read and symlink loops are left out here; `list_images_checked` reports them.
+    """
+    return list_images_checked(folder, recursive=recursive)[0]
+
+
+def list_images_checked(
+    folder: str | os.PathLike[str], *, recursive: bool = True
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Like `list_images`, plus ``(path, problem)`` for every input that cannot be listed or read.
+
+    Problems: a sub-folder that cannot be read (permissions), a symlinked folder that leads back to a folder
+    already listed (a symlink loop), and an image name that is not a readable file (a broken or looping symlink).
+    Symlinked folders are followed (once each). The caller reports the problems as failures; nothing is
+    silently left out.
+    """
     root = Path(folder)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "folder not found"
         raise DatasetError(what, path=root, hint="pass the folder that holds the images")
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    problems: list[tuple[Path, str]] = []
+
+    def onerror(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else root
+        problems.append((where, f"cannot read this folder: {exc.strerror or exc}; its images are not "
+                                "processed (check its permissions)"))
+
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
+        here = Path(dirpath)
+        try:
+            st = os.stat(here)
+            ident = (st.st_dev, st.st_ino)
+        except OSError as exc:
+            onerror(exc)
+            dirnames[:] = []
+            continue
+        if ident in seen:
+            problems.append((here, "symlink loop: this folder leads back to one already listed; not followed"))
+            dirnames[:] = []
+            continue
+        seen.add(ident)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(_image_files(Path(dirpath), filenames))
+        for name in filenames:
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            p = here / name
+            if p.is_file():
+                found.append(p)
+            else:
+                problems.append((p, "not a readable file (a broken symlink or a symlink loop?)"))
         if not recursive:
             break
-    return sorted(found)
+    return sorted(found), problems
 
 
-def _image_files(folder: Path, names: Iterable[str]) -> Iterable[Path]:
-    for name in names:
-        if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+def remove_temp_files(folder: str | os.PathLike[str]) -> int:
+    """Delete the temp files that killed atomic writes left under `folder`; returns the count.
+
+    Only bglab's own temp files (``.<name>.bglab-<pid>-<random>.tmp``) whose writing process no longer runs
+    are removed: a user's ``.draft.tmp`` and the temp file of a run still writing are never touched.
+    """
+    n = 0
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            m = _TMP_RE.match(name)
+            if m is None or _pid_alive(int(m.group(1))):
+                continue
+            try:
+                os.unlink(os.path.join(dirpath, name))
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is not writing while it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _real(p: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(os.path.abspath(os.fspath(p))))
+
+
+def check_separate(sources: Iterable[str | os.PathLike[str]], dst: str | os.PathLike[str], *,
+                   what: str = "output folder") -> None:
+    """Refuse (`ConfigError`) a destination that overlaps a source, before anything is written.
+
+    A source folder may not be `dst`, lie inside it, or hold it (outputs would replace the originals, or be read
+    back as inputs by the next run); a source file may not lie inside `dst`. Symlinks are resolved. This holds
+    with ``--overwrite`` too: it is the one check every batch command (remove, preprocess, variants, key) uses.
+    """
+    out = _real(dst)
+    for src in sources:
+        s = _real(src)
+        if s.is_dir():
+            if s == out:
+                problem = f"the {what} is the source folder {src}"
+            elif s in out.parents:
+                problem = f"the {what} lies inside the source folder {src}"
+            elif out in s.parents:
+                problem = f"the source folder {src} lies inside the {what}"
+            else:
+                continue
+        elif out in s.parents or s == out:
+            problem = f"the source file {src} lies inside the {what}"
+        else:
             continue
-        p = folder / name
-        if p.is_file():
-            yield p
+        raise ConfigError(f"{problem}: outputs would replace or mix with the inputs", path=dst,
+                          hint="choose an output folder outside the inputs (nothing was written)")
+
+
+def prepare_output_dir(dst: str | os.PathLike[str], *, what: str = "output folder") -> Path:
+    """Create `dst` (with parents) and check that it is a writable folder; a clean `ConfigError` otherwise."""
+    p = Path(dst)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"the {what} is an existing file, not a folder", path=p,
+                          hint="give a folder path (it is created when missing)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"cannot create the {what}: a file is in the way", path=p,
+                          hint="give a folder path whose parents are folders") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the {what}: {exc.strerror or exc}", path=p,
+                          hint="check the parent folder's permissions, or choose another folder") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"the {what} is not writable", path=p,
+                          hint="check its permissions, or choose another folder")
+    return p
 
 
 def sha256_file(path: str | Path) -> str:

@@ -110,6 +110,7 @@ class KeyReport:
     items: list[KeyItem] = field(default_factory=list)
     report_path: Path | None = None
     sheet_path: Path | None = None
+    interrupted: bool = False  # Ctrl+C / SIGTERM: the report lists what finished (rerun to resume)
 
     def _count(self, status: str) -> int:
         return sum(1 for i in self.items if i.status == status)
@@ -234,12 +235,17 @@ def key_folder(
     ``segmenter_options`` go to the ``backend`` (chroma: ``key``, ``tolerance``, ``softness``, ...).
     ``progress(done, total, item)`` is called after each image. ``workers`` > 1 keys images in threads.
     """
-    from bglab.io import list_images
+    from bglab.io import check_separate, list_images, prepare_output_dir
     from bglab.segment import create
 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DatasetError("source folder not found", path=src, hint="pass the folder that holds the images")
+    check_separate([src], dst)
+    from bglab.limits import MAX_WORKERS
+
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
     seg = create(backend, kind="segmenter", **dict(segmenter_options or {}))
     dst_abs = dst.resolve()
     files = []
@@ -250,7 +256,7 @@ def key_folder(
     files = sorted(set(files))
     if not files:
         raise DatasetError("no images found", path=src, hint="expected .png / .jpg files, in class sub-folders")
-    dst.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(dst)
     previous = _read_previous(dst)
     report = KeyReport(src, dst)
     results: dict[str, KeyItem] = {}
@@ -259,24 +265,33 @@ def key_folder(
         return _key_one(seg, src, dst, rel, qc, previous)
 
     total = len(files)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done, item in enumerate(pool.map(run, files), 1):
-                results[item.file] = item
-                if progress:
-                    progress(done, total, item)
-    else:
-        for done, rel in enumerate(files, 1):
-            item = run(rel)
-            results[rel] = item
-            if progress:
-                progress(done, total, item)
-    report.items = [results[f] for f in files]
+    from bglab.pool import terminate_as_interrupt
+
+    try:
+        with terminate_as_interrupt():
+            if workers > 1:
+                pool = ThreadPoolExecutor(max_workers=workers)
+                try:
+                    for done, item in enumerate(pool.map(run, files), 1):
+                        results[item.file] = item
+                        if progress:
+                            progress(done, total, item)
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)  # on a signal: finish the running ones only
+            else:
+                for done, rel in enumerate(files, 1):
+                    item = run(rel)
+                    results[rel] = item
+                    if progress:
+                        progress(done, total, item)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.items = [results[f] for f in files if f in results]
     if qc.batch:
         _batch_pass(report.items, dst)
     report.report_path = dst / REPORT_NAME
     write_report_csv(report.report_path, report.items)
-    if sheet:
+    if sheet and not report.interrupted:
         report.sheet_path = dst / SHEET_NAME
         write_contact_sheet(report, report.sheet_path)
     return report

@@ -43,6 +43,7 @@ the input image's pixels.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -56,6 +57,8 @@ from bglab import ops
 from bglab.boxes import Box
 from bglab.configfile import read_config_file
 from bglab.errors import BackendError, BglabError, ConfigError
+from bglab.errors import short_repr as _r
+from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
 
 __all__ = [
     "BACKGROUND_MODES", "CONFIG_VERSION", "ON_MISSING", "STATUSES", "STEP_NAMES", "Pipeline", "StepResult",
@@ -84,7 +87,7 @@ def _fail(where: str, message: str, hint: str | None = None) -> ConfigError:
 def _check_keys(where: str, cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
     for k in cfg:
         if k not in allowed:
-            raise _fail(where, f"unknown key {k!r}", f"allowed keys: {', '.join(allowed)}")
+            raise _fail(where, f"unknown key {_r(k)}", f"allowed keys: {', '.join(allowed)}")
 
 
 def _choice(where: str, key: str, value: Any, allowed: Sequence[str]) -> str:
@@ -92,24 +95,24 @@ def _choice(where: str, key: str, value: Any, allowed: Sequence[str]) -> str:
     if v == "color":  # American spelling accepted everywhere
         v = "colour"
     if v not in allowed:
-        raise _fail(f"{where}.{key}", f"{value!r} is not allowed", f"choose one of: {', '.join(allowed)}")
+        raise _fail(f"{where}.{key}", f"{_r(value)} is not allowed", f"choose one of: {', '.join(allowed)}")
     return v
 
 
 def _number(where: str, key: str, value: Any, *, lo: float | None = None, hi: float | None = None,
             integer: bool = False) -> Any:
     if isinstance(value, bool):
-        raise _fail(f"{where}.{key}", f"expected a number, got {value!r}")
+        raise _fail(f"{where}.{key}", f"expected a number, got {_r(value)}")
     try:
         x = int(value) if integer else float(value)
         if integer and float(value) != x:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         kind = "an integer" if integer else "a number"
-        raise _fail(f"{where}.{key}", f"expected {kind}, got {value!r}") from None
-    if not np.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise _fail(f"{where}.{key}", f"expected {kind}, got {_r(value)}") from None
+    if (isinstance(x, float) and not math.isfinite(x)) or (lo is not None and x < lo) or (hi is not None and x > hi):
         rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        raise _fail(f"{where}.{key}", f"{value!r} is out of range", f"use a value in {rng}")
+        raise _fail(f"{where}.{key}", f"{_r(value)} is out of range", f"use a value in {rng}")
     return x
 
 
@@ -118,7 +121,7 @@ def _bool(where: str, key: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
         return value.lower() in ("true", "yes", "1")
-    raise _fail(f"{where}.{key}", f"expected true or false, got {value!r}")
+    raise _fail(f"{where}.{key}", f"expected true or false, got {_r(value)}")
 
 
 def _colour(where: str, key: str, value: Any) -> tuple[int, int, int]:
@@ -134,7 +137,7 @@ def _colour(where: str, key: str, value: Any) -> tuple[int, int, int]:
     if isinstance(value, Sequence) and len(value) == 3 and all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
         return (int(value[0]), int(value[1]), int(value[2]))
-    raise _fail(f"{where}.{key}", f"cannot read colour {value!r}",
+    raise _fail(f"{where}.{key}", f"cannot read colour {_r(value)}",
                 "use [r, g, b] (0-255), one grey level, #rrggbb or a name like black")
 
 
@@ -142,7 +145,7 @@ def _options(where: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise _fail(f"{where}.options", f"expected a mapping of backend options, got {value!r}")
+        raise _fail(f"{where}.options", f"expected a mapping of backend options, got {_r(value)}")
     return {str(k).replace("-", "_"): v for k, v in value.items()}
 
 
@@ -152,7 +155,7 @@ def _backend_name(where: str, value: Any, kind: str, extra: Sequence[str] = ()) 
     names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
     name = str(value).strip()
     if name not in names and name not in extra:
-        raise _fail(f"{where}.backend", f"unknown {kind} {name!r}", f"choose one of: {', '.join(names)}")
+        raise _fail(f"{where}.backend", f"unknown {kind} {_r(name)}", f"choose one of: {', '.join(names)}")
     return name
 
 
@@ -498,13 +501,18 @@ class BackgroundStep(Step):
             return
         from bglab.io import list_images
 
+        from bglab.io import image_size, read_image
+
         p = Path(self.image).expanduser()  # type: ignore[arg-type]
         if p.is_dir():
             self._backgrounds = list_images(p)
             if not self._backgrounds:
                 raise ConfigError("no background images in the folder", path=p, hint="background.image")
+            for b in self._backgrounds:  # headers only: a bad file fails the run once, before any sample
+                image_size(b)
         elif p.is_file():
             self._backgrounds = [p]
+            self._cache[p] = read_image(p)  # read once, before any sample: a bad file fails the run here
         else:
             raise ConfigError("background image not found", path=p, hint="set background.image to a file or folder")
 
@@ -570,7 +578,7 @@ class PoseStep(Step):
         self.with_photo = _bool(where, "with_photo", cfg.get("with_photo", False))
         self.backend = _backend_name(where, cfg.get("backend", "mediapipe-hands"), "locator")
         self.options = _options(where, cfg.get("options"))
-        self.size = _number(where, "size", cfg.get("size", 128), lo=8, integer=True)
+        self.size = _number(where, "size", cfg.get("size", 128), lo=8, hi=MAX_OUTPUT_SIDE, integer=True)
         self.align = _bool(where, "align", cfg.get("align", True))
         self.thickness = _number(where, "thickness", cfg.get("thickness", 1 / 32), lo=0.001, hi=0.5)
         self.margin = _number(where, "margin", cfg.get("margin", 0.1), lo=0)
@@ -588,7 +596,7 @@ class PoseStep(Step):
         lm = _create(self.backend, "locator", runtime, self.options)
         if not callable(getattr(lm, "landmarks", None)):
             _close(lm)
-            raise BackendError(f"pose: backend {self.backend!r} finds boxes, not hand landmarks",
+            raise BackendError(f"pose: backend {_r(self.backend)} finds boxes, not hand landmarks",
                                hint="use backend: mediapipe-hands (extra 'hands')")
         self.landmarker = lm
 
@@ -626,11 +634,12 @@ class ResizeStep(Step):
         size = cfg["size"]
         if isinstance(size, Sequence) and not isinstance(size, str):
             if len(size) != 2:
-                raise _fail(f"{where}.size", f"expected an int or [width, height], got {size!r}")
-            self.size: tuple[int, int] = (_number(where, "size", size[0], lo=1, integer=True),
-                                          _number(where, "size", size[1], lo=1, integer=True))
+                raise _fail(f"{where}.size", f"expected an int or [width, height], got {_r(size)}")
+            self.size: tuple[int, int] = (
+                _number(where, "size", size[0], lo=1, hi=MAX_OUTPUT_SIDE, integer=True),
+                _number(where, "size", size[1], lo=1, hi=MAX_OUTPUT_SIDE, integer=True))
         else:
-            n = _number(where, "size", size, lo=1, integer=True)
+            n = _number(where, "size", size, lo=1, hi=MAX_OUTPUT_SIDE, integer=True)
             self.size = (n, n)
         self.pad_color = _colour(where, "pad_color", cfg.get("pad_colour", cfg.get("pad_color", "black")))
         self.interpolation = _choice(where, "interpolation", cfg.get("interpolation", "auto"),
@@ -677,7 +686,7 @@ class DistortStep(Step):
         self.dropout = _number(where, "dropout", cfg.get("dropout", 0.0), lo=0, hi=1)
         self.noise = _number(where, "noise", cfg.get("noise", 0.0), lo=0)
         seed = cfg.get("seed")
-        self.seed = None if seed is None else _number(where, "seed", seed, lo=0, integer=True)
+        self.seed = None if seed is None else _number(where, "seed", seed, lo=0, hi=MAX_SEED, integer=True)
         self.index = 0  # position in the pipeline, part of the per-sample seed
 
     def to_config(self) -> dict[str, Any]:
@@ -707,7 +716,7 @@ def _create(name: str, kind: str, runtime: Any, options: Mapping[str, Any]) -> A
     except BglabError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a backend module that does not exist yet
-        raise BackendError(f"backend {name!r} cannot be created ({type(exc).__name__}: {exc})") from None
+        raise BackendError(f"backend {_r(name)} cannot be created ({type(exc).__name__}: {exc})") from None
 
 
 def _close(obj: Any) -> None:
@@ -744,15 +753,15 @@ def _step_entries(steps: Any) -> list[tuple[str, dict[str, Any], str]]:
             ((name, cfg),) = item.items()
             cfg = {} if cfg is None else cfg
             if not isinstance(cfg, Mapping):
-                raise ConfigError(f"{where}.{name}: expected a mapping of settings, got {cfg!r}")
+                raise ConfigError(f"{where}.{name}: expected a mapping of settings, got {_r(cfg)}")
         else:
-            raise ConfigError(f"{where}: cannot read step {item!r}",
+            raise ConfigError(f"{where}: cannot read step {_r(item)}",
                               hint="write a step as a name ('grey'), {name: {settings}} or {step: name, ...}")
         name = str(name).strip().lower()
         if name in ("gray", "greyscale", "grayscale"):
             name = "grey"
         if name not in _STEP_TYPES:
-            raise ConfigError(f"{where}: unknown step {name!r}", hint=f"choose one of: {', '.join(STEP_NAMES)}")
+            raise ConfigError(f"{where}: unknown step {_r(name)}", hint=f"choose one of: {', '.join(STEP_NAMES)}")
         out.append((name, dict(cfg), f"{where}.{name}"))
     return out
 
@@ -790,8 +799,9 @@ class Pipeline:
         _check_keys("config", config, _TOP_KEYS)
         version = config.get("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
-            raise ConfigError(f"config.version: {version!r} is not supported", hint=f"use version: {CONFIG_VERSION}")
-        seed = _number("config", "seed", config.get("seed", 0), lo=0, integer=True)
+            raise ConfigError(f"config.version: {_r(version)} is not supported",
+                              hint=f"use version: {CONFIG_VERSION}")
+        seed = _number("config", "seed", config.get("seed", 0), lo=0, hi=MAX_SEED, integer=True)
         steps = [_STEP_TYPES[name](cfg, where) for name, cfg, where in _step_entries(config.get("steps"))]
         return cls(steps, seed=seed, output=config.get("output"), runtime=runtime)
 
@@ -821,7 +831,7 @@ class Pipeline:
             if st.name in ("locate", "segment", "background", "pose") and "grey" in seen:
                 raise ConfigError(f"{where}: must come before grey (it needs colour)")
             if isinstance(st, BackgroundStep) and st.mode != "keep" and "segment" not in seen:
-                raise ConfigError(f"{where}: mode {st.mode!r} needs a segment step before it",
+                raise ConfigError(f"{where}: mode {_r(st.mode)} needs a segment step before it",
                                   hint="add {segment: {backend: unet}} earlier, or use mode: keep")
             if isinstance(st, CropStep):
                 if st.to == "box" and "locate" not in seen:
@@ -937,7 +947,9 @@ class Pipeline:
                         raise
                     s.status = "failed"
                     s.error = str(exc) if isinstance(exc, BglabError) else f"unexpected {type(exc).__name__}: {exc}"
-                    if s.source is not None and isinstance(exc, BglabError) and exc.path is None:
+                    named = isinstance(exc, BglabError) and exc.path is not None \
+                        and str(exc.path) == str(s.source)
+                    if s.source is not None and not named:  # every failure names its sample's file
                         s.error = f"{s.source}: {s.error}"
                 s.timings[label] = time.perf_counter() - t1
         return [_result(s) for s in states]

@@ -4,11 +4,23 @@ Workers start from a ``forkserver`` that has imported the heavy modules once (el
 ``2 x workers`` chunks are in flight, and each chunk's result is yielded as soon as it is done, so the caller
 can journal it before the next one arrives. A worker that dies ends the run with one clear error; what the
 caller already recorded stays recorded.
+
+Workers die with their parent: when the main process is killed (even by SIGKILL), the forkserver and every
+worker exit within a second (``PR_SET_PDEATHSIG`` on Linux, plus a watchdog thread that polls the main process),
+so nothing is left running under PID 1. :func:`terminate_as_interrupt` turns SIGTERM (sent by ``timeout``,
+docker, systemd) into ``KeyboardInterrupt`` so a batch command stops the way Ctrl+C stops it: it writes its
+manifest / report and exits 130.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -16,16 +28,83 @@ from typing import Any
 
 from bglab.errors import BglabError
 
-__all__ = ["pool_context", "run_pool"]
+__all__ = ["die_with_parent", "pool_context", "run_pool", "terminate_as_interrupt"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _set_pdeathsig() -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - best effort; the watchdog below still works
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed parent not yet reaped is a zombie: as good as gone
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def die_with_parent(main_pid: int, interval: float = 0.5) -> None:
+    """Make this (worker) process exit when ``main_pid`` is gone: PDEATHSIG on its direct parent, and a daemon
+    thread polling ``main_pid`` (the parent of a forkserver worker is the forkserver, not the main process)."""
+    _set_pdeathsig()
+
+    def watch() -> None:
+        while _alive(main_pid):
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bglab-die-with-parent", daemon=True).start()
+
+
+def _guarded_init(main_pid: int, initializer: Callable[..., None], *initargs: Any) -> None:
+    die_with_parent(main_pid)
+    initializer(*initargs)
 
 
 def pool_context(preload: Sequence[str]) -> Any:
-    """``forkserver`` (workers fork from a server that has imported ``preload`` once) or ``spawn``."""
+    """``forkserver`` (workers fork from a server that has imported ``preload`` once) or ``spawn``.
+
+    The forkserver also imports :mod:`bglab._forkserver_guard`, so it dies with the main process."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(list(preload))
+        ctx.set_forkserver_preload(["bglab._forkserver_guard", *preload])
         return ctx
     return mp.get_context("spawn")
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While active (main thread only), SIGTERM raises ``KeyboardInterrupt`` like Ctrl+C, so ``finally`` blocks
+    write their manifest / report; the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_pool(chunks: Iterable[Any], fn: Callable[[Any], Any], *, workers: int, initializer: Callable[..., None],
@@ -34,8 +113,8 @@ def run_pool(chunks: Iterable[Any], fn: Callable[[Any], Any], *, workers: int, i
 
     ``kept`` names what survives a dead worker in the error's hint ("finished <kept> are kept").
     """
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=pool_context(preload), initializer=initializer,
-                             initargs=initargs)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=pool_context(preload), initializer=_guarded_init,
+                             initargs=(os.getpid(), initializer, *initargs))
     pending: set[Future] = set()
     it = iter(chunks)
     try:

@@ -49,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from bglab.dataset import Sample
-from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.pool import run_pool
+from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
+from bglab.io import prepare_output_dir, remove_temp_files
+from bglab.pool import run_pool, terminate_as_interrupt
 
 __all__ = [
     "ENGINES", "Item", "PreprocessReport", "Journal", "collect_samples", "plan", "preprocess", "summarize",
@@ -58,7 +59,6 @@ __all__ = [
 
 ENGINES = ("local", "ray")
 JOURNAL_DIR = ".journal"
-_TMP_RE = re.compile(r"^\..+\.tmp$")
 _UNSAFE = re.compile(r"[^\w.+-]+")
 
 
@@ -262,6 +262,7 @@ class Journal:
     def __init__(self, dst: Path) -> None:
         self.dir = Path(dst) / JOURNAL_DIR
         self._fh: Any = None
+        self.appended = 0  # lines this run wrote (the count a report gives, even when a signal cut the loop)
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("run-*.jsonl")) if self.dir.is_dir() else []
@@ -293,10 +294,11 @@ class Journal:
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Append lines and make them durable (one fsync per call: per chunk)."""
-        for rec in records:
-            self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        lines = [json.dumps(rec, sort_keys=True) + "\n" for rec in records]
+        self._fh.write("".join(lines))
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self.appended += len(lines)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -306,20 +308,6 @@ class Journal:
     def clear(self) -> None:
         for f in self.files():
             f.unlink()
-
-
-def remove_temp_files(dst: Path) -> int:
-    """Delete temp files (``.<name>.*.tmp``) that a killed atomic write left under ``dst``; returns the count."""
-    n = 0
-    for dirpath, _, filenames in os.walk(dst):
-        for name in filenames:
-            if _TMP_RE.match(name):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    n += 1
-                except OSError:
-                    pass
-    return n
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -410,6 +398,8 @@ def write_manifest(dst: Path, records: Sequence[Mapping[str, Any]], step_labels:
     from bglab.io import atomic_write_bytes
 
     cols, rows = _manifest_rows(records, step_labels)
+    # non-UTF-8 file names (lone surrogates from os.fsdecode) become \xNN escapes: parquet / CSV need UTF-8
+    rows = [[safe_text(v) if isinstance(v, str) else v for v in row] for row in rows]
     df = pd.DataFrame(rows, columns=cols)
     df["found"] = df["found"].astype("boolean")
     for c in cols:
@@ -452,16 +442,18 @@ def write_summary(dst: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "found / not found / failed") -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(safe_text(title)))
     for c in ("origin", "class", "images", "found", "not found", "suspect", "failed", "found %"):
         table.add_column(c, justify="left" if c in ("origin", "class") else "right")
     for r in rows:
         pct = "" if r["found_pct"] is None else f"{r['found_pct']:.1f}"
         style = "bold" if r["label"] == "all" else None
-        table.add_row(r["origin"], r["label"], str(r["images"]), str(r["found"]), str(r["not_found"]),
-                      str(r.get("suspect", 0)), str(r["failed"]), pct, style=style)
+        table.add_row(escape(safe_text(r["origin"])), escape(safe_text(r["label"])), str(r["images"]),
+                      str(r["found"]), str(r["not_found"]), str(r.get("suspect", 0)), str(r["failed"]), pct,
+                      style=style)
     return table
 
 
@@ -515,14 +507,17 @@ def preprocess(
     t_start = time.perf_counter()
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
-    if int(workers) < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if int(chunk) < 1:
-        raise ConfigError(f"chunk must be >= 1, got {chunk}")
-    if threads is not None and int(threads) < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
+    from bglab.limits import MAX_CHUNK, MAX_THREADS, MAX_WORKERS
+
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
+    if not 1 <= int(chunk) <= MAX_CHUNK:
+        raise ConfigError(f"chunk must be in [1, {MAX_CHUNK}], got {chunk}")
+    if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
+        raise ConfigError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
     pipe = Pipeline.from_config(config)  # validates; no backend is opened here
     resolved = pipe.to_config()
+    _check_separate(sources, (), Path(dst))  # folders first: before reading them (DST = SRC, nested)
     samples, problems = collect_samples(sources, manifest=manifest)
     if limit is not None and int(limit) < len(samples):
         step = len(samples) / max(int(limit), 1)  # an evenly spaced subset: every class gets its share
@@ -530,18 +525,32 @@ def preprocess(
     if not samples:
         raise DatasetError("no input images found", hint="check SRC")
     items, clashes = plan(samples, pipe.format)
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
+    _check_separate(sources, samples, Path(dst))  # the manifests' files
+    dst = prepare_output_dir(dst)
     journal = Journal(dst)
     lock = _lock(dst)
     try:
-        return _preprocess_locked(pipe, resolved, items, clashes, problems, dst, journal, t_start,
-                                  workers=workers, chunk=chunk, engine=engine, threads=threads,
-                                  overwrite=overwrite,
-                                  max_pixels=max_pixels, on_start=on_start, on_progress=on_progress,
-                                  engine_options=engine_options)
+        with terminate_as_interrupt():  # SIGTERM stops the run like Ctrl+C: the manifest is still written
+            return _preprocess_locked(pipe, resolved, items, clashes, problems, dst, journal, t_start,
+                                      workers=workers, chunk=chunk, engine=engine, threads=threads,
+                                      overwrite=overwrite, max_pixels=max_pixels, on_start=on_start,
+                                      on_progress=on_progress, engine_options=engine_options)
     finally:
         _unlock(lock)
+
+
+def _check_separate(sources: Sequence[Any], samples: Sequence[Sample], dst: Path) -> None:
+    """DST may not be, hold or lie inside a source folder, nor hold a manifest's image (before any write)."""
+    from bglab.io import check_separate
+
+    folders, files = [], []
+    for src in sources:
+        if isinstance(src, str | Path):
+            _, path = _parse_source(src)
+            (folders if path.is_dir() else files).append(path)
+    check_separate(folders, dst)
+    if samples and (files or len(folders) < len(sources)):
+        check_separate([s.path for s in samples if not any(f in Path(s.path).parents for f in folders)], dst)
 
 
 def _lock(dst: Path) -> Any:
@@ -550,8 +559,12 @@ def _lock(dst: Path) -> Any:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no lock
         return None
-    (dst / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
-    fh = open(dst / JOURNAL_DIR / "lock", "a")  # noqa: SIM115
+    try:
+        (dst / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
+        fh = open(dst / JOURNAL_DIR / "lock", "a")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"cannot write in the output folder: {exc.strerror or exc}", path=dst / JOURNAL_DIR,
+                          hint="check the folder's permissions, or choose another DST") from None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -595,6 +608,9 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
     report = PreprocessReport(dst=dst, resumed=resumed, problems=problems)
     if on_start is not None:
         on_start(len(items), resumed)
+    if on_progress is not None:
+        for rec in clashes:  # output-name clashes are failures, reported before any sample is processed
+            on_progress(rec)
 
     journal.open()
     try:
@@ -610,6 +626,7 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
         report.interrupted = True
     finally:
         journal.close()
+        report.processed = journal.appended
         latest = journal.latest()
         report.records = [latest[it.key] for it in items if it.key in latest] + clashes
         _batch_qc(report.records, pipe)

@@ -104,9 +104,10 @@ class FileResult:
 
 @dataclass
 class BatchReport:
-    """Per-file results of a batch and its totals."""
+    """Per-file results of a batch and its totals; ``interrupted`` when Ctrl+C / SIGTERM stopped it early."""
 
     results: list[FileResult] = field(default_factory=list)
+    interrupted: bool = False
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -132,18 +133,38 @@ def collect_inputs(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
     """Expand files and folders into (file, path relative to its root) pairs, sorted; folders are recursive.
 
     Every file named explicitly is kept (even with an odd suffix: reading it will say what is wrong);
-    inside folders only image suffixes are taken.
+    inside folders only image suffixes are taken. :func:`collect_inputs_checked` also returns what could not
+    be listed.
     """
-    from bglab.io import list_images
+    return collect_inputs_checked(paths)[0]
+
+
+def collect_inputs_checked(paths: Sequence[Path]) -> tuple[list[tuple[Path, Path]], list[FileResult]]:
+    """:func:`collect_inputs` plus a failed :class:`FileResult` per unreadable sub-folder or symlink loop."""
+    from bglab.io import list_images_checked
 
     out: list[tuple[Path, Path]] = []
+    problems: list[FileResult] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend((f, f.relative_to(p)) for f in list_images(p))
+            files, probs = list_images_checked(p)
+            out.extend((f, f.relative_to(p)) for f in files)
+            problems.extend(FileResult(where, None, "failed", error=f"{where}: {why}") for where, why in probs)
         else:
             out.append((p, Path(p.name)))
-    return out
+    return out, problems
+
+
+def _roots(items: Sequence[tuple[Path, Path]]) -> list[Path]:
+    """What the items were collected from: the folder (file minus its relative path), or the file itself when
+    it lies at the top (an explicit file and a folder's top-level file look the same)."""
+    roots: dict[Path, None] = {}
+    for src, rel in items:
+        src = Path(src)
+        n = len(Path(rel).parts)
+        roots[src.parents[n - 1] if n >= 2 else src] = None
+    return list(roots)
 
 
 def output_path(out_dir: Path, rel: Path, fmt: str | None = None) -> Path:
@@ -165,20 +186,26 @@ def remove_files(
     max_pixels: int | None = None,
     qc: Any = None,
     on_suspect: str = "keep",
+    problems: Sequence[FileResult] = (),
 ) -> BatchReport:
     """Run background removal over ``items`` (from :func:`collect_inputs`) into ``out_dir``.
 
-    One bad file never stops the batch: it is recorded and the rest go on.
+    One bad file never stops the batch: it is recorded and the rest go on. ``problems`` (from
+    :func:`collect_inputs_checked`: unreadable folders, symlink loops) are reported first, as failures, and so
+    are output-name clashes, before any image is processed.
+
+    ``out_dir`` may not overlap an input folder (refused before anything is written, with ``overwrite`` too).
+    Outputs that already exist are skipped (so an interrupted run resumes) unless ``overwrite``; temp files
+    left by a killed run are removed first. Ctrl+C or SIGTERM (see :func:`bglab.pool.terminate_as_interrupt`)
+    stops the batch after the current file: the report is returned with ``interrupted`` set.
 
     Every mask goes through QC (``qc``: :class:`bglab.ops.qc.QCRules`, default rules when None; ``False``
     turns QC off): no foreground at all gives ``not-found`` (nothing written); a broken rule gives
     ``suspect``, and ``on_suspect`` says what then: ``keep`` (written, status suspect), ``skip`` (not
     written) or ``fail`` (not written, status failed). The batch pass (coverage far from the batch median)
     runs at the end and treats the outputs it flags the same way.
-
-    Outputs that already exist are skipped (so an interrupted run resumes) unless ``overwrite``.
     """
-    from bglab.io import read_image, write_image
+    from bglab.io import check_separate, prepare_output_dir, read_image, remove_temp_files, write_image
 
     if opts.mode == "swap" and background is None:
         raise ConfigError("mode 'swap' needs a background image", hint="pass --background FILE")
@@ -189,40 +216,59 @@ def remove_files(
     policy = _qc.check_on_suspect(on_suspect)
     rules = None if qc is False else (qc or _qc.QCRules())
     screen = _qc.uses_screen(getattr(segmenter, "name", None))
+    check_separate(_roots(items), out_dir)
+    out_dir = prepare_output_dir(out_dir)
+    remove_temp_files(out_dir)
     report = BatchReport()
-    seen: dict[Path, Path] = {}
-    for src, rel in items:
-        dst = output_path(Path(out_dir), rel, fmt)
-        t0 = time.perf_counter()
-        if dst in seen:
-            res = FileResult(src, None, "failed",
-                             error=f"output name clashes with {seen[dst]} (same stem); rename one of them")
-        elif dst.exists() and not overwrite:
-            res = FileResult(src, dst, "skipped")
-        else:
-            try:
-                image = read_image(src, max_pixels=max_pixels)
-                mask = prepare_mask(segmenter.predict(image, source=src), opts)
-                chk = None if rules is None else _qc.check_mask(mask, rules, image=image, screen=screen)
-                cov = float(ops.coverage(mask, opts.threshold))
-                if chk is not None and chk.status == "not-found":
-                    res = FileResult(src, None, "not-found", coverage=cov, qc="no foreground found")
-                elif chk is not None and chk.status == "suspect" and policy != "keep":
-                    res = _suspect_result(src, None, cov, chk.reason, chk.flags, policy)
-                else:
-                    write_image(dst, apply_mode(image, mask, opts, background=background))
-                    res = FileResult(src, dst, "done", coverage=cov)
-                    if chk is not None and chk.flags:
-                        res.status, res.qc, res.flags = "suspect", chk.reason, chk.flags
-            except BglabError as exc:
-                res = FileResult(src, None, "failed", error=str(exc))
-            except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
-                res = FileResult(src, None, "failed", error=f"{src}: unexpected {type(exc).__name__}: {exc}")
-        seen.setdefault(dst, src)
-        res.seconds = time.perf_counter() - t0
+
+    def record(res: FileResult) -> None:
         report.results.append(res)
         if on_progress is not None:
             on_progress(res)
+
+    try:
+        for res in problems:
+            record(res)
+        seen: dict[Path, Path] = {}
+        todo: list[tuple[Path, Path]] = []
+        for src, rel in items:  # output-name clashes are failures, reported up front
+            dst = output_path(out_dir, rel, fmt)
+            if dst in seen:
+                record(FileResult(src, None, "failed", error=f"{src}: output name {dst.name} clashes with "
+                                                              f"{seen[dst]} (same stem); rename one of them"))
+                continue
+            seen[dst] = src
+            todo.append((src, dst))
+        for src, dst in todo:
+            t0 = time.perf_counter()
+            if dst.exists() and not overwrite:
+                res = FileResult(src, dst, "skipped")
+            else:
+                try:
+                    image = read_image(src, max_pixels=max_pixels)
+                    mask = prepare_mask(segmenter.predict(image, source=src), opts)
+                    chk = None if rules is None else _qc.check_mask(mask, rules, image=image, screen=screen)
+                    cov = float(ops.coverage(mask, opts.threshold))
+                    if chk is not None and chk.status == "not-found":
+                        res = FileResult(src, None, "not-found", coverage=cov, qc="no foreground found")
+                    elif chk is not None and chk.status == "suspect" and policy != "keep":
+                        res = _suspect_result(src, None, cov, chk.reason, chk.flags, policy)
+                    else:
+                        write_image(dst, apply_mode(image, mask, opts, background=background))
+                        res = FileResult(src, dst, "done", coverage=cov)
+                        if chk is not None and chk.flags:
+                            res.status, res.qc, res.flags = "suspect", chk.reason, chk.flags
+                except BglabError as exc:
+                    text = str(exc)
+                    res = FileResult(src, None, "failed",
+                                     error=text if exc.path is not None and Path(exc.path) == Path(src)
+                                     else f"{src}: {text}")
+                except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
+                    res = FileResult(src, None, "failed", error=f"{src}: unexpected {type(exc).__name__}: {exc}")
+            res.seconds = time.perf_counter() - t0
+            record(res)
+    except KeyboardInterrupt:
+        report.interrupted = True
     if rules is not None:
         _batch_pass(report, rules, policy)
     return report

@@ -43,7 +43,7 @@ from bglab import ops
 from bglab.boxes import Box
 from bglab.dataset import Sample
 from bglab.errors import BglabError, ConfigError, MaskError
-from bglab.pool import run_pool
+from bglab.pool import run_pool, terminate_as_interrupt
 
 __all__ = [
     "BOX_KINDS",
@@ -313,6 +313,7 @@ class VariantsReport:
     manifest_path: Path | None = None
     seconds: float = 0.0
     images: int = 0
+    interrupted: bool = False  # Ctrl+C / SIGTERM: the manifest lists what finished
 
     def count(self, status: str | None = None, kind: str | None = None) -> int:
         """Rows with this status (and kind, when given)."""
@@ -593,20 +594,20 @@ def generate_variants(
     skip | fail (see the module doc).
     """
     from bglab.dataset import read_imagefolder
+    from bglab.io import check_separate, prepare_output_dir
+    from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
 
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     items = [kinds] if isinstance(kinds, str) else list(kinds)
     kind_list = list(dict.fromkeys(k for it in items for k in ([it] if isinstance(it, Kind) else parse_kinds(it))))
-    if int(workers) < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if size is not None and int(size) < 1:
-        raise ConfigError(f"size must be a positive number of pixels, got {size}")
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
+    if size is not None and not 1 <= int(size) <= MAX_OUTPUT_SIDE:
+        raise ConfigError(f"size must be a number of pixels in [1, {MAX_OUTPUT_SIDE}], got {size}")
     if not (math.isfinite(float(blur)) and blur >= 0):
         raise ConfigError(f"blur must be >= 0 (a Gaussian sigma in pixels), got {blur}")
-    if src.resolve() == dst.resolve() or dst.resolve().is_relative_to(src.resolve()):
-        raise ConfigError("the output folder is inside the source folder", path=dst,
-                          hint="write the variants somewhere else (they would be read as a class next time)")
+    check_separate([src], dst)  # the shared check: DST = SRC, DST inside SRC, SRC inside DST
     _check_backend(backend, "segmenter")
     _check_backend(locator, "locator")
     from bglab.qc import check_on_suspect, rules_from
@@ -676,15 +677,20 @@ def generate_variants(
     done = total - len(jobs)
     if progress is not None:
         progress(done, total, [])
-    dst.mkdir(parents=True, exist_ok=True)
-    for batch in _execute(jobs, config, int(workers)):
-        for job_rows in batch:
-            for r in job_rows:
-                rows[(order_by_name[r.kind], r.label, r.stem)] = r
-            done += 1
-            if progress is not None:
-                progress(done, total, job_rows)
-    report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total)
+    prepare_output_dir(dst)
+    interrupted = False
+    try:
+        with terminate_as_interrupt():  # SIGTERM stops like Ctrl+C: the manifest below is still written
+            for batch in _execute(jobs, config, int(workers)):
+                for job_rows in batch:
+                    for r in job_rows:
+                        rows[(order_by_name[r.kind], r.label, r.stem)] = r
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, job_rows)
+    except KeyboardInterrupt:
+        interrupted = True
+    report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total, interrupted=interrupted)
     if backend and qc_options is not None:
         _batch_qc(report.rows, rules_from(qc_options), dst, on_suspect)
     report.manifest_path = write_manifest(report.rows, dst / "manifest.csv")

@@ -120,7 +120,7 @@ def test_resume_skips_finished_samples_and_refuses_another_config(tmp_path):
     assert first.processed == 6 and first.resumed == 0
     victim = dst / first.records[0]["output"]
     victim.unlink()  # an output lost after its journal line: redone
-    (dst / "webcam" / "rock" / ".x.png.abc.tmp").write_bytes(b"partial")
+    (dst / "webcam" / "rock" / ".x.png.bglab-4999999-abc.tmp").write_bytes(b"partial")  # a dead writer
     second = preprocess([src], dst, CHROMA_CFG)
     assert second.processed == 1 and second.resumed == 5 and victim.is_file()
     assert not list(dst.rglob("*.tmp"))

@@ -37,7 +37,7 @@ from tests.conftest import shared_path  # noqa: E402
 
 def make_client(**settings: object) -> TestClient:
     settings.setdefault("backend", "chroma")
-    return TestClient(create_app(ServerSettings(**settings)), raise_server_exceptions=False)
+    return TestClient(create_app(ServerSettings(**settings)), raise_server_exceptions=False, base_url="http://127.0.0.1")
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +306,7 @@ def slow_backend(monkeypatch):
 def test_busy_server_answers_503_with_retry_after(slow_backend, webcam_png):
     app = create_app(ServerSettings(backend="slow-test", concurrency=1, queue=0, timeout=30))
     files = {"image": ("a.png", webcam_png)}
-    with TestClient(app, raise_server_exceptions=False) as client, \
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as client, \
             concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.post, "/api/segment", files=files)
         assert slow_backend.started.wait(10), "the first request reached the backend"
@@ -323,7 +323,7 @@ def test_busy_server_answers_503_with_retry_after(slow_backend, webcam_png):
 def test_slow_request_answers_504_and_frees_its_slot(slow_backend, webcam_png):
     app = create_app(ServerSettings(backend="slow-test", concurrency=1, queue=0, timeout=0.3))
     files = {"image": ("a.png", webcam_png)}
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         err = assert_error(client.post("/api/remove", files=files), 504, "timeout")
         assert "0.3 s" in err["message"]
         assert client.get("/healthz").json()["pending"] == 1, "the timed-out job still holds its slot"

@@ -131,14 +131,16 @@ def test_corrupt_or_replaced_model_is_refused(tmp_path):
         UNetSegmenter(bad)
 
 
-def test_user_model_without_json_warns_and_runs(tmp_path):
+def test_user_model_without_json_is_refused_unless_unverified(tmp_path):
     from bglab.segment.unet import DEFAULT_MODEL, UNetSegmenter
 
     own = tmp_path / "mine.onnx"
     shutil.copy(DEFAULT_MODEL, own)
+    with pytest.raises(ModelIntegrityError, match=r"no mine\.json next to the model.*unverified=true"):
+        UNetSegmenter(own, size=96)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        s = UNetSegmenter(own, size=96)
+        s = UNetSegmenter(own, size=96, unverified=True)
     assert any("not verified" in str(x.message) for x in w)
     assert s.predict(np.zeros((40, 60, 3), np.uint8)).shape == (40, 60)
     with pytest.raises(BackendError, match="not found"):
@@ -146,7 +148,7 @@ def test_user_model_without_json_warns_and_runs(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(BackendError, match="cannot load"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        UNetSegmenter(tmp_path / "junk.onnx")
+        UNetSegmenter(tmp_path / "junk.onnx", unverified=True)
 
 
 def _read(path: Path) -> np.ndarray:

@@ -5,14 +5,28 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
-from bglab.errors import ConfigError
+from bglab.errors import ConfigError, safe_text
 
-# soft_wrap: long paths and messages stay on one line in logs instead of being cut at 80 columns
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# soft_wrap: long paths and messages stay on one line in logs instead of being cut at 80 columns.
+# emoji=False: a file called ":x:.jpg" is printed as it is, not as an emoji.
+console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
+
+
+def esc(value: object) -> str:
+    """User-controlled text (a path, a file name, an error message quoting one) made safe to print with Rich:
+    markup escaped (a name holding ``[/]`` or ``[bold red]`` prints as it is) and non-UTF-8 bytes as ``\\xNN``.
+    Every path or message a command prints goes through this (or is printed with ``markup=False``)."""
+    return escape(safe_text(value))
+
+
+def print_failed(con: Console, text: object, label: str = "failed", style: str = "red") -> None:
+    """One ``failed <message>`` line, the message escaped (see :func:`esc`)."""
+    con.print(f"[{style}]{label}[/] {esc(text)}", highlight=False, emoji=False)
 
 
 def parse_options(items: list[str] | None) -> dict[str, object]:

@@ -60,7 +60,7 @@ def challenge(
     from rich.table import Table
 
     from bglab.challenge import broken_sheet, held_out, run_challenge
-    from bglab.commands._common import console, err_console, parse_options, progress_bar
+    from bglab.commands._common import console, err_console, parse_options, print_failed, progress_bar
     from bglab.dataset import read_imagefolder
 
     if threads:
@@ -136,7 +136,7 @@ def challenge(
         err_console.print(f"[yellow]pipeline failed[/] {e}", highlight=False)
     if result.failed:
         for f in result.failed[:5]:
-            err_console.print(f"[red]failed[/] {f['error']}", highlight=False)
+            print_failed(err_console, f["error"])
         err_console.print(f"[bold red]{len(result.failed)} file(s) could not be read[/]; the rest were evaluated")
         raise typer.Exit(1)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.commands._common import console, err_console, parse_options, progress_bar
+from bglab.commands._common import console, err_console, parse_options, print_failed, progress_bar
 
 
 def correlate(
@@ -57,7 +57,7 @@ def correlate(
             progress.update(task, completed=done, rate=f"{rate:.1f} fg/s")
             for r in rows:
                 if r.status == "failed":
-                    progress.console.print(f"[red]failed[/] {r.planned.output}: {r.error}", highlight=False)
+                    print_failed(progress.console, f"{r.planned.output}: {r.error}")
 
         rep = build_study(plan, dst, size=size, segmenter=segmenter, despill=despill, workers=workers,
                           overwrite=overwrite, on_progress=tick)
@@ -76,7 +76,7 @@ def correlate(
     if plan.skipped:
         console.print(f"foregrounds left out: {len(plan.skipped)} ({no_mask} without a mask)")
     console.print(f"{rep.seconds:.1f} s; study in {dst}; manifest {dst / 'manifest.csv'}, summary "
-                  f"{dst / 'summary.json'}")
+                  f"{dst / 'summary.json'}", markup=False, highlight=False)
     if rep.failed:
         err_console.print(f"[bold red]{len(rep.failed)} image(s) failed[/]; see the manifest")
         raise typer.Exit(1)

@@ -54,7 +54,8 @@ def experiment(
     run_dir = out or Path("work") / "experiments" / (f"{cfg.name}-quick" if quick else cfg.name)
     runs = cfg.runs()
     console.print(f"experiment [bold]{cfg.name}[/]{' (quick)' if quick else ''}: {len(runs)} run(s) "
-                  f"({len(cfg.used_arms())} arm(s), {len(cfg.seeds)} seed(s)) -> {run_dir}", highlight=False)
+                  f"({len(cfg.used_arms())} arm(s), {len(cfg.seeds)} seed(s)) -> {escape(str(run_dir))}",
+                  highlight=False)
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -71,7 +72,8 @@ def experiment(
                       f"to retry them ({run_dir})")
         raise typer.Exit(1)
     if not summary.get("complete"):
-        console.print(f"stopped after the epoch budget; run the same command again to continue ({run_dir})")
+        console.print(f"stopped after the epoch budget; run the same command again to continue "
+                      f"({escape(str(run_dir))})", highlight=False)
         raise typer.Exit(0)
     for table in final_tables(summary):
         console.print(table)
@@ -83,7 +85,8 @@ def experiment(
         for test, rows in tests.items():
             for g in rows.values():
                 console.print(escape(f"[{proto}; {test}] {g['text']}"), highlight=False)
-    console.print(f"done in {time.perf_counter() - t0:.0f} s: {run_dir / 'report.html'}", highlight=False)
+    console.print(f"done in {time.perf_counter() - t0:.0f} s: {escape(str(run_dir / 'report.html'))}",
+                  highlight=False)
 
 
 def final_tables(summary: dict[str, Any]) -> list[Any]:

@@ -41,14 +41,12 @@ def register(app: typer.Typer) -> None:
                                            help="QC: max connected components of the raw mask."),
     ) -> None:
         """Key SRC into 8-bit masks DST/<rel>.png; implausible masks go to DST/_rejected. Resumable."""
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         from rich.table import Table
 
-        from bglab.commands._common import parse_options
+        from bglab.commands._common import console, esc, parse_options, print_failed
         from bglab.key import QCRules, key_folder
 
-        console = Console()
         qc = QCRules(min_fg=min_fg, max_fg=max_fg, entry_side=entry_side, max_border_fg=max_border_fg,
                      max_components=max_components)
         options = {"key": key_colour, "tolerance": tolerance} if backend == "chroma" else {}
@@ -62,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
             report = key_folder(src, dst, segmenter_options=options, backend=backend, qc=qc, workers=workers,
                                 progress=on_item, sheet=sheet)
-        table = Table(title=f"bglab key {src} -> {dst}")
+        table = Table(title=esc(f"bglab key {src} -> {dst}"))
         table.add_column("status")
         table.add_column("images", justify="right")
         table.add_row("[green]ok[/]", str(report.ok))
@@ -73,16 +71,20 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         for item in report.items:
             if item.status == "error":
-                console.print(f"[red]error[/] {item.file}: {item.reason}", highlight=False)
+                print_failed(console, f"{item.file}: {item.reason}", "error")
         from bglab.qc import backend_hint
 
         flags = {"full"} if any("no key colour" in it.reason for it in report.items) else set()
         flags |= {"empty"} if report.rejected else set()
         hint = backend_hint(backend, flags, report.not_found)
         if hint:
-            console.print(f"[yellow]{hint}[/]", highlight=False)
-        console.print(f"report: {report.report_path}")
+            console.print(f"[yellow]{esc(hint)}[/]", highlight=False)
+        console.print(f"report: {esc(report.report_path)}", highlight=False)
         if report.sheet_path is not None:
-            console.print(f"contact sheet: {report.sheet_path}")
+            console.print(f"contact sheet: {esc(report.sheet_path)}", highlight=False)
+        if report.interrupted:
+            print_failed(console, "the report lists what finished; run the same command again to resume",
+                         "interrupted:")
+            raise typer.Exit(130)
         if report.errors:
             raise typer.Exit(1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from bglab.commands._common import console, err_console, parse_options, progress_bar
+from bglab.commands._common import console, err_console, esc, parse_options, print_failed, progress_bar
 
 
 def preprocess(
@@ -90,19 +90,19 @@ def preprocess(
             rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
             if rec["status"] == "failed":
-                progress.console.print(f"[red]failed[/] {rec['error']}", highlight=False)
+                print_failed(progress.console, rec["error"])
 
         rep = run(srcs, dst, cfg, workers=workers, chunk=chunk, engine=engine, threads=threads or None,
                   overwrite=overwrite, limit=limit, manifest=manifest or None, on_start=start, on_progress=tick,
                   engine_options=parse_options(engine_option))
     for p in rep.problems:
-        err_console.print(f"[yellow]manifest row skipped:[/] {p}", highlight=False)
-    console.print(summary_table(rep.summary, title=f"bglab preprocess ({pipe!r})"))
+        print_failed(err_console, p, "manifest row skipped:", "yellow")
+    console.print(summary_table(rep.summary, title=f"bglab preprocess ({pipe!r})"))  # escapes its cells
     _print_qc(rep, pipe)
     elapsed = time.perf_counter() - t0
     rate = rep.processed / elapsed if elapsed > 0 else 0.0
     console.print(f"{rep.processed} processed, {rep.resumed} already done, {rep.count('failed')} failed in "
-                  f"{elapsed:.1f} s ({rate:.1f} img/s, {workers} worker(s)); outputs in {dst}; manifest "
+                  f"{elapsed:.1f} s ({rate:.1f} img/s, {workers} worker(s)); outputs in {esc(dst)}; manifest "
                   f"{rep.manifest_path.name if rep.manifest_path else '-'}; summary summary.csv", highlight=False)
     if rep.interrupted:
         err_console.print("[red]interrupted[/]: run the same command again to resume")
@@ -120,14 +120,14 @@ def _print_qc(rep, pipe) -> None:  # noqa: ANN001
     seg = pipe.segment_step
     flagged = [r for r in rep.records if r.get("qc") and r["status"] != "not-found"]
     for r in flagged[:10]:
-        console.print(f"[yellow]suspect[/] {r['input']}: {r['qc']}", highlight=False)
+        console.print(f"[yellow]suspect[/] {esc(r['input'])}: {esc(r['qc'])}", highlight=False)
     if len(flagged) > 10:
         console.print(f"[yellow]... {len(flagged) - 10} more suspect sample(s)[/]; see the manifest's qc column")
     not_found = sum(r["status"] == "not-found" and bool(r.get("qc")) for r in rep.records)
     if seg is not None:
         hint = backend_hint(seg.backend, {f for r in flagged for f in flags_of(r["qc"])}, not_found)
         if hint:
-            err_console.print(f"[yellow]{hint}[/]", highlight=False)
+            err_console.print(f"[yellow]{esc(hint)}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

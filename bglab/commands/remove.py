@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.commands._common import console, err_console, parse_color, parse_options, progress_bar
+from bglab.commands._common import console, err_console, esc, parse_color, parse_options, print_failed, \
+    progress_bar
 
 
 def remove(
@@ -41,11 +42,14 @@ def remove(
     """Remove or change the background of every input image; bad files are reported, never fatal.
 
     Every mask is checked (docs/trust.md): status done, suspect (a QC rule broken), not-found (no foreground)
-    or failed. Exit code 0 when no file failed, 1 when any failed (with --on-suspect fail: or was suspect).
+    or failed. Exit code 0 when no file failed, 1 when any failed (with --on-suspect fail: or was suspect),
+    130 when interrupted (Ctrl+C or SIGTERM: the report is still written). OUT may not be, hold or lie inside
+    an input folder.
     """
-    from bglab.io import read_image
+    from bglab.io import check_separate, prepare_output_dir, read_image
+    from bglab.pool import terminate_as_interrupt
     from bglab.qc import backend_hint, check_on_suspect, rules_from
-    from bglab.remove import RemoveOptions, collect_inputs, remove_files
+    from bglab.remove import RemoveOptions, collect_inputs_checked, remove_files
     from bglab.segment import DEFAULT_SEGMENTER, create
 
     opts = RemoveOptions(mode=mode, color=parse_color(color), blur=blur, fit=fit, margin=margin,  # type: ignore[arg-type]
@@ -53,12 +57,20 @@ def remove(
                          feather=feather)
     policy = check_on_suspect(on_suspect)
     rules = rules_from(parse_options(qc_option))
+    check_separate(inputs, out)  # before anything is read or written, --overwrite or not
+    if report is not None:
+        check_separate(inputs, report, what="report file")  # never an input, nor inside an input folder
+        if Path(report).is_dir():
+            from bglab.errors import ConfigError
+
+            raise ConfigError("the report path is a folder", path=report, hint="give a .csv file name")
+    prepare_output_dir(out)
     bg = read_image(background) if background is not None else None
     t_load = time.perf_counter()
     segmenter = create(backend or DEFAULT_SEGMENTER, kind="segmenter", **parse_options(option))
     t_load = time.perf_counter() - t_load
-    items = collect_inputs(inputs)
-    total = len(items)
+    items, problems = collect_inputs_checked(inputs)
+    total = len(items) + len(problems)
     if total == 0:
         err_console.print("[yellow]no input images found[/]")
         raise typer.Exit(1)
@@ -71,13 +83,14 @@ def remove(
             rate = done / max(time.perf_counter() - t0, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
             if res.status == "failed":
-                progress.console.print(f"[red]failed[/] {res.error}", highlight=False)
+                print_failed(progress.console, res.error)
 
-        rep = remove_files(items, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
-                           on_progress=tick, qc=rules, on_suspect=policy)
+        with terminate_as_interrupt():
+            rep = remove_files(items, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
+                               on_progress=tick, problems=problems, qc=rules, on_suspect=policy)
     rep.write_csv(report or Path(out) / "remove_report.csv")
     elapsed = time.perf_counter() - t0
-    table = Table(title=f"bglab remove ({segmenter.name}, mode {mode})")
+    table = Table(title=esc(f"bglab remove ({segmenter.name}, mode {mode})"))
     for col in ("done", "suspect", "not-found", "skipped", "failed", "seconds"):
         table.add_column(col, justify="right")
     table.add_row(str(rep.count("done")), str(rep.count("suspect")), str(rep.count("not-found")),
@@ -85,13 +98,18 @@ def remove(
     console.print(table)
     flagged = [r for r in rep.results if r.flags]
     for r in flagged[:10]:
-        console.print(f"[yellow]suspect[/] {r.input}: {r.qc}", highlight=False)
+        console.print(f"[yellow]suspect[/] {esc(r.input)}: {esc(r.qc)}", highlight=False)
     if len(flagged) > 10:
         console.print(f"[yellow]... {len(flagged) - 10} more suspect file(s)[/]; see the report's qc column")
     hint = backend_hint(segmenter.name, {f for r in flagged for f in r.flags}, rep.count("not-found"))
     if hint:
-        err_console.print(f"[yellow]{hint}[/]", highlight=False)
-    console.print(f"outputs in {out}; report {report or Path(out) / 'remove_report.csv'}")
+        err_console.print(f"[yellow]{esc(hint)}[/]", highlight=False)
+    console.print(f"outputs in {esc(out)}; report {esc(report or Path(out) / 'remove_report.csv')}",
+                  highlight=False)
+    if rep.interrupted:
+        err_console.print("[red]interrupted[/]: the report lists what was done; run the same command again to "
+                          "resume")
+        raise typer.Exit(130)
     if rep.failed:
         err_console.print(f"[bold red]{len(rep.failed)} of {total} file(s) failed[/]; see the report")
         raise typer.Exit(1)

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from bglab.commands._common import err_console
+from bglab.commands._common import err_console, esc
 
 
 def serve(
@@ -34,6 +34,14 @@ def serve(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request (waiting included); 504 after."),
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="CPU threads per model session; 0 = CPU cores / workers."),
+    allow_host: list[str] = typer.Option(None, "--allow-host",
+                                         help="Host header names the server answers to (repeatable; '*' = any); "
+                                              "default: the --host address (127.0.0.1, localhost and ::1 on "
+                                              "loopback). Guards against DNS rebinding."),
+    read_timeout: float = typer.Option(30.0, "--read-timeout",
+                                       help="Seconds a connection may take to send its request head, or stall "
+                                            "in its body, before it is closed (slow or stalled clients)."),
+    keep_alive: float = typer.Option(5.0, "--keep-alive", help="Seconds an idle connection is kept open."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error."),
 ) -> None:
     """Serve the HTTP API (POST /api/remove, POST /api/segment, GET /api/backends, /healthz, /docs) and the
@@ -52,7 +60,8 @@ def serve(
     settings = ServerSettings(
         host=host, port=port, workers=workers, backend=backend or DEFAULT_SEGMENTER, backends=tuple(allow or ()),
         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, concurrency=concurrency, queue=queue,
-        timeout=timeout, threads=threads,
+        timeout=timeout, threads=threads, allowed_hosts=tuple(allow_host or ()), read_timeout=read_timeout,
+        keep_alive=keep_alive,
     )
     ok, why = is_available(settings.backend)  # raises BackendError for an unknown name
     kinds = {b.name: b.kind for b in backends()}
@@ -62,13 +71,22 @@ def serve(
     if not ok:
         raise BackendError(f"backend {settings.backend!r} is not available: {why}")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can use the "
-                          "server (there is no authentication)")
+        err_console.print(f"[yellow]warning:[/] listening on {esc(host)}: anyone who can reach it can use the "
+                          "server (there is no authentication)", highlight=False)
+    if settings.host_allow_list() is None:
+        err_console.print("[yellow]warning:[/] any Host header is accepted; name the server's host names with "
+                          "--allow-host to guard against DNS rebinding", highlight=False)
     os.environ.update(settings.to_env())  # worker processes read their settings from here
-    err_console.print(f"bglab serve: http://{host}:{port}/  (API docs /docs, {workers} worker(s), "
+    err_console.print(f"bglab serve: http://{esc(host)}:{port}/  (API docs /docs, {workers} worker(s), "
                       f"default backend {settings.backend})", highlight=False)
+    from bglab.server.protocol import GuardedH11Protocol
+
+    # stalled connections: the request head must arrive within --read-timeout (GuardedH11Protocol), a body
+    # may not stall longer (LimitsMiddleware, 408), idle keep-alive connections close after --keep-alive,
+    # and h11 refuses request heads over 64 KiB
     uvicorn.run("bglab.server.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, timeout_graceful_shutdown=5)
+                log_level=log_level, timeout_graceful_shutdown=5, http=GuardedH11Protocol,
+                timeout_keep_alive=max(1, round(settings.keep_alive)), h11_max_incomplete_event_size=64 * 1024)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.commands._common import console, err_console, parse_color, parse_options, progress_bar
+from bglab.commands._common import console, err_console, esc, parse_color, parse_options, print_failed, progress_bar
 
 
 def variants(
@@ -58,7 +58,7 @@ def variants(
             progress.update(task, completed=done, rate=f"{rate:.1f} img/s")
             for r in rows:
                 if r.status == "failed":
-                    progress.console.print(f"[red]failed[/] {r.kind}: {r.error}", highlight=False)
+                    print_failed(progress.console, f"{r.kind}: {r.error}")
                     break  # one line per image: every kind of a bad image fails the same way
 
         rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=parse_options(option),
@@ -66,7 +66,7 @@ def variants(
                                 overwrite=overwrite, progress=tick, qc=parse_options(qc_option),
                                 on_suspect=on_suspect)
     elapsed = time.perf_counter() - t0
-    table = Table(title=f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})")
+    table = Table(title=esc(f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})"))
     table.add_column("kind")
     for col in ("ok", "suspect", "not-found", "reused", "skipped", "failed"):
         table.add_column(col, justify="right")
@@ -82,12 +82,16 @@ def variants(
         images = {(r.label, r.stem): r for r in rep.rows if r.qc}
         flagged = [r for r in images.values() if r.status != "not-found"]
         for r in flagged[:10]:
-            console.print(f"[yellow]suspect[/] {r.source}: {r.qc}", highlight=False)
+            console.print(f"[yellow]suspect[/] {esc(r.source)}: {esc(r.qc)}", highlight=False)
         not_found = sum(r.status == "not-found" for r in images.values())
         hint = backend_hint(backend, {f for r in flagged for f in flags_of(r.qc)}, not_found)
         if hint:
-            err_console.print(f"[yellow]{hint}[/]", highlight=False)
-    console.print(f"{elapsed:.1f} s; outputs in {dst}; manifest {rep.manifest_path}")
+            err_console.print(f"[yellow]{esc(hint)}[/]", highlight=False)
+    console.print(f"{elapsed:.1f} s; outputs in {esc(dst)}; manifest {esc(rep.manifest_path)}", highlight=False)
+    if rep.interrupted:
+        err_console.print("[red]interrupted[/]: the manifest lists what finished; run the same command again to "
+                          "resume")
+        raise typer.Exit(130)
     if rep.failed:
         images = len({(r.label, r.stem) for r in rep.failed})
         err_console.print(f"[bold red]{len(rep.failed)} variant(s) of {images} image(s) failed[/]; see the manifest")

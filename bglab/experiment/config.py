@@ -58,6 +58,8 @@ from typing import Any
 
 from bglab.configfile import read_config_file
 from bglab.errors import ConfigError
+from bglab.errors import short_repr as _r
+from bglab.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_THREADS
 
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
@@ -79,7 +81,7 @@ def _mapping(key: str, value: Any, *, allow_none: bool = True) -> dict[str, Any]
     if value is None and allow_none:
         return {}
     if not isinstance(value, Mapping):
-        raise _err(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        raise _err(key, f"expected a mapping, got {type(value).__name__} {_r(value)}")
     return {str(k): v for k, v in value.items()}
 
 
@@ -92,13 +94,15 @@ def _keys(key: str, cfg: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
 def _name(key: str, value: Any) -> str:
     s = str(value)
     if not _NAME_RE.match(s):
-        raise _err(key, f"name {s!r} may only use letters, digits and _ . + -", "e.g. crop+remove")
+        raise _err(key, f"name {_r(s)} may only use letters, digits and _ . + -", "e.g. crop+remove")
     return s
 
 
 def _int(key: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _err(key, f"expected an integer, got {_r(value)}")
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise _err(key, f"expected an integer, got {value!r}")
+        raise _err(key, f"expected an integer, got {_r(value)}")
     v = int(value)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise _err(key, f"{v} is out of range", f"use a value in [{lo}, {hi if hi is not None else 'inf'}]")
@@ -107,16 +111,21 @@ def _int(key: str, value: Any, lo: int | None = None, hi: int | None = None) -> 
 
 def _float(key: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _err(key, f"expected a number, got {value!r}")
-    v = float(value)
-    if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise _err(key, f"{value!r} is out of range", f"use a value in [{lo}, {hi if hi is not None else 'inf'}]")
+        raise _err(key, f"expected a number, got {_r(value)}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int too large for a float
+        v = math.inf
+    if not math.isfinite(v):
+        raise _err(key, f"{_r(value)} is not a finite number", "use a finite value")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise _err(key, f"{_r(value)} is out of range", f"use a value in [{lo}, {hi if hi is not None else 'inf'}]")
     return v
 
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _err(key, f"expected true or false, got {value!r}")
+        raise _err(key, f"expected true or false, got {_r(value)}")
     return value
 
 
@@ -124,11 +133,11 @@ def _names(key: str, value: Any, known: Mapping[str, Any], what: str) -> tuple[s
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not value:
-        raise _err(key, f"expected a non-empty list of {what} names, got {value!r}")
+        raise _err(key, f"expected a non-empty list of {what} names, got {_r(value)}")
     out = []
     for i, v in enumerate(value):
         if str(v) not in known:
-            raise _err(f"{key}[{i}]", f"unknown {what} {v!r}", f"defined: {', '.join(known)}")
+            raise _err(f"{key}[{i}]", f"unknown {what} {_r(v)}", f"defined: {', '.join(known)}")
         if str(v) not in out:
             out.append(str(v))
     return tuple(out)
@@ -394,7 +403,7 @@ def _parse_sources(raw: Any, base: Path) -> dict[str, SourceConfig]:
 
 def _fractions(key: str, value: Any) -> tuple[float, float, float]:
     if not isinstance(value, list | tuple) or len(value) not in (2, 3):
-        raise _err(key, f"expected [train, val, test] fractions, got {value!r}", "e.g. [0.7, 0.15, 0.15]")
+        raise _err(key, f"expected [train, val, test] fractions, got {_r(value)}", "e.g. [0.7, 0.15, 0.15]")
     fr = [_float(f"{key}[{i}]", f, lo=0.0, hi=1.0) for i, f in enumerate(value)]
     if len(fr) == 2:
         fr.append(0.0)
@@ -435,20 +444,20 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
             _name(tkey, t)
             src, _, part = str(ref).partition("/")
             if src not in sources:
-                raise _err(tkey, f"unknown source {src!r}", f"defined: {', '.join(sources)}")
+                raise _err(tkey, f"unknown source {_r(src)}", f"defined: {', '.join(sources)}")
             if part:
                 if part not in PARTS:
-                    raise _err(tkey, f"unknown part {part!r}", "use SOURCE/test (or /val, /train), or SOURCE")
+                    raise _err(tkey, f"unknown part {_r(part)}", "use SOURCE/test (or /val, /train), or SOURCE")
                 if src not in split:
-                    raise _err(tkey, f"source {src!r} is not split in this protocol", f"use {src} (the whole source)")
+                    raise _err(tkey, f"source {_r(src)} is not split in this protocol", f"use {src} (the whole source)")
                 if split[src][PARTS.index(part)] <= 0:
-                    raise _err(tkey, f"the {part} fraction of {src!r} is 0")
+                    raise _err(tkey, f"the {part} fraction of {_r(src)} is 0")
                 if part == "train":
                     raise _err(tkey, "testing on the training part measures nothing", "use SOURCE/test")
                 tests[t] = TestSetRef(src, part)
             else:
                 if src in split:
-                    raise _err(tkey, f"source {src!r} trains this protocol: testing on all of it would leak",
+                    raise _err(tkey, f"source {_r(src)} trains this protocol: testing on all of it would leak",
                                f"use {src}/test")
                 tests[t] = TestSetRef(src, None)
         out[name] = ProtocolConfig(name, split, tests)
@@ -479,7 +488,7 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path("."),
         only: tuple[str, ...] | None = None
         if isinstance(steps, Mapping):
             _keys(key, steps, ("steps", "seed", "from", "sources"))
-            seed = _int(f"{key}.seed", steps.get("seed", 0), lo=0)
+            seed = _int(f"{key}.seed", steps.get("seed", 0), lo=0, hi=MAX_SEED)
             if steps.get("from") is not None:
                 source_dir = _under(base, str(steps["from"]))
             if steps.get("sources") is not None:
@@ -490,11 +499,11 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path("."),
             steps = steps.get("steps")
         steps = [] if steps is None else steps
         if not isinstance(steps, list):
-            raise _err(key, f"expected a list of pipeline steps, got {steps!r}", "e.g. [{segment: {backend: unet}}]")
+            raise _err(key, f"expected a list of pipeline steps, got {_r(steps)}", "e.g. [{segment: {backend: unet}}]")
         for i, st in enumerate(steps):
             sname = st if isinstance(st, str) else (next(iter(st)) if isinstance(st, Mapping) and st else "")
             if str(sname).lower() in ("resize", "grey", "gray", "greyscale", "grayscale"):
-                raise _err(f"{key}[{i}]", f"leave out {sname!r}: every arm ends with resize and grey",
+                raise _err(f"{key}[{i}]", f"leave out {_r(sname)}: every arm ends with resize and grey",
                            "set input.size / input.channels instead")
         steps = _resolve_step_paths(steps, base)
         pcfg = arm_pipeline(steps, size, channels, seed)
@@ -561,15 +570,15 @@ def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
         contrast=_float(f"{key}.augment.contrast", aug.get("contrast", 0.0), 0.0, 1.0))
     opt = str(cfg.get("optimizer", "adam")).lower()
     if opt not in ("adam", "sgd"):
-        raise _err(f"{key}.optimizer", f"unknown optimizer {opt!r}", "use adam or sgd")
+        raise _err(f"{key}.optimizer", f"unknown optimizer {_r(opt)}", "use adam or sgd")
     schedule = str(cfg.get("schedule", "constant")).lower()
     if schedule not in ("constant", "cosine"):
-        raise _err(f"{key}.schedule", f"unknown learning-rate schedule {schedule!r}", "use constant or cosine")
-    epochs = _int(f"{key}.epochs", cfg.get("epochs", 100), lo=1)
+        raise _err(f"{key}.schedule", f"unknown learning-rate schedule {_r(schedule)}", "use constant or cosine")
+    epochs = _int(f"{key}.epochs", cfg.get("epochs", 100), lo=1, hi=MAX_EPOCHS)
     return TrainConfig(
         epochs=epochs,
-        batch_size=_int(f"{key}.batch_size", cfg.get("batch_size", 64), lo=1),
-        lr=_float(f"{key}.lr", cfg.get("lr", 1e-3), lo=1e-9),
+        batch_size=_int(f"{key}.batch_size", cfg.get("batch_size", 64), lo=1, hi=MAX_BATCH_SIZE),
+        lr=_float(f"{key}.lr", cfg.get("lr", 1e-3), lo=1e-9, hi=MAX_LR),
         weight_decay=_float(f"{key}.weight_decay", cfg.get("weight_decay", 0.0), lo=0.0),
         optimizer=opt,
         eval_every=_int(f"{key}.eval_every", cfg.get("eval_every", 10), lo=1),
@@ -642,8 +651,8 @@ def _parse_eval(raw: Any) -> EvalConfig:
         if dd["dropout"] == 0 and dd["noise"] == 0:
             raise _err(key, "distorts nothing", "give dropout (probability) and/or noise (SD, 0..255)")
         dist[name] = dd
-    return EvalConfig(dist, seed=_int("evaluate.seed", cfg.get("seed", 1234), lo=0),
-                      bootstrap=_int("evaluate.bootstrap", cfg.get("bootstrap", 2000), lo=100),
+    return EvalConfig(dist, seed=_int("evaluate.seed", cfg.get("seed", 1234), lo=0, hi=MAX_SEED),
+                      bootstrap=_int("evaluate.bootstrap", cfg.get("bootstrap", 2000), lo=100, hi=MAX_BOOTSTRAP),
                       alpha=_float("evaluate.alpha", cfg.get("alpha", 0.05), 1e-6, 0.5),
                       distortion_curves=_bool("evaluate.distortion_curves", cfg.get("distortion_curves", False)))
 
@@ -668,7 +677,7 @@ def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, An
             if not test_arms:
                 raise _err(f"{key}.bg_gap", "needs test_arms", "list the test arms, e.g. [mixed-same, mixed-rand]")
             if not isinstance(g, list | tuple) or len(g) != 2:
-                raise _err(f"{key}.bg_gap", f"expected [same-arm, rand-arm], got {g!r}",
+                raise _err(f"{key}.bg_gap", f"expected [same-arm, rand-arm], got {_r(g)}",
                            "e.g. [mixed-same, mixed-rand]")
             gn = _names(f"{key}.bg_gap", list(g), {a: 1 for a in test_arms}, "test arm")
             if len(gn) != 2:
@@ -704,8 +713,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
         seeds_raw = [seeds_raw]
     if not isinstance(seeds_raw, list) or not seeds_raw:
-        raise _err("seeds", f"expected a non-empty list of integers, got {seeds_raw!r}")
-    seeds = tuple(dict.fromkeys(_int(f"seeds[{i}]", s, lo=0) for i, s in enumerate(seeds_raw)))
+        raise _err("seeds", f"expected a non-empty list of integers, got {_r(seeds_raw)}")
+    seeds = tuple(dict.fromkeys(_int(f"seeds[{i}]", s, lo=0, hi=MAX_SEED) for i, s in enumerate(seeds_raw)))
     inp = _mapping("input", raw.get("input"))
     _keys("input", inp, ("size", "channels"))
     size = _int("input.size", inp.get("size", 64), lo=8, hi=1024)
@@ -722,15 +731,17 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     studies = _parse_studies(raw.get("studies"), protocols, arms, variants)
     baseline = str(raw.get("baseline", next(iter(arms))))
     if baseline not in arms:
-        raise _err("baseline", f"unknown arm {baseline!r}", f"defined: {', '.join(arms)}")
+        raise _err("baseline", f"unknown arm {_r(baseline)}", f"defined: {', '.join(arms)}")
     for vname, var in variants.items():
         bg = var.train.augment.bg_from
         if bg is not None and bg not in arms:
-            raise _err(f"variants.{vname}.train.augment.bg_from", f"unknown arm {bg!r}", f"defined: {', '.join(arms)}")
+            raise _err(f"variants.{vname}.train.augment.bg_from", f"unknown arm {_r(bg)}",
+                       f"defined: {', '.join(arms)}")
     saliency = _parse_saliency(raw.get("saliency"), protocols)
     return ExperimentConfig(
-        name=name, seeds=seeds, split_seed=_int("split_seed", raw.get("split_seed", 0), lo=0),
-        threads=_int("threads", raw.get("threads", 0), lo=0), size=size, channels=channels, sources=sources,
+        name=name, seeds=seeds, split_seed=_int("split_seed", raw.get("split_seed", 0), lo=0, hi=MAX_SEED),
+        threads=_int("threads", raw.get("threads", 0), lo=0, hi=MAX_THREADS), size=size, channels=channels,
+        sources=sources,
         protocols=protocols, arms=arms, variants=variants, evaluate=_parse_eval(raw.get("evaluate")),
         studies=studies, baseline=baseline, raw=raw, quick=quick, saliency=saliency)
 
@@ -745,7 +756,7 @@ def _parse_saliency(raw: Any, protocols: Mapping[str, ProtocolConfig]) -> Salien
         ts = str(ts)
         known = {t for p in protocols.values() for t in p.test_sets}
         if ts not in known:
-            raise _err("saliency.test_set", f"unknown test set {ts!r}", f"defined: {', '.join(sorted(known))}")
+            raise _err("saliency.test_set", f"unknown test set {_r(ts)}", f"defined: {', '.join(sorted(known))}")
     return SaliencyConfig(n=_int("saliency.n", cfg.get("n", 8), lo=0, hi=64), test_set=ts)
 
 
@@ -776,7 +787,7 @@ def read_experiment_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
         return raw
     ext = raw.pop("extends")
     if not isinstance(ext, str) or not ext:
-        raise ConfigError(f"extends: expected a config file name, got {ext!r}", path=path,
+        raise ConfigError(f"extends: expected a config file name, got {_r(ext)}", path=path,
                           hint="e.g. extends: rps-reference.yaml (relative to this file)")
     seen = (*_seen, path.resolve())
     base_path = _under(seen[-1].parent, ext).resolve()

@@ -3,8 +3,10 @@
 The model file ``bglab/models/hand_unet.onnx`` comes with ``hand_unet.json`` (sha256, input size,
 normalisation, threshold, training command, scores) and ``MODEL_CARD.md``. The sha256 is checked every time
 the backend is created: a corrupt or replaced file raises :class:`bglab.errors.ModelIntegrityError`. A
-user-supplied ``model=`` path may come without a JSON (a warning is issued and the settings stored in the
-ONNX file's metadata are used).
+user-supplied ``model=`` path must come with its JSON too (same name, ``.json``): without it the model is refused,
+unless ``unverified=true`` is passed (``-O unverified=true``): then a warning is issued, no checksum is checked and
+the settings stored in the ONNX file's metadata are used. ``size`` is bounded by
+:data:`bglab.limits.MAX_UNET_SIZE` (memory).
 
 Pre-processing (the same as training): scale the image so its long side equals ``size`` (aspect kept, no
 padding; the network takes any height / width), RGB / 255, ImageNet mean / std, NCHW float32. The
@@ -95,8 +97,11 @@ class UNetSegmenter(SegmenterBase):
     name = "unet"
 
     def __init__(self, model: str | Path | None = None, runtime: Runtime | None = None, *,
-                 size: int | None = None, threshold: float | None = None, batch_size: int = 8) -> None:
+                 size: int | None = None, threshold: float | None = None, batch_size: int = 8,
+                 unverified: bool = False) -> None:
         import onnxruntime as ort
+
+        from bglab.limits import MAX_UNET_SIZE
 
         runtime = runtime or Runtime.from_env()
         shipped = model is None
@@ -117,9 +122,14 @@ class UNetSegmenter(SegmenterBase):
         elif shipped:
             raise ModelIntegrityError("the shipped model's checksum file is missing", path=json_path,
                                       hint="reinstall bglab")
+        elif not unverified:
+            raise ModelIntegrityError(f"no {json_path.name} next to the model, so its checksum cannot be verified",
+                                      path=path,
+                                      hint=f"put the model's {json_path.name} (written by `bglab export-seg`) next "
+                                           "to it, or pass -O unverified=true if you trust the file")
         else:
-            warnings.warn(f"{path}: no {json_path.name} next to the model, so its checksum is not verified; "
-                          "using the settings stored in the ONNX file", stacklevel=2)
+            warnings.warn(f"{path}: no {json_path.name} next to the model, so its checksum is not verified "
+                          "(unverified=true); using the settings stored in the ONNX file", stacklevel=2)
         opts = ort.SessionOptions()
         if runtime.threads > 0:
             opts.intra_op_num_threads = runtime.threads
@@ -140,8 +150,9 @@ class UNetSegmenter(SegmenterBase):
         self.model_path = path
         self.info = info
         self.size = int(size or settings["size"])
-        if self.size < MIN_SIDE:
-            raise BackendError(f"size must be >= {MIN_SIDE}, not {self.size}")
+        if not MIN_SIDE <= self.size <= MAX_UNET_SIZE:
+            raise BackendError(f"size must be in [{MIN_SIDE}, {MAX_UNET_SIZE}], not {self.size}",
+                               hint="the network's memory grows with size squared; see bglab.limits")
         self.mean = np.asarray(settings["mean"], np.float32)
         self.std = np.asarray(settings["std"], np.float32)
         self.threshold = threshold  # None: soft probabilities
@@ -197,6 +208,7 @@ class UNetSegmenter(SegmenterBase):
 
 
 def create(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
-           threshold: float | None = None, batch_size: int = 8) -> UNetSegmenter:
+           threshold: float | None = None, batch_size: int = 8, unverified: bool = False) -> UNetSegmenter:
     """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file."""
-    return UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size)
+    return UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
+                         unverified=bool(unverified))

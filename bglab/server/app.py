@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import concurrent.futures
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -99,6 +101,22 @@ def _bglab_error_status(exc: BglabError) -> tuple[int, str]:
     return 400, "bad_request"
 
 
+_ABS_PATH = re.compile(r"(?<![\w.])(?:/[^/\s'\"():,;]+)+/?")
+
+
+def _scrub_paths(text: str) -> str:
+    """Absolute paths in ``text`` cut to their last part: clients are not told where bglab is installed."""
+    return _ABS_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/", text)
+
+
+def public_message(exc: BglabError) -> str:
+    """The error as clients see it: the message and hint, with the file named but no absolute path."""
+    text = exc.message if exc.path is None else f"{exc.path.name}: {exc.message}"
+    if exc.hint:
+        text = f"{text} ({exc.hint})"
+    return _scrub_paths(text)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -125,7 +143,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BglabError)
     async def _bglab(request: Request, exc: BglabError) -> JSONResponse:
         status, code = _bglab_error_status(exc)
-        return error_response(status, code, str(exc))
+        return error_response(status, code, public_message(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -138,14 +156,41 @@ def _install_error_handlers(app: FastAPI) -> None:
 # body limit and security headers (pure ASGI, so the body is counted while it streams in)
 
 
-class LimitsMiddleware:
-    """413 for request bodies over ``max_bytes`` (Content-Length first, then counted chunks); security headers."""
+def _host_name(value: str) -> str:
+    """The name part of a Host header: ``[::1]:7860`` -> ``::1``, ``Example.org:80`` -> ``example.org``."""
+    v = value.strip().lower()
+    if v.startswith("["):
+        return v[1:].split("]", 1)[0]
+    if v.count(":") == 1:
+        return v.split(":", 1)[0]
+    return v
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class LimitsMiddleware:
+    """413 for request bodies over ``max_bytes`` (Content-Length first, then counted chunks); security headers;
+    400 for a Host header not in ``allowed_hosts`` (None: any); 408 when the body stalls ``read_timeout`` s."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, allowed_hosts: frozenset[str] | None = None,
+                 read_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.allowed_hosts = allowed_hosts
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self.allowed_hosts is not None:
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), None)
+            if host is not None and _host_name(host) not in self.allowed_hosts:
+                if scope["type"] != "http":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await error_response(400, "bad_host", "this server does not answer to that Host name (DNS "
+                                     "rebinding guard); use the address it listens on, or add the name with "
+                                     "bglab serve --allow-host")(scope, receive, send)
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -177,7 +222,14 @@ class LimitsMiddleware:
 
         async def counting_receive() -> Message:
             nonlocal received
-            message = await receive()
+            if self.read_timeout is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.read_timeout)
+                except TimeoutError:
+                    raise ApiError(408, "timeout", f"the request body stalled for {self.read_timeout:g} s; "
+                                   "send it again") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -201,6 +253,7 @@ class ModelCache:
         if threads:
             self.runtime = Runtime(threads=threads, providers=self.runtime.providers)
         self._models: dict[str, Any] = {}
+        self._stamps: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Any:
@@ -215,11 +268,44 @@ class ModelCache:
                     model = create(name, kind="segmenter", runtime=self.runtime)
                     log.info("loaded backend %s in %.2f s", name, time.perf_counter() - t0)
                     self._models[name] = model
+                    path = getattr(model, "model_path", None)
+                    if path is not None:
+                        try:  # the file as verified at load; check() re-verifies when it changes
+                            st = os.stat(path)
+                            self._stamps[name] = (st.st_size, st.st_mtime_ns)
+                        except OSError:
+                            pass
         return model
 
     @property
     def loaded(self) -> list[str]:
         return sorted(self._models)
+
+    def check(self, name: str) -> str | None:
+        """None when backend ``name`` loads and its model file still matches its checksum; else why not (no
+        absolute paths). The checksum is re-verified when the file's size or modification time changed."""
+        try:
+            model = self.get(name)
+            path, info = getattr(model, "model_path", None), getattr(model, "info", None)
+            if path is not None and isinstance(info, dict) and info.get("sha256"):
+                st = os.stat(path)
+                stamp = (st.st_size, st.st_mtime_ns)
+                if self._stamps.setdefault(name, stamp) != stamp:
+                    from bglab.segment.unet import verify_model
+
+                    verify_model(path, info, path.with_suffix(".json"))
+                    self._stamps[name] = stamp
+        except BglabError as exc:
+            with self._lock:
+                self._models.pop(name, None)  # the next request (or check) loads it again
+                self._stamps.pop(name, None)
+            return public_message(exc)
+        except OSError as exc:
+            with self._lock:
+                self._models.pop(name, None)
+                self._stamps.pop(name, None)
+            return _scrub_paths(f"the model file cannot be read: {exc.strerror or exc}")
+        return None
 
 
 class JobRunner:
@@ -322,6 +408,7 @@ class Health(BaseModel):
     loaded_backends: list[str]
     pending: int
     workers: int
+    problem: str | None = None  # why the status is not ok (the default backend's model cannot be loaded)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -387,7 +474,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = s
     app.state.models = models
     app.state.runner = runner
-    app.add_middleware(LimitsMiddleware, max_bytes=s.max_upload_bytes)
+    app.add_middleware(LimitsMiddleware, max_bytes=s.max_upload_bytes, allowed_hosts=s.host_allow_list(),
+                       read_timeout=s.read_timeout)
     _install_error_handlers(app)
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorBody, "description": text}
@@ -437,10 +525,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         hint = "" if chk.status == "done" else backend_hint(backend, chk.flags, int(chk.status == "not-found"))
         return chk.status, list(chk.reasons), hint
 
-    @app.get("/healthz", response_model=Health, tags=["meta"], summary="Liveness and load")
-    async def healthz() -> Health:
-        return Health(status="ok", version=bglab.__version__, default_backend=s.backend,
-                      loaded_backends=models.loaded, pending=runner.pending, workers=s.workers)
+    @app.get("/healthz", response_model=Health, tags=["meta"], summary="Liveness, load and the default model",
+             responses={503: {"model": Health, "description": "the default backend's model cannot be used"}})
+    async def healthz() -> Any:
+        problem = await run_in_threadpool(models.check, s.backend)
+        health = Health(status="ok" if problem is None else "error", version=bglab.__version__,
+                        default_backend=s.backend, loaded_backends=models.loaded, pending=runner.pending,
+                        workers=s.workers, problem=problem)
+        if problem is not None:
+            return JSONResponse(health.model_dump(), status_code=503)
+        return health
 
     @app.get("/api/backends", response_model=list[BackendItem], tags=["api"], summary="Registered backends")
     async def list_backends() -> list[BackendItem]:

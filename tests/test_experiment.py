@@ -57,19 +57,23 @@ def _image(cls: int, i: int, source: str, rng: np.random.Generator) -> np.ndarra
     return img
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_shapes(root: Path, per_class: int, seed: int) -> Path:
+    """``root/{screen,clutter}/<class>/*.png``: ``per_class`` synthetic pictures per class and source."""
     from bglab.io import write_image
 
-    root = tmp_path_factory.mktemp("expdata")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for source in ("screen", "clutter"):
         for c, name in enumerate(CLASSES):
             d = root / source / name
             d.mkdir(parents=True)
-            for i in range(30):
+            for i in range(per_class):
                 write_image(d / f"{name}_{i:03d}.png", _image(c, i, source, rng))
     return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_shapes(tmp_path_factory.mktemp("expdata"), 30, 0)
 
 
 def micro_config(root: Path, **over: object) -> dict:

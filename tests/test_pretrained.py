@@ -18,7 +18,7 @@ from bglab.experiment.config import parse_config  # noqa: E402
 from bglab.nets import BACKBONES, WeightsError  # noqa: E402
 from bglab.nets.weights import reference_weights_path  # noqa: E402
 from tests.conftest import csv_rows  # noqa: E402
-from tests.test_experiment import CLASSES, _image, micro_config  # noqa: E402
+from tests.test_experiment import micro_config, write_shapes  # noqa: E402
 
 try:
     reference_weights_path(BACKBONES["efficientnet-lite0"])
@@ -35,17 +35,7 @@ def _threads():
 
 @pytest.fixture(scope="module")
 def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bglab.io import write_image
-
-    root = tmp_path_factory.mktemp("pretrained-data")
-    rng = np.random.default_rng(1)
-    for source in ("screen", "clutter"):
-        for c, name in enumerate(CLASSES):
-            d = root / source / name
-            d.mkdir(parents=True)
-            for i in range(10):
-                write_image(d / f"{name}_{i:03d}.png", _image(c, i, source, rng))
-    return root
+    return write_shapes(tmp_path_factory.mktemp("pretrained-data"), 10, 1)
 
 
 def head_config(root: Path, **over: object) -> dict:

@@ -508,13 +508,13 @@ def _execute(jobs: Sequence[_Job], config: Mapping[str, Any], workers: int) -> I
                         preload=_PRELOAD, kept="outputs")
 
 
-def _check_backend(name: str | None, kind: str) -> None:
+def _check_backend(name: str | None, kind: str, options: Mapping[str, Any] | None = None) -> None:
     if name is None:
         return
     from bglab.errors import BackendError
     from bglab.segment import backends, is_available
 
-    ok, why = is_available(name)  # raises BackendError for an unknown name
+    ok, why = is_available(name, **dict(options or {}))  # raises BackendError for an unknown name
     if not ok:
         raise BackendError(f"backend {name!r} is not available: {why}")
     names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
@@ -572,7 +572,7 @@ def generate_variants(
     if src.resolve() == dst.resolve() or dst.resolve().is_relative_to(src.resolve()):
         raise ConfigError("the output folder is inside the source folder", path=dst,
                           hint="write the variants somewhere else (they would be read as a class next time)")
-    _check_backend(backend, "segmenter")
+    _check_backend(backend, "segmenter", backend_options)
     _check_backend(locator, "locator")
     samples = sorted(read_imagefolder(src), key=_key)
     if backend is None and not any(s.mask_path for s in samples):

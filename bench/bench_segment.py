@@ -28,7 +28,8 @@ the old bench ran it), ``unet@FILE`` and box prompts ``X+gtbox`` / ``X+hands`` (
 the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand boxes, refined
 into a mask by X. ``auto``'s branches reuse the masks of ``u2netp`` / ``hand-grabcut`` computed earlier in the same
 run when both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing
-subset). ``--timing-subset N``: passes after the first time only the first N images of each set (CPU budget).
+subset); its data-set decision (``hands`` on / off) is made per set as the commands make it.
+``--timing-subset N``: passes after the first time only the first N images of each set (CPU budget).
 """
 
 from __future__ import annotations
@@ -295,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         for sname, items in sets.items():
             if name == "chroma" and sname != "webcam_test":
                 continue
-            if name.endswith("+gtbox") or seg is None:  # box of the truth mask: this set's mask folder
+            if name == "auto":  # decided per data set (bglab.segment.auto.resolve), as the commands do
+                from bglab.segment import create
+                from bglab.segment.auto import resolve
+
+                opts = resolve("auto", {}, [p for _, p, _ in items], runtime=runtime)
+                seg = create("auto", runtime=runtime, **opts)
+            elif name.endswith("+gtbox") or seg is None:  # box of the truth mask: this set's mask folder
                 seg = make_backend(name, runtime, args.u2netp, mask_roots[sname])
                 if not name.endswith("+gtbox"):
                     seg.predict(np.zeros((64, 64, 3), np.uint8))  # warm-up (session init, first allocations)
@@ -314,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             if name in ("u2netp", "hand-grabcut"):
                 kept[(name, sname)] = keep
             if name == "auto":
-                seg.general = getattr(seg.general, "live", seg.general)
-                seg.hand = getattr(seg.hand, "live", seg.hand)
+                res["hands"] = opts["hands"]
             results[sname][name] = res
             extra = f"  tune {res['iou_tune']:.3f} held-out {res['iou_heldout']:.3f}" if "iou_tune" in res else ""
             print(f"  {sname:12s} {name:14s} IoU {res['iou']:.3f} F1 {res['f1']:.3f}{extra}  "

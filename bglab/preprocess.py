@@ -519,6 +519,8 @@ def preprocess(
         samples = [samples[int(i * step)] for i in range(int(limit))]
     if not samples:
         raise DatasetError("no input images found", hint="check SRC")
+    if _resolve_auto(pipe, samples):  # `segment: {backend: auto}` decided once for the data set
+        resolved = pipe.to_config()
     items, clashes = plan(samples, pipe.format)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -532,6 +534,20 @@ def preprocess(
                                   engine_options=engine_options)
     finally:
         _unlock(lock)
+
+
+def _resolve_auto(pipe: Any, samples: Sequence[Sample]) -> bool:
+    """Turn a ``segment`` step's ``auto`` backend into its data-set decision (hands on / off); True if changed."""
+    from bglab.segment.auto import resolve
+
+    changed = False
+    for step in pipe.steps:
+        if getattr(step, "name", "") == "segment" and getattr(step, "backend", "") == "auto":
+            new = resolve("auto", step.options, [s.path for s in samples])
+            if new != dict(step.options):
+                step.options = new
+                changed = True
+    return changed
 
 
 def _lock(dst: Path) -> Any:

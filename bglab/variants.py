@@ -575,6 +575,10 @@ def generate_variants(
     _check_backend(backend, "segmenter", backend_options)
     _check_backend(locator, "locator")
     samples = sorted(read_imagefolder(src), key=_key)
+    if backend is not None:
+        from bglab.segment.auto import resolve
+
+        backend_options = resolve(backend, backend_options or {}, [s.path for s in samples])  # auto: per data set
     if backend is None and not any(s.mask_path for s in samples):
         raise ConfigError("the source has no masks (no <class>/masks/<stem>.png files)", path=src,
                           hint="compute masks with a segmenter: --backend NAME (see `bglab backends`)")

@@ -406,3 +406,43 @@ def test_remove_and_preprocess_with_backend_auto(tmp_path: Path, monkeypatch: py
     assert rep.count("failed") == 0 and rep.processed == 2
     outs = sorted((tmp_path / "pre").rglob("p0*.png"))
     assert outs and (read_image(outs[0])[5, 5] > 240).all()
+
+
+# ---------------------------------------------------------------------------------- auto: the data-set decision
+def test_auto_resolve_leaves_explicit_choices_and_other_backends(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from bglab.segment import auto, registry
+
+    paths = [tmp_path / "a.png"]
+    assert auto.resolve("u2netp", {"threshold": 0.4}, paths) == {"threshold": 0.4}
+    assert auto.resolve("auto", {"hands": "on"}, paths) == {"hands": "on"}
+    assert auto.resolve("auto", {}, []) == {}
+    real = registry.is_available
+    monkeypatch.setattr(registry, "is_available",
+                        lambda name, **kw: (False, "no mediapipe") if name == "mediapipe-hands" else real(name, **kw))
+    assert auto.decide(paths) == ("off", 0, 0)  # no MediaPipe: the general model for the whole data set
+    assert auto.resolve("auto", {"model_path": "x"}, paths) == {"model_path": "x", "hands": "off"}
+
+
+def test_auto_sample_is_spread_over_the_data_set() -> None:
+    from bglab.segment.auto import sample_paths
+
+    paths = [Path(f"c{i // 50}/img_{i:03d}.jpg") for i in range(150)]
+    got = sample_paths(list(reversed(paths)), 6)
+    assert got == [paths[0], paths[25], paths[50], paths[75], paths[100], paths[125]]
+    assert sample_paths(paths[:3], 6) == paths[:3]
+
+
+def test_auto_decides_pets_general_and_hands_wild_hands(shared_data: Path) -> None:
+    from bglab.segment import auto
+
+    if not is_available("mediapipe-hands")[0]:
+        pytest.skip("MediaPipe (extra 'hands') not installed: auto is always the general model then")
+    pets = sorted((shared_data / "pets3").glob("*/images/*.jpg"))
+    wild = sorted((shared_data / "hands_wild" / "images").glob("*.jpg"))
+    if not pets or not wild:
+        pytest.skip("pets3 / hands_wild missing from the shared data")
+    mode, found, used = auto.decide(pets, n=8)
+    assert mode == "off" and used == 8 and found < 4
+    mode, found, used = auto.decide(wild, n=8)
+    assert mode == "on" and found >= 6

@@ -295,7 +295,10 @@ def eval_seg(
     per_label = {lb: (options_for(lb, options, labels) if multi else options) for lb in labels}
     segmenters = {}
     load_s = {}
+    from bglab.segment.auto import resolve
+
     for label, name in runs:  # open every backend first: a bad name or option fails before any work
+        per_label[label] = resolve(name, per_label[label], [im for im, _ in pairs])  # auto: per data set
         t_load = time.perf_counter()
         segmenters[label] = create(name, kind="segmenter", **per_label[label])
         load_s[label] = time.perf_counter() - t_load

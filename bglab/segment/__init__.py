@@ -38,8 +38,8 @@ register(BackendInfo("u2netp", "segmenter", "bglab.segment.general", "create",
                      "general objects (pets, products, people...): U^2-Net-p salient-object model, 4.6 MB ONNX, "
                      "installed at set-up (python -m bglab.fetch_models), sha256-checked; box= prompts via locator="))
 register(BackendInfo("auto", "segmenter", "bglab.segment.auto", "create",
-                     "picks per image: a hand found by MediaPipe (if installed) -> hand-grabcut, "
-                     "otherwise the general u2netp model"))
+                     "picks for you: a hand data set (MediaPipe finds hands in most images; extra 'hands') -> "
+                     "hand-grabcut where a hand is found, else u2netp; anything else -> u2netp"))
 
 DEFAULT_SEGMENTER = "unet"
 

@@ -1,21 +1,26 @@
-"""``auto``: pick the segmenter per image, so a data set of anything gets a sensible mask without choosing.
+"""``auto``: pick the segmenter, so a data set of anything gets a sensible mask without choosing.
 
-The rule (measured in ``docs/segmenters.md``; ``bench/bench_segment.py --backends auto,...``):
+The rule (measured in ``docs/segmenters.md``; ``bench/bench_segment.py --backends auto,...``), in two levels:
 
-1. If MediaPipe is installed (extra ``hands``) and MediaPipe Hands finds a hand in the image, the hand is
-   cut out by ``hand-grabcut`` from those same landmarks (bglab's best segmenter for hands in real scenes;
-   the general model finds the salient object, which in a photo of a person is the person or the face).
-2. Otherwise the general-object model ``u2netp`` (pets, products, people, hands on a plain background).
+1. **The data set** (``remove``, ``preprocess``, ``variants``, ``eval-seg`` resolve ``auto`` once per run with
+   :func:`resolve`, before any worker starts): MediaPipe Hands looks at up to 24 images spread evenly over the
+   sorted inputs. If it finds a hand in at least half of them, it is a hand data set (``hands=on``), otherwise
+   not (``hands=off``); the decision is written into the run's options (``preprocess``'s pipeline.yaml).
+   Without MediaPipe (extra ``hands``) it is always ``hands=off``: nothing optional is needed.
+2. **Each image**: with ``hands=on`` (or ``hands=auto`` on a single image, e.g. through the library or the
+   server), a hand found by MediaPipe is cut out by ``hand-grabcut`` from those same landmarks; an image
+   without a hand, and every image with ``hands=off``, goes to the general-object model ``u2netp``.
 
-Without MediaPipe the rule is simply rule 2: nothing optional is needed. ``hands=off`` forces rule 2,
-``hands=on`` requires MediaPipe (an error naming the extra when missing). ``choices`` counts which branch
-each image took (the CLI commands print nothing extra; the bench reports it).
+Why two levels: a per-image rule alone sends every pet photo in which MediaPipe "finds" a hand (a paw, a
+person's hand holding the dog: 34 of pets3's 599 photos) to the hand model, costing those photos their pet;
+the subject of a data set is a property of the data set. ``choices`` counts which branch each image took.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +59,59 @@ class AutoSegmenter(SegmenterBase):
         return self.general.predict(img, source=source)
 
 
+SAMPLE = 24  # images MediaPipe looks at to decide whether a data set is about hands
+HAND_SHARE = 0.5  # ... and the share of them that must show a hand (a majority: an a-priori choice, not tuned)
+
+
+def sample_paths(paths: Sequence[str | Path], n: int = SAMPLE) -> list[Path]:
+    """Up to ``n`` paths spread evenly over the sorted ``paths`` (every class of a folder tree gets its share)."""
+    ordered = sorted(Path(p) for p in paths)
+    if len(ordered) <= n:
+        return ordered
+    step = len(ordered) / n
+    return [ordered[int(i * step)] for i in range(n)]
+
+
+def decide(paths: Sequence[str | Path], *, runtime: Runtime | None = None, min_confidence: float = 0.1,
+           n: int = SAMPLE, share: float = HAND_SHARE) -> tuple[str, int, int]:
+    """``("on" | "off", images with a hand, images looked at)``: ``on`` when MediaPipe finds a hand in at least
+    ``share`` of a sample of ``paths``; ``off`` without MediaPipe, or when no sampled image can be read."""
+    from bglab.errors import BglabError
+    from bglab.io import read_image
+    from bglab.segment import registry
+
+    if not registry.is_available("mediapipe-hands")[0]:
+        return "off", 0, 0
+    hands = registry.create("mediapipe-hands", kind="locator", runtime=runtime, min_confidence=min_confidence,
+                            max_hands=4)
+    found = used = 0
+    for p in sample_paths(paths, n):
+        try:
+            img = read_image(p)
+        except (BglabError, OSError):
+            continue
+        used += 1
+        found += bool(hands.landmarks(img))
+    return ("on" if used and found >= share * used else "off"), found, used
+
+
+def resolve(name: str, options: Mapping[str, Any], paths: Sequence[str | Path], *,
+            runtime: Runtime | None = None) -> dict[str, Any]:
+    """The options to create backend ``name`` with for a run over ``paths``: for ``auto`` with ``hands=auto``
+    (the default), the data-set decision :func:`decide` is made here and recorded as ``hands=on`` / ``off``;
+    any other backend, or an explicit ``hands``, is returned unchanged."""
+    opts = dict(options)
+    if name != "auto" or str(opts.get("hands", "auto")).lower() != "auto" or not paths:
+        return opts
+    opts["hands"], _, _ = decide(paths, runtime=runtime, min_confidence=float(opts.get("min_confidence", 0.1)))
+    return opts
+
+
 def create(runtime: Runtime, *, hands: str = "auto", model_path: str | None = None,
            min_confidence: float = 0.1) -> AutoSegmenter:
-    """``hands``: ``auto`` (use MediaPipe when installed), ``on`` (require it) or ``off``; ``model_path``: the
-    general model's file (default: the installed one); ``min_confidence``: MediaPipe's detection confidence."""
+    """``hands``: ``auto`` (per image: use MediaPipe when installed; commands first turn it into ``on`` / ``off``
+    for the whole data set with :func:`resolve`), ``on`` (require MediaPipe) or ``off`` (always ``u2netp``);
+    ``model_path``: the general model's file (default: the installed one); ``min_confidence``: MediaPipe's."""
     from bglab.segment import registry
 
     mode = str(hands).lower()

@@ -53,7 +53,7 @@ from bglab.ops.background import cutout  # noqa: E402
 from bglab.segment.registry import Runtime  # noqa: E402
 
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
-U2NETP = REPO.parent / "shared" / "anchors" / "u2netp.onnx"
+U2NETP = DATA.parent / "anchors" / "u2netp.onnx"  # the shared anchor copy (comparison only; never shipped)
 MODEL_JSON = REPO / "bglab" / "models" / "hand_unet.json"
 
 
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     runtime = Runtime(threads=args.threads)
+    machine_info = machine()  # before the run: its load average is the one at the start
     sets = {}
     if "pets3" in args.sets:
         sets["pets3"] = pets3_set(args.data)
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in skipped.items():
         print(f"skipped {k}: {v}")
     report = {"command": "python bench/bench_segment.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info,
               "threads": args.threads, "repeats": args.repeats, "timing_subset": args.timing_subset,
               "every": args.every, "results": results, "skipped": skipped}
     report["machine"]["loadavg_end"] = os.getloadavg()

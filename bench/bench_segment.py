@@ -1,6 +1,10 @@
-"""Benchmark segmenters side by side: bglab's shipped U-Net against u2netp (rembg's small model), chroma, GrabCut.
+"""Benchmark segmenters side by side: every shipped offline backend (hand U-Net, general u2netp, auto, chroma,
+GrabCut, MediaPipe's) and box-prompted masks, on the same images in one run.
 
-Two evaluation sets, in ONE run:
+Evaluation sets (``--sets``, comma list):
+
+- ``pets3``: the 599 Oxford-IIIT Pet photos with pixel masks (``../shared/data/pets3``); results are also split
+  into the u2netp tuning half (even image numbers, ``tune``) and the rest (``heldout``);
 
 - ``hands_wild``: the 30 real wild scenes with hand masks (``../shared/data/hands_wild``; evaluation only);
 - ``webcam_test``: the held-out keyed webcam photos (the U-Net's test split, listed in
@@ -16,6 +20,16 @@ images; predict-only times are reported too. GrabCut (seconds per wild image) ge
     .venv/bin/python bench/bench_segment.py --backends unet,u2netp --repeats 3 --limit 20   # quick look
     .venv/bin/python bench/bench_segment.py --record      # also write the U-Net's scores into hand_unet.json
     .venv/bin/python bench/bench_segment.py --backends unet,unet@work/v3.onnx,hand-grabcut   # a candidate model
+    .venv/bin/python bench/bench_segment.py --sets pets3 --backends unet,u2netp,auto,u2netp+gtbox,grabcut+gtbox \
+        --repeats 3 --timing-subset 20 --out bench/results/segment_pets3.json
+
+Backend names are registry names, plus ``u2netp-anchor`` (the shared anchor file through rembg's settings, as
+the old bench ran it), ``unet@FILE`` and box prompts ``X+gtbox`` / ``X+hands`` (X = ``u2netp`` or ``grabcut``):
+the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand boxes, refined
+into a mask by X. ``auto``'s branches reuse the masks of ``u2netp`` / ``hand-grabcut`` computed earlier in the same
+run when both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing
+subset); its data-set decision (``hands`` on / off) is made per set as the commands make it.
+``--timing-subset N``: passes after the first time only the first N images of each set (CPU budget).
 """
 
 from __future__ import annotations
@@ -39,7 +53,7 @@ from bglab.ops.background import cutout  # noqa: E402
 from bglab.segment.registry import Runtime  # noqa: E402
 
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
-U2NETP = REPO.parent / "shared" / "anchors" / "u2netp.onnx"
+U2NETP = DATA.parent / "anchors" / "u2netp.onnx"  # the shared anchor copy (comparison only; never shipped)
 MODEL_JSON = REPO / "bglab" / "models" / "hand_unet.json"
 
 
@@ -47,6 +61,21 @@ MODEL_JSON = REPO / "bglab" / "models" / "hand_unet.json"
 def wild_set(data: Path) -> list[tuple[str, Path, Path]]:
     imgs = sorted((data / "hands_wild" / "images").glob("*.jpg"))
     return [(p.stem, p, data / "hands_wild" / "masks" / f"{p.stem}.png") for p in imgs]
+
+
+def pets3_set(data: Path) -> list[tuple[str, Path, Path]]:
+    out = []
+    for img in sorted((data / "pets3").glob("*/images/*.jpg")):
+        out.append((img.stem, img, img.parent.parent / "masks" / f"{img.stem}.png"))
+    return out
+
+
+def is_tuning(key: str) -> bool:
+    """pets3's u2netp tuning half (bench/tune_u2netp.py): image number even."""
+    import re
+
+    m = re.search(r"_(\d+)$", key)
+    return bool(m) and int(m.group(1)) % 2 == 0
 
 
 def webcam_test_set(data: Path, keyed: Path, split: Path | None) -> list[tuple[str, Path, Path]]:
@@ -70,66 +99,77 @@ def webcam_test_set(data: Path, keyed: Path, split: Path | None) -> list[tuple[s
 
 
 # ----------------------------------------------------------------------------------------------- backends
-def make_backend(name: str, runtime: Runtime, u2netp: Path):  # noqa: ANN201
+def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None = None):  # noqa: ANN201
+    from bglab.segment import create
+
+    if "+" in name:  # box prompts: X+gtbox (box of the truth mask), X+hands (MediaPipe's hand boxes)
+        base, _, boxes = name.partition("+")
+        if boxes == "gtbox":
+            loc = {"locator": "mask-box", "segmenter": "mask-files", "masks": str(masks)}
+        elif boxes == "hands":
+            loc = {"locator": "mediapipe-hands"}
+        else:
+            raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox or X+hands")
+        return create(base, runtime=runtime, **loc)
+    if name == "u2netp-anchor":  # the shared anchor file with rembg's own settings (the issue's 0.775)
+        from bglab.segment.rembg_backend import U2NetOnnx
+
+        return U2NetOnnx(u2netp, runtime)
     if name == "unet" or name.startswith("unet@"):  # unet@FILE.onnx: a candidate model before it ships
         from bglab.segment.unet import create
 
         return create(runtime, model=name.split("@", 1)[1]) if "@" in name else create(runtime)
-    if name == "u2netp":
-        try:
-            from bglab.segment.rembg_backend import U2NetOnnx
-        except ImportError:  # pragma: no cover - fallback: rembg's pre / post-processing inline
-            U2NetOnnx = None  # noqa: N806
-        if U2NetOnnx is not None:
-            return U2NetOnnx(u2netp, runtime)
-        return _U2Inline(u2netp, runtime)
-    from bglab.segment import create
-
     return create(name, runtime=runtime)
 
 
-class _U2Inline:
-    """u2netp without bglab's rembg backend: 320x320 LANCZOS, / max, ImageNet mean/std, min-max output."""
+class _Reuse:
+    """Stands in for a backend inside ``auto``: returns the mask that backend computed for this image earlier in
+    the run (same image, same deterministic backend), so ``auto`` costs only its MediaPipe detection here."""
 
-    name = "u2netp"
+    def __init__(self, masks: dict[str, np.ndarray], live) -> None:  # noqa: ANN001
+        self.masks = masks
+        self.live = live
+        self.key: str | None = None
+        self.landmarker = getattr(live, "landmarker", None)
 
-    def __init__(self, path: Path, runtime: Runtime) -> None:
-        import onnxruntime as ort
+    def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
+        return self.masks[self.key] if self.key in self.masks else self.live.predict(image, source=source)
 
-        opts = ort.SessionOptions()
-        if runtime.threads:
-            opts.intra_op_num_threads = runtime.threads
-        self.sess = ort.InferenceSession(str(path), opts, providers=list(runtime.providers))
-        self.inp = self.sess.get_inputs()[0].name
-
-    def predict(self, image: np.ndarray, source: Path | None = None) -> np.ndarray:
-        import cv2
-        from PIL import Image
-
-        h, w = image.shape[:2]
-        a = np.asarray(Image.fromarray(image[..., :3]).resize((320, 320), Image.LANCZOS), np.float32)
-        a = a / max(float(a.max()), 1e-6)
-        a = (a - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
-        out = self.sess.run(None, {self.inp: a.transpose(2, 0, 1)[None].astype(np.float32)})[0][0, 0]
-        lo, hi = float(out.min()), float(out.max())
-        out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
-        return np.clip(cv2.resize(out, (w, h)), 0, 1).astype(np.float32)
+    def cut_hands(self, img: np.ndarray, hands: list) -> np.ndarray:  # noqa: ANN001
+        return self.masks[self.key] if self.key in self.masks else self.live.cut_hands(img, hands)
 
 
 # ----------------------------------------------------------------------------------------------- measuring
-def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int) -> dict:  # noqa: ANN001
+def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int, timing_subset: int | None = None,  # noqa: ANN001
+            keep: dict[str, np.ndarray] | None = None, reuse: list[_Reuse] | None = None) -> dict:
+    """Pass 1 over every image (scores + times), passes 2..repeats over the first ``timing_subset`` images
+    (times only). ``keep``: store each image's mask (for ``auto``'s reuse). ``reuse``: stand-ins to point at
+    the current image; with them, pass 1 uses stored masks and the later passes run live."""
+    from bglab.ops.mask import qc_flags
+
     truths = {k: read_mask(m) for k, _, m in items}
+    n_t = len(items) if timing_subset is None else min(len(items), timing_subset)
     e2e: list[list[float]] = []
     pred_ms: list[list[float]] = []
     scores = []
+    flags: dict[str, int] = {"empty": 0, "tiny": 0, "full": 0, "fragmented": 0}
+    live_equal = 0
+    choices = getattr(seg, "choices", None)  # auto: which backend each image went to (first pass only)
+    first_choices: dict[str, int] = {}
+    if choices is not None:
+        choices.clear()
     for r in range(repeats):
+        if r == 1 and choices is not None:
+            first_choices = dict(choices)
         t_e2e, t_pred = [], []
-        for k, img_path, _ in items:
+        for k, img_path, _ in (items if r == 0 else items[:n_t]):
+            for stand_in in reuse or []:
+                stand_in.key = k if r == 0 else None  # later passes: live (timed honestly)
             t0 = time.perf_counter()
             data = img_path.read_bytes()
             image = decode_image(data, name=str(img_path))
             t1 = time.perf_counter()
-            mask = seg.predict(image)
+            mask = seg.predict(image, source=img_path)
             t2 = time.perf_counter()
             png = encode_image(cutout(image, mask), "png")
             t3 = time.perf_counter()
@@ -138,23 +178,45 @@ def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int) -> dict:  # 
             t_pred.append((t2 - t1) * 1000)
             if r == 0:
                 scores.append(seg_scores(mask, truths[k]))
+                for f in qc_flags(mask):
+                    flags[f] += 1
+                if keep is not None:
+                    keep[k] = mask
+            elif r == 1 and reuse and keep is not None:
+                live_equal += int(np.array_equal(keep[k], mask))
         e2e.append(t_e2e)
         pred_ms.append(t_pred)
-    e = np.array(e2e)  # (repeats, images)
-    p = np.array(pred_ms)
-    per_image = np.median(e, axis=0)  # each image's median over the repeats
+    if choices is not None and repeats == 1:
+        first_choices = dict(choices)
+    first = np.array(e2e[0])
+    e = np.array([x[:n_t] for x in e2e])  # (repeats, timing images)
+    p = np.array([x[:n_t] for x in pred_ms])
+    per_image = np.median(e, axis=0) if not reuse or repeats == 1 else np.median(e[1:], axis=0)
     summ = summarize(scores).as_dict()
-    return {
+    out = {
         "n": len(items),
         **{k: round(float(v), 4) for k, v in summ.items() if k != "n"},
+        "qc": flags,
         "ms_median": round(float(np.median(per_image)), 2),
         "ms_p90": round(float(np.percentile(per_image, 90)), 2),
-        "ms_mean": round(float(e.mean()), 2),
+        "ms_first_pass_median_all": round(float(np.median(first)), 2),
         "ms_repeat_medians": [round(float(np.median(x)), 2) for x in e],
         "predict_ms_median": round(float(np.median(np.median(p, axis=0))), 2),
         "repeats": repeats,
+        "timing_images": n_t,
         "per_image_iou": {k: round(s.iou, 4) for (k, _, _), s in zip(items, scores, strict=True)},
     }
+    if choices is not None:
+        out["choices"] = first_choices
+    if reuse:
+        out["reused_masks"] = True
+        out["reuse_checked_equal"] = f"{live_equal}/{n_t if repeats > 1 else 0}"
+    if any(is_tuning(k) for k, _, _ in items) and items[0][1].parent.parent.parent.name == "pets3":
+        for part, pick in (("tune", True), ("heldout", False)):
+            sub = summarize([s for (k, _, _), s in zip(items, scores, strict=True) if is_tuning(k) == pick])
+            out[f"iou_{part}"] = round(sub.iou, 4)
+            out[f"n_{part}"] = sub.n
+    return out
 
 
 def machine() -> dict:
@@ -187,63 +249,106 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-repeats", type=int, default=1, help="passes for the --slow backends (seconds/image)")
     ap.add_argument("--threads", type=int, default=0, help="threads per ONNX Runtime session (0 = all cores)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images of each set")
+    ap.add_argument("--every", type=int, default=1, help="only every K-th image of each set (a spread subset)")
+    ap.add_argument("--timing-subset", type=int, default=None,
+                    help="passes after the first time only the first N images of each set (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     ap.add_argument("--record", action="store_true", help="write the U-Net's scores into hand_unet.json")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     runtime = Runtime(threads=args.threads)
+    machine_info = machine()  # before the run: its load average is the one at the start
     sets = {}
+    if "pets3" in args.sets:
+        sets["pets3"] = pets3_set(args.data)
     if "hands_wild" in args.sets:
         sets["hands_wild"] = wild_set(args.data)
     if "webcam_test" in args.sets:
         sets["webcam_test"] = webcam_test_set(args.data, args.keyed, args.split)
+    if args.every > 1:
+        sets = {k: v[:: args.every] for k, v in sets.items()}
     if args.limit:
         sets = {k: v[: args.limit] for k, v in sets.items()}
+    mask_roots = {"pets3": args.data / "pets3", "hands_wild": args.data / "hands_wild" / "masks",
+                  "webcam_test": args.keyed}
     from bglab.segment import registry
 
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
     results: dict[str, dict[str, dict]] = {s: {} for s in sets}
     skipped = {}
+    kept: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (backend, set) -> masks, for auto's reuse
     for name in names:
-        if name not in ("unet", "u2netp") and not name.startswith("unet@"):
+        base = name.partition("+")[0]
+        if name == "u2netp-anchor" and not args.u2netp.is_file():
+            skipped[name] = f"{args.u2netp} not found"
+            continue
+        if name != "u2netp-anchor" and not name.startswith("unet@"):
             try:
-                ok, why = registry.is_available(name)
+                ok, why = registry.is_available(base)
+                if ok and name.endswith("+hands"):
+                    ok, why = registry.is_available("mediapipe-hands")
             except Exception as exc:  # noqa: BLE001 - unknown backend
                 ok, why = False, str(exc)
             if not ok:
                 skipped[name] = why
                 continue
-        if name == "u2netp" and not args.u2netp.is_file():
-            skipped[name] = f"{args.u2netp} not found"
-            continue
-        seg = make_backend(name, runtime, args.u2netp)
-        seg.predict(np.zeros((64, 64, 3), np.uint8))  # warm-up (session init, first-call allocations)
+        seg = None
         for sname, items in sets.items():
             if name == "chroma" and sname != "webcam_test":
                 continue
+            if name == "auto":  # decided per data set (bglab.segment.auto.resolve), as the commands do
+                from bglab.segment import create
+                from bglab.segment.auto import resolve
+
+                opts = resolve("auto", {}, [p for _, p, _ in items], runtime=runtime)
+                seg = create("auto", runtime=runtime, **opts)
+            elif name.endswith("+gtbox") or seg is None:  # box of the truth mask: this set's mask folder
+                seg = make_backend(name, runtime, args.u2netp, mask_roots[sname])
+                if not name.endswith("+gtbox"):
+                    seg.predict(np.zeros((64, 64, 3), np.uint8))  # warm-up (session init, first allocations)
+            reuse = []
+            if name == "auto":  # reuse the u2netp / hand-grabcut masks of this run (see the module doc)
+                if ("u2netp", sname) in kept:
+                    seg.general = _Reuse(kept[("u2netp", sname)], seg.general)
+                    reuse.append(seg.general)
+                if seg.hand is not None and ("hand-grabcut", sname) in kept:
+                    seg.hand = _Reuse(kept[("hand-grabcut", sname)], seg.hand)
+                    reuse.append(seg.hand)
             t0 = time.time()
             reps = args.slow_repeats if name in args.slow.split(",") else args.repeats
-            res = run_one(seg, items, max(reps, 1))
+            keep = {} if name in ("u2netp", "hand-grabcut") or reuse else None
+            res = run_one(seg, items, max(reps, 1), args.timing_subset, keep=keep, reuse=reuse or None)
+            if name in ("u2netp", "hand-grabcut"):
+                kept[(name, sname)] = keep
+            if name == "auto":
+                res["hands"] = opts["hands"]
             results[sname][name] = res
-            print(f"  {sname:12s} {name:12s} IoU {res['iou']:.3f} F1 {res['f1']:.3f}  "
-                  f"{res['ms_median']:.1f} ms/img  ({time.time() - t0:.0f} s)", flush=True)
+            extra = f"  tune {res['iou_tune']:.3f} held-out {res['iou_heldout']:.3f}" if "iou_tune" in res else ""
+            print(f"  {sname:12s} {name:14s} IoU {res['iou']:.3f} F1 {res['f1']:.3f}{extra}  "
+                  f"{res['ms_median']:.1f} ms/img  qc {res['qc']}  ({time.time() - t0:.0f} s)", flush=True)
     # table
     print()
-    print(f"{'set':12s} {'backend':12s} {'n':>4s} {'IoU':>6s} {'F1':>6s} {'prec':>6s} {'recall':>6s} "
+    print(f"{'set':12s} {'backend':14s} {'n':>4s} {'IoU':>6s} {'F1':>6s} {'prec':>6s} {'recall':>6s} "
           f"{'pooledIoU':>9s} {'ms med':>7s} {'ms p90':>7s} {'predict':>7s} {'speed-up':>8s}")
     for sname, per in results.items():
         ref = per.get("u2netp", {}).get("ms_median")
         for name, r in per.items():
             sp = f"{ref / r['ms_median']:.1f}x" if ref else "-"
-            print(f"{sname:12s} {name:12s} {r['n']:4d} {r['iou']:6.3f} {r['f1']:6.3f} {r['precision']:6.3f} "
+            print(f"{sname:12s} {name:14s} {r['n']:4d} {r['iou']:6.3f} {r['f1']:6.3f} {r['precision']:6.3f} "
                   f"{r['recall']:6.3f} {r['pooled_iou']:9.3f} {r['ms_median']:7.1f} {r['ms_p90']:7.1f} "
                   f"{r['predict_ms_median']:7.1f} {sp:>8s}")
     for k, v in skipped.items():
         print(f"skipped {k}: {v}")
     report = {"command": "python bench/bench_segment.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-              "threads": args.threads, "repeats": args.repeats, "results": results, "skipped": skipped}
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info,
+              "threads": args.threads, "repeats": args.repeats, "timing_subset": args.timing_subset,
+              "every": args.every, "results": results, "skipped": skipped}
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    if "auto" in names:
+        from bglab.segment.registry import is_available as _avail
+
+        report["auto_hand_branch"] = _avail("hand-grabcut")[0]
     if MODEL_JSON.is_file():
         report["unet_sha256"] = json.loads(MODEL_JSON.read_text()).get("sha256")
     if args.out:

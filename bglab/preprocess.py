@@ -524,6 +524,8 @@ def preprocess(
         samples = [samples[int(i * step)] for i in range(int(limit))]
     if not samples:
         raise DatasetError("no input images found", hint="check SRC")
+    if _resolve_auto(pipe, samples):  # `segment: {backend: auto}` decided once for the data set
+        resolved = pipe.to_config()
     items, clashes = plan(samples, pipe.format)
     _check_separate(sources, samples, Path(dst))  # the manifests' files
     dst = prepare_output_dir(dst)
@@ -551,6 +553,18 @@ def _check_separate(sources: Sequence[Any], samples: Sequence[Sample], dst: Path
     check_separate(folders, dst)
     if samples and (files or len(folders) < len(sources)):
         check_separate([s.path for s in samples if not any(f in Path(s.path).parents for f in folders)], dst)
+def _resolve_auto(pipe: Any, samples: Sequence[Sample]) -> bool:
+    """Turn a ``segment`` step's ``auto`` backend into its data-set decision (hands on / off); True if changed."""
+    from bglab.segment.auto import resolve
+
+    changed = False
+    for step in pipe.steps:
+        if getattr(step, "name", "") == "segment" and getattr(step, "backend", "") == "auto":
+            new = resolve("auto", step.options, [s.path for s in samples])
+            if new != dict(step.options):
+                step.options = new
+                changed = True
+    return changed
 
 
 def _lock(dst: Path) -> Any:

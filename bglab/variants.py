@@ -540,13 +540,13 @@ def _execute(jobs: Sequence[_Job], config: Mapping[str, Any], workers: int) -> I
                         preload=_PRELOAD, kept="outputs")
 
 
-def _check_backend(name: str | None, kind: str) -> None:
+def _check_backend(name: str | None, kind: str, options: Mapping[str, Any] | None = None) -> None:
     if name is None:
         return
     from bglab.errors import BackendError
     from bglab.segment import backends, is_available
 
-    ok, why = is_available(name)  # raises BackendError for an unknown name
+    ok, why = is_available(name, **dict(options or {}))  # raises BackendError for an unknown name
     if not ok:
         raise BackendError(f"backend {name!r} is not available: {why}")
     names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
@@ -608,7 +608,7 @@ def generate_variants(
     if not (math.isfinite(float(blur)) and blur >= 0):
         raise ConfigError(f"blur must be >= 0 (a Gaussian sigma in pixels), got {blur}")
     check_separate([src], dst)  # the shared check: DST = SRC, DST inside SRC, SRC inside DST
-    _check_backend(backend, "segmenter")
+    _check_backend(backend, "segmenter", backend_options)
     _check_backend(locator, "locator")
     from bglab.qc import check_on_suspect, rules_from
 
@@ -617,6 +617,10 @@ def generate_variants(
     if qc_options is not None:
         rules_from(qc_options)  # checked here, before any work
     samples = sorted(read_imagefolder(src), key=_key)
+    if backend is not None:
+        from bglab.segment.auto import resolve
+
+        backend_options = resolve(backend, backend_options or {}, [s.path for s in samples])  # auto: per data set
     if backend is None and not any(s.mask_path for s in samples):
         raise ConfigError("the source has no masks (no <class>/masks/<stem>.png files)", path=src,
                           hint="compute masks with a segmenter: --backend NAME (see `bglab backends`)")

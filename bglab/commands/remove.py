@@ -66,14 +66,18 @@ def remove(
             raise ConfigError("the report path is a folder", path=report, hint="give a .csv file name")
     prepare_output_dir(out)
     bg = read_image(background) if background is not None else None
-    t_load = time.perf_counter()
-    segmenter = create(backend or DEFAULT_SEGMENTER, kind="segmenter", **parse_options(option))
-    t_load = time.perf_counter() - t_load
     items, problems = collect_inputs_checked(inputs)
     total = len(items) + len(problems)
     if total == 0:
         err_console.print("[yellow]no input images found[/]")
         raise typer.Exit(1)
+    from bglab.segment.auto import resolve
+
+    t_load = time.perf_counter()
+    name = backend or DEFAULT_SEGMENTER
+    options = resolve(name, parse_options(option), [f for f, _ in items])  # auto: decided once for the data set
+    segmenter = create(name, kind="segmenter", **options)
+    t_load = time.perf_counter() - t_load
     t0 = time.perf_counter()
     with progress_bar() as progress:
         task = progress.add_task("remove", total=total, rate="")

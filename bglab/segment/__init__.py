@@ -31,8 +31,15 @@ register(BackendInfo("mediapipe-selfie", "segmenter", "bglab.segment.mediapipe",
                      "MediaPipe selfie (person) segmentation (offline model file; extra 'hands')",
                      extra="hands", requires=("mediapipe",)))
 register(BackendInfo("rembg", "segmenter", "bglab.segment.rembg_backend", "create",
-                     "any rembg session or a local ONNX file via U2NET_HOME (extra 'rembg')",
-                     extra="rembg", requires=("rembg",)))
+                     "any rembg session whose file is in U2NET_HOME (extra 'rembg'), or any U^2-Net ONNX file "
+                     "given as model_path= (no rembg needed)",
+                     extra="rembg", requires=("rembg",), requires_unless=("model_path",)))
+register(BackendInfo("u2netp", "segmenter", "bglab.segment.general", "create",
+                     "general objects (pets, products, people...): U^2-Net-p salient-object model, 4.6 MB ONNX, "
+                     "installed at set-up (python -m bglab.fetch_models), sha256-checked; box= prompts via locator="))
+register(BackendInfo("auto", "segmenter", "bglab.segment.auto", "create",
+                     "picks for you: a hand data set (MediaPipe finds hands in most images; extra 'hands') -> "
+                     "hand-grabcut where a hand is found, else u2netp; anything else -> u2netp"))
 
 DEFAULT_SEGMENTER = "unet"
 

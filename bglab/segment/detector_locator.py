@@ -67,12 +67,9 @@ class BoxModelLocator:
         self._sess: Any = None
         self._torch: Any = None
         if path.suffix.lower() == ".onnx":
-            import onnxruntime as ort
+            from bglab.segment.onnxrt import open_session
 
-            opts = ort.SessionOptions()
-            if rt.threads:
-                opts.intra_op_num_threads = rt.threads
-            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=list(rt.providers))
+            self._sess = open_session(path, rt, hint="export it with bglab.train.detector.export_onnx")
             meta = self._sess.get_modelmeta().custom_metadata_map
             try:
                 self.classes: list[str] = json.loads(meta["bglab.classes"])

@@ -117,8 +117,11 @@ class HandGrabCut(SegmenterBase):
 
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
         img = rgb_input(image, "hand-grabcut")
+        return self.cut_hands(img, [xy for _, xy in self.landmarker.landmarks(img)])
+
+    def cut_hands(self, img: np.ndarray, hands: Sequence[np.ndarray]) -> np.ndarray:
+        """The mask for RGB ``img`` from hands already found ((21, 2) pixel landmarks each); none -> empty."""
         h, w = img.shape[:2]
-        hands = [xy for _, xy in self.landmarker.landmarks(img)]
         if not hands:
             return np.zeros((h, w), np.float32)
         small, scale = downscale(img, self.max_side)

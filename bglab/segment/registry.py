@@ -46,6 +46,8 @@ class BackendInfo:
     summary: str
     extra: str | None = None  # pip extra that provides its dependencies, if optional
     requires: tuple[str, ...] = field(default_factory=tuple)  # importable modules it needs
+    # options that make ``requires`` unnecessary (``rembg`` given ``model_path=`` runs the file without rembg)
+    requires_unless: tuple[str, ...] = field(default_factory=tuple)
 
 
 _BACKENDS: dict[str, BackendInfo] = {}
@@ -61,9 +63,11 @@ def backends(kind: Kind | None = None) -> list[BackendInfo]:
     return [b for b in _BACKENDS.values() if kind is None or b.kind == kind]
 
 
-def is_available(name: str) -> tuple[bool, str]:
-    """Whether a backend's optional dependencies import; returns (ok, reason-if-not)."""
+def is_available(name: str, **options: Any) -> tuple[bool, str]:
+    """Whether a backend's optional dependencies import (given these options); returns (ok, reason-if-not)."""
     info = _info(name)
+    if any(options.get(k) is not None for k in info.requires_unless):
+        return True, ""
     if info.requires:
         importlib.import_module(info.module)  # the backend module may prepare its extras' import (mediapipe)
     for mod in info.requires:
@@ -89,7 +93,7 @@ def create(name: str, *, kind: Kind | None = None, runtime: Runtime | None = Non
     if kind is not None and info.kind != kind:
         others = ", ".join(b.name for b in backends(kind))
         raise BackendError(f"backend {name!r} is a {info.kind}, not a {kind}", hint=f"{kind}s: {others}")
-    ok, why = is_available(name)
+    ok, why = is_available(name, **options)
     if not ok:
         raise BackendError(f"backend {name!r} is not available: {why}")
     module = importlib.import_module(info.module)

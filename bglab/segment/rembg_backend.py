@@ -22,67 +22,69 @@ from PIL import Image
 
 from bglab.errors import BackendError
 from bglab.segment.base import SegmenterBase, rgb_input
+from bglab.segment.onnxrt import open_session
 from bglab.segment.registry import Runtime
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def _session_options(runtime: Runtime) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if runtime.threads > 0:
-        opts.intra_op_num_threads = runtime.threads
-        opts.inter_op_num_threads = 1
-    return opts
-
-
 class U2NetOnnx(SegmenterBase):
-    """A U^2-Net style ONNX model (u2net, u2netp, silueta, ...) run with ONNX Runtime; no rembg needed."""
+    """A U^2-Net style ONNX model (u2net, u2netp, silueta, ...) run with ONNX Runtime; no rembg needed.
+
+    ``size``: the square network input (ignored when the file fixes it). ``flip``: also run the mirrored image
+    and average the two probability maps. ``normalize``: ``"minmax"`` stretches each map to [0, 1] as rembg
+    does (an image with no object still gets a "foreground"); ``"none"`` keeps the network's own sigmoid output.
+    """
 
     name = "u2net-onnx"
 
-    def __init__(self, path: str | Path, runtime: Runtime | None = None, *, size: int = 320) -> None:
-        import onnxruntime as ort
-
+    def __init__(self, path: str | Path, runtime: Runtime | None = None, *, size: int = 320, flip: bool = False,
+                 normalize: str = "minmax") -> None:
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise BackendError(
                 "ONNX model file not found", path=self.path, hint="pass model_path= pointing at e.g. u2netp.onnx"
             )
-        runtime = runtime or Runtime.from_env()
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), _session_options(runtime), providers=list(runtime.providers)
-            )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise BackendError(
-                f"cannot load ONNX model ({type(exc).__name__}: {exc})",
-                path=self.path,
-                hint="is it a complete U^2-Net ONNX file? compare its md5 with the published one",
-            ) from None
+        if normalize not in ("minmax", "none"):
+            raise BackendError(f"normalize must be 'minmax' or 'none', not {normalize!r}")
+        self.session = open_session(
+            self.path, runtime, hint="is it a complete U^2-Net ONNX file? compare its checksum with the published one")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        shape = inp.shape
-        fixed = [d for d in shape[2:4] if isinstance(d, int)]
+        fixed = [d for d in inp.shape[2:4] if isinstance(d, int)]
         self.size = int(fixed[0]) if len(fixed) == 2 and fixed[0] == fixed[1] else int(size)
+        if self.size < 32:
+            raise BackendError(f"size must be >= 32, not {self.size}")
+        self.flip = bool(flip)
+        self.normalize = normalize
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """rembg's input: LANCZOS resize to size x size, divide by the max, ImageNet normalise, NCHW float32."""
-        img = Image.fromarray(rgb_input(image, "rembg")).resize((self.size, self.size), Image.LANCZOS)
+        img = Image.fromarray(rgb_input(image, self.name)).resize((self.size, self.size), Image.LANCZOS)
         a = np.asarray(img, dtype=np.float32)
         a = a / max(float(a.max()), 1e-6)
         a = (a - _MEAN) / _STD
         return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
 
+    def probability(self, image: np.ndarray) -> np.ndarray:
+        """The network's map at its own resolution (size x size), flip-averaged and normalised as configured."""
+        x = self.preprocess(image)
+        pred = self._run(x)
+        if self.flip:  # one run each: u2netp's file fixes the batch size at 1
+            pred = 0.5 * (pred + self._run(np.ascontiguousarray(x[..., ::-1]))[:, ::-1])
+        if self.normalize == "minmax":
+            lo, hi = float(pred.min()), float(pred.max())
+            pred = (pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred)
+        return np.ascontiguousarray(pred, dtype=np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+        return out.reshape(out.shape[-2], out.shape[-1])
+
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
         h, w = np.asarray(image).shape[:2]
-        out = self.session.run(None, {self.input_name: self.preprocess(image)})[0]
-        pred = np.asarray(out, dtype=np.float32).reshape(out.shape[-2], out.shape[-1])
-        lo, hi = float(pred.min()), float(pred.max())
-        pred = (pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred)
-        mask = cv2.resize(pred, (w, h), interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(self.probability(image), (w, h), interpolation=cv2.INTER_LINEAR)
         return np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from bglab.errors import BackendError, ModelIntegrityError
 from bglab.io import sha256_file
 from bglab.segment.base import SegmenterBase
+from bglab.segment.onnxrt import open_session
 from bglab.segment.registry import Runtime
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -99,8 +100,6 @@ class UNetSegmenter(SegmenterBase):
     def __init__(self, model: str | Path | None = None, runtime: Runtime | None = None, *,
                  size: int | None = None, threshold: float | None = None, batch_size: int = 8,
                  unverified: bool = False) -> None:
-        import onnxruntime as ort
-
         from bglab.limits import MAX_UNET_SIZE
 
         runtime = runtime or Runtime.from_env()
@@ -130,17 +129,7 @@ class UNetSegmenter(SegmenterBase):
         else:
             warnings.warn(f"{path}: no {json_path.name} next to the model, so its checksum is not verified "
                           "(unverified=true); using the settings stored in the ONNX file", stacklevel=2)
-        opts = ort.SessionOptions()
-        if runtime.threads > 0:
-            opts.intra_op_num_threads = runtime.threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = [p for p in runtime.providers if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
-            raise BackendError(f"ONNX Runtime cannot load the model ({type(exc).__name__}: {exc})", path=path,
-                               hint="re-export it with `bglab export-seg`") from None
+        self.session = open_session(path, runtime, hint="re-export it with `bglab export-seg`")
         settings = dict(_DEFAULTS)
         settings.update(_onnx_metadata(self.session))
         inp = info.get("input", {})

@@ -145,14 +145,14 @@ def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int, timing_subse
     """Pass 1 over every image (scores + times), passes 2..repeats over the first ``timing_subset`` images
     (times only). ``keep``: store each image's mask (for ``auto``'s reuse). ``reuse``: stand-ins to point at
     the current image; with them, pass 1 uses stored masks and the later passes run live."""
-    from bglab.ops.mask import qc_flags
+    from bglab.ops.qc import mask_flags
 
     truths = {k: read_mask(m) for k, _, m in items}
     n_t = len(items) if timing_subset is None else min(len(items), timing_subset)
     e2e: list[list[float]] = []
     pred_ms: list[list[float]] = []
     scores = []
-    flags: dict[str, int] = {"empty": 0, "tiny": 0, "full": 0, "fragmented": 0}
+    flags: dict[str, int] = {"not-found": 0, "empty": 0, "full": 0, "fragmented": 0, "border": 0}
     live_equal = 0
     choices = getattr(seg, "choices", None)  # auto: which backend each image went to (first pass only)
     first_choices: dict[str, int] = {}
@@ -178,7 +178,7 @@ def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int, timing_subse
             t_pred.append((t2 - t1) * 1000)
             if r == 0:
                 scores.append(seg_scores(mask, truths[k]))
-                for f in qc_flags(mask):
+                for f in mask_flags(mask):
                     flags[f] += 1
                 if keep is not None:
                     keep[k] = mask

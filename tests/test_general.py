@@ -18,7 +18,8 @@ import pytest
 from bglab import fetch_models
 from bglab.boxes import Box
 from bglab.errors import BackendError, BglabError, ConfigError, ModelIntegrityError
-from bglab.ops.mask import component_count, coverage, qc_flags
+from bglab.ops.mask import component_count, coverage
+from bglab.ops.qc import mask_flags
 from bglab.segment import create, is_available
 from bglab.segment import general as G
 from bglab.segment.auto import AutoSegmenter
@@ -157,14 +158,15 @@ def test_clean_mask_components_and_holes() -> None:
 # ------------------------------------------------------------------------------------------- bad input
 @needs_model
 def test_bad_input_wall_several_tiny(u2: G.GeneralSegmenter) -> None:
-    """Documented in docs/segmenters.md: a blank wall -> empty (QC 'empty'); two objects -> both; a tiny object
-    (0.15 % of the image) -> found, QC 'tiny'; a large object -> found, no flag."""
+    """Documented in docs/segmenters.md: a blank wall -> no foreground (QC 'not-found'); two objects -> both; a
+    tiny object (0.15 % of the image) -> found, QC 'empty' (under the 4 % floor: worth a look); a large
+    object -> found, no flag."""
     wall = _wall()
-    assert qc_flags(u2.predict(wall)) == ["empty"]
+    assert mask_flags(u2.predict(wall)) == ("not-found",)
     one = _wall()
     cv2.circle(one, (160, 120), 60, (200, 40, 30), -1)
     m = u2.predict(one)
-    assert qc_flags(m) == [] and abs(coverage(m) - np.pi * 60**2 / (240 * 320)) < 0.02
+    assert mask_flags(m) == () and abs(coverage(m) - np.pi * 60**2 / (240 * 320)) < 0.02
     two = _wall()
     cv2.circle(two, (70, 120), 40, (200, 40, 30), -1)
     cv2.rectangle(two, (200, 70), (280, 170), (30, 60, 200), -1)
@@ -173,24 +175,25 @@ def test_bad_input_wall_several_tiny(u2: G.GeneralSegmenter) -> None:
     tiny = _wall()
     cv2.circle(tiny, (250, 60), 6, (200, 40, 30), -1)
     m = u2.predict(tiny)
-    assert qc_flags(m) == ["tiny"] and m[60, 250] > 0.5
+    assert mask_flags(m) == ("empty",) and m[60, 250] > 0.5
     # rembg's per-image min-max stretch turns the wall's noise into "objects": why bglab's default differs
     rembg_like = create("u2netp", normalize="minmax", flip=False)
     assert coverage(rembg_like.predict(wall)) > 0.0
 
 
-def test_qc_flags() -> None:
+def test_mask_flags_are_the_qc_rules() -> None:
+    """eval-seg counts the same verdicts as every command's mask QC (bglab.ops.qc)."""
     m = np.zeros((100, 100), np.float32)
-    assert qc_flags(m) == ["empty"]
+    assert mask_flags(m) == ("not-found",)
     m[:3, :3] = 1
-    assert qc_flags(m) == ["tiny"]
-    assert qc_flags(np.ones((100, 100))) == ["full"]
+    assert mask_flags(m) == ("empty",)
+    assert set(mask_flags(np.ones((100, 100)))) == {"full", "border"}
     spots = np.zeros((100, 100), np.float32)
-    for i in range(6):
-        spots[i * 15:i * 15 + 5, 10:15] = 1
-    assert qc_flags(spots) == ["fragmented"]
+    for i in range(7):
+        spots[i * 14:i * 14 + 8, 40:48] = 1  # 7 parts, 4.5 % of the image
+    assert mask_flags(spots) == ("fragmented",)
     m[20:60, 20:60] = 1
-    assert qc_flags(m) == []
+    assert mask_flags(m) == ()
 
 
 # ------------------------------------------------------------------------------------------- box prompts
@@ -348,7 +351,7 @@ def test_eval_seg_backends_side_by_side(shared_data: Path, tmp_path: Path) -> No
     rows = {b["label"]: b for b in out["backends"]}
     assert list(rows) == ["unet", "u2netp", "wide"] and rows["wide"]["backend"] == "grabcut"
     assert rows["wide"]["options"] == {"border": "0.02", "max_side": "96"}
-    assert all(r["n"] == 3 and set(r["qc"]) == {"empty", "tiny", "full", "fragmented"} for r in rows.values())
+    assert all(r["n"] == 3 and set(r["qc"]) == {"not-found", "empty", "full", "fragmented", "border"} for r in rows.values())
     assert rows["u2netp"]["summary"]["iou"] > rows["unet"]["summary"]["iou"]  # pets: the general model wins
     res = CliRunner().invoke(app, [*args, "--limit", "1"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output

@@ -21,7 +21,7 @@ import typer
 from bglab.errors import BglabError, ConfigError, DatasetError, MaskError
 from bglab.metrics import SegScores, SegSummary, json_safe, seg_scores, summarize
 
-QC_FLAGS = ("empty", "tiny", "full", "fragmented")
+QC_FLAGS = ("not-found", "empty", "full", "fragmented", "border")  # bglab.ops.qc.mask_flags
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class EvalItem:
     scores: SegScores
     predict_ms: float
     total_ms: float
-    flags: tuple[str, ...] = ()  # the prediction's mask QC (bglab.ops.mask.qc_flags)
+    flags: tuple[str, ...] = ()  # the prediction's mask QC (bglab.ops.qc.mask_flags, the default rules)
 
     def as_dict(self) -> dict[str, Any]:
         return {"image": str(self.image), "mask": str(self.mask), **self.scores.as_dict(),
@@ -148,7 +148,8 @@ def evaluate_segmenter(
     lowest-IoU images for a contact sheet.
     """
     from bglab.io import read_image, read_mask
-    from bglab.ops.mask import as_soft, qc_flags
+    from bglab.ops.mask import as_soft
+    from bglab.ops.qc import mask_flags
 
     result = EvalResult()
     heap: list[tuple[float, int, WorstCase]] = []  # max-heap on IoU via negation: keeps the lowest
@@ -168,7 +169,7 @@ def evaluate_segmenter(
             pred = as_soft(segmenter.predict(image, source=Path(image_path)), image.shape)
             t2 = time.perf_counter()
             scores = seg_scores(pred, truth, threshold)
-            flags = tuple(qc_flags(pred, threshold))
+            flags = mask_flags(pred, threshold)
         except (BglabError, OSError) as exc:
             fail = EvalFailure(Path(image_path), Path(mask_path), str(exc))
             result.failures.append(fail)
@@ -339,10 +340,10 @@ def eval_seg(
         typer.echo(json.dumps(json_safe(out)))
     elif multi:
         table = Table(title=escape(f"eval-seg: {len(runs)} backends on {len(pairs)} images"),
-                      caption=escape(f"{images} vs {masks}; mean per image; QC: predictions flagged empty / "
-                                     "tiny / full / fragmented"))
-        for col in ("backend", "IoU", "sd", "F1", "prec", "recall", "pooled", "ms/img", "empty", "tiny", "full",
-                    "frag", "failed"):
+                      caption=escape(f"{images} vs {masks}; mean per image; QC (bglab's mask rules, docs/trust.md): "
+                                     "predictions not-found / empty / full / fragmented / border"))
+        for col in ("backend", "IoU", "sd", "F1", "prec", "recall", "pooled", "ms/img", "none", "empty", "full",
+                    "frag", "border", "failed"):
             table.add_column(col, justify="left" if col == "backend" else "right", no_wrap=col == "backend")
         best = max(labels, key=lambda lb: _nan_low(results[lb].summary.iou))
         for label, name in runs:
@@ -370,8 +371,7 @@ def eval_seg(
         table.add_row("ms / image (end to end)", f"{r.total_ms:.1f}")
         table.add_row("backend load (s)", f"{load_s[labels[0]]:.2f}")
         q = r.flag_counts
-        table.add_row("QC: empty / tiny / full / fragmented",
-                      f"{q['empty']} / {q['tiny']} / {q['full']} / {q['fragmented']}")
+        table.add_row("QC: not-found / empty / full / fragmented / border", " / ".join(str(q[f]) for f in QC_FLAGS))
         table.add_row("failed", str(len(r.failures)))
         console.print(table)
     if not as_json:

@@ -210,30 +210,3 @@ def component_count(mask: np.ndarray, threshold: float = 0.5, min_area: int = 1)
     fg = binarize(mask, threshold)
     n, _, areas = _components(fg)
     return int((areas[1:] >= min_area).sum()) if n > 1 else 0
-
-
-QC_EMPTY = 0.0005  # foreground fraction below this: "empty" (nothing found)
-QC_TINY = 0.005  # below this (and not empty): "tiny" (an object under 0.5 % of the image, or a speck)
-QC_FULL = 0.95  # above this: "full" (everything kept: no object separated)
-QC_MAX_PARTS = 4  # more components (each >= 0.2 % of the image) than this: "fragmented"
-
-
-def qc_flags(mask: np.ndarray, threshold: float = 0.5, *, empty: float = QC_EMPTY, tiny: float = QC_TINY,
-             full: float = QC_FULL, max_parts: int = QC_MAX_PARTS, min_part: float = 0.002) -> list[str]:
-    """Plausibility flags of a predicted mask, with no ground truth: ``empty``, ``tiny``, ``full``, ``fragmented``.
-
-    A good object mask covers some but not all of the image in a few pieces; these flags catch a segmenter
-    that found nothing (a blank wall, an object it does not know), found only a speck (or a really tiny
-    object: worth a look), kept everything, or scattered noise."""
-    fg = binarize(mask, threshold)
-    frac = float(fg.mean()) if fg.size else 0.0
-    flags = []
-    if frac < empty:
-        flags.append("empty")
-    elif frac < tiny:
-        flags.append("tiny")
-    elif frac > full:
-        flags.append("full")
-    if fg.size and component_count(fg, 0.5, min_area=max(1, round(min_part * fg.size))) > max_parts:
-        flags.append("fragmented")
-    return flags

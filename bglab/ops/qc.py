@@ -41,7 +41,7 @@ import numpy as np
 
 from bglab.ops.mask import ParameterError, binarize
 
-__all__ = ["FLAGS", "MaskCheck", "QCRules", "check_batch", "check_mask", "median_outliers"]
+__all__ = ["FLAGS", "MaskCheck", "QCRules", "check_batch", "check_mask", "mask_flags", "median_outliers"]
 
 FLAGS: tuple[str, ...] = ("empty", "full", "fragmented", "border", "outlier", "no-screen")
 
@@ -205,6 +205,13 @@ def check_mask(mask: np.ndarray, rules: QCRules | None = None, *, image: np.ndar
             chk = chk.with_flag("no-screen", f"no-screen: the border is not a uniform screen colour ({got}, "
                                              f"needs {100 * rules.screen_match:g} %)")
     return chk
+
+
+def mask_flags(mask: np.ndarray, threshold: float = 0.5) -> tuple[str, ...]:
+    """The default rules' verdict on one mask as flags: ``("not-found",)`` when it has no foreground, else
+    the rules it breaks (``empty``, ``full``, ``fragmented``, ``border``); what ``eval-seg`` counts."""
+    chk = check_mask(mask, QCRules(threshold=min(float(threshold), 0.999)))
+    return ("not-found",) if chk.status == "not-found" else tuple(chk.flags)
 
 
 def median_outliers(coverages: Sequence[float | None], rules: QCRules | None = None) -> list[str]:

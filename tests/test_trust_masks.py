@@ -321,7 +321,8 @@ def test_server_reports_mask_qc_in_json_and_headers() -> None:
     from bglab.server.app import create_app
     from bglab.server.settings import ServerSettings
 
-    client = TestClient(create_app(ServerSettings(backend="chroma")), raise_server_exceptions=False)
+    client = TestClient(create_app(ServerSettings(backend="chroma")), raise_server_exceptions=False,
+                        base_url="http://127.0.0.1")
     photo = sorted(shared_path("rps", "sxsw", "paper").glob("*.jpg"))[0]
     body = client.post("/api/segment", files={"image": (photo.name, photo.read_bytes())}).json()
     assert body["status"] == "suspect" and any(r.startswith("full") for r in body["qc"]) and "screen" in body["hint"]

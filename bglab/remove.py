@@ -113,6 +113,11 @@ class BatchReport:
     def failed(self) -> list[FileResult]:
         return [r for r in self.results if r.status == "failed"]
 
+    @property
+    def empty(self) -> list[FileResult]:
+        """Done files whose mask is empty (coverage 0: the segmenter found no foreground, e.g. no hand)."""
+        return [r for r in self.results if r.status == "done" and r.coverage is not None and r.coverage == 0.0]
+
     def write_csv(self, path: Path) -> Path:
         """Write the report as CSV, atomically."""
         from bglab.io import atomic_write_text

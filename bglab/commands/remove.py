@@ -76,6 +76,10 @@ def remove(
                   f"{elapsed:.1f} (+{t_load:.1f} load)")
     console.print(table)
     console.print(f"outputs in {out}; report {report or Path(out) / 'remove_report.csv'}")
+    if rep.empty:
+        names = ", ".join(r.input.name for r in rep.empty[:5]) + (" ..." if len(rep.empty) > 5 else "")
+        err_console.print(f"[yellow]{len(rep.empty)} of {total} file(s) got an empty mask (no foreground "
+                          f"found, e.g. no hand)[/]: {names}", highlight=False)
     if rep.failed:
         err_console.print(f"[bold red]{len(rep.failed)} of {total} file(s) failed[/]; see the report")
         raise typer.Exit(1)

@@ -16,6 +16,7 @@ images; predict-only times are reported too. GrabCut (seconds per wild image) ge
     .venv/bin/python bench/bench_segment.py --backends unet,u2netp --repeats 3 --limit 20   # quick look
     .venv/bin/python bench/bench_segment.py --record      # also write the U-Net's scores into hand_unet.json
     .venv/bin/python bench/bench_segment.py --backends unet,unet@work/v3.onnx,hand-grabcut   # a candidate model
+    .venv/bin/python bench/bench_segment.py --backends unet,unet-effnet,u2netp,hand-grabcut --record unet-effnet
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from bglab.segment.registry import Runtime  # noqa: E402
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 U2NETP = REPO.parent / "shared" / "anchors" / "u2netp.onnx"
 MODEL_JSON = REPO / "bglab" / "models" / "hand_unet.json"
+MODEL_JSONS = {"unet": MODEL_JSON, "unet-effnet": REPO / "bglab" / "models" / "hand_unet_effnet.json"}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -71,6 +73,10 @@ def webcam_test_set(data: Path, keyed: Path, split: Path | None) -> list[tuple[s
 
 # ----------------------------------------------------------------------------------------------- backends
 def make_backend(name: str, runtime: Runtime, u2netp: Path):  # noqa: ANN201
+    if name.startswith("unet-effnet@"):  # a candidate v4 model (EfficientNet-Lite0 U-Net) before it ships
+        from bglab.segment.unet import create_effnet
+
+        return create_effnet(runtime, model=name.split("@", 1)[1])
     if name == "unet" or name.startswith("unet@"):  # unet@FILE.onnx: a candidate model before it ships
         from bglab.segment.unet import create
 
@@ -188,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="threads per ONNX Runtime session (0 = all cores)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images of each set")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
-    ap.add_argument("--record", action="store_true", help="write the U-Net's scores into hand_unet.json")
+    ap.add_argument("--record", nargs="?", const="unet", default=None,
+                    help="write these backends' scores into their shipped model JSON (unet: hand_unet.json, "
+                         "unet-effnet: hand_unet_effnet.json; comma list; bare --record = unet)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict]] = {s: {} for s in sets}
     skipped = {}
     for name in names:
-        if name not in ("unet", "u2netp") and not name.startswith("unet@"):
+        if name not in ("unet", "u2netp") and not name.startswith(("unet@", "unet-effnet@")):
             try:
                 ok, why = registry.is_available(name)
             except Exception as exc:  # noqa: BLE001 - unknown backend
@@ -250,12 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")
-    if args.record and MODEL_JSON.is_file():
-        info = json.loads(MODEL_JSON.read_text())
+    for bname in (args.record.split(",") if args.record else []):
+        mjson = MODEL_JSONS.get(bname)
+        if mjson is None or not mjson.is_file():
+            print(f"--record {bname}: no shipped model JSON for that backend")
+            continue
+        info = json.loads(mjson.read_text())
         scores = {}
         for sname, per in results.items():
-            if "unet" in per:
-                r = per["unet"]
+            if bname in per:
+                r = per[bname]
                 scores[sname] = {k: r[k] for k in ("n", "iou", "f1", "precision", "recall", "pooled_iou",
                                                    "ms_median", "ms_p90")}
                 if "u2netp" in per:
@@ -263,10 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                     scores[sname]["u2netp"] = {k: u[k] for k in ("iou", "f1", "ms_median")}
         info["scores"] = {**scores, "measured": report["date"], "threads": args.threads,
                           "command": report["command"]}
-        tmp = MODEL_JSON.with_name(".hand_unet.json.tmp")
+        tmp = mjson.with_name(f".{mjson.name}.tmp")
         tmp.write_text(json.dumps(info, indent=1) + "\n")
-        os.replace(tmp, MODEL_JSON)
-        print(f"recorded scores in {MODEL_JSON}")
+        os.replace(tmp, mjson)
+        print(f"recorded scores in {mjson}")
     return 0
 
 

@@ -430,7 +430,7 @@ def composite(background: np.ndarray, hands: Sequence[Hand], rng: np.random.Gene
     label = np.zeros((h, w), np.float32)
     if pale:  # light scene: wash the background toward a light tint
         tint = rng.uniform(200, 255, 3).astype(np.float32)
-        k = rng.uniform(0.35, 0.75)
+        k = rng.uniform(0.3, 0.6)
         canvas = canvas * (1 - k) + tint * k
     if distractors:
         add_distractors(canvas, rng, n=distractors)
@@ -448,8 +448,8 @@ def composite(background: np.ndarray, hands: Sequence[Hand], rng: np.random.Gene
 def pale_skin(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A pale, low-contrast hand (over-exposed or very light skin): desaturate and lift toward white."""
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 1] *= rng.uniform(0.3, 0.7)
-    hsv[..., 2] = hsv[..., 2] * rng.uniform(0.4, 0.7) + 255 * rng.uniform(0.3, 0.55)
+    hsv[..., 1] *= rng.uniform(0.45, 0.85)
+    hsv[..., 2] = hsv[..., 2] * rng.uniform(0.6, 0.85) + 255 * rng.uniform(0.12, 0.3)
     return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 

@@ -392,3 +392,14 @@ def test_bad_model_size_option_is_refused(tmp_path):
     with pytest.raises(BackendError, match="multiple of 32"):
         UNetSegmenter(V4, size=100)
     assert UNetSegmenter(DEFAULT_MODEL, size=100).size == 100
+
+
+@needs_v4
+def test_v4_by_name_in_a_preprocessing_pipeline():
+    from bglab.pipeline import Pipeline
+
+    p = Pipeline.from_config({"steps": [{"segment": {"backend": "unet-effnet"}},
+                                        {"background": {"mode": "remove", "color": "black"}}]})
+    img = np.full((60, 90, 3), 120, np.uint8)
+    res = p(img)
+    assert res.image.shape == (60, 90, 3) and res.image.dtype == np.uint8

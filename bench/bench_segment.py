@@ -22,9 +22,11 @@ images; predict-only times are reported too. GrabCut (seconds per wild image) ge
     .venv/bin/python bench/bench_segment.py --backends unet,unet@work/v3.onnx,hand-grabcut   # a candidate model
     .venv/bin/python bench/bench_segment.py --sets pets3 --backends unet,u2netp,auto,u2netp+gtbox,grabcut+gtbox \
         --repeats 3 --timing-subset 20 --out bench/results/segment_pets3.json
+    .venv/bin/python bench/bench_segment.py --backends unet,unet-effnet,u2netp,hand-grabcut --record unet-effnet
 
 Backend names are registry names, plus ``u2netp-anchor`` (the shared anchor file through rembg's settings, as
-the old bench ran it), ``unet@FILE`` and box prompts ``X+gtbox`` / ``X+hands`` (X = ``u2netp`` or ``grabcut``):
+the old bench ran it), ``unet@FILE``, ``unet-effnet@FILE`` (a candidate v4 model before it ships) and box
+prompts ``X+gtbox`` / ``X+hands`` (X = ``u2netp`` or ``grabcut``):
 the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand boxes, refined
 into a mask by X. ``auto``'s branches reuse the masks of ``u2netp`` / ``hand-grabcut`` computed earlier in the same
 run when both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing
@@ -55,6 +57,7 @@ from bglab.segment.registry import Runtime  # noqa: E402
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 U2NETP = DATA.parent / "anchors" / "u2netp.onnx"  # the shared anchor copy (comparison only; never shipped)
 MODEL_JSON = REPO / "bglab" / "models" / "hand_unet.json"
+MODEL_JSONS = {"unet": MODEL_JSON, "unet-effnet": REPO / "bglab" / "models" / "hand_unet_effnet.json"}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -102,6 +105,10 @@ def webcam_test_set(data: Path, keyed: Path, split: Path | None) -> list[tuple[s
 def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None = None):  # noqa: ANN201
     from bglab.segment import create
 
+    if name.startswith("unet-effnet@"):  # a candidate v4 model (EfficientNet-Lite0 U-Net) before it ships
+        from bglab.segment.unet import create_effnet
+
+        return create_effnet(runtime, model=name.split("@", 1)[1])
     if "+" in name:  # box prompts: X+gtbox (box of the truth mask), X+hands (MediaPipe's hand boxes)
         base, _, boxes = name.partition("+")
         if boxes == "gtbox":
@@ -253,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-subset", type=int, default=None,
                     help="passes after the first time only the first N images of each set (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
-    ap.add_argument("--record", action="store_true", help="write the U-Net's scores into hand_unet.json")
+    ap.add_argument("--record", nargs="?", const="unet", default=None,
+                    help="write these backends' scores into their shipped model JSON (unet: hand_unet.json, "
+                         "unet-effnet: hand_unet_effnet.json; comma list; bare --record = unet)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -283,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "u2netp-anchor" and not args.u2netp.is_file():
             skipped[name] = f"{args.u2netp} not found"
             continue
-        if name != "u2netp-anchor" and not name.startswith("unet@"):
+        if name != "u2netp-anchor" and not name.startswith(("unet@", "unet-effnet@")):
             try:
                 ok, why = registry.is_available(base)
                 if ok and name.endswith("+hands"):
@@ -355,12 +364,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")
-    if args.record and MODEL_JSON.is_file():
-        info = json.loads(MODEL_JSON.read_text())
+    for bname in (args.record.split(",") if args.record else []):
+        mjson = MODEL_JSONS.get(bname)
+        if mjson is None or not mjson.is_file():
+            print(f"--record {bname}: no shipped model JSON for that backend")
+            continue
+        info = json.loads(mjson.read_text())
         scores = {}
         for sname, per in results.items():
-            if "unet" in per:
-                r = per["unet"]
+            if bname in per:
+                r = per[bname]
                 scores[sname] = {k: r[k] for k in ("n", "iou", "f1", "precision", "recall", "pooled_iou",
                                                    "ms_median", "ms_p90")}
                 if "u2netp" in per:
@@ -368,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
                     scores[sname]["u2netp"] = {k: u[k] for k in ("iou", "f1", "ms_median")}
         info["scores"] = {**scores, "measured": report["date"], "threads": args.threads,
                           "command": report["command"]}
-        tmp = MODEL_JSON.with_name(".hand_unet.json.tmp")
+        tmp = mjson.with_name(f".{mjson.name}.tmp")
         tmp.write_text(json.dumps(info, indent=1) + "\n")
-        os.replace(tmp, MODEL_JSON)
-        print(f"recorded scores in {MODEL_JSON}")
+        os.replace(tmp, mjson)
+        print(f"recorded scores in {mjson}")
     return 0
 
 

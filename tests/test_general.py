@@ -351,7 +351,8 @@ def test_eval_seg_backends_side_by_side(shared_data: Path, tmp_path: Path) -> No
     rows = {b["label"]: b for b in out["backends"]}
     assert list(rows) == ["unet", "u2netp", "wide"] and rows["wide"]["backend"] == "grabcut"
     assert rows["wide"]["options"] == {"border": "0.02", "max_side": "96"}
-    assert all(r["n"] == 3 and set(r["qc"]) == {"not-found", "empty", "full", "fragmented", "border"} for r in rows.values())
+    qc = {"not-found", "empty", "full", "fragmented", "border"}
+    assert all(r["n"] == 3 and set(r["qc"]) == qc for r in rows.values())
     assert rows["u2netp"]["summary"]["iou"] > rows["unet"]["summary"]["iou"]  # pets: the general model wins
     res = CliRunner().invoke(app, [*args, "--limit", "1"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output

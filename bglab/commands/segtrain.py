@@ -90,14 +90,29 @@ def register(app: typer.Typer) -> None:
             help="train,val,test fractions of the real photos, grouped as `bglab experiment` splits a source "
                  "of the same name with split_seed = --seed; the test part is never used."),
         p_real: float = typer.Option(0.3, "--p-real", min=0.0, max=0.9, help="Share of real photos per epoch."),
+        encoder: str = typer.Option(
+            "none", "--encoder",
+            help="none: the small U-Net from scratch (the default); efficientnet-lite0: the pretrained ImageNet "
+                 "encoder (extra 'pretrained') + a U-Net decoder (v4; --size a multiple of 32)."),
+        encoder_lr: float = typer.Option(0.3, "--encoder-lr", min=0.0, max=1.0,
+                                         help="Pretrained encoder's learning rate as a fraction of --lr."),
+        scenes: bool = typer.Option(False, "--scenes/--no-scenes",
+                                    help="v4 scene kinds: hand over face, egocentric forearms, hard negatives, "
+                                         "pale hands, + photometric realism."),
     ) -> None:
-        """Train the hand U-Net from scratch on keyed webcam hands composited onto real photos (and, with
-        --real-images / --real-masks, on pseudo-labelled real-scene photos and their cut-out hands)."""
+        """Train the hand U-Net on keyed webcam hands composited onto real photos (and, with
+        --real-images / --real-masks, on pseudo-labelled real-scene photos and their cut-out hands); from
+        scratch, or on the pretrained EfficientNet-Lite0 encoder with --encoder efficientnet-lite0."""
         _need_train_extra()
-        from bglab.train.segtrain import TrainConfig, train
+        from bglab.train.segtrain import ENCODERS, TrainConfig, train
 
         if skip not in ("concat", "add"):
             raise ConfigError(f"--skip must be concat or add, not {skip!r}")
+        if encoder not in ENCODERS:
+            raise ConfigError(f"--encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+        if encoder != "none" and size % 32:
+            raise ConfigError(f"--size must be a multiple of 32 with --encoder {encoder}, not {size}",
+                              hint=f"e.g. --size {max(32, round(size / 32) * 32)}")
         cfg = TrainConfig(keyed=str(keyed), images=str(images), out=str(out),
                           data_root=str(data_root) if data_root else None, size=size, epochs=epochs,
                           max_minutes=max_minutes, depth=depth, base=base, max_mult=max_mult, separable=separable,
@@ -107,7 +122,8 @@ def register(app: typer.Typer) -> None:
                           threads=threads, workers=workers, limit=limit, val_composites=val_composites,
                           real_images=str(real_images) if real_images else None,
                           real_masks=str(real_masks) if real_masks else None,
-                          real_split=_fractions(real_split), p_real=p_real,
+                          real_split=_fractions(real_split), p_real=p_real, encoder=encoder,
+                          encoder_lr=encoder_lr, scenes=scenes,
                           command=_command_line(ctx))
         train(cfg, resume=resume, progress=True)
 
@@ -118,7 +134,8 @@ def register(app: typer.Typer) -> None:
         which: str = typer.Option("best", "--which", help="Checkpoint: best or last."),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Recorded mask threshold."),
         size: int | None = typer.Option(None, "--size", min=16,
-                                        help="Inference long side recorded in the JSON (default: training size)."),
+                                        help="Inference long side recorded in the JSON (default: training size; "
+                                             "a multiple of 32 for the EfficientNet-Lite model)."),
     ) -> None:
         """Export a run's checkpoint to ONNX (dynamic batch / size) and check it against PyTorch."""
         _need_train_extra()
@@ -144,8 +161,16 @@ def register(app: typer.Typer) -> None:
         only: list[str] | None = typer.Option(None, "--only", help="Run only these (base, +dropout, ...)."),
         workers: int = typer.Option(1, "--workers", min=0),
         threads: int = typer.Option(2, "--threads", min=1, help="PyTorch threads."),
+        real_images: Path | None = typer.Option(None, "--real-images", help="Real photos (for +pseudo-labels)."),
+        real_masks: Path | None = typer.Option(None, "--real-masks", help="Their pseudo-label masks."),
+        wild: Path | None = typer.Option(
+            None, "--wild", help="A test set DIR/images + DIR/masks scored after each run (e.g. hands_wild; "
+                                 "scored only, never trained on)."),
+        eval_size: int = typer.Option(160, "--eval-size", min=32,
+                                      help="Long side for the test-set scores (multiple of 32 for the encoder)."),
     ) -> None:
-        """Short runs: base / +dropout / +batch-norm / +augmentation; prints a validation F1 table."""
+        """Short runs: base / +dropout / +batch-norm / +augmentation / +pseudo-labels / +pretrained encoder /
+        +scenes; prints validation F1 and, per run, IoU / F1 on the held-out webcam photos (and --wild)."""
         _need_train_extra()
         from rich.console import Console
         from rich.table import Table
@@ -155,11 +180,14 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(keyed=str(keyed), images=str(images), out=str(out),
                           data_root=str(data_root) if data_root else None, size=size, seed=seed,
                           samples_per_epoch=samples, limit=limit, val_composites=val_composites, workers=workers,
-                          threads=threads,
+                          threads=threads, real_images=str(real_images) if real_images else None,
+                          real_masks=str(real_masks) if real_masks else None,
                           command=_command_line(ctx))
-        rows = ablate(cfg, minutes_each=minutes, names=only)
+        rows = ablate(cfg, minutes_each=minutes, names=only, wild=wild, eval_size=eval_size)
         table = Table(title=f"ablation ({minutes:g} min each, same validation set)")
-        for col in ("config", "epochs", "val loss", "val F1", "F1 composites", "F1 webcam", "val IoU"):
+        cols = ("config", "epochs", "val loss", "val F1", "F1 composites", "F1 webcam", "val IoU",
+                "webcam test IoU / F1", "wild IoU / F1")
+        for col in cols:
             table.add_column(col, justify="right" if col != "config" else "left")
 
         def f(v: object) -> str:
@@ -167,7 +195,9 @@ def register(app: typer.Typer) -> None:
 
         for r in rows:
             table.add_row(r["name"], str(r["epochs"]), f(r["val_loss"]), f(r["val_f1"]), f(r["val_f1_comp"]),
-                          f(r["val_f1_plain"]), f(r["val_iou"]))
+                          f(r["val_f1_plain"]), f(r["val_iou"]),
+                          f"{f(r.get('webcam_test_iou'))} / {f(r.get('webcam_test_f1'))}",
+                          f"{f(r.get('hands_wild_iou'))} / {f(r.get('hands_wild_f1'))}")
         Console().print(table)
 
 

@@ -7,6 +7,8 @@ from bglab.segment.registry import BackendInfo, Runtime, backends, create, is_av
 
 register(BackendInfo("unet", "segmenter", "bglab.segment.unet", "create",
                      "bglab's own hand U-Net (ONNX Runtime, shipped in the package); the default"))
+register(BackendInfo("unet-effnet", "segmenter", "bglab.segment.unet", "create_effnet",
+                     "hand U-Net v4: pretrained EfficientNet-Lite0 encoder + U-Net decoder (ONNX Runtime, shipped)"))
 register(BackendInfo("chroma", "segmenter", "bglab.segment.chroma", "create",
                      "chroma key for green / blue screens (key colour estimated from the border)"))
 register(BackendInfo("grabcut", "segmenter", "bglab.segment.grabcut", "create",

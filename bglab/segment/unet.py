@@ -38,7 +38,9 @@ from bglab.segment.registry import Runtime
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "hand_unet.onnx"
-_DEFAULTS = {"size": 160, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "threshold": 0.5}
+EFFNET_MODEL = MODELS_DIR / "hand_unet_effnet.onnx"
+_DEFAULTS = {"size": 160, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "threshold": 0.5,
+             "multiple": 1}
 MIN_SIDE = 16
 
 
@@ -68,6 +70,8 @@ def _onnx_metadata(sess: Any) -> dict[str, Any]:
             out[k] = json.loads(meta[f"bglab.{k}"])
     if "bglab.threshold" in meta:
         out["threshold"] = float(meta["bglab.threshold"])
+    if "bglab.multiple" in meta:
+        out["multiple"] = int(meta["bglab.multiple"])
     return out
 
 
@@ -86,10 +90,15 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, :3])
 
 
-def input_shape(h: int, w: int, size: int) -> tuple[int, int]:
-    """Network input (height, width): long side = ``size``, aspect kept, short side >= 16 px."""
+def input_shape(h: int, w: int, size: int, multiple: int = 1) -> tuple[int, int]:
+    """Network input (height, width): long side = ``size``, aspect kept, short side >= 16 px; with
+    ``multiple`` > 1 (the EfficientNet-Lite model: 32) each side is rounded to a multiple of it (at least one)."""
     f = size / max(h, w)
-    return max(int(round(h * f)), MIN_SIDE), max(int(round(w * f)), MIN_SIDE)
+    nh, nw = max(int(round(h * f)), MIN_SIDE), max(int(round(w * f)), MIN_SIDE)
+    if multiple > 1:
+        nh = max(int(round(nh / multiple)) * multiple, multiple)
+        nw = max(int(round(nw / multiple)) * multiple, multiple)
+    return nh, nw
 
 
 class UNetSegmenter(SegmenterBase):
@@ -99,12 +108,13 @@ class UNetSegmenter(SegmenterBase):
 
     def __init__(self, model: str | Path | None = None, runtime: Runtime | None = None, *,
                  size: int | None = None, threshold: float | None = None, batch_size: int = 8,
-                 unverified: bool = False) -> None:
+                 unverified: bool = False, default_model: Path = DEFAULT_MODEL, name: str = "unet") -> None:
         from bglab.limits import MAX_UNET_SIZE
 
         runtime = runtime or Runtime.from_env()
+        self.name = name
         shipped = model is None
-        path = Path(model) if model is not None else DEFAULT_MODEL
+        path = Path(model) if model is not None else default_model
         if not path.is_file():
             raise BackendError("U-Net model file not found", path=path,
                                hint="reinstall bglab (the model ships in bglab/models/)" if shipped
@@ -133,15 +143,19 @@ class UNetSegmenter(SegmenterBase):
         settings = dict(_DEFAULTS)
         settings.update(_onnx_metadata(self.session))
         inp = info.get("input", {})
-        settings.update({k: inp[k] for k in ("size", "mean", "std") if k in inp})
+        settings.update({k: inp[k] for k in ("size", "mean", "std", "multiple") if k in inp})
         if "threshold" in info:
             settings["threshold"] = info["threshold"]
         self.model_path = path
         self.info = info
         self.size = int(size or settings["size"])
+        self.multiple = max(1, int(settings["multiple"]))
         if not MIN_SIDE <= self.size <= MAX_UNET_SIZE:
             raise BackendError(f"size must be in [{MIN_SIDE}, {MAX_UNET_SIZE}], not {self.size}",
                                hint="the network's memory grows with size squared; see bglab.limits")
+        if self.size % self.multiple:
+            raise BackendError(f"size must be a multiple of {self.multiple} for this model, not {self.size}",
+                               hint=f"e.g. size={max(self.multiple, round(self.size / self.multiple) * self.multiple)}")
         self.mean = np.asarray(settings["mean"], np.float32)
         self.std = np.asarray(settings["std"], np.float32)
         self.threshold = threshold  # None: soft probabilities
@@ -154,7 +168,7 @@ class UNetSegmenter(SegmenterBase):
         """RGB uint8 -> float32 (3, h, w) at the network size, normalised."""
         rgb = as_rgb(image)
         h, w = rgb.shape[:2]
-        nh, nw = input_shape(h, w, self.size)
+        nh, nw = input_shape(h, w, self.size, self.multiple)
         interp = cv2.INTER_AREA if nh * nw < h * w else cv2.INTER_LINEAR
         small = cv2.resize(rgb, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else rgb
         x = small.astype(np.float32) * (1.0 / 255.0)
@@ -201,3 +215,11 @@ def create(runtime: Runtime | None = None, *, model: str | None = None, size: in
     """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file."""
     return UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
                          unverified=bool(unverified))
+
+
+def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
+                  threshold: float | None = None, batch_size: int = 8) -> UNetSegmenter:
+    """Factory for ``unet-effnet``: the shipped v4 model (pretrained EfficientNet-Lite0 encoder + U-Net
+    decoder, ``hand_unet_effnet.onnx``), same code path and checks as ``unet``; input sides multiples of 32."""
+    return UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
+                         default_model=EFFNET_MODEL, name="unet-effnet")

@@ -13,6 +13,13 @@ rotation, mirror and position (usually entering from an edge, arm first, as hand
 then albumentations on the whole image (brightness 0.5-1.5, zoom, rotation 30 deg, shift 0.1, shear,
 horizontal flip, random resized crop, Gaussian noise, Gaussian blur, JPEG). Some samples are the plain
 webcam photo with its keyed mask. Every sample is a pure function of ``(seed, epoch, index)``.
+
+Scene kinds (``CompositeSpec.scenes``, v4; off by default, so the v3 recipe is unchanged): ``face`` (hands
+pasted over the face-mask photos' faces), ``ego`` (one or two large forearms entering from the bottom / sides
+of an indoor scene, sometimes with distractors), ``negative`` (no hand: faces, strongly coloured / striped /
+skin-coloured objects and surfaces, shadow slabs), ``pale`` (pale hands on a light, washed background), and
+``mixed`` (the v3 composite, with distractors behind the hands at ``p_distract``). ``p_photo`` adds camera
+realism to any sample (:func:`photometric`: colour temperature, low light, motion blur, defocus, JPEG).
 """
 
 from __future__ import annotations
@@ -279,14 +286,45 @@ def _rot(theta: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]], dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where and how large a pasted hand is (the default is the v1-v3 draw, unchanged).
+
+    ``scale``: range of the hand's long side relative to the canvas' short side (log-uniform); ``p_edge``:
+    probability that the arm enters through an edge (hands with border contact only); ``edges``: the edges
+    it may enter by (0 left, 1 right, 2 top, 3 bottom) with probabilities ``edge_p`` (None: uniform);
+    ``t``: where along the edge (fraction); ``centre``: for hands not entering by an edge, a point (x, y
+    fractions) the arm end is placed near (``centre_sd`` spread) instead of anywhere.
+    """
+
+    scale: tuple[float, float] = (0.12, 1.3)
+    p_edge: float = 0.75
+    edges: tuple[int, ...] = (0, 1, 2, 3)
+    edge_p: tuple[float, ...] | None = None
+    t: tuple[float, float] = (0.1, 0.9)
+    centre: tuple[float, float] | None = None
+    centre_sd: float = 0.12
+
+
+DEFAULT_PLACEMENT = Placement()
+#: egocentric: one or two large forearms entering from the bottom (mostly) or the sides
+EGO_PLACEMENT = Placement(scale=(0.45, 1.25), p_edge=1.0, edges=(3, 0, 1), edge_p=(0.6, 0.2, 0.2), t=(0.15, 0.85))
+#: hand over a face: from the bottom / sides toward the face (face crops have the face near (0.5, 0.42))
+FACE_PLACEMENT = Placement(scale=(0.3, 0.9), p_edge=0.7, edges=(3, 0, 1), edge_p=(0.6, 0.2, 0.2), t=(0.3, 0.7),
+                           centre=(0.5, 0.45), centre_sd=0.12)
+
+
 def paste_hand(canvas: np.ndarray, label: np.ndarray, hand: Hand, rng: np.random.Generator, *,
-               colour: bool = True, shadow_p: float = 0.35, harmonize: bool = True) -> None:
+               colour: bool = True, shadow_p: float = 0.35, harmonize: bool = True,
+               placement: Placement | None = None) -> None:
     """Paste one hand onto ``canvas`` (float32 RGB 0-255, in place) and add it to ``label`` (max).
 
     ``harmonize`` (on by default) hides the paste: small hands are shrunk with area averaging, the hand's
     colour is pulled part-way to the scene under it, it is sometimes slightly blurred, and its edge softened
-    more often; off reproduces the first (v1) pipeline exactly.
+    more often; off reproduces the first (v1) pipeline exactly. ``placement`` (default: anywhere, any
+    size 0.12-1.3) steers position and size for the scene kinds (egocentric, hand over face).
     """
+    pl = placement or DEFAULT_PLACEMENT
     size_h, size_w = canvas.shape[:2]
     side_len = float(min(size_h, size_w))
     rgb = jitter_hand_colour(hand.rgb, rng) if colour else hand.rgb
@@ -303,18 +341,25 @@ def paste_hand(canvas: np.ndarray, label: np.ndarray, hand: Hand, rng: np.random
     if harmonize and colour and rng.random() < 0.5:
         rgb, alpha = warp_shape(rgb, alpha, rng, amount=rng.uniform(0.03, 0.1))
     long_side = max(alpha.shape)
-    target = side_len * math.exp(rng.uniform(math.log(0.12), math.log(1.3)))
+    target = side_len * math.exp(rng.uniform(math.log(pl.scale[0]), math.log(pl.scale[1])))
     scale = target / long_side
-    if hand.direction is not None and rng.random() < 0.75:
+    if hand.direction is not None and rng.random() < pl.p_edge:
         # arm enters through a canvas edge: anchor just outside an edge, hand pointing inwards
-        edge = int(rng.integers(4))
-        t = rng.uniform(0.1, 0.9)
+        if pl.edges == (0, 1, 2, 3) and pl.edge_p is None:
+            edge = int(rng.integers(4))
+        else:
+            edge = int(rng.choice(pl.edges, p=pl.edge_p))
+        t = rng.uniform(*pl.t)
         push = rng.uniform(0.0, 0.2) * target
         normal, point = [((-1.0, 0.0), (-push, t * size_h)), ((1.0, 0.0), (size_w + push, t * size_h)),
                          ((0.0, -1.0), (t * size_w, -push)), ((0.0, 1.0), (t * size_w, size_h + push))][edge]
         want = math.atan2(normal[1], normal[0]) + math.radians(rng.uniform(-40, 40))
         theta = want - math.atan2(direction[1], direction[0])
         dst = np.array(point)
+    elif pl.centre is not None:
+        theta = rng.uniform(0, 2 * math.pi)
+        dst = np.array([(pl.centre[0] + rng.normal(0, pl.centre_sd)) * size_w,
+                        (pl.centre[1] + rng.normal(0, pl.centre_sd)) * size_h])
     else:
         theta = rng.uniform(0, 2 * math.pi)
         dst = np.array([rng.uniform(0, size_w), rng.uniform(0, size_h)])
@@ -362,12 +407,18 @@ def paste_hand(canvas: np.ndarray, label: np.ndarray, hand: Hand, rng: np.random
 
 def composite(background: np.ndarray, hands: Sequence[Hand], rng: np.random.Generator,
               size: tuple[int, int], *, colour: bool = True, shadow_p: float = 0.35,
-              harmonize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Paste ``hands`` on a random crop of ``background`` resized to ``size`` (h, w); returns (RGB uint8, mask)."""
+              harmonize: bool = True, placement: Placement | None = None, distractors: int = 0,
+              pale: bool = False, crop: tuple[float, float] = (0.5, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Paste ``hands`` on a random crop of ``background`` resized to ``size`` (h, w); returns (RGB uint8, mask).
+
+    Scene kinds (:func:`scene`) add: ``placement`` (where / how large the hands are), ``distractors`` hard
+    negatives painted into the scene *behind* the hands (:func:`add_distractors`), ``pale`` (a light, washed
+    background and pale hands), ``crop`` (range of the background crop's side, as a fraction).
+    """
     h, w = size
     bh, bw = background.shape[:2]
     # random crop of the background with a random aspect, resized to the canvas
-    frac = rng.uniform(0.5, 1.0)
+    frac = rng.uniform(*crop)
     ch = max(int(bh * frac), 8)
     cw = max(min(int(ch * w / h * rng.uniform(0.8, 1.25)), bw), 8)
     y0 = int(rng.integers(0, bh - ch + 1))
@@ -377,11 +428,138 @@ def composite(background: np.ndarray, hands: Sequence[Hand], rng: np.random.Gene
         crop = crop[:, ::-1]
     canvas = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
     label = np.zeros((h, w), np.float32)
+    if pale:  # light scene: wash the background toward a light tint
+        tint = rng.uniform(200, 255, 3).astype(np.float32)
+        k = rng.uniform(0.3, 0.6)
+        canvas = canvas * (1 - k) + tint * k
+    if distractors:
+        add_distractors(canvas, rng, n=distractors)
     for hand in hands:
-        paste_hand(canvas, label, hand, rng, colour=colour, shadow_p=shadow_p, harmonize=harmonize)
+        if pale:
+            hand = Hand(pale_skin(hand.rgb, rng), hand.alpha, hand.anchor, hand.direction)
+        paste_hand(canvas, label, hand, rng, colour=colour and not pale, shadow_p=shadow_p, harmonize=harmonize,
+                   placement=placement)
     if harmonize and colour and hands and rng.random() < 0.3:
         add_occluders(canvas, label, background, rng, n=int(rng.integers(1, 3)))
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), label
+
+
+# ----------------------------------------------------------------------------------------------- scene kinds
+def pale_skin(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A pale, low-contrast hand (over-exposed or very light skin): desaturate and lift toward white."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 1] *= rng.uniform(0.45, 0.85)
+    hsv[..., 2] = hsv[..., 2] * rng.uniform(0.6, 0.85) + 255 * rng.uniform(0.12, 0.3)
+    return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+def _skin_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random skin-like RGB colour (hue 0-25 deg, moderate saturation, any brightness)."""
+    hsv = np.array([[[rng.uniform(0, 13), rng.uniform(50, 160), rng.uniform(70, 245)]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _strong_colour(rng: np.random.Generator) -> np.ndarray:
+    """A strongly saturated colour, often orange / red / yellow (what v3 took for hands)."""
+    hue = rng.uniform(0, 30) if rng.random() < 0.6 else rng.uniform(0, 180)
+    hsv = np.array([[[hue, rng.uniform(150, 255), rng.uniform(120, 255)]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _random_region(h: int, w: int, rng: np.random.Generator, big: bool = False) -> np.ndarray:
+    """A soft-edged float32 region: a rotated rectangle, an ellipse, a polygon, or a band (tape)."""
+    m = np.zeros((h, w), np.float32)
+    lo, hi = (0.3, 1.0) if big else (0.1, 0.5)
+    rh, rw = h * rng.uniform(lo, hi) / 2, w * rng.uniform(lo, hi) / 2
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    kind = int(rng.integers(4))
+    if kind == 0:
+        box = cv2.boxPoints(((cx, cy), (2 * rw, 2 * rh), rng.uniform(0, 180))).astype(np.int32)
+        cv2.fillPoly(m, [box], 1.0)
+    elif kind == 1:
+        cv2.ellipse(m, (int(cx), int(cy)), (max(int(rw), 1), max(int(rh), 1)), rng.uniform(0, 180), 0, 360, 1.0, -1)
+    elif kind == 2:
+        n = int(rng.integers(4, 8))
+        ang = np.sort(rng.uniform(0, 2 * math.pi, n))
+        rad = rng.uniform(0.5, 1.0, n)
+        pts = np.stack([cx + np.cos(ang) * rad * rw, cy + np.sin(ang) * rad * rh], 1).astype(np.int32)
+        cv2.fillPoly(m, [pts], 1.0)
+    else:  # tape / a band across the image
+        a = rng.uniform(0, math.pi)
+        d = max(h, w)
+        p0 = (int(cx - math.cos(a) * d), int(cy - math.sin(a) * d))
+        p1 = (int(cx + math.cos(a) * d), int(cy + math.sin(a) * d))
+        cv2.line(m, p0, p1, 1.0, max(int(min(h, w) * rng.uniform(0.02, 0.12)), 1))
+    return cv2.GaussianBlur(m, (0, 0), rng.uniform(0.5, 1.5))
+
+
+def add_distractors(canvas: np.ndarray, rng: np.random.Generator, n: int = 1) -> list[str]:
+    """Hard negatives painted into the scene (in place; no label): stripes, strongly coloured objects,
+    skin-coloured surfaces (a table, a wall, a sleeve), and shadow slabs. Returns the kinds drawn."""
+    h, w = canvas.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    kinds = []
+    for _ in range(n):
+        kind = ("stripes", "colour", "skin", "shadow")[int(rng.choice(4, p=[0.25, 0.3, 0.3, 0.15]))]
+        kinds.append(kind)
+        region = _random_region(h, w, rng, big=kind == "skin" and rng.random() < 0.6)
+        if kind == "shadow":
+            canvas *= (1.0 - rng.uniform(0.25, 0.6) * cv2.GaussianBlur(region, (0, 0), rng.uniform(1, 6)))[..., None]
+            continue
+        shade = 1.0 + rng.uniform(-0.25, 0.25) * ((xx / w - 0.5) * math.cos(rng.uniform(0, 6.3))
+                                                  + (yy / h - 0.5) * math.sin(rng.uniform(0, 6.3)))
+        if kind == "stripes":
+            period = rng.uniform(3, max(min(h, w) / 6, 4))
+            a = rng.uniform(0, math.pi)
+            phase = ((xx * math.cos(a) + yy * math.sin(a)) / period) % 1.0
+            c1, c2 = _strong_colour(rng), (_strong_colour(rng) if rng.random() < 0.6 else rng.uniform(0, 255, 3))
+            fill = np.where((phase < 0.5)[..., None], c1, c2).astype(np.float32)
+        else:
+            col = _strong_colour(rng) if kind == "colour" else _skin_colour(rng)
+            fill = np.empty((h, w, 3), np.float32)
+            fill[:] = col
+            tex = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), rng.uniform(1, 4))
+            fill += (tex * rng.uniform(3, 12))[..., None]
+        fill *= shade[..., None]
+        a = region * rng.uniform(0.75, 1.0)
+        canvas *= (1.0 - a)[..., None]
+        canvas += fill * a[..., None]
+    return kinds
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Camera realism on a whole RGB uint8 image: colour temperature, low light (+ sensor noise), motion blur,
+    defocus, JPEG; each with its own probability (a pure function of ``rng``)."""
+    img = image.astype(np.float32)
+    if rng.random() < 0.5:  # colour temperature: warm (tungsten) or cool (daylight / LED)
+        k = rng.uniform(-0.25, 0.25)
+        img *= np.array([1 + k, 1 + k * 0.2, 1 - k], np.float32)
+    if rng.random() < 0.25:  # low light: darker, flatter, noisier
+        img = 255.0 * (img / 255.0).clip(0, 1) ** rng.uniform(1.0, 1.8) * rng.uniform(0.25, 0.65)
+        img += rng.normal(0, rng.uniform(2, 8), img.shape).astype(np.float32)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.15:  # motion blur: a line kernel
+        k = int(rng.integers(3, 10))
+        ker = np.zeros((k, k), np.float32)
+        ker[k // 2, :] = 1.0
+        ker = cv2.warpAffine(ker, cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0),
+                             (k, k))
+        img = cv2.filter2D(img, -1, ker / max(float(ker.sum()), 1e-6))
+    elif rng.random() < 0.12:  # defocus: a disk kernel
+        r = int(rng.integers(1, 4))
+        ker = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
+        cv2.circle(ker, (r, r), r, 1.0, -1)
+        img = cv2.filter2D(img, -1, ker / ker.sum())
+    if rng.random() < 0.2:
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 80))])
+        if ok:
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return np.ascontiguousarray(img)
+
+
+SCENES = ("mixed", "face", "ego", "negative", "pale")
+#: scene mix used by ``--scenes`` (v4); "mixed" is the v1-v3 composite
+V4_SCENES = {"mixed": 0.35, "face": 0.2, "ego": 0.25, "negative": 0.1, "pale": 0.1}
 
 
 # ----------------------------------------------------------------------------------------------- backgrounds
@@ -513,7 +691,7 @@ def build_augment(size: int):  # noqa: ANN201 - albumentations Compose
 class Sample:
     image: np.ndarray  # RGB uint8 (S, S, 3)
     mask: np.ndarray  # float32 (S, S) in [0, 1]
-    kind: str  # "composite", "plain", "real", "empty"
+    kind: str  # "composite", "plain", "real", "empty", or "scene:<kind>" / "negative" with spec.scenes
 
 
 @dataclass
@@ -526,6 +704,9 @@ class CompositeSpec:
     n_hands_p: tuple[float, float, float] = (0.7, 0.2, 0.1)
     canvas_scale: float = 1.25  # composite canvas side relative to the crop size (RandomResizedCrop zooms)
     harmonize: bool = True  # hide the paste (see paste_hand); False = the v1 pipeline
+    scenes: dict[str, float] = field(default_factory=dict)  # scene kind -> weight among composites ({}: v3 mix)
+    p_distract: float = 0.0  # composites with hands that also get hard-negative distractors behind the hands
+    p_photo: float = 0.0  # any sample: camera realism (photometric) before albumentations
     extra: dict = field(default_factory=dict)
 
 
@@ -540,7 +721,8 @@ class CompositeDataset:
                  backgrounds: Sequence[np.ndarray], *, size: int = 160, length: int = 2000, seed: int = 0,
                  augment: bool = True, spec: CompositeSpec | None = None,
                  bg_weights: Sequence[float] | None = None,
-                 real: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> None:
+                 real: Sequence[tuple[np.ndarray, np.ndarray]] = (), bg_names: Sequence[str] | None = None,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
         if augment and (not hands or not backgrounds):
             raise ValueError("compositing needs at least one hand and one background")
         if not plain and (not augment or (spec or CompositeSpec()).p_plain > 0):
@@ -558,6 +740,18 @@ class CompositeDataset:
             self.bg_p = None
         self.size, self.length, self.seed, self.augment = size, length, seed, augment
         self.spec = spec or CompositeSpec()
+        self.mean, self.std = tuple(mean), tuple(std)
+        unknown = set(self.spec.scenes) - set(SCENES)
+        if unknown:
+            raise ValueError(f"unknown scene kinds {sorted(unknown)}; choose from {SCENES}")
+        names = list(bg_names) if bg_names is not None else []
+        if names and len(names) != len(self.backgrounds):
+            raise ValueError("bg_names must name every background")
+        # backgrounds by role: face photos (hand-over-face scenes) and the rest (egocentric / pale scenes)
+        self.bg_names = names or None
+        self.face_idx = [i for i, n in enumerate(names) if n.startswith("facemask/")]
+        self.scene_idx = [i for i in range(len(self.backgrounds)) if i not in set(self.face_idx)] \
+            or list(range(len(self.backgrounds)))
         self.epoch = 0
         self._aug = None
 
@@ -591,18 +785,59 @@ class CompositeDataset:
             else:
                 n = int(rng.choice(3, p=list(self.spec.n_hands_p))) + 1
                 kind = "composite"
-            hands = [self.hands[int(rng.integers(len(self.hands)))] for _ in range(n)]
-            k = int(rng.choice(len(self.backgrounds), p=self.bg_p)) if self.bg_p is not None \
-                else int(rng.integers(len(self.backgrounds)))
-            bg = self.backgrounds[k]
-            img, m = composite(bg, hands, rng, (c, c), harmonize=self.spec.harmonize)
+            if self.spec.scenes and kind == "composite":
+                img, m, kind = self._scene(rng, c, n)
+            else:
+                hands = [self.hands[int(rng.integers(len(self.hands)))] for _ in range(n)]
+                k = int(rng.choice(len(self.backgrounds), p=self.bg_p)) if self.bg_p is not None \
+                    else int(rng.integers(len(self.backgrounds)))
+                bg = self.backgrounds[k]
+                img, m = composite(bg, hands, rng, (c, c), harmonize=self.spec.harmonize)
+        if self.spec.p_photo > 0 and rng.random() < self.spec.p_photo:
+            img = photometric(img, rng)
         self._aug.set_random_seed(int(rng.integers(2**31 - 1)))
         out = self._aug(image=img, mask=m)
         return Sample(np.ascontiguousarray(out["image"]), np.clip(out["mask"], 0, 1).astype(np.float32), kind)
 
+    def _scene(self, rng: np.random.Generator, c: int, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """One composite of a scene kind drawn from ``spec.scenes``; returns (image, mask, kind)."""
+        names = sorted(self.spec.scenes)
+        w = np.array([self.spec.scenes[k] for k in names], np.float64)
+        scene = names[int(rng.choice(len(names), p=w / w.sum()))]
+        if scene == "face" and not self.face_idx:
+            scene = "mixed"
+        harm = self.spec.harmonize
+
+        def pick(idx: list[int]) -> np.ndarray:
+            return self.backgrounds[idx[int(rng.integers(len(idx)))]]
+
+        def hands(k: int) -> list[Hand]:
+            return [self.hands[int(rng.integers(len(self.hands)))] for _ in range(k)]
+
+        if scene == "face" and self.face_idx:
+            img, m = composite(pick(self.face_idx), hands(1 + int(rng.random() < 0.3)), rng, (c, c), harmonize=harm,
+                               placement=FACE_PLACEMENT, crop=(0.75, 1.0))
+        elif scene == "ego":
+            img, m = composite(pick(self.scene_idx), hands(1 + int(rng.random() < 0.45)), rng, (c, c),
+                               harmonize=harm, placement=EGO_PLACEMENT,
+                               distractors=int(rng.integers(1, 3)) if rng.random() < 0.5 else 0)
+        elif scene == "negative":  # no hand: faces, skin-coloured / strongly coloured / striped things, shadows
+            bg = pick(self.face_idx) if self.face_idx and rng.random() < 0.35 else pick(list(range(len(
+                self.backgrounds))))
+            img, m = composite(bg, [], rng, (c, c), harmonize=harm, distractors=int(rng.integers(1, 4)))
+            return img, m, "negative"
+        elif scene == "pale":
+            img, m = composite(pick(self.scene_idx), hands(n), rng, (c, c), harmonize=harm, pale=True)
+        else:
+            k = int(rng.choice(len(self.backgrounds), p=self.bg_p)) if self.bg_p is not None \
+                else int(rng.integers(len(self.backgrounds)))
+            d = int(rng.integers(1, 3)) if rng.random() < self.spec.p_distract else 0
+            img, m = composite(self.backgrounds[k], hands(n), rng, (c, c), harmonize=harm, distractors=d)
+        return img, m, f"scene:{scene}"
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         smp = self.sample(index)
-        return to_input(smp.image), smp.mask[None].astype(np.float32)
+        return to_input(smp.image, self.mean, self.std), smp.mask[None].astype(np.float32)
 
 
 def to_input(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,

@@ -37,7 +37,8 @@ from bglab.train import composite as C
 from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
 
-ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable")
+ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable", "encoder")
+ENCODERS = ("none", "efficientnet-lite0")
 
 
 @dataclass
@@ -75,6 +76,9 @@ class TrainConfig:
     real_split: tuple[float, float, float] = (0.5, 0.1, 0.4)  # grouped like `bglab experiment`; test never used
     real_origin: str | None = None  # source name for the split's strata (default: the real_images folder name)
     p_real: float = 0.3
+    encoder: str = "none"  # "none": the from-scratch U-Net; "efficientnet-lite0": pretrained encoder + decoder
+    encoder_lr: float = 0.3  # the pretrained encoder's learning rate as a fraction of --lr
+    scenes: bool = False  # v4 scene kinds (hand over face, egocentric, hard negatives, pale) + photometric realism
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,10 +86,56 @@ class TrainConfig:
         return {k: getattr(self, k) for k in ARCH_KEYS}
 
 
-def build_model(arch: dict[str, Any]) -> UNet:
+def build_model(arch: dict[str, Any], *, pretrained: bool = False) -> torch.nn.Module:
+    """The network an ``arch`` dict describes: bglab's U-Net (``encoder`` "none", the default) or the
+    EfficientNet-Lite U-Net (:mod:`bglab.train.effunet`; ``pretrained`` loads the ImageNet encoder weights,
+    only wanted for a fresh run: checkpoints hold every weight)."""
+    enc = arch.get("encoder") or "none"
+    if enc != "none":
+        from bglab.train.effunet import EffUNet
+
+        return EffUNet(enc, pretrained=pretrained, dropout=float(arch.get("dropout", 0.0)))
     return UNet(3, 1, depth=int(arch["depth"]), base=int(arch["base"]), dropout=float(arch["dropout"]),
                 batchnorm=bool(arch["batchnorm"]), skip=arch["skip"], max_mult=int(arch.get("max_mult", 8)),
                 separable=bool(arch.get("separable", False)))
+
+
+def normalisation(arch: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the network's input, in the ``(x / 255 - mean) / std`` form."""
+    if (arch.get("encoder") or "none") != "none":
+        from bglab.train.effunet import LITE_MEAN, LITE_STD
+
+        return LITE_MEAN, LITE_STD
+    return C.IMAGENET_MEAN, C.IMAGENET_STD
+
+
+def input_multiple(arch: dict[str, Any]) -> int:
+    """Input sides must be multiples of this (1: any size)."""
+    if (arch.get("encoder") or "none") != "none":
+        from bglab.train.effunet import MULTIPLE
+
+        return MULTIPLE
+    return 1
+
+
+def renormalise(x: np.ndarray, src: tuple[Sequence[float], Sequence[float]],
+                dst: tuple[Sequence[float], Sequence[float]]) -> np.ndarray:
+    """Inputs normalised with ``src`` (mean, std) re-expressed with ``dst`` (exact: both are per-channel affine)."""
+    if tuple(src[0]) == tuple(dst[0]) and tuple(src[1]) == tuple(dst[1]):
+        return x
+    sm, ss = (np.asarray(v, np.float32)[None, :, None, None] for v in src)
+    dm, ds = (np.asarray(v, np.float32)[None, :, None, None] for v in dst)
+    return np.ascontiguousarray(((x * ss + sm) - dm) / ds, dtype=np.float32)
+
+
+def scene_spec(cfg: TrainConfig, *, real: bool) -> C.CompositeSpec:
+    """The training sample mix of a config (v3: harmonised composites, + real photos; + v4 scene kinds)."""
+    kw: dict[str, Any] = {"harmonize": cfg.harmonize}
+    if real:
+        kw.update(p_plain=0.08, p_real=cfg.p_real)
+    if cfg.scenes:
+        kw.update(scenes=dict(C.V4_SCENES), p_distract=0.3, p_photo=0.5)
+    return C.CompositeSpec(**kw)
 
 
 def seed_everything(seed: int) -> None:
@@ -163,6 +213,8 @@ class Data:
     val_kind: np.ndarray  # 0 composite, 1 plain webcam, 2 real photo (pseudo-labelled)
     splits: dict[str, Any]
     counts: dict[str, int]
+    test: list[C.KeyedRecord] = field(default_factory=list)  # held-out keyed webcam photos (scored, never trained)
+    norm: tuple[tuple[float, ...], tuple[float, ...]] = (C.IMAGENET_MEAN, C.IMAGENET_STD)  # of val_x
 
 
 def _worker_init(_: int) -> None:
@@ -202,12 +254,12 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> Data:
         real_hands, real_tr = C.load_hands(real_split["train"], despill=False, long_side=320)
         hands_tr = hands_tr + real_hands
         _, real_va = C.load_hands(real_split["val"], despill=False, long_side=320, cut=False)
-    spec = C.CompositeSpec(harmonize=cfg.harmonize)
-    if real_tr:
-        spec = C.CompositeSpec(harmonize=cfg.harmonize, p_plain=0.08, p_real=cfg.p_real)
+    spec = scene_spec(cfg, real=bool(real_tr))
+    mean, std = normalisation(cfg.arch())
     train = C.CompositeDataset(hands_tr, plain_tr, [b for _, b in bg_train], size=cfg.size,
                                length=cfg.samples_per_epoch, seed=cfg.seed, augment=cfg.augment,
-                               bg_weights=C.source_weights([n for n, _ in bg_train]), spec=spec, real=real_tr)
+                               bg_weights=C.source_weights([n for n, _ in bg_train]), spec=spec, real=real_tr,
+                               bg_names=[n for n, _ in bg_train], mean=mean, std=std)
     # fixed validation: composites (val hands on val backgrounds, fixed seed) + the plain val webcam photos
     vspec = C.CompositeSpec(p_plain=0.0)
     vds = C.CompositeDataset(hands_va, plain_va, [b for _, b in bg_val], size=cfg.size, length=cfg.val_composites,
@@ -227,7 +279,7 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> Data:
               "real_train": len(real_tr), "real_val": len(rx), "real_test_unused": len(real_split["test"])}
     log(f"data: {counts} ({time.time() - t0:.1f} s)")
     return Data(train, np.concatenate([cx, px, rx]), np.concatenate([cy, py, ry]).astype(np.float32),
-                np.array([0] * len(cx) + [1] * len(px) + [2] * len(rx)), splits, counts)
+                np.array([0] * len(cx) + [1] * len(px) + [2] * len(rx)), splits, counts, list(split["test"]))
 
 
 def _fixed_photos(pairs: Sequence[tuple[np.ndarray, np.ndarray]], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -276,8 +328,8 @@ LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_f1", "val_iou", "val_f1_co
 
 def _check_resume_config(run: Path, cfg: TrainConfig) -> TrainConfig:
     old = json.loads((run / "config.json").read_text())
-    for k in ARCH_KEYS + ("size", "seed"):
-        if k in old and old[k] != getattr(cfg, k):
+    for k in ARCH_KEYS + ("size", "seed", "scenes"):
+        if old.get(k, TrainConfig.__dataclass_fields__[k].default) != getattr(cfg, k):
             raise ConfigError(f"--resume with a different {k} ({getattr(cfg, k)!r} vs {old[k]!r} in the run)",
                               path=run / "config.json", hint="resume with the original options or use a new --out")
     return cfg
@@ -301,9 +353,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     torch.set_num_threads(max(1, cfg.threads))
     cv2.setNumThreads(1)
     data = data or prepare_data(cfg, log)
-    model = build_model(cfg.arch())
+    if cfg.encoder not in ENCODERS:
+        raise ConfigError(f"unknown encoder {cfg.encoder!r}", hint=f"choose one of: {', '.join(ENCODERS)}")
+    fresh = not (resume and (run / "state.json").is_file())
+    model = build_model(cfg.arch(), pretrained=fresh)
+    norm = normalisation(cfg.arch())
+    data.train.mean, data.train.std = norm
+    val_x = renormalise(data.val_x, data.norm, norm)
     n_params = count_params(model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if hasattr(model, "encoder_parameters"):  # pretrained encoder: a smaller step than the new decoder
+        opt = torch.optim.Adam([{"params": model.decoder_parameters(), "lr": cfg.lr},
+                                {"params": model.encoder_parameters(), "lr": cfg.lr * cfg.encoder_lr}], lr=cfg.lr)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=2)
     state: dict[str, Any] = {"epoch": -1, "best_loss": float("inf"), "best_epoch": -1, "elapsed_s": 0.0,
                              "bad_epochs": 0, "stop": None, "params": n_params}
@@ -320,7 +382,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if not log_path.is_file() or not resume:
         with log_path.open("w", newline="") as fh:
             csv.writer(fh).writerow(LOG_FIELDS)
-    log(f"model: UNet {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32)")
+    kind = f"EffUNet ({cfg.encoder}, {'pretrained' if fresh else 'from checkpoint'})" if cfg.encoder != "none" \
+        else "UNet"
+    log(f"model: {kind} {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32)")
     budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=cfg.batch, shuffle=False, num_workers=cfg.workers, drop_last=False,
@@ -357,7 +421,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                 prog.remove_task(task)
             if n == 0:
                 break
-            ev = evaluate(model, data.val_x, data.val_y, data.val_kind)
+            ev = evaluate(model, val_x, data.val_y, data.val_kind)
             epoch_s = time.time() - t0
             state["elapsed_s"] = elapsed0 + (time.time() - t_session)
             improved = ev["val_loss"] < state["best_loss"] - 1e-4
@@ -434,7 +498,14 @@ def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset:
     model = build_model(conf)
     load_weights(model, run / f"{which}.safetensors")
     prob = ProbModel(model).eval()
+    mean, std = normalisation(conf)
+    mult = input_multiple(conf)
     size = int(size or conf["size"])
+    if size % mult:
+        raise ConfigError(f"--size must be a multiple of {mult} for this model, not {size}",
+                          hint=f"e.g. --size {max(mult, round(size / mult) * mult)}")
+    encoder = conf.get("encoder") or "none"
+    name = "hand_unet" if encoder == "none" else f"hand_unet_{encoder.replace('-', '_')}"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:  # the temporary file never outlives a failed export or check
@@ -446,20 +517,24 @@ def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset:
                               dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
                                             "prob": {0: "batch", 2: "height", 3: "width"}})
         m = onnx.load(str(tmp))
-        meta = {"bglab.model": "hand_unet", "bglab.size": str(size),
-                "bglab.mean": json.dumps(list(C.IMAGENET_MEAN)), "bglab.std": json.dumps(list(C.IMAGENET_STD)),
-                "bglab.threshold": str(threshold), "bglab.resize": "long-side"}
+        meta = {"bglab.model": name, "bglab.size": str(size),
+                "bglab.mean": json.dumps(list(mean)), "bglab.std": json.dumps(list(std)),
+                "bglab.threshold": str(threshold), "bglab.resize": "long-side", "bglab.multiple": str(mult)}
         for k, v in meta.items():
             p = m.metadata_props.add()
             p.key, p.value = k, v
-        m.doc_string = "bglab hand U-Net: input float32 NCHW RGB (x/255-mean)/std, output sigmoid probability"
+        m.doc_string = ("bglab hand U-Net: input float32 NCHW RGB (x/255-mean)/std"
+                        + (f", height and width multiples of {mult}" if mult > 1 else "")
+                        + ", output sigmoid probability")
         onnx.checker.check_model(m)
         onnx.save(m, str(tmp))
         # ONNX Runtime vs PyTorch, at two shapes (dynamic batch and spatial size)
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         g = torch.Generator().manual_seed(0)
         max_diff = 0.0
-        for shape in ((2, 3, size, size), (1, 3, max(size * 2 // 3, 8), size), (1, 3, 37, 53)):
+        shapes = ((2, 3, size, size), (1, 3, max(size * 2 // 3, 8), size), (1, 3, 37, 53)) if mult == 1 else \
+            ((2, 3, size, size), (1, 3, max(size - 2 * mult, mult), size), (1, 3, size + mult, 2 * mult))
+        for shape in shapes:  # several sizes: the dynamic axes (and, for the encoder, its padding) hold
             x = torch.randn(*shape, generator=g)
             with torch.no_grad():
                 ref = prob(x).numpy()
@@ -474,22 +549,27 @@ def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset:
     os.replace(tmp, out)
     state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
     info = {
-        "name": "hand_unet",
+        "name": name,
         "file": out.name,
         "sha256": sha256_file(out),
         "bytes": out.stat().st_size,
         "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "channels": "RGB",
-                  "size": size, "resize": "long-side",
-                  "resize_note": "scale so the long side equals `size` (aspect kept, no padding); any H, W works",
-                  "mean": list(C.IMAGENET_MEAN), "std": list(C.IMAGENET_STD), "scale": 1 / 255},
+                  "size": size, "resize": "long-side", "multiple": mult,
+                  "resize_note": ("scale so the long side equals `size` (aspect kept, no padding); any H, W works"
+                                  if mult == 1 else
+                                  f"scale so the long side equals `size`, each side rounded to a multiple of {mult} "
+                                  "(aspect kept within that rounding, no padding)"),
+                  "mean": list(mean), "std": list(std), "scale": 1 / 255},
         "output": {"name": "prob", "meaning": "sigmoid hand probability, (N, 1, H, W)"},
         "threshold": threshold,
-        "arch": {k: conf[k] for k in ARCH_KEYS if k in conf},
+        "arch": ({k: conf[k] for k in ARCH_KEYS if k in conf} if encoder == "none"
+                 else {"encoder": encoder, "decoder": "U-Net, depthwise-separable blocks",
+                       "dropout": conf.get("dropout", 0.0), "pretrained": "ImageNet (efficientnet-lite0 wheel)"}),
         "params": conf.get("params"),
         "training": {"command": conf.get("command", ""), "elapsed_min": round(state.get("elapsed_s", 0) / 60, 1),
                      "epochs": state.get("epoch", -1) + 1, "best_epoch": state.get("best_epoch"),
                      "stop": state.get("stop"), "seed": conf.get("seed"), "counts": conf.get("counts"),
-                     "crop_size": conf.get("size"),
+                     "crop_size": conf.get("size"), "scenes": conf.get("scenes", False),
                      "torch": conf.get("torch")},
         "validation": {k: round(v, 4) for k, v in (state.get("best_scores") or {}).items()},
         "export": {"opset": opset, "max_abs_diff_vs_torch": max_diff, "checkpoint": f"{which}.safetensors"},
@@ -513,32 +593,108 @@ ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("+dropout", {"dropout": 0.2, "batchnorm": False, "augment": False}),
     ("+batch-norm", {"dropout": 0.2, "batchnorm": True, "augment": False}),
     ("+augmentation", {"dropout": 0.2, "batchnorm": True, "augment": True}),
+    # v3's recipe: + the pseudo-labelled real photos (needs --real-images / --real-masks)
+    ("+pseudo-labels", {"dropout": 0.0, "batchnorm": True, "augment": True, "real": True}),
+    # v4: the pretrained EfficientNet-Lite0 encoder, then the new scene kinds + photometric realism
+    ("+pretrained encoder", {"dropout": 0.0, "batchnorm": True, "augment": True, "real": True,
+                             "encoder": "efficientnet-lite0"}),
+    ("+scenes", {"dropout": 0.0, "batchnorm": True, "augment": True, "real": True,
+                 "encoder": "efficientnet-lite0", "scenes": True}),
 ]
 
 
+@torch.no_grad()
+def predict_image(model: torch.nn.Module, image: np.ndarray, *, size: int, arch: dict[str, Any]) -> np.ndarray:
+    """Hand probability (H, W) for one RGB uint8 image, pre-processed exactly as the ``unet`` backend does."""
+    import cv2
+
+    from bglab.segment.unet import as_rgb, input_shape
+
+    rgb = as_rgb(image)
+    h, w = rgb.shape[:2]
+    nh, nw = input_shape(h, w, size, input_multiple(arch))
+    small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if nh * nw < h * w else cv2.INTER_LINEAR)
+    mean, std = normalisation(arch)
+    x = torch.from_numpy(C.to_input(small, mean, std)[None])
+    prob = torch.sigmoid(model.eval()(x))[0, 0].numpy()
+    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def score_sets(model: torch.nn.Module, sets: dict[str, Sequence[tuple[Path, Path]]], *, size: int,
+               arch: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean per-image IoU / F1 (threshold 0.5) of ``model`` on each set of (image, mask) files."""
+    out = {}
+    for name, items in sets.items():
+        if not items:
+            continue
+        sc = [mask_scores(predict_image(model, C._read_rgb(i), size=size, arch=arch) >= 0.5, C._read_mask(m) > 0.5)
+              for i, m in items]
+        out[name] = {"n": len(sc), "iou": float(np.mean([x["iou"] for x in sc])),
+                     "f1": float(np.mean([x["f1"] for x in sc]))}
+    return out
+
+
+def eval_sets(data: Data, wild: str | Path | None) -> dict[str, list[tuple[Path, Path]]]:
+    """The test sets of the ablation: held-out keyed webcam photos, and ``wild`` (images/ + masks/) if given."""
+    sets: dict[str, list[tuple[Path, Path]]] = {"webcam_test": [(r.image, r.mask) for r in data.test]}
+    if wild:
+        root = Path(wild)
+        imgs = sorted(p for p in (root / "images").glob("*") if p.suffix.lower() in C._PHOTO_EXT)
+        sets["hands_wild"] = [(p, root / "masks" / f"{p.stem}.png") for p in imgs
+                              if (root / "masks" / f"{p.stem}.png").is_file()]
+        if not sets["hands_wild"]:
+            raise DatasetError("no image with a mask in the wild set", path=root,
+                               hint="expected DIR/images/NAME.jpg and DIR/masks/NAME.png")
+    return sets
+
+
 def ablate(cfg: TrainConfig, *, minutes_each: float = 3.0, names: Sequence[str] | None = None,
-           log: Callable[[str], None] = print, progress: bool = False) -> list[dict[str, Any]]:
-    """Short runs adding dropout, batch-norm, augmentation in turn; all scored on the same validation set."""
+           log: Callable[[str], None] = print, progress: bool = False, wild: str | Path | None = None,
+           eval_size: int = 160) -> list[dict[str, Any]]:
+    """Short runs adding dropout, batch-norm, augmentation, pseudo-labels, the pretrained encoder and the v4
+    scene kinds in turn; all scored on the same validation set, and (best checkpoint) on the held-out keyed
+    webcam photos and ``wild`` (e.g. hands_wild: scored only, never trained on) at long side ``eval_size``
+    (rounded to a multiple of 32 for the encoder models)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    unknown = set(names or ()) - {n for n, _ in ABLATIONS}
+    if unknown:
+        raise ConfigError(f"unknown ablation rows {sorted(unknown)}", hint=f"choose from: {[n for n, _ in ABLATIONS]}")
     base_data = prepare_data(cfg, log)
+    sets = eval_sets(base_data, wild)
     rows = []
     for name, change in ABLATIONS:
         if names and name not in names:
             continue
-        c = TrainConfig(**{**asdict(cfg), **change, "out": str(out / name.strip("+")),
+        change = dict(change)
+        use_real = bool(change.pop("real", False)) and bool(base_data.train.real)
+        c = TrainConfig(**{**asdict(cfg), **change, "out": str(out / name.strip("+").replace(" ", "-")),
                            "max_minutes": minutes_each})
-        d = Data(C.CompositeDataset(base_data.train.hands, base_data.train.plain, base_data.train.backgrounds,
-                                    size=c.size, length=c.samples_per_epoch, seed=c.seed, augment=c.augment,
-                                    bg_weights=base_data.train.bg_p, spec=C.CompositeSpec(harmonize=c.harmonize)),
-                 base_data.val_x, base_data.val_y, base_data.val_kind, base_data.splits, base_data.counts)
-        log(f"--- ablation {name}: {change}")
+        spec = scene_spec(c, real=use_real)
+        mean, std = normalisation(c.arch())
+        t = base_data.train
+        d = Data(C.CompositeDataset(t.hands, t.plain, t.backgrounds, size=c.size, length=c.samples_per_epoch,
+                                    seed=c.seed, augment=c.augment, bg_weights=t.bg_p, spec=spec,
+                                    real=t.real if use_real else (), bg_names=getattr(t, "bg_names", None),
+                                    mean=mean, std=std),
+                 base_data.val_x, base_data.val_y, base_data.val_kind, base_data.splits, base_data.counts,
+                 base_data.test, base_data.norm)
+        log(f"--- ablation {name}: {change}{' + real photos' if use_real else ''}")
         if Path(c.out, "state.json").is_file():
             raise ConfigError("ablation run folder already exists", path=c.out, hint="use a new --out")
         st = train(c, progress=progress, log=log, data=d)
         sc = st.get("best_scores") or {}
-        rows.append({"name": name, **change, "epochs": st["epoch"] + 1, "minutes": round(st["elapsed_s"] / 60, 2),
-                     **{k: sc.get(k) for k in ("val_loss", "val_f1", "val_iou", "val_f1_comp", "val_f1_plain")}})
+        model = build_model(c.arch())
+        load_weights(model, Path(c.out) / "best.safetensors")
+        mult = input_multiple(c.arch())
+        size = max(mult, int(round(eval_size / mult)) * mult)
+        tests = score_sets(model, sets, size=size, arch=c.arch())
+        rows.append({"name": name, **change, "real": use_real, "epochs": st["epoch"] + 1,
+                     "samples": (st["epoch"] + 1) * c.samples_per_epoch,
+                     "minutes": round(st["elapsed_s"] / 60, 2), "eval_size": size,
+                     **{k: sc.get(k) for k in ("val_loss", "val_f1", "val_iou", "val_f1_comp", "val_f1_plain")},
+                     **{f"{k}_{m}": v[m] for k, v in tests.items() for m in ("iou", "f1")}})
+        atomic_write_text(out / "ablation.json", json.dumps(rows, indent=1))
     atomic_write_text(out / "ablation.json", json.dumps(rows, indent=1))
     return rows
 

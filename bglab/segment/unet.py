@@ -108,13 +108,13 @@ class UNetSegmenter(SegmenterBase):
 
     def __init__(self, model: str | Path | None = None, runtime: Runtime | None = None, *,
                  size: int | None = None, threshold: float | None = None, batch_size: int = 8,
-                 unverified: bool = False, default_model: Path = DEFAULT_MODEL, name: str = "unet") -> None:
+                 unverified: bool = False, default_model: Path | None = None, name: str = "unet") -> None:
         from bglab.limits import MAX_UNET_SIZE
 
         runtime = runtime or Runtime.from_env()
         self.name = name
         shipped = model is None
-        path = Path(model) if model is not None else default_model
+        path = Path(model) if model is not None else (default_model or DEFAULT_MODEL)  # looked up at call time
         if not path.is_file():
             raise BackendError("U-Net model file not found", path=path,
                                hint="reinstall bglab (the model ships in bglab/models/)" if shipped

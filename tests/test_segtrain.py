@@ -321,3 +321,15 @@ def test_mask_scores_edge_cases():
     c[0, 1] = True
     s = S.mask_scores(c, b)
     assert s["iou"] == 0.5 and s["recall"] == 1.0 and s["precision"] == 0.5 and abs(s["f1"] - 2 / 3) < 1e-9
+
+
+def test_resume_after_a_time_budget_stop_trains_on(fake_data, tmp_path):
+    """A run stopped by its time budget, resumed with a larger one, trains on (the old stop reason is cleared)."""
+    out = tmp_path / "run"
+    S.train(_tiny_cfg(fake_data, out, epochs=1), progress=False, log=lambda s: None)
+    saved = json.loads((out / "state.json").read_text())
+    saved["stop"] = "time budget"
+    (out / "state.json").write_text(json.dumps(saved))
+    st = S.train(_tiny_cfg(fake_data, out, epochs=3), resume=True, progress=False, log=lambda s: None)
+    assert st["epoch"] == 2 and st["stop"] == "epochs done"
+    assert [int(r["epoch"]) for r in csv.DictReader((out / "log.csv").open())] == [0, 1, 2]

@@ -372,6 +372,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if resume and (run / "state.json").is_file():
         state.update({k: from_json_float(v) for k, v in load_checkpoint(run, model, opt, sched).items()
                       if k not in ("optimizer", "scheduler")})
+        state["stop"] = None  # why the last session stopped (e.g. its time budget) must not stop this one
         log(f"resumed at epoch {state['epoch'] + 1} (best val loss {state['best_loss']:.4f} "
             f"at epoch {state['best_epoch']})")
     conf = asdict(cfg)

@@ -517,6 +517,10 @@ def preprocess(
         raise ConfigError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
     pipe = Pipeline.from_config(config)  # validates; no backend is opened here
     resolved = pipe.to_config()
+    if engine == "ray":
+        from bglab.engines.ray_engine import check_address
+
+        check_address(dict(engine_options or {}).get("address"))  # before anything is written
     _check_separate(sources, (), Path(dst))  # folders first: before reading them (DST = SRC, nested)
     samples, problems = collect_samples(sources, manifest=manifest)
     if limit is not None and int(limit) < len(samples):

@@ -722,3 +722,34 @@ def test_ray_engine_gives_the_serial_figures_and_reports_a_failing_run(data_root
                       if not (r["arm"] == "keyed" and r["seed"] == "1"))
 
     assert rows(serial) == rows(viaray) and rows(serial)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_address_that_does_not_answer_fails_fast_and_writes_nothing(data_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    import time
+
+    from bglab.errors import BackendError
+    from bglab.experiment.runner import run_experiment
+    from bglab.preprocess import preprocess
+
+    cfg = parse_config(micro_config(data_root))
+    addr = f"127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(BackendError, match=rf"Ray cluster at {addr} does not answer"):
+        run_experiment(cfg, tmp_path / "run", engine="ray", engine_options={"address": addr}, report=False)
+    with pytest.raises(BackendError, match="does not answer"):
+        preprocess([data_root / "screen"], tmp_path / "pre", {"steps": [{"resize": {"size": 16}}]},
+                   engine="ray", engine_options={"address": f"ray://{addr}"})
+    assert time.monotonic() - t0 < 20
+    assert not (tmp_path / "run").exists() and not (tmp_path / "pre").exists()
+    with pytest.raises(BackendError, match="not host:port"):
+        run_experiment(cfg, tmp_path / "run", engine="ray", engine_options={"address": "nohost"}, report=False)

@@ -31,7 +31,7 @@ from typing import Any
 
 from bglab.errors import BackendError
 
-__all__ = ["run_chunks"]
+__all__ = ["check_address", "run_chunks"]
 
 
 def _import_ray() -> Any:
@@ -61,6 +61,31 @@ class _ChunkUDF:
             items = [Item(**d) for d in json.loads(str(chunk_json))]
             out.append(json.dumps(self.worker.process(items), default=str))
         return {"records": np.array(out, dtype=object)}
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds, before anything is written, when a cluster ``address`` does not answer.
+
+    ``host:port`` and ``ray://host:port`` are probed with a TCP connection (``ray.init`` itself may wait for
+    minutes); ``auto``, ``local`` and no address are left to Ray, which fails fast when no local cluster runs."""
+    if not address or str(address).strip().lower() in ("auto", "local"):
+        return
+    text = str(address).strip()
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BackendError(f"Ray address {text!r} is not host:port",
+                           hint="use --engine-option address=HOST:6379, ray://HOST:10001 or auto")
+    import socket
+
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise BackendError(f"the Ray cluster at {text} does not answer ({why}, {timeout:g} s)",
+                           hint="start it with `ray start --head`, check the address and firewall, "
+                                "or use --engine local") from None
 
 
 def _init(ray: Any, workers: int, num_cpus: float, address: str | None,

@@ -806,9 +806,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     if engine not in ("local", "ray"):
         raise ConfigError(f"unknown engine {engine!r}", hint="use local or ray")
     if engine == "ray":
-        from bglab.engines.ray_engine import _import_ray
+        from bglab.engines.ray_engine import _import_ray, check_address
 
-        _import_ray()  # a clear error before anything is written
+        _import_ray()  # clear errors before anything is written
+        check_address(dict(engine_options or {}).get("address"))
     elif str(device).lower() != "cpu" and parallel_runs > 1:
         raise ConfigError("--parallel-runs runs CPU processes", hint="use --device cpu, or --parallel-runs 1")
     if (parallel_runs > 1 or engine == "ray") and (max_epochs is not None or on_epoch is not None):

@@ -68,8 +68,8 @@ def test_head_runs_train_on_cached_features_and_store_only_the_head(head_run) ->
         assert state["done"] and state["model"]["tune"] == "head"
         assert sorted(weights) == ["head.1.bias", "head.1.weight"]  # the frozen backbone is not copied
         assert tuple(weights["head.1.weight"].shape) == (3, 1280)
-    feats = sorted((out / "cache" / "features").glob("*.npy"))
-    assert feats and all(np.load(f, allow_pickle=False).shape[1] == 1280 for f in feats)
+    feats = sorted((out / "cache" / "features").glob("*/*.npy"))  # one file per image
+    assert feats and all(np.load(f, allow_pickle=False).shape == (1280,) for f in feats)
     rows = csv_rows(out / "metrics.csv")
     final = [r for r in rows if r["split"] == "test" and r["epoch"] == "3" and r["distortion"] == "clean"
              and r["test_set"] == "screen"]
@@ -287,3 +287,35 @@ def test_rps_pretrained_quick_profile_on_shared_data(shared_data: Path, tmp_path
               and r["distortion"] == "clean" and r["epoch"] == "5"]
     assert len(webcam) == 4 and min(webcam) >= 0.75
     assert "Study: background" in (tmp_path / "quick" / "report.html").read_text()
+
+
+def test_feature_cache_keys_images_not_batches(tmp_path: Path) -> None:
+    """An image embedded once (in any batch) is read back in any other batch, in order; only new images are
+    embedded; a broken cache file is recomputed; results equal an uncached embedding."""
+    import torch
+
+    from bglab.experiment.features import FeatureCache
+
+    seen: list[int] = []
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return x.float().mean(dim=(2, 3)) * torch.tensor([1.0, 2.0, 3.0])
+
+    rng = np.random.default_rng(0)
+    imgs = torch.from_numpy(rng.integers(0, 256, (6, 3, 8, 8), dtype=np.uint8))
+    cache = FeatureCache("test|cpu", embed, tmp_path / "f", batch=4)
+    a = cache(imgs[:4])
+    assert seen == [4] and a.shape == (4, 3)
+    again = FeatureCache("test|cpu", embed, tmp_path / "f", batch=4)  # a new invocation: disk only
+    b = again(imgs[[5, 2, 0, 4, 2]])
+    assert seen == [4, 2]  # images 5 and 4 are new, 2 and 0 come from disk
+    assert torch.equal(b, embed(imgs[[5, 2, 0, 4, 2]]))
+    files = sorted((tmp_path / "f").glob("*/*.npy"))
+    assert len(files) == 6
+    files[0].write_bytes(b"broken")
+    third = FeatureCache("test|cpu", embed, tmp_path / "f", batch=4)
+    assert torch.equal(third(imgs), embed(imgs)) and seen[-2] == 1
+    other = FeatureCache("other|cpu", embed, tmp_path / "f")  # another backbone never reads these
+    other(imgs[:1])
+    assert seen[-1] == 1

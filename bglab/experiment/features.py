@@ -2,10 +2,12 @@
 
 With a frozen pretrained backbone every run of an arm sees the same features, so they are computed once and
 the runs (every seed, every head) train a linear layer on them in seconds. The cache key is the content of
-the uint8 batch plus the backbone's identity (name + weights checksum), so the same images through the same
-weights are never embedded twice, in this invocation or a resumed one; files are ``.npy`` (no pickle),
-written atomically under ``cache/features/``. :func:`onnx_embedder` runs the frozen backbone in ONNX Runtime
-(exported in memory), about 4x faster than PyTorch's depthwise convolutions on a CPU.
+each uint8 image plus the backbone's identity (name + weights checksum), so the same image through the same
+weights is never embedded twice, whichever batch, protocol or arm it comes in, in this invocation or a
+resumed one (ONNX Runtime's CPU features do not depend on the batch they are computed in: tested); files are
+one ``.npy`` per image (no pickle), written atomically under ``cache/features/<2 hex>/``.
+:func:`onnx_embedder` runs the frozen backbone in ONNX Runtime (exported in memory), about 4x faster than
+PyTorch's depthwise convolutions on a CPU.
 """
 
 from __future__ import annotations
@@ -54,39 +56,60 @@ class FeatureCache:
                                              for i in range(0, x.shape[0], self.batch)])
         return self._maps[key]
 
+    def _load(self, key: str, n_feat: int | None) -> np.ndarray | None:
+        path = None if self.folder is None else self.folder / key[:2] / f"{key}.npy"
+        if path is None or not path.is_file():
+            return None
+        try:
+            row = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None  # a broken cache file is recomputed
+        if row.ndim != 1 or (n_feat is not None and row.shape[0] != n_feat):
+            return None
+        return row
+
+    def _save(self, key: str, row: np.ndarray) -> None:
+        if self.folder is None:
+            return
+        from bglab.io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(row, dtype=np.float32), allow_pickle=False)
+        path = self.folder / key[:2] / f"{key}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+
     def __call__(self, x: Any) -> Any:
         import torch
 
-        arr = x.numpy()
-        key = self._key(arr)
-        if key in self._mem:
-            return self._mem[key]
-        path = None if self.folder is None else self.folder / f"{key}.npy"
-        feats: np.ndarray | None = None
-        if path is not None and path.is_file():
-            try:
-                feats = np.load(path, allow_pickle=False)
-                if feats.shape[0] != arr.shape[0]:
-                    feats = None
-            except (OSError, ValueError):
-                feats = None  # a broken cache file is recomputed
-        if feats is None:
-            parts = []
+        arr = np.ascontiguousarray(x.numpy())
+        keys = [self._key(arr[i]) for i in range(arr.shape[0])]
+        rows: list[np.ndarray | None] = [self._mem.get(k) for k in keys]
+        n_feat = next((r.shape[0] for r in rows if r is not None), None)
+        for i, k in enumerate(keys):
+            if rows[i] is None:
+                rows[i] = self._load(k, n_feat)
+                if rows[i] is not None:
+                    n_feat = rows[i].shape[0]
+        todo = sorted({keys[i]: i for i, r in enumerate(rows) if r is None}.values())
+        if todo:
             with torch.no_grad():
-                for i in range(0, arr.shape[0], self.batch):
-                    parts.append(self.embed(x[i:i + self.batch]).float().cpu().numpy())
-            feats = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-            if path is not None:
-                from bglab.io import atomic_write_bytes
-
-                buf = io.BytesIO()
-                np.save(buf, feats.astype(np.float32), allow_pickle=False)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(path, buf.getvalue())
-            self.log(f"  features: {arr.shape[0]} image(s) embedded ({self.identity.split('|')[0]})")
-        out = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
-        self._mem[key] = out
-        return out
+                for j in range(0, len(todo), self.batch):
+                    idx = todo[j:j + self.batch]
+                    feats = self.embed(x[idx]).float().cpu().numpy()
+                    for i, f in zip(idx, feats, strict=True):
+                        self._save(keys[i], f)
+                        self._mem[keys[i]] = f
+            for i, k in enumerate(keys):
+                if rows[i] is None:
+                    rows[i] = self._mem[k]
+            self.log(f"  features: {len(todo)} image(s) embedded ({self.identity.split('|')[0]}), "
+                     f"{len(keys) - len(todo)} from the cache")
+        for k, r in zip(keys, rows, strict=True):
+            self._mem[k] = r
+        if not rows:
+            return torch.zeros((0, 0), dtype=torch.float32)
+        return torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
 
 
 def onnx_embedder(model: Any, shape: tuple[int, int, int], threads: int = 0) -> Callable[[Any], Any]:

@@ -142,20 +142,32 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[
     _atomic_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """``(state, model_state_dict, optimizer_tensors)`` of a run checkpoint (safetensors; no pickle)."""
+def checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The state of a run checkpoint from its header alone (no tensor is read: resume checks every run)."""
     from safetensors import safe_open
 
     p = Path(path)
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
         raise BglabError(f"cannot read checkpoint: {exc}", path=p, hint="delete it to retrain this run") from None
     if "bglab" not in meta:
         raise BglabError("checkpoint has no bglab state", path=p, hint="delete it to retrain this run")
-    state = json.loads(meta["bglab"])
+    return json.loads(meta["bglab"])
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(state, model_state_dict, optimizer_tensors)`` of a run checkpoint (safetensors; no pickle)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    state = checkpoint_state(p)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise BglabError(f"cannot read checkpoint: {exc}", path=p, hint="delete it to retrain this run") from None
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
     return state, model, optim
@@ -715,7 +727,7 @@ def _is_done(out: Path, key: RunKey) -> bool:
     if not ckpt.is_file():
         return False
     try:
-        return bool(load_checkpoint(ckpt)[0].get("done"))
+        return bool(checkpoint_state(ckpt).get("done"))
     except BglabError:
         return False
 

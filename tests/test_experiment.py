@@ -753,3 +753,19 @@ def test_ray_address_that_does_not_answer_fails_fast_and_writes_nothing(data_roo
     assert not (tmp_path / "run").exists() and not (tmp_path / "pre").exists()
     with pytest.raises(BackendError, match="not host:port"):
         run_experiment(cfg, tmp_path / "run", engine="ray", engine_options={"address": "nohost"}, report=False)
+
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED_CONFIGS.glob("*.yaml")))
+def test_every_shipped_experiment_config_parses_full_and_quick(name: str) -> None:
+    from bglab.experiment.config import load_experiment_config
+
+    path = SHIPPED_CONFIGS / name
+    if "steps" in path.read_text():  # a preprocessing pipeline, not an experiment
+        pytest.skip("pipeline config")
+    full = load_experiment_config(path)
+    assert full.runs() and full.name
+    quick = load_experiment_config(path, quick=True)
+    assert len(quick.runs()) <= len(full.runs())

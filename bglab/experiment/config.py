@@ -794,7 +794,13 @@ def read_experiment_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     if base_path in seen:
         raise ConfigError(f"extends: {ext} extends itself (a cycle)", path=path)
     base = _absolute_paths(read_experiment_raw(base_path, seen), base_path.parent)
-    return {**base, **raw}
+    merged = {**base, **raw}
+    quick = merged.get("quick")
+    if "quick" not in raw and "studies" in raw and isinstance(quick, dict) and isinstance(quick.get("studies"), dict):
+        # the base's quick profile shrinks the base's studies: it must not bring them back into this one
+        own = raw["studies"] if isinstance(raw["studies"], dict) else {}
+        merged["quick"] = {**quick, "studies": {k: v for k, v in quick["studies"].items() if k in own}}
+    return merged
 
 
 def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -202,6 +202,30 @@ def gap_text(label: str, gap: Mapping[str, Any], same: Mapping[str, Any], rand: 
     return f"{head}{ci}; {tail}"
 
 
+def bg_gap(label: str, same: Mapping[int, float], rand: Mapping[int, float], names: Sequence[str]
+           ) -> dict[str, Any]:
+    """BG-Gap of one trained line from its per-seed accuracies on the two test arms ``names`` (same, rand):
+    the mean difference over the seeds both have, its t-interval, the seeds and a plain-language line."""
+    common = [s for s in same if s in rand]  # in the order of `same` (the config's seeds)
+    g = _ci([same[s] - rand[s] for s in common], bounded=False)
+    g["seeds"] = common
+    g["text"] = gap_text(label, g, _ci([same[s] for s in common]), _ci([rand[s] for s in common]), names)
+    return g
+
+
+def matrix_accuracies(out: str | Path, protocol: str, arm: str, variant: str, seeds: Sequence[int],
+                      test_set: str, test_arm: str) -> dict[int, float]:
+    """Per-seed accuracy of the run (protocol, arm, variant) on ``test_set`` seen through ``test_arm``
+    (the seeds whose predictions exist)."""
+    accs = {}
+    for s in seeds:
+        acc = _acc_file(Path(out) / "predictions" / RunKey(protocol, variant, s, arm).id / "matrix"
+                        / f"{test_set}__{test_arm}.npz")
+        if acc is not None:
+            accs[s] = acc
+    return accs
+
+
 def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
     """Train x test-arm accuracy (mean, t-interval over seeds) and BG-Gap per trained line, from saved predictions.
 
@@ -233,21 +257,11 @@ def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | N
             for t in tests:
                 per_seed: dict[str, dict[int, float]] = {}
                 for ta in test_arms:
-                    accs = {}
-                    for s in cfg.seeds:
-                        acc = _acc_file(out / "predictions" / RunKey(proto, v, s, a).id / "matrix" / f"{t}__{ta}.npz")
-                        if acc is not None:
-                            accs[s] = acc
-                    per_seed[ta] = accs
-                    cells[f"{lab}|{t}|{ta}"] = _ci(list(accs.values()))
+                    per_seed[ta] = matrix_accuracies(out, proto, a, v, cfg.seeds, t, ta)
+                    cells[f"{lab}|{t}|{ta}"] = _ci(list(per_seed[ta].values()))
                 if gap_names:
-                    sa, ra = per_seed.get(gap_names[0], {}), per_seed.get(gap_names[1], {})
-                    common = [s for s in cfg.seeds if s in sa and s in ra]
-                    g = _ci([sa[s] - ra[s] for s in common], bounded=False)
-                    g["seeds"] = common
-                    g["text"] = gap_text(lab, g, _ci([sa[s] for s in common]), _ci([ra[s] for s in common]),
-                                         gap_names)
-                    gaps[f"{lab}|{t}"] = g
+                    gaps[f"{lab}|{t}"] = bg_gap(lab, per_seed.get(gap_names[0], {}), per_seed.get(gap_names[1], {}),
+                                                gap_names)
         res["protocols"][proto] = {"tests": tests, "cells": cells, "bg_gap": gaps}
     return res
 

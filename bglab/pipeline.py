@@ -59,6 +59,7 @@ from bglab.configfile import read_config_file
 from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.ops.color import parse_color
 
 __all__ = [
     "BACKGROUND_MODES", "CONFIG_VERSION", "ON_MISSING", "STATUSES", "STEP_NAMES", "Pipeline", "StepResult",
@@ -126,8 +127,6 @@ def _bool(where: str, key: str, value: Any) -> bool:
 
 def _colour(where: str, key: str, value: Any) -> tuple[int, int, int]:
     if isinstance(value, str):
-        from bglab.commands._common import parse_color
-
         try:
             return parse_color(value)
         except ConfigError as exc:

@@ -56,7 +56,7 @@ def preprocess(
     Kill it at any time and run it again: finished samples are skipped. Exit code 0 when nothing failed
     (samples where no box was found are results, not failures), 1 when any sample failed.
     """
-    from bglab.commands._common import parse_color
+    from bglab.ops.color import parse_color
     from bglab.pipeline import Pipeline, apply_overrides, load_config
     from bglab.preprocess import preprocess as run, summary_table
 

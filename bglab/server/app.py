@@ -448,8 +448,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """Build the app (API, web page, docs) for ``settings`` (defaults: :class:`ServerSettings`)."""
     import bglab
     from bglab import ops
-    from bglab.commands._common import parse_color
     from bglab.io import decode_image, encode_image
+    from bglab.ops.color import parse_color
     from bglab.remove import RemoveOptions, apply_mode, prepare_mask
     from bglab.segment import backends as registered, is_available
 

@@ -30,7 +30,6 @@ predictions -> metrics -> checkpoint, each atomically, so an interruption never 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -47,12 +46,11 @@ import numpy as np
 from bglab.errors import BglabError, ConfigError
 from bglab.experiment.config import ExperimentConfig, RunKey, VariantConfig, resolved_config
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
+from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
 
 __all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "apply_bg_swap", "bg_swap_plan", "build_run_model",
            "derive_seed", "load_checkpoint", "predict", "run_experiment", "to_tensor"]
 
-METRIC_COLUMNS = ("protocol", "arm", "variant", "seed", "epoch", "split", "test_set", "distortion", "accuracy",
-                  "loss", "n", "session", "test_arm")
 Log = Callable[[str], None]
 
 
@@ -91,27 +89,6 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
-    _atomic_text(path, buf.getvalue())
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r["seed"], r["epoch"], r["n"], r["session"] = int(r["seed"]), int(r["epoch"]), int(r["n"]), int(r["session"])
-        r["accuracy"], r["loss"] = float(r["accuracy"]), float(r["loss"])
-        r["test_arm"] = r.get("test_arm") or r["arm"]  # files written before matrix studies lack the column
-    return rows
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -404,7 +381,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
         load_trained(model, msd)
         start = int(state["epoch"])
         sessions = list(state.get("sessions", []))
-        rows = [r for r in _read_csv(mpath) if r["epoch"] <= start]
+        rows = [r for r in read_metrics(mpath) if r["epoch"] <= start]
     elif mpath.exists():
         mpath.unlink()  # metrics without a checkpoint: an interrupted first epoch
     # weights were initialised on the CPU (the same on every device); channels-last suits CPU convolutions
@@ -502,7 +479,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                     _saliency(model, extras.saliency, cfg, out / "predictions" / key.id, device, featurise)
         trained += 1
         if final or epoch % t.checkpoint_every == 0 or budget.left == 0:
-            _write_csv(mpath, rows)
+            write_metrics(mpath, rows)
             state = {**state_base, "epoch": epoch, "done": final, "sessions": sessions,
                      "updated": datetime.now(UTC).isoformat(timespec="seconds")}
             _save_checkpoint(ckpt, model, None if final else opt, state)
@@ -595,8 +572,8 @@ def collect_metrics(out: Path) -> list[dict[str, Any]]:
     """All per-run metric rows of a run directory (sorted), written to metrics.csv and metrics.parquet."""
     rows: list[dict[str, Any]] = []
     for p in sorted((out / "metrics").glob("*.csv")):
-        rows.extend(_read_csv(p))
-    _write_csv(out / "metrics.csv", rows)
+        rows.extend(read_metrics(p))
+    write_metrics(out / "metrics.csv", rows)
     try:
         import pandas as pd
 
@@ -874,8 +851,10 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
         if engine == "ray":
             from bglab.engines.ray_runs import train_runs
 
-            done, failed = train_runs(cfg, out, todo, session=session, device=device, threads=threads,
-                                      parallel=parallel_runs, options=engine_options, log=log)
+            done, failed = train_runs(_pool_run, todo, initializer=_pool_init,
+                                      initargs=(cfg, out, session, device, threads), threads=threads,
+                                      cuda=str(device).startswith("cuda"), parallel=parallel_runs,
+                                      options=engine_options, log=log)
             results += done
             complete = not failed
         else:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bglab.errors import BoxError
+from bglab.ops.mask import binarize
 
 __all__ = ["Box", "box_iou_matrix", "iou"]
 
@@ -66,8 +67,6 @@ class Box:
     @classmethod
     def from_mask(cls, mask: np.ndarray, threshold: float = 0.5) -> Box | None:
         """Tight box around the foreground pixels (soft value > ``threshold``); None when there are none."""
-        from bglab.ops.mask import binarize  # local: bglab.ops imports this module
-
         fg = binarize(mask, threshold)
         rows = np.flatnonzero(fg.any(axis=1))
         if rows.size == 0:

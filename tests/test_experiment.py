@@ -658,7 +658,7 @@ def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys
         capsys.readouterr()
         assert main(["eval-cls", str(out), str(data_root / "clutter"), "--json", *extra]) == 0
         scores[bool(extra)] = json.loads(capsys.readouterr().out)["runs"][0]
-    from bglab.commands.experiment import evaluate_run_dir
+    from bglab.experiment.evaluate import evaluate_run_dir
     from bglab.experiment.config import ArmConfig
     from bglab.experiment.data import prepare_arm
     from bglab.dataset import read_imagefolder

@@ -18,8 +18,9 @@ budget, and keeps ``best.safetensors`` / ``last.safetensors`` in the run folder 
 no pickle; the architecture and class names ride in the file's metadata, so :func:`load_detector` needs
 nothing else; the network, :func:`load_detector` and :func:`predict` live in :mod:`bglab.nets.boxnet`, so
 the ``box-model`` locator runs a model without the trainer). :func:`export_onnx` writes an ONNX file with
-outputs ``box`` (N, 4) and ``prob`` (N, C). Inputs are float32 NCHW RGB scaled to [0, 1] and normalised with :data:`MEAN` / :data:`STD` (use
-:func:`to_tensor`). :func:`synthetic_squares` makes a toy data set (coloured squares on noise) for tests.
+outputs ``box`` (N, 4) and ``prob`` (N, C). Inputs are float32 NCHW RGB scaled to [0, 1] and normalised
+with :data:`MEAN` / :data:`STD` (use :func:`to_tensor`). :func:`synthetic_squares` makes a toy data set
+(coloured squares on noise) for tests.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
 from bglab.ops.color import parse_color
+from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
 __all__ = [
     "BACKGROUND_MODES", "CONFIG_VERSION", "ON_MISSING", "STATUSES", "STEP_NAMES", "Pipeline", "StepResult",
@@ -75,7 +76,6 @@ SEGMENT_INPUTS: tuple[str, ...] = ("auto", "current", "original")
 FORMATS: tuple[str, ...] = ("png", "webp", "jpg")
 STATUSES: tuple[str, ...] = ("done", "suspect", "not-found", "skipped", "failed")
 _TOP_KEYS = ("version", "seed", "steps", "output")
-_SOURCE_BACKENDS = ("mask-files",)  # segmenters whose masks belong to the file, not to a crop of it
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -148,14 +148,16 @@ def _options(where: str, value: Any) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in value.items()}
 
 
-def _backend_name(where: str, value: Any, kind: str, extra: Sequence[str] = ()) -> str:
-    from bglab.segment import backends
+def _backend_name(where: str, value: Any, kind: str) -> str:
+    """A registered backend of ``kind`` (:func:`bglab.segment.resolve`), the error naming the config key."""
+    from bglab.segment import backends, resolve
 
-    names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
     name = str(value).strip()
-    if name not in names and name not in extra:
-        raise _fail(f"{where}.backend", f"unknown {kind} {_r(name)}", f"choose one of: {', '.join(names)}")
-    return name
+    try:
+        return resolve(name, kind).name  # type: ignore[arg-type]
+    except BackendError:
+        names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
+        raise _fail(f"{where}.backend", f"unknown {kind} {_r(name)}", f"choose one of: {', '.join(names)}") from None
 
 
 def sample_seed(seed: int, key: str, salt: str = "") -> int:
@@ -262,7 +264,7 @@ class SegmentStep(Step):
 
     def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
         _check_keys(where, cfg, self.keys)
-        self.backend = _backend_name(where, cfg.get("backend", "unet"), "segmenter")
+        self.backend = _backend_name(where, cfg.get("backend", DEFAULT_SEGMENTER), "segmenter")
         self.options = _options(where, cfg.get("options"))
         self.threshold = _number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
         self.refine = _bool(where, "refine", cfg.get("refine", True))
@@ -289,7 +291,8 @@ class SegmentStep(Step):
 
     @property
     def use_original(self) -> bool:
-        return self.input == "original" or (self.input == "auto" and self.backend in _SOURCE_BACKENDS)
+        # a backend that reads the file's own mask by path gets the original file, not a crop of it
+        return self.input == "original" or (self.input == "auto" and resolve(self.backend).reads_files)
 
     def ensure_masks(self, states: list[_State]) -> None:
         """Give every state without a mask this step's refined mask (one batched backend call)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from bglab.errors import ConfigError
 from bglab.ops.qc import FLAGS, MaskCheck, QCRules, check_batch, check_mask, median_outliers
+from bglab.segment.registry import DEFAULT_SEGMENTER
 
 __all__ = ["FLAGS", "ON_SUSPECT", "MaskCheck", "QCRules", "backend_hint", "check_batch", "check_mask",
            "check_on_suspect", "flags_of", "median_outliers", "rules_from", "set_segment_qc",
@@ -74,7 +75,7 @@ def set_segment_qc(config: dict[str, Any], *, on_suspect: str | None = None,
 def backend_hint(backend: str | None, flags: Iterable[str], not_found: int = 0) -> str:
     """One line naming a better backend for the flags seen (``flags``: every flag of the batch)."""
     fl = set(flags)
-    name = str(backend or "unet")
+    name = str(backend or DEFAULT_SEGMENTER)
     if name == "chroma" and (fl & {"full", "no-screen", "border"} or not_found):
         return ("hint: these photos do not look like a green / blue screen; for hands use --backend unet, for "
                 "hands in real scenes --backend hand-grabcut (extra 'hands'), for other objects --backend rembg "

@@ -15,6 +15,7 @@ import typer
 
 from bglab.errors import ConfigError, DatasetError
 from bglab.metrics import json_safe
+from bglab.segment.registry import choices_help
 from bglab.segment.evaluate import (QC_FLAGS, EvalFailure, EvalItem, EvalResult, evaluate_segmenter, options_for,
                                     pair_by_stem, parse_backend_list, worst_sheet)
 
@@ -22,7 +23,7 @@ def eval_seg(
     images: Annotated[Path, typer.Option("--images", help="Folder of images.")],
     masks: Annotated[Path, typer.Option("--masks", help="Folder of ground-truth masks (same file stems).")],
     backend: Annotated[str | None, typer.Option(
-        "--backend", "-b", help="Segmenter backend (see `bglab backends`); default: unet.")] = None,
+        "--backend", "-b", help=f"Segmenter backend: {choices_help('segmenter')} (see `bglab backends`).")] = None,
     backends: Annotated[str | None, typer.Option(
         "--backends", help="Several backends side by side, comma-separated (LABEL=BACKEND to name a variant); "
                            "-O LABEL:key=value sets an option for one of them.")] = None,

@@ -60,6 +60,7 @@ from bglab.configfile import read_config_file
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_THREADS
+from bglab.segment.registry import path_options
 
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
@@ -516,7 +517,6 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path("."),
 
 
 _MODEL_DEFAULTS: dict[str, Any] = {"name": "cnn", "dropout": 0.5, "batchnorm": False}
-_PATH_OPTIONS = ("masks", "model", "model_path", "boxes")  # backend options that name a file or folder
 
 
 def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
@@ -535,7 +535,7 @@ def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
                                                  if isinstance(f, dict))):
                 if not isinstance(holder, dict):
                     continue
-                for k in _PATH_OPTIONS:
+                for k in sorted(path_options()):  # any backend's file / folder options (the registry's)
                     if k in holder:
                         holder[k] = _relative_made_absolute(holder[k], base)
     return out

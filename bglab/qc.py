@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bglab.errors import ConfigError
+from bglab.errors import BackendError, ConfigError
 from bglab.ops.qc import FLAGS, MaskCheck, QCRules, check_batch, check_mask, median_outliers
-from bglab.segment.registry import DEFAULT_SEGMENTER
+from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
 __all__ = ["FLAGS", "ON_SUSPECT", "MaskCheck", "QCRules", "backend_hint", "check_batch", "check_mask",
            "check_on_suspect", "flags_of", "median_outliers", "rules_from", "set_segment_qc",
            "uses_screen"]
 
 ON_SUSPECT: tuple[str, ...] = ("keep", "skip", "fail")
-SCREEN_BACKENDS: tuple[str, ...] = ("chroma",)
 
 
 def check_on_suspect(value: str) -> str:
@@ -39,7 +38,10 @@ def rules_from(options: Mapping[str, Any] | None = None) -> QCRules:
 
 def uses_screen(backend: str | None) -> bool:
     """Whether the backend keys a screen colour, so the ``no-screen`` rule applies."""
-    return str(backend or "") in SCREEN_BACKENDS
+    try:
+        return resolve(str(backend or "")).screen
+    except BackendError:  # not a registered name (a test double, a custom segmenter object)
+        return False
 
 
 def flags_of(reason: str) -> set[str]:

@@ -17,7 +17,7 @@ register(BackendInfo("unet-effnet", "segmenter", "bglab.segment.unet", "create_e
                      "hand U-Net v4: pretrained EfficientNet-Lite0 encoder + U-Net decoder (ONNX Runtime, shipped)",
                      path_options=("model",)))
 register(BackendInfo("chroma", "segmenter", "bglab.segment.chroma", "create",
-                     "chroma key for green / blue screens (key colour estimated from the border)"))
+                     "chroma key for green / blue screens (key colour estimated from the border)", screen=True))
 register(BackendInfo("grabcut", "segmenter", "bglab.segment.grabcut", "create",
                      "OpenCV GrabCut seeded by a box (a locator's, or the image minus a border)"))
 register(BackendInfo("mask-files", "segmenter", "bglab.segment.maskfiles", "create_segmenter",

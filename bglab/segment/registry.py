@@ -57,6 +57,7 @@ class BackendInfo:
     # pipeline gives it the original file, and the server (which receives pixels, never paths) refuses it
     reads_files: bool = False
     path_options: tuple[str, ...] = field(default_factory=tuple)  # options naming a file or folder
+    screen: bool = False  # keys out a coloured screen: mask QC also checks that a screen was found
 
     @property
     def served(self) -> bool:

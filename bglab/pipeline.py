@@ -42,7 +42,6 @@ the input image's pixels.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -60,6 +59,7 @@ from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
 from bglab.ops.color import parse_color
+from bglab.seeds import sample_seed
 from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
 __all__ = [
@@ -158,12 +158,6 @@ def _backend_name(where: str, value: Any, kind: str) -> str:
     except BackendError:
         names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
         raise _fail(f"{where}.backend", f"unknown {kind} {_r(name)}", f"choose one of: {', '.join(names)}") from None
-
-
-def sample_seed(seed: int, key: str, salt: str = "") -> int:
-    """A 64-bit seed from (global seed, sample key, salt): the same on every machine, engine and worker."""
-    digest = hashlib.sha256(f"bglab|{int(seed)}|{salt}|{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 # --------------------------------------------------------------------------------------- sample state

@@ -322,12 +322,12 @@ def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
 
 
 def test_same_seed_same_initial_weights_across_arms() -> None:
-    from bglab.experiment.runner import _seed_everything, derive_seed
+    from bglab.seeds import derive_seed, seed_everything
     from bglab.train.classifiers import build_classifier
 
     nets = []
     for _ in range(2):
-        _seed_everything(derive_seed(0, "init"))
+        seed_everything(derive_seed(0, "init"))
         nets.append(build_classifier("cnn", 3, 1, 32, widths=[8, 16], hidden=32))
     for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert p.data.equal(q.data)

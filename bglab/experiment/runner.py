@@ -30,7 +30,6 @@ predictions -> metrics -> checkpoint, each atomically, so an interruption never 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -47,6 +46,8 @@ from bglab.errors import BglabError, ConfigError
 from bglab.experiment.config import ExperimentConfig, RunKey, VariantConfig, resolved_config
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
 from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
+from bglab.io import atomic_write_bytes, atomic_write_text
+from bglab.seeds import derive_seed, seed_everything
 
 __all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "apply_bg_swap", "bg_swap_plan", "build_run_model",
            "derive_seed", "load_checkpoint", "predict", "run_experiment", "to_tensor"]
@@ -58,43 +59,13 @@ class EpochBudgetReached(BglabError):
     """The ``max_epochs`` budget of this invocation is used up; run again to continue."""
 
 
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts (stable across machines and Python versions)."""
-    h = hashlib.sha256("|".join(str(p) for p in ("bglab.experiment", *parts)).encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 1
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
 # ------------------------------------------------------------------------------------------- file helpers
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from bglab.io import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    from bglab.io import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _atomic_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # -------------------------------------------------------------------------------------------- checkpoints
@@ -102,9 +73,9 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[str, Any]) -> None:
     import torch
-    from safetensors.torch import save
 
     from bglab.train.classifiers import trained_state
+    from bglab.train.state import save_tensors
 
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous().clone()
                                         for k, v in trained_state(model).items()}
@@ -115,8 +86,8 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[
         otens, st["optimizer"] = optimizer_tensors(optimizer, prefix="optim.")
         tensors.update(otens)
     text = json.dumps(st, sort_keys=True, default=str)
-    _atomic_bytes(path, save(tensors, metadata={"bglab": text}))
-    _atomic_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
+    save_tensors(path, tensors, {"bglab": text})
+    atomic_write_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -367,7 +338,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     ckpt = out / "checkpoints" / f"{key.id}.safetensors"
     mpath = out / "metrics" / f"{key.id}.csv"
     t0 = time.perf_counter()
-    _seed_everything(derive_seed(key.seed, "init"))
+    seed_everything(derive_seed(key.seed, "init"))
     model = _build(variant, len(data.classes), cfg)
     start = 0
     rows: list[dict[str, Any]] = []
@@ -554,7 +525,7 @@ def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]
             raise ConfigError("this run directory holds a different experiment (config changed)", path=out,
                               hint="use another --out, or delete the directory to start again")
         return
-    _atomic_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
 
 
 def _next_session(out: Path, info: Mapping[str, Any]) -> int:
@@ -580,7 +551,7 @@ def collect_metrics(out: Path) -> list[dict[str, Any]]:
         df = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
-        _atomic_bytes(out / "metrics.parquet", buf.getvalue())
+        atomic_write_bytes(out / "metrics.parquet", buf.getvalue())
     except ImportError:  # pragma: no cover - pandas / pyarrow are in the train extra
         pass
     return rows
@@ -840,7 +811,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
             "suspect_masks": {a: {"count": len(n), "examples": n[:20]} for a, n in data.suspect().items() if n},
             "protocols": {n: p.counts(data) for n, p in protocols.items()},
             "preprocess_seconds": round(time.perf_counter() - t0, 2)}
-    _atomic_text(out / "data.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out / "data.json", json.dumps(info, indent=2) + "\n")
     results: list[RunResult] = []
     complete = True
     failed: dict[str, str] = {}
@@ -890,5 +861,5 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
 
         summary = write_report(out, cfg, data_info=info, extra=summary)
     else:
-        _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

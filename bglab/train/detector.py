@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
 from bglab.errors import BglabError, ConfigError
+from bglab.train.state import save_tensors
 from bglab.nets.boxnet import (MEAN, STD, BoxLabelNet, TinyResNet, load_detector, order_corners, predict,
                                to_tensor)
 
@@ -137,13 +137,6 @@ def synthetic_squares(n: int, size: int = 32, *, seed: int = 0,
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
 def save_detector(model: BoxLabelNet, path: str | Path, classes: Sequence[str],
                   extra: dict[str, Any] | None = None) -> Path:
     """Weights as safetensors (atomic); architecture, class names and ``extra`` as JSON metadata. No pickle."""
@@ -152,7 +145,7 @@ def save_detector(model: BoxLabelNet, path: str | Path, classes: Sequence[str],
     meta = {"bglab.model": "box-label", "arch": json.dumps(model.arch()), "classes": json.dumps(list(classes)),
             "extra": json.dumps(extra or {})}
     p = Path(path)
-    _atomic_save(model.state_dict(), p, meta)
+    save_tensors(p, model.state_dict(), meta)
     return p
 
 

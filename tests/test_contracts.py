@@ -177,7 +177,8 @@ def test_misspelt_option_is_refused_naming_the_accepted_ones(name: str, tmp_path
 STEP_SAMPLES: dict[str, list[Any]] = {
     "locate": [{"locate": {"backend": "full", "margin": 0.05}}],
     "segment": [{"segment": {"backend": "chroma", "threshold": 0.4, "options": {"tolerance": 0.2}}}],
-    "background": [{"segment": {"backend": "chroma"}}, {"background": {"mode": "remove", "color": "#102030", "alpha": True}}],
+    "background": [{"segment": {"backend": "chroma"}},
+                   {"background": {"mode": "remove", "color": "#102030", "alpha": True}}],
     "crop": [{"locate": {"backend": "full"}}, {"crop": {"to": "box", "margin": 0.2, "square": True}}],
     "pose": [{"pose": {"size": 64, "with_photo": True}}],
     "resize": [{"resize": {"size": 40, "pad_color": "white"}}],
@@ -271,3 +272,57 @@ def test_shipped_config_fingerprint_is_unchanged(name: str) -> None:
     pipeline = set(raw) <= {"version", "seed", "steps", "output"}
     resolved = Pipeline.from_config(path).to_config() if pipeline else resolved_config(load_experiment_config(path))
     assert _fingerprint(_relative(resolved))[:16] == SHIPPED[name]
+
+
+# ---------------------------------------------------------------------------------------- adding a backend
+
+NEW_BACKEND = '''
+"""A segmenter whose one option is a file: the mask is every pixel brighter than the level in that file."""
+from pathlib import Path
+
+import numpy as np
+
+from bglab.segment.base import SegmenterBase, rgb_input
+
+
+class LevelSegmenter(SegmenterBase):
+    name = "level-file"
+
+    def __init__(self, level: float) -> None:
+        self.level = level
+
+    def predict(self, image, *, source=None):
+        return (rgb_input(image, self.name).mean(axis=2) > self.level).astype(np.float32)
+
+
+def create(runtime, *, levels=None):
+    return LevelSegmenter(float(Path(levels).read_text()))
+'''
+
+
+def test_a_segmenter_with_a_path_option_is_one_file_and_one_registry_entry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What docs/ARCHITECTURE.md promises: the new module plus one ``register`` line reach the CLI help, the
+    pipeline, the experiment config's path resolution and the server, with nothing else edited."""
+    from bglab.experiment.config import _resolve_step_paths
+    from bglab.segment import registry
+    from bglab.server.settings import ServerSettings
+
+    (tmp_path / "level_backend.py").write_text(NEW_BACKEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))  # the registration is undone after
+    registry.register(registry.BackendInfo("level-file", "segmenter", "level_backend", "create",
+                                           "pixels brighter than the level in a file", path_options=("levels",)))
+    (tmp_path / "cfg" / "models").mkdir(parents=True)
+    (tmp_path / "cfg" / "models" / "level.txt").write_text("100\n")
+
+    assert "level-file" in registry.choices_help("segmenter")  # the CLI's --backend help
+    steps = _resolve_step_paths([{"segment": {"backend": "level-file", "options": {"levels": "models/level.txt"}}}],
+                                tmp_path / "cfg")  # an experiment arm: relative to the config file
+    assert steps[0]["segment"]["options"]["levels"] == str(tmp_path / "cfg" / "models" / "level.txt")
+    pipe = Pipeline.from_config({"steps": [*steps, {"background": {"mode": "remove"}}]})
+    image = _scene(0)
+    result = pipe(image)
+    assert result.status == "done" and result.image[24, 30].tolist() == image[24, 30].tolist()  # the block is kept
+    assert result.image[2, 2].tolist() == [0, 0, 0]  # the dark green screen went black
+    assert ServerSettings(backend="level-file").allows("level-file") and resolve("level-file").served

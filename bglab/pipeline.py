@@ -42,7 +42,6 @@ the input image's pixels.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -54,7 +53,7 @@ import numpy as np
 
 from bglab import ops
 from bglab.boxes import Box
-from bglab.configfile import read_config_file
+from bglab.configfile import check_bool, check_number, config_error, read_config_file
 from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
@@ -81,8 +80,7 @@ _TOP_KEYS = ("version", "seed", "steps", "output")
 # ------------------------------------------------------------------------------------------ validation
 
 
-def _fail(where: str, message: str, hint: str | None = None) -> ConfigError:
-    return ConfigError(f"{where}: {message}", hint=hint)
+_fail = config_error
 
 
 def _check_keys(where: str, cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -102,27 +100,11 @@ def _choice(where: str, key: str, value: Any, allowed: Sequence[str]) -> str:
 
 def _number(where: str, key: str, value: Any, *, lo: float | None = None, hi: float | None = None,
             integer: bool = False) -> Any:
-    if isinstance(value, bool):
-        raise _fail(f"{where}.{key}", f"expected a number, got {_r(value)}")
-    try:
-        x = int(value) if integer else float(value)
-        if integer and float(value) != x:
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        kind = "an integer" if integer else "a number"
-        raise _fail(f"{where}.{key}", f"expected {kind}, got {_r(value)}") from None
-    if (isinstance(x, float) and not math.isfinite(x)) or (lo is not None and x < lo) or (hi is not None and x > hi):
-        rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        raise _fail(f"{where}.{key}", f"{_r(value)} is out of range", f"use a value in {rng}")
-    return x
+    return check_number(f"{where}.{key}", value, lo=lo, hi=hi, integer=integer, text=True)
 
 
 def _bool(where: str, key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.lower() in ("true", "yes", "1")
-    raise _fail(f"{where}.{key}", f"expected true or false, got {_r(value)}")
+    return check_bool(f"{where}.{key}", value, text=True)
 
 
 def _colour(where: str, key: str, value: Any) -> tuple[int, int, int]:

@@ -37,3 +37,18 @@ def test_contracts_catch_an_upward_import(tmp_path: Path) -> None:
                                                                              "PATH": "/usr/bin:/bin"})
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert "bglab.ops.color" in proc.stdout and "BROKEN" in proc.stdout
+
+
+def test_every_library_module_is_under_the_front_end_contract() -> None:
+    """Contract 1 lists the library's top-level modules by name: a new module must be added there (or be a
+    front end), else nothing would stop it from importing the CLI."""
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / ".importlinter")
+    listed = set(ini["importlinter:contract:front-ends-on-top"]["source_modules"].split())
+    front = set(ini["importlinter:contract:front-ends-on-top"]["forbidden_modules"].split())
+    pkg = ROOT / "bglab"
+    tops = {f"bglab.{p.stem}" for p in pkg.glob("*.py") if p.stem != "__init__" and not p.stem.startswith("_")}
+    tops |= {f"bglab.{p.name}" for p in pkg.iterdir() if (p / "__init__.py").is_file()}
+    assert tops - listed - front == set(), "add these to source_modules in .importlinter"

@@ -489,7 +489,7 @@ def _read_foreground(fg: Foreground, segmenter: Any, despill: bool) -> tuple[np.
     if despill and fg.mask is None and hasattr(segmenter, "despill"):
         image = segmenter.despill(image, mask)  # the chroma backend knows its screen colour
     elif despill:
-        from bglab.segment.chroma import despill as _despill
+        from bglab.ops.color import despill as _despill
 
         image = _despill(image, mask, channel="green")
     return image, mask

@@ -42,8 +42,6 @@ the input image's pixels.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -55,10 +53,13 @@ import numpy as np
 
 from bglab import ops
 from bglab.boxes import Box
-from bglab.configfile import read_config_file
+from bglab.configfile import check_bool, check_number, config_error, read_config_file
 from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.ops.color import parse_color
+from bglab.seeds import sample_seed
+from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
 __all__ = [
     "BACKGROUND_MODES", "CONFIG_VERSION", "ON_MISSING", "STATUSES", "STEP_NAMES", "Pipeline", "StepResult",
@@ -74,14 +75,12 @@ SEGMENT_INPUTS: tuple[str, ...] = ("auto", "current", "original")
 FORMATS: tuple[str, ...] = ("png", "webp", "jpg")
 STATUSES: tuple[str, ...] = ("done", "suspect", "not-found", "skipped", "failed")
 _TOP_KEYS = ("version", "seed", "steps", "output")
-_SOURCE_BACKENDS = ("mask-files",)  # segmenters whose masks belong to the file, not to a crop of it
 
 
 # ------------------------------------------------------------------------------------------ validation
 
 
-def _fail(where: str, message: str, hint: str | None = None) -> ConfigError:
-    return ConfigError(f"{where}: {message}", hint=hint)
+_fail = config_error
 
 
 def _check_keys(where: str, cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -101,33 +100,15 @@ def _choice(where: str, key: str, value: Any, allowed: Sequence[str]) -> str:
 
 def _number(where: str, key: str, value: Any, *, lo: float | None = None, hi: float | None = None,
             integer: bool = False) -> Any:
-    if isinstance(value, bool):
-        raise _fail(f"{where}.{key}", f"expected a number, got {_r(value)}")
-    try:
-        x = int(value) if integer else float(value)
-        if integer and float(value) != x:
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        kind = "an integer" if integer else "a number"
-        raise _fail(f"{where}.{key}", f"expected {kind}, got {_r(value)}") from None
-    if (isinstance(x, float) and not math.isfinite(x)) or (lo is not None and x < lo) or (hi is not None and x > hi):
-        rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        raise _fail(f"{where}.{key}", f"{_r(value)} is out of range", f"use a value in {rng}")
-    return x
+    return check_number(f"{where}.{key}", value, lo=lo, hi=hi, integer=integer, text=True)
 
 
 def _bool(where: str, key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.lower() in ("true", "yes", "1")
-    raise _fail(f"{where}.{key}", f"expected true or false, got {_r(value)}")
+    return check_bool(f"{where}.{key}", value, text=True)
 
 
 def _colour(where: str, key: str, value: Any) -> tuple[int, int, int]:
     if isinstance(value, str):
-        from bglab.commands._common import parse_color
-
         try:
             return parse_color(value)
         except ConfigError as exc:
@@ -149,20 +130,16 @@ def _options(where: str, value: Any) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in value.items()}
 
 
-def _backend_name(where: str, value: Any, kind: str, extra: Sequence[str] = ()) -> str:
-    from bglab.segment import backends
+def _backend_name(where: str, value: Any, kind: str) -> str:
+    """A registered backend of ``kind`` (:func:`bglab.segment.resolve`), the error naming the config key."""
+    from bglab.segment import backends, resolve
 
-    names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
     name = str(value).strip()
-    if name not in names and name not in extra:
-        raise _fail(f"{where}.backend", f"unknown {kind} {_r(name)}", f"choose one of: {', '.join(names)}")
-    return name
-
-
-def sample_seed(seed: int, key: str, salt: str = "") -> int:
-    """A 64-bit seed from (global seed, sample key, salt): the same on every machine, engine and worker."""
-    digest = hashlib.sha256(f"bglab|{int(seed)}|{salt}|{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+    try:
+        return resolve(name, kind).name  # type: ignore[arg-type]
+    except BackendError:
+        names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
+        raise _fail(f"{where}.backend", f"unknown {kind} {_r(name)}", f"choose one of: {', '.join(names)}") from None
 
 
 # --------------------------------------------------------------------------------------- sample state
@@ -263,7 +240,7 @@ class SegmentStep(Step):
 
     def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
         _check_keys(where, cfg, self.keys)
-        self.backend = _backend_name(where, cfg.get("backend", "unet"), "segmenter")
+        self.backend = _backend_name(where, cfg.get("backend", DEFAULT_SEGMENTER), "segmenter")
         self.options = _options(where, cfg.get("options"))
         self.threshold = _number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
         self.refine = _bool(where, "refine", cfg.get("refine", True))
@@ -290,7 +267,8 @@ class SegmentStep(Step):
 
     @property
     def use_original(self) -> bool:
-        return self.input == "original" or (self.input == "auto" and self.backend in _SOURCE_BACKENDS)
+        # a backend that reads the file's own mask by path gets the original file, not a crop of it
+        return self.input == "original" or (self.input == "auto" and resolve(self.backend).reads_files)
 
     def ensure_masks(self, states: list[_State]) -> None:
         """Give every state without a mask this step's refined mask (one batched backend call)."""

@@ -691,10 +691,12 @@ def _run_ray(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, work
              max_pixels: int | None, threads: int | None, engine_options: Mapping[str, Any],
              ) -> Iterator[list[dict[str, Any]]]:
     # Ray gives each actor num_cpus (engine option); its session uses 1 thread, so ``threads`` is not used
+    from functools import partial
+
     from bglab.engines.ray_engine import run_chunks
 
-    yield from run_chunks(_chunks(todo, chunk), str(dst), dict(config), workers=workers,
-                          max_pixels=max_pixels, **engine_options)
+    yield from run_chunks(_chunks(todo, chunk), partial(Worker, dict(config), str(dst), 1, max_pixels),
+                          workers=workers, **engine_options)
 
 
 def item_dict(item: Item) -> dict[str, str]:

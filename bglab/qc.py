@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bglab.errors import ConfigError
+from bglab.errors import BackendError, ConfigError
 from bglab.ops.qc import FLAGS, MaskCheck, QCRules, check_batch, check_mask, median_outliers
+from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
 __all__ = ["FLAGS", "ON_SUSPECT", "MaskCheck", "QCRules", "backend_hint", "check_batch", "check_mask",
            "check_on_suspect", "flags_of", "median_outliers", "rules_from", "set_segment_qc",
            "uses_screen"]
 
 ON_SUSPECT: tuple[str, ...] = ("keep", "skip", "fail")
-SCREEN_BACKENDS: tuple[str, ...] = ("chroma",)
 
 
 def check_on_suspect(value: str) -> str:
@@ -38,7 +38,10 @@ def rules_from(options: Mapping[str, Any] | None = None) -> QCRules:
 
 def uses_screen(backend: str | None) -> bool:
     """Whether the backend keys a screen colour, so the ``no-screen`` rule applies."""
-    return str(backend or "") in SCREEN_BACKENDS
+    try:
+        return resolve(str(backend or "")).screen
+    except BackendError:  # not a registered name (a test double, a custom segmenter object)
+        return False
 
 
 def flags_of(reason: str) -> set[str]:
@@ -74,7 +77,7 @@ def set_segment_qc(config: dict[str, Any], *, on_suspect: str | None = None,
 def backend_hint(backend: str | None, flags: Iterable[str], not_found: int = 0) -> str:
     """One line naming a better backend for the flags seen (``flags``: every flag of the batch)."""
     fl = set(flags)
-    name = str(backend or "unet")
+    name = str(backend or DEFAULT_SEGMENTER)
     if name == "chroma" and (fl & {"full", "no-screen", "border"} or not_found):
         return ("hint: these photos do not look like a green / blue screen; for hands use --backend unet, for "
                 "hands in real scenes --backend hand-grabcut (extra 'hands'), for other objects --backend rembg "

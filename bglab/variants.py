@@ -543,15 +543,9 @@ def _execute(jobs: Sequence[_Job], config: Mapping[str, Any], workers: int) -> I
 def _check_backend(name: str | None, kind: str, options: Mapping[str, Any] | None = None) -> None:
     if name is None:
         return
-    from bglab.errors import BackendError
-    from bglab.segment import backends, is_available
+    from bglab.segment import resolve
 
-    ok, why = is_available(name, **dict(options or {}))  # raises BackendError for an unknown name
-    if not ok:
-        raise BackendError(f"backend {name!r} is not available: {why}")
-    names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
-    if name not in names:
-        raise BackendError(f"backend {name!r} is not a {kind}", hint=f"{kind}s: {', '.join(names)}")
+    resolve(name, kind, options, available=True)  # type: ignore[arg-type]
 
 
 def write_manifest(rows: Sequence[VariantRow], path: Path) -> Path:

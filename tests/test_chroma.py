@@ -13,7 +13,8 @@ import pytest
 from bglab.errors import ConfigError
 from bglab.key import QCRules, key_folder
 from bglab.segment import Segmenter, create
-from bglab.segment.chroma import ChromaKeySegmenter, despill, estimate_key, parse_key
+from bglab.ops.color import despill
+from bglab.segment.chroma import ChromaKeySegmenter, estimate_key, parse_key
 from tests.conftest import shared_path
 
 SKIN = (224, 172, 140)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bglab.commands import backends as backends_cmd
 from bglab.commands import evalseg
-from bglab.commands.evalseg import EvalFailure, EvalItem, evaluate_segmenter, pair_by_stem
+from bglab.segment.evaluate import EvalFailure, EvalItem, evaluate_segmenter, pair_by_stem
 from bglab.io import read_image, read_mask
 
 

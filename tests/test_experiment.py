@@ -322,12 +322,12 @@ def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
 
 
 def test_same_seed_same_initial_weights_across_arms() -> None:
-    from bglab.experiment.runner import _seed_everything, derive_seed
+    from bglab.seeds import derive_seed, seed_everything
     from bglab.train.classifiers import build_classifier
 
     nets = []
     for _ in range(2):
-        _seed_everything(derive_seed(0, "init"))
+        seed_everything(derive_seed(0, "init"))
         nets.append(build_classifier("cnn", 3, 1, 32, widths=[8, 16], hidden=32))
     for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert p.data.equal(q.data)
@@ -658,7 +658,7 @@ def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys
         capsys.readouterr()
         assert main(["eval-cls", str(out), str(data_root / "clutter"), "--json", *extra]) == 0
         scores[bool(extra)] = json.loads(capsys.readouterr().out)["runs"][0]
-    from bglab.commands.experiment import evaluate_run_dir
+    from bglab.experiment.evaluate import evaluate_run_dir
     from bglab.experiment.config import ArmConfig
     from bglab.experiment.data import prepare_arm
     from bglab.dataset import read_imagefolder

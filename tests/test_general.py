@@ -305,7 +305,7 @@ def test_u2netp_is_registered_without_extras() -> None:
 
 # ------------------------------------------------------------------------------------------- eval-seg --backends
 def test_parse_backend_list_and_options_for() -> None:
-    from bglab.commands.evalseg import options_for, parse_backend_list
+    from bglab.segment.evaluate import options_for, parse_backend_list
 
     assert parse_backend_list("unet, u2netp,boxed=grabcut") == [("unet", "unet"), ("u2netp", "u2netp"),
                                                                ("boxed", "grabcut")]

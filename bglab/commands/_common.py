@@ -45,24 +45,6 @@ def parse_options(items: list[str] | None) -> dict[str, object]:
     return out
 
 
-def parse_color(text: str) -> tuple[int, int, int]:
-    """Parse ``#rrggbb``, ``r,g,b`` or a few names (white, black, green, blue, grey) into an RGB tuple."""
-    names = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
-             "grey": (128, 128, 128), "gray": (128, 128, 128), "red": (255, 0, 0)}
-    t = text.strip().lower()
-    if t in names:
-        return names[t]
-    try:
-        if t.startswith("#") and len(t) == 7:
-            return (int(t[1:3], 16), int(t[3:5], 16), int(t[5:7], 16))
-        parts = [int(p) for p in t.split(",")]
-        if len(parts) == 3 and all(0 <= p <= 255 for p in parts):
-            return (parts[0], parts[1], parts[2])
-    except ValueError:
-        pass
-    raise ConfigError(f"cannot read colour {text!r}", hint="use #rrggbb, r,g,b (0-255) or a name like white")
-
-
 def progress_bar(console_: Console | None = None, *, transient: bool = False) -> Progress:
     """The standard bglab progress bar: description, bar, count, rate, elapsed and remaining time."""
     return Progress(

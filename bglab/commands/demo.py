@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bglab.commands._common import console
 from bglab.errors import BglabError
+from bglab.segment.registry import choices_help
 
 
 def sample_data_dir() -> Path:
@@ -26,7 +27,8 @@ def sample_data_dir() -> Path:
 
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Where to write the demo's outputs."),
-    backend: str = typer.Option(None, "--backend", "-b", help="Segmenter of the remove / swap half (default: unet)."),
+    backend: str = typer.Option(None, "--backend", "-b", help="Segmenter of the remove / swap half: "
+                                f"{choices_help('segmenter')}."),
     experiment: bool = typer.Option(True, "--experiment/--no-experiment",
                                     help="Also run the tiny background experiment (about a minute on 2 cores)."),
     quick: bool = typer.Option(False, "--quick", help="Experiment as a smoke run: 1 seed, 4 epochs."),

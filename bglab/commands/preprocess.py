@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from bglab.commands._common import console, err_console, esc, parse_options, print_failed, progress_bar
+from bglab.segment.registry import choices_help
 
 
 def preprocess(
@@ -25,9 +26,10 @@ def preprocess(
     crop: bool = typer.Option(False, "--crop", help="Crop to the located box (else the mask's box)."),
     margin: float = typer.Option(None, "--margin", help="Crop margin, fraction of the box per side (implies --crop)."),
     square: bool = typer.Option(None, "--square/--no-square", help="Square crops."),
-    backend: str = typer.Option(None, "--backend", "-b", help="Segmenter backend (see `bglab backends`)."),
+    backend: str = typer.Option(None, "--backend", "-b",
+                                help=f"Segmenter backend: {choices_help('segmenter')} (see `bglab backends`)."),
     option: list[str] = typer.Option(None, "--option", "-O", help="Segmenter option key=value (repeatable)."),
-    locator: str = typer.Option(None, "--locator", "-l", help="Locator backend, e.g. mediapipe-hands, mask-box."),
+    locator: str = typer.Option(None, "--locator", "-l", help=f"Locator backend: {choices_help('locator')}."),
     locator_option: list[str] = typer.Option(None, "--locator-option", help="Locator option key=value."),
     on_missing: str = typer.Option(None, "--on-missing", help="No box found: keep | skip | mask-box."),
     background: str = typer.Option(None, "--background", help="remove | colour | blur | swap | keep."),
@@ -56,7 +58,7 @@ def preprocess(
     Kill it at any time and run it again: finished samples are skipped. Exit code 0 when nothing failed
     (samples where no box was found are results, not failures), 1 when any sample failed.
     """
-    from bglab.commands._common import parse_color
+    from bglab.ops.color import parse_color
     from bglab.pipeline import Pipeline, apply_overrides, load_config
     from bglab.preprocess import preprocess as run, summary_table
 

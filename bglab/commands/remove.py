@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.commands._common import console, err_console, esc, parse_color, parse_options, print_failed, \
+from bglab.commands._common import console, err_console, esc, parse_options, print_failed, \
     progress_bar
+from bglab.ops.color import parse_color
+from bglab.segment.registry import choices_help
 
 
 def remove(
@@ -18,7 +20,7 @@ def remove(
     mode: str = typer.Option("cutout", "--mode", "-m",
                              help="cutout (RGBA) | mask (8-bit) | color | blur | swap | crop."),
     backend: str = typer.Option(None, "--backend", "-b",
-                                help="Segmenter backend (see `bglab backends`); default: unet."),
+                                help=f"Segmenter backend: {choices_help('segmenter')} (see `bglab backends`)."),
     option: list[str] = typer.Option(None, "--option", "-O", help="Backend option key=value (repeatable)."),
     color: str = typer.Option("white", "--color", help="Background colour for --mode color: #rrggbb, r,g,b, name."),
     blur: float = typer.Option(15.0, "--blur", help="Blur strength (Gaussian sigma, px) for --mode blur."),

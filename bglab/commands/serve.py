@@ -7,6 +7,7 @@ import os
 import typer
 
 from bglab.commands._common import err_console, esc
+from bglab.segment.registry import choices_help
 
 
 def serve(
@@ -17,8 +18,8 @@ def serve(
     workers: int = typer.Option(1, "--workers", "-w", min=1,
                                 help="Worker processes; each loads its own model session once."),
     backend: str = typer.Option(None, "--backend", "-b",
-                                help="Default segmenter when a request names none (see `bglab backends`); "
-                                     "default: unet."),
+                                help="Default segmenter when a request names none: "
+                                     f"{choices_help('segmenter')} (see `bglab backends`)."),
     allow: list[str] = typer.Option(None, "--allow",
                                     help="Segmenters clients may choose (repeatable); default: every "
                                          "registered one except mask-files, which is never served."),
@@ -46,8 +47,8 @@ def serve(
 ) -> None:
     """Serve the HTTP API (POST /api/remove, POST /api/segment, GET /api/backends, /healthz, /docs) and the
     web page at / until interrupted (Ctrl+C)."""
-    from bglab.errors import BackendError, BglabError
-    from bglab.segment import DEFAULT_SEGMENTER, backends, is_available
+    from bglab.errors import BglabError
+    from bglab.segment import DEFAULT_SEGMENTER, resolve
     from bglab.server.settings import ServerSettings
 
     try:
@@ -63,13 +64,7 @@ def serve(
         timeout=timeout, threads=threads, allowed_hosts=tuple(allow_host or ()), read_timeout=read_timeout,
         keep_alive=keep_alive,
     )
-    ok, why = is_available(settings.backend)  # raises BackendError for an unknown name
-    kinds = {b.name: b.kind for b in backends()}
-    if kinds[settings.backend] != "segmenter":
-        raise BackendError(f"backend {settings.backend!r} is a {kinds[settings.backend]}, not a segmenter",
-                           hint="choose a segmenter from `bglab backends`")
-    if not ok:
-        raise BackendError(f"backend {settings.backend!r} is not available: {why}")
+    resolve(settings.backend, "segmenter", available=True)  # a clear error before the server starts
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] listening on {esc(host)}: anyone who can reach it can use the "
                           "server (there is no authentication)", highlight=False)

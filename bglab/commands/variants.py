@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.commands._common import console, err_console, esc, parse_color, parse_options, print_failed, progress_bar
+from bglab.commands._common import console, err_console, esc, parse_options, print_failed, progress_bar
+from bglab.ops.color import parse_color
 
 
 def variants(

@@ -1,10 +1,11 @@
 """``bglab preprocess --engine ray``: the same chunks of work as the local engine, as a Ray Data pipeline.
 
 The chunks become a Ray Data data set (one row per chunk) mapped with ``map_batches`` over an actor pool:
-each actor holds one :class:`bglab.preprocess.Worker` (one backend session, ``Runtime(threads=1)``) and
-processes chunks of items: it reads the inputs, runs the pipeline and writes the outputs atomically, exactly
-as a local pool worker does; the driver appends the journal and writes the manifest, so resuming, the
-manifest and the byte-identical outputs are the same as with ``--engine local``.
+each actor holds one worker made by the caller (preprocess: a :class:`bglab.preprocess.Worker`, one backend
+session, ``Runtime(threads=1)``) and processes chunks of items: it reads the inputs, runs the pipeline and
+writes the outputs atomically, exactly as a local pool worker does; the driver appends the journal and
+writes the manifest, so resuming, the manifest and the byte-identical outputs are the same as with
+``--engine local``.
 
 Local machine (Ray starts and stops a private instance)::
 
@@ -25,7 +26,7 @@ instance), ``num_cpus`` (CPUs per actor, default 1), ``runtime_env`` (JSON, pass
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -44,21 +45,18 @@ def _import_ray() -> Any:
 
 
 class _ChunkUDF:
-    """The ``map_batches`` callable class: one pipeline session per actor; each row is one chunk of items."""
+    """The ``map_batches`` callable class: one worker per actor; each row is one chunk of items."""
 
-    def __init__(self, config: Mapping[str, Any], dst: str, max_pixels: int | None) -> None:
-        from bglab.preprocess import Worker
-
-        self.worker = Worker(config, dst, 1, max_pixels)
+    def __init__(self, make_worker: Callable[[], Any], item_type: type) -> None:
+        self.worker = make_worker()
+        self.item_type = item_type
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        from bglab.preprocess import Item
-
         out = []
         for chunk_json in batch["chunk"]:
-            items = [Item(**d) for d in json.loads(str(chunk_json))]
+            items = [self.item_type(**d) for d in json.loads(str(chunk_json))]
             out.append(json.dumps(self.worker.process(items), default=str))
         return {"records": np.array(out, dtype=object)}
 
@@ -107,10 +105,14 @@ def _init(ray: Any, workers: int, num_cpus: float, address: str | None,
     return True
 
 
-def run_chunks(chunks: Sequence[Sequence[Any]], dst: str, config: Mapping[str, Any], *, workers: int = 1,
-               max_pixels: int | None = None, address: str | None = None, num_cpus: float = 1,
-               runtime_env: Mapping[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Yield each chunk's records as Ray Data streams them back (``map_batches`` over an actor pool)."""
+def run_chunks(chunks: Sequence[Sequence[Any]], make_worker: Callable[[], Any], *, workers: int = 1,
+               address: str | None = None, num_cpus: float = 1, runtime_env: Mapping[str, Any] | None = None,
+               ) -> Iterator[list[dict[str, Any]]]:
+    """Yield each chunk's records as Ray Data streams them back (``map_batches`` over an actor pool).
+
+    ``chunks`` hold dataclass items; ``make_worker()`` (picklable) builds, once per actor, an object whose
+    ``process(items)`` returns the chunk's records (the engine knows nothing of what the work is).
+    """
     if not chunks:
         return
     ray = _import_ray()
@@ -124,7 +126,7 @@ def run_chunks(chunks: Sequence[Sequence[Any]], dst: str, config: Mapping[str, A
         rows = [{"chunk": json.dumps([asdict(it) for it in c])} for c in chunks]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _ChunkUDF, batch_size=1, concurrency=max(int(workers), 1), num_cpus=num_cpus,
-            fn_constructor_kwargs={"config": dict(config), "dst": dst, "max_pixels": max_pixels})
+            fn_constructor_kwargs={"make_worker": make_worker, "item_type": type(chunks[0][0])})
         try:
             for row in ds.iter_rows():
                 yield json.loads(row["records"])

@@ -21,7 +21,6 @@ in the same environment everywhere, the data and ``--out`` on a shared file syst
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from bglab.engines.ray_engine import _import_ray, _init
@@ -30,34 +29,34 @@ __all__ = ["train_runs"]
 
 
 class _RunActor:
-    """One run process: the data from the arm caches, then one run per call."""
+    """One run process: ``initializer(*initargs)`` once (the data from the arm caches), then one run per call."""
 
-    def __init__(self, cfg: Any, out: str, session: int, device: str, threads: int) -> None:
-        from bglab.experiment import runner
-
-        runner._pool_init(cfg, Path(out), session, device, threads)
+    def __init__(self, initializer: Callable[..., None], initargs: tuple[Any, ...],
+                 run: Callable[[Any], tuple[Any, list[str]]]) -> None:
+        initializer(*initargs)
+        self.run = run
 
     def train(self, key: Any) -> tuple[Any, list[str]]:
-        from bglab.experiment import runner
-
-        return runner._pool_run(key)
+        return self.run(key)
 
 
-def train_runs(cfg: Any, out: Path, keys: Sequence[Any], *, session: int, device: str, threads: int,
+def train_runs(run: Callable[[Any], tuple[Any, list[str]]], keys: Sequence[Any], *,
+               initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int, cuda: bool,
                parallel: int, options: Mapping[str, Any] | None = None,
                log: Callable[[str], None] = lambda s: None) -> tuple[list[Any], dict[str, str]]:
-    """Train ``keys`` on Ray; returns (the runs' results, failures: run id -> error after one retry)."""
+    """Train ``keys`` on Ray, ``run(key)`` on actors set up by ``initializer(*initargs)`` (as with a local
+    pool; the runner passes its own, so this engine never imports it); returns (the runs' results,
+    failures: run id -> error after one retry)."""
     if not keys:
         return [], {}
     ray = _import_ray()
     opts = dict(options or {})
-    cuda = str(device).startswith("cuda")
     started = _init(ray, parallel, max(1, threads), opts.get("address"), opts.get("runtime_env"))
     try:
         actor_cls = ray.remote(num_cpus=max(1, threads), num_gpus=1 if cuda else 0)(_RunActor)
 
         def new_actor() -> Any:
-            return actor_cls.remote(cfg, str(out), session, device, threads)
+            return actor_cls.remote(initializer, initargs, run)
 
         actors = [new_actor() for _ in range(min(parallel, len(keys)))]
         todo = list(keys)

@@ -56,10 +56,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bglab.configfile import read_config_file
+from bglab.configfile import check_bool, check_number, config_error, read_config_file
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_THREADS
+from bglab.segment.registry import path_options
 
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
@@ -73,8 +74,7 @@ _TOP_KEYS = ("name", "seeds", "split_seed", "threads", "input", "sources", "prot
              "variants", "evaluate", "studies", "baseline", "quick", "saliency")
 
 
-def _err(key: str, message: str, hint: str | None = None) -> ConfigError:
-    return ConfigError(f"{key}: {message}", hint=hint)
+_err = config_error
 
 
 def _mapping(key: str, value: Any, *, allow_none: bool = True) -> dict[str, Any]:
@@ -99,34 +99,14 @@ def _name(key: str, value: Any) -> str:
 
 
 def _int(key: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _err(key, f"expected an integer, got {_r(value)}")
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise _err(key, f"expected an integer, got {_r(value)}")
-    v = int(value)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise _err(key, f"{v} is out of range", f"use a value in [{lo}, {hi if hi is not None else 'inf'}]")
-    return v
+    return check_number(key, value, lo=lo, hi=hi, integer=True)  # type: ignore[no-any-return]
 
 
 def _float(key: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _err(key, f"expected a number, got {_r(value)}")
-    try:
-        v = float(value)
-    except OverflowError:  # an int too large for a float
-        v = math.inf
-    if not math.isfinite(v):
-        raise _err(key, f"{_r(value)} is not a finite number", "use a finite value")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise _err(key, f"{_r(value)} is out of range", f"use a value in [{lo}, {hi if hi is not None else 'inf'}]")
-    return v
+    return check_number(key, value, lo=lo, hi=hi)  # type: ignore[no-any-return]
 
 
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _err(key, f"expected true or false, got {_r(value)}")
-    return value
+_bool = check_bool
 
 
 def _names(key: str, value: Any, known: Mapping[str, Any], what: str) -> tuple[str, ...]:
@@ -516,7 +496,6 @@ def _parse_arms(raw: Any, size: int, channels: int, base: Path = Path("."),
 
 
 _MODEL_DEFAULTS: dict[str, Any] = {"name": "cnn", "dropout": 0.5, "batchnorm": False}
-_PATH_OPTIONS = ("masks", "model", "model_path", "boxes")  # backend options that name a file or folder
 
 
 def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
@@ -535,7 +514,7 @@ def _resolve_step_paths(steps: list[Any], base: Path) -> list[Any]:
                                                  if isinstance(f, dict))):
                 if not isinstance(holder, dict):
                     continue
-                for k in _PATH_OPTIONS:
+                for k in sorted(path_options()):  # any backend's file / folder options (the registry's)
                     if k in holder:
                         holder[k] = _relative_made_absolute(holder[k], base)
     return out

@@ -452,7 +452,7 @@ def distorted(images: np.ndarray, keys: Sequence[str], spec: Mapping[str, float]
               ) -> np.ndarray:
     """Copies of ``images`` under one distortion (pixel ``dropout`` then Gaussian ``noise``), seeded per image."""
     from bglab.ops.distort import gaussian_noise, pixel_dropout
-    from bglab.pipeline import sample_seed
+    from bglab.seeds import sample_seed
 
     out = np.empty_like(images)
     p, sigma = float(spec.get("dropout", 0.0)), float(spec.get("noise", 0.0))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
+from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.checks import (MIN_SEEDS, accuracy_interval, chance_check, chance_rate, checked_verdict,
                                      min_detectable_difference, seeds_check, training_check)
 from bglab.experiment.stats import Comparison, compare, t_interval
@@ -88,11 +89,9 @@ def _ci(values: list[float], bounded: bool = True) -> dict[str, Any]:
 def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, Any]] | None = None
             ) -> dict[str, Any]:
     """Everything the report shows, as plain data (JSON-serialisable)."""
-    from bglab.experiment.runner import _read_csv
-
     out = Path(out)
     if rows is None:
-        rows = _read_csv(out / "metrics.csv")
+        rows = read_metrics(out / "metrics.csv")
     final = _final_rows(rows, cfg)
     dists = ["clean", *cfg.evaluate.distortions]
     classes: list[str] = []

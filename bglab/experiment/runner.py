@@ -30,8 +30,6 @@ predictions -> metrics -> checkpoint, each atomically, so an interruption never 
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import io
 import json
 import os
@@ -47,12 +45,13 @@ import numpy as np
 from bglab.errors import BglabError, ConfigError
 from bglab.experiment.config import ExperimentConfig, RunKey, VariantConfig, resolved_config
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
+from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
+from bglab.io import atomic_write_bytes, atomic_write_text
+from bglab.seeds import derive_seed, seed_everything
 
 __all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "apply_bg_swap", "bg_swap_plan", "build_run_model",
            "derive_seed", "load_checkpoint", "predict", "run_experiment", "to_tensor"]
 
-METRIC_COLUMNS = ("protocol", "arm", "variant", "seed", "epoch", "split", "test_set", "distortion", "accuracy",
-                  "loss", "n", "session", "test_arm")
 Log = Callable[[str], None]
 
 
@@ -60,64 +59,13 @@ class EpochBudgetReached(BglabError):
     """The ``max_epochs`` budget of this invocation is used up; run again to continue."""
 
 
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts (stable across machines and Python versions)."""
-    h = hashlib.sha256("|".join(str(p) for p in ("bglab.experiment", *parts)).encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 1
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
 # ------------------------------------------------------------------------------------------- file helpers
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from bglab.io import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    from bglab.io import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
-    _atomic_text(path, buf.getvalue())
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r["seed"], r["epoch"], r["n"], r["session"] = int(r["seed"]), int(r["epoch"]), int(r["n"]), int(r["session"])
-        r["accuracy"], r["loss"] = float(r["accuracy"]), float(r["loss"])
-        r["test_arm"] = r.get("test_arm") or r["arm"]  # files written before matrix studies lack the column
-    return rows
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _atomic_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # -------------------------------------------------------------------------------------------- checkpoints
@@ -125,9 +73,9 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[str, Any]) -> None:
     import torch
-    from safetensors.torch import save
 
     from bglab.train.classifiers import trained_state
+    from bglab.train.state import save_tensors
 
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous().clone()
                                         for k, v in trained_state(model).items()}
@@ -138,8 +86,8 @@ def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[
         otens, st["optimizer"] = optimizer_tensors(optimizer, prefix="optim.")
         tensors.update(otens)
     text = json.dumps(st, sort_keys=True, default=str)
-    _atomic_bytes(path, save(tensors, metadata={"bglab": text}))
-    _atomic_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
+    save_tensors(path, tensors, {"bglab": text})
+    atomic_write_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def checkpoint_state(path: str | Path) -> dict[str, Any]:
@@ -402,7 +350,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     ckpt = out / "checkpoints" / f"{key.id}.safetensors"
     mpath = out / "metrics" / f"{key.id}.csv"
     t0 = time.perf_counter()
-    _seed_everything(derive_seed(key.seed, "init"))
+    seed_everything(derive_seed(key.seed, "init"))
     model = _build(variant, len(data.classes), cfg)
     start = 0
     rows: list[dict[str, Any]] = []
@@ -416,7 +364,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
         load_trained(model, msd)
         start = int(state["epoch"])
         sessions = list(state.get("sessions", []))
-        rows = [r for r in _read_csv(mpath) if r["epoch"] <= start]
+        rows = [r for r in read_metrics(mpath) if r["epoch"] <= start]
     elif mpath.exists():
         mpath.unlink()  # metrics without a checkpoint: an interrupted first epoch
     # weights were initialised on the CPU (the same on every device); channels-last suits CPU convolutions
@@ -514,7 +462,7 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
                     _saliency(model, extras.saliency, cfg, out / "predictions" / key.id, device, featurise)
         trained += 1
         if final or epoch % t.checkpoint_every == 0 or budget.left == 0:
-            _write_csv(mpath, rows)
+            write_metrics(mpath, rows)
             state = {**state_base, "epoch": epoch, "done": final, "sessions": sessions,
                      "updated": datetime.now(UTC).isoformat(timespec="seconds")}
             _save_checkpoint(ckpt, model, None if final else opt, state)
@@ -589,7 +537,7 @@ def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]
             raise ConfigError("this run directory holds a different experiment (config changed)", path=out,
                               hint="use another --out, or delete the directory to start again")
         return
-    _atomic_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
 
 
 def _next_session(out: Path, info: Mapping[str, Any]) -> int:
@@ -607,15 +555,15 @@ def collect_metrics(out: Path) -> list[dict[str, Any]]:
     """All per-run metric rows of a run directory (sorted), written to metrics.csv and metrics.parquet."""
     rows: list[dict[str, Any]] = []
     for p in sorted((out / "metrics").glob("*.csv")):
-        rows.extend(_read_csv(p))
-    _write_csv(out / "metrics.csv", rows)
+        rows.extend(read_metrics(p))
+    write_metrics(out / "metrics.csv", rows)
     try:
         import pandas as pd
 
         df = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
-        _atomic_bytes(out / "metrics.parquet", buf.getvalue())
+        atomic_write_bytes(out / "metrics.parquet", buf.getvalue())
     except ImportError:  # pragma: no cover - pandas / pyarrow are in the train extra
         pass
     return rows
@@ -876,7 +824,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
             "suspect_masks": {a: {"count": len(n), "examples": n[:20]} for a, n in data.suspect().items() if n},
             "protocols": {n: p.counts(data) for n, p in protocols.items()},
             "preprocess_seconds": round(time.perf_counter() - t0, 2)}
-    _atomic_text(out / "data.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out / "data.json", json.dumps(info, indent=2) + "\n")
     results: list[RunResult] = []
     complete = True
     failed: dict[str, str] = {}
@@ -887,8 +835,10 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
         if engine == "ray":
             from bglab.engines.ray_runs import train_runs
 
-            done, failed = train_runs(cfg, out, todo, session=session, device=device, threads=threads,
-                                      parallel=parallel_runs, options=engine_options, log=log)
+            done, failed = train_runs(_pool_run, todo, initializer=_pool_init,
+                                      initargs=(cfg, out, session, device, threads), threads=threads,
+                                      cuda=str(device).startswith("cuda"), parallel=parallel_runs,
+                                      options=engine_options, log=log)
             results += done
             complete = not failed
         else:
@@ -924,5 +874,5 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
 
         summary = write_report(out, cfg, data_info=info, extra=summary)
     else:
-        _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from bglab.boxes import Box
+from bglab.ops.box import Box
 from bglab.errors import BglabError
 from bglab.ops.geometry import box_to_pixels
 from bglab.ops.mask import ParameterError, as_soft, binarize

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bglab.boxes import Box
+from bglab.ops.box import Box
 from bglab.errors import BglabError, BoxError
 from bglab.ops.mask import ParameterError, as_soft
 

@@ -1,28 +1,38 @@
-"""Segmenter and locator backends behind one protocol, chosen by name (``--backend NAME``)."""
+"""Segmenter and locator backends behind one protocol, chosen by name (``--backend NAME``).
+
+Each ``register`` line below is the whole record of a backend (see :class:`BackendInfo`): adding one is a new
+module with a factory plus one line here.
+"""
 
 from __future__ import annotations
 
 from bglab.segment.base import Locator, Segmenter, SegmenterBase
-from bglab.segment.registry import BackendInfo, Runtime, backends, create, is_available, register
+from bglab.segment.registry import (DEFAULT_SEGMENTER, BackendInfo, Runtime, backends, choices_help, create,
+                                   is_available, path_options, register, resolve)
 
 register(BackendInfo("unet", "segmenter", "bglab.segment.unet", "create",
-                     "bglab's own hand U-Net (ONNX Runtime, shipped in the package); the default"))
+                     "bglab's own hand U-Net (ONNX Runtime, shipped in the package); the default",
+                     path_options=("model",)))
 register(BackendInfo("unet-effnet", "segmenter", "bglab.segment.unet", "create_effnet",
-                     "hand U-Net v4: pretrained EfficientNet-Lite0 encoder + U-Net decoder (ONNX Runtime, shipped)"))
+                     "hand U-Net v4: pretrained EfficientNet-Lite0 encoder + U-Net decoder (ONNX Runtime, shipped)",
+                     path_options=("model",)))
 register(BackendInfo("chroma", "segmenter", "bglab.segment.chroma", "create",
-                     "chroma key for green / blue screens (key colour estimated from the border)"))
+                     "chroma key for green / blue screens (key colour estimated from the border)", screen=True))
 register(BackendInfo("grabcut", "segmenter", "bglab.segment.grabcut", "create",
                      "OpenCV GrabCut seeded by a box (a locator's, or the image minus a border)"))
 register(BackendInfo("mask-files", "segmenter", "bglab.segment.maskfiles", "create_segmenter",
-                     "ground-truth masks read from a folder, matched by file stem"))
+                     "ground-truth masks read from a folder, matched by file stem",
+                     reads_files=True, path_options=("masks",)))
 register(BackendInfo("mask-box", "locator", "bglab.segment.maskfiles", "create_locator",
                      "box of a mask (from mask files, or from any segmenter)"))
 register(BackendInfo("full", "locator", "bglab.segment.maskfiles", "create_full_locator",
                      "the whole image as one box (no localisation)"))
 register(BackendInfo("box-model", "locator", "bglab.segment.detector_locator", "create_box_model",
-                     "one box from a trained box + label model (bglab train-det; safetensors or ONNX)"))
+                     "one box from a trained box + label model (bglab train-det; safetensors or ONNX)",
+                     path_options=("model",)))
 register(BackendInfo("box-csv", "locator", "bglab.segment.detector_locator", "create_box_csv",
-                     "boxes listed for the image's file name in an annotation file (CSV / VOC XML / COCO JSON)"))
+                     "boxes listed for the image's file name in an annotation file (CSV / VOC XML / COCO JSON)",
+                     reads_files=True, path_options=("boxes",)))
 register(BackendInfo("mediapipe-hands", "locator", "bglab.segment.mediapipe", "create_hands",
                      "MediaPipe Hands landmarks' extent plus a margin (offline; extra 'hands')",
                      extra="hands", requires=("mediapipe",)))
@@ -35,17 +45,17 @@ register(BackendInfo("mediapipe-selfie", "segmenter", "bglab.segment.mediapipe",
 register(BackendInfo("rembg", "segmenter", "bglab.segment.rembg_backend", "create",
                      "any rembg session whose file is in U2NET_HOME (extra 'rembg'), or any U^2-Net ONNX file "
                      "given as model_path= (no rembg needed)",
-                     extra="rembg", requires=("rembg",), requires_unless=("model_path",)))
+                     extra="rembg", requires=("rembg",), requires_unless=("model_path",), path_options=("model_path",)))
 register(BackendInfo("u2netp", "segmenter", "bglab.segment.general", "create",
                      "general objects (pets, products, people...): U^2-Net-p salient-object model, 4.6 MB ONNX, "
-                     "installed at set-up (python -m bglab.fetch_models), sha256-checked; box= prompts via locator="))
+                     "installed at set-up (python -m bglab.fetch_models), sha256-checked; box= prompts via locator=",
+                     path_options=("model_path",)))
 register(BackendInfo("auto", "segmenter", "bglab.segment.auto", "create",
                      "picks for you: a hand data set (MediaPipe finds hands in most images; extra 'hands') -> "
-                     "hand-grabcut where a hand is found, else u2netp; anything else -> u2netp"))
-
-DEFAULT_SEGMENTER = "unet"
+                     "hand-grabcut where a hand is found, else u2netp; anything else -> u2netp",
+                     path_options=("model_path",)))
 
 __all__ = [
     "DEFAULT_SEGMENTER", "BackendInfo", "Locator", "Runtime", "Segmenter", "SegmenterBase",
-    "backends", "create", "is_available", "register",
+    "backends", "choices_help", "create", "is_available", "path_options", "register", "resolve",
 ]

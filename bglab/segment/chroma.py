@@ -21,8 +21,8 @@ fewer than half of the border pixels within the tolerance of the median colour: 
 image), nothing is keyed out and the mask is all foreground (1.0); likewise when a fixed key colour matches
 nothing. Quality control (:mod:`bglab.key`) rejects such masks by their foreground fraction.
 
-**Spill.** :func:`despill` limits the screen's channel (green: G <= max(R, B); blue: B <= max(R, G)) on
-the foreground and a band around it; call it on the image before compositing onto a new background
+**Spill.** :func:`bglab.ops.color.despill` limits the screen's channel (green: G <= max(R, B); blue:
+B <= max(R, G)) on the foreground and a band around it; call it on the image before compositing onto a new background
 (:meth:`ChromaKeySegmenter.despill` does this when the segmenter was created with ``despill=True``).
 """
 
@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from bglab.errors import ConfigError
+from bglab.ops.color import despill
 from bglab.segment.base import SegmenterBase
 
 # Weights of the normalised HSV distance (hue, saturation, value).
@@ -166,35 +167,6 @@ def _fill_holes(binary: np.ndarray) -> np.ndarray:
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     outside = np.isin(labels, edge[edge > 0])
     return binary | ~outside & (inv > 0)
-
-
-def despill(image: np.ndarray, mask: np.ndarray, *, channel: str = "green", band: int = 3,
-            strength: float = 1.0) -> np.ndarray:
-    """Spill suppression: limit the screen channel to max(other two) on the foreground and a ``band``-px ring.
-
-    ``mask`` is any mask bglab accepts (soft float, bool, uint8 0/255); its soft value, dilated by ``band``
-    pixels, weights the correction (times ``strength``). Returns a new RGB uint8 image; skin (red above green)
-    is unchanged, green-tinted edge pixels become neutral.
-    """
-    from bglab.ops.mask import as_soft
-
-    idx = {"red": 0, "green": 1, "blue": 2}.get(channel)
-    if idx is None:
-        raise ConfigError(f"unknown spill channel {channel!r}", hint="use green, blue or red")
-    rgb = np.ascontiguousarray(image[..., :3])
-    soft = as_soft(mask, rgb.shape[:2])
-    if band > 0:
-        soft = cv2.dilate(soft, _ellipse(2 * band + 1))
-    w = np.clip(soft * float(strength), 0.0, 1.0)
-    img = rgb.astype(np.float32)
-    others = [c for c in range(3) if c != idx]
-    limit = np.maximum(img[..., others[0]], img[..., others[1]])
-    ch = img[..., idx]
-    img[..., idx] = ch - w * np.maximum(ch - limit, 0.0)
-    out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    if image.shape[-1] == 4:
-        out = np.dstack([out, image[..., 3]])
-    return out
 
 
 class ChromaKeySegmenter(SegmenterBase):

@@ -79,7 +79,7 @@ class BoxModelLocator:
                                    hint="export it with bglab.train.detector.export_onnx") from None
         else:
             try:
-                from bglab.train.detector import load_detector
+                from bglab.nets.boxnet import load_detector
             except ImportError as exc:
                 raise BackendError(f"box-model with a .safetensors file needs torch ({exc})", path=path,
                                    hint="pip install 'bglab[train]', or export the model to ONNX") from None
@@ -94,7 +94,7 @@ class BoxModelLocator:
                 / np.array((0.229, 0.224, 0.225), np.float32)
             box, prob = self._sess.run(None, {"input": np.ascontiguousarray(arr.transpose(2, 0, 1)[None])})
             return box[0], prob[0], s
-        from bglab.train.detector import predict
+        from bglab.nets.boxnet import predict
 
         box, prob = predict(self._torch, x[None])
         return box[0], prob[0], s

@@ -1,8 +1,10 @@
 """Backend registry: ``--backend NAME`` resolves here everywhere (remove, preprocess, variants, eval-seg, serve).
 
 Backends register a factory with :func:`register`; the factory is only imported and called when the backend
-is asked for, so optional extras (mediapipe, rembg) cost nothing until used. Threading / providers for every
-backend come from one :class:`Runtime` object.
+is asked for, so optional extras (mediapipe, rembg) cost nothing until used. Each :class:`BackendInfo` holds
+every fact about its backend that callers need before loading it (kind, extra, whether it reads files by path,
+which options name files); :func:`resolve` is the one name check the pipeline, variants, the server and the
+experiment config use. Threading / providers for every backend come from one :class:`Runtime` object.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bglab.errors import BackendError
 
 Kind = Literal["segmenter", "locator"]
+
+DEFAULT_SEGMENTER = "unet"
+"""The segmenter used when none is named (CLI, pipeline ``segment`` step, server)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,16 @@ class BackendInfo:
     requires: tuple[str, ...] = field(default_factory=tuple)  # importable modules it needs
     # options that make ``requires`` unnecessary (``rembg`` given ``model_path=`` runs the file without rembg)
     requires_unless: tuple[str, ...] = field(default_factory=tuple)
+    # its answer is looked up by the input's file path, not computed from pixels (mask files, box lists): a
+    # pipeline gives it the original file, and the server (which receives pixels, never paths) refuses it
+    reads_files: bool = False
+    path_options: tuple[str, ...] = field(default_factory=tuple)  # options naming a file or folder
+    screen: bool = False  # keys out a coloured screen: mask QC also checks that a screen was found
+
+    @property
+    def served(self) -> bool:
+        """Whether the HTTP server can run it: a segmenter that works from the pixels alone."""
+        return self.kind == "segmenter" and not self.reads_files
 
 
 _BACKENDS: dict[str, BackendInfo] = {}
@@ -61,6 +76,34 @@ def register(info: BackendInfo) -> None:
 def backends(kind: Kind | None = None) -> list[BackendInfo]:
     """All registered backends, optionally only segmenters or locators, in registration order."""
     return [b for b in _BACKENDS.values() if kind is None or b.kind == kind]
+
+
+def choices_help(kind: Kind) -> str:
+    """The backends of ``kind`` for a CLI help text, the default marked: ``"unet (default), chroma, ..."``."""
+    return ", ".join(f"{b.name} (default)" if b.name == DEFAULT_SEGMENTER else b.name for b in backends(kind))
+
+
+def path_options() -> frozenset[str]:
+    """Every option name that some backend declares as a file or folder path (resolved against a config's folder)."""
+    return frozenset(k for b in _BACKENDS.values() for k in b.path_options)
+
+
+def resolve(name: str | None, kind: Kind | None = None, options: Mapping[str, Any] | None = None, *,
+            available: bool = False) -> BackendInfo:
+    """The record of backend ``name`` (None: :data:`DEFAULT_SEGMENTER`), checked before anything is loaded:
+    registered, of ``kind`` when given and, with ``available=True``, its extras importable given ``options``.
+
+    Raises :class:`BackendError` saying what is wrong and naming the choices.
+    """
+    info = _info(DEFAULT_SEGMENTER if name is None else name)
+    if kind is not None and info.kind != kind:
+        others = ", ".join(b.name for b in backends(kind))
+        raise BackendError(f"backend {info.name!r} is a {info.kind}, not a {kind}", hint=f"{kind}s: {others}")
+    if available:
+        ok, why = is_available(info.name, **dict(options or {}))
+        if not ok:
+            raise BackendError(f"backend {info.name!r} is not available: {why}")
+    return info
 
 
 def is_available(name: str, **options: Any) -> tuple[bool, str]:
@@ -89,13 +132,7 @@ def _info(name: str) -> BackendInfo:
 
 def create(name: str, *, kind: Kind | None = None, runtime: Runtime | None = None, **options: Any) -> Any:
     """Build a backend instance by name; options go to its factory (e.g. ``threshold=0.5``)."""
-    info = _info(name)
-    if kind is not None and info.kind != kind:
-        others = ", ".join(b.name for b in backends(kind))
-        raise BackendError(f"backend {name!r} is a {info.kind}, not a {kind}", hint=f"{kind}s: {others}")
-    ok, why = is_available(name, **options)
-    if not ok:
-        raise BackendError(f"backend {name!r} is not available: {why}")
+    info = resolve(name, kind, options, available=True)
     module = importlib.import_module(info.module)
     factory: Callable[..., Any] = getattr(module, info.factory)
     runtime = runtime or Runtime.from_env()

@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bglab.errors import BackendError, BglabError, ConfigError, ImageReadError, ImageWriteError, MaskError
-from bglab.server.settings import REFUSED_BACKENDS, ServerSettings
+from bglab.server.settings import ServerSettings
 
 log = logging.getLogger("bglab.server")
 T = TypeVar("T")
@@ -448,8 +448,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """Build the app (API, web page, docs) for ``settings`` (defaults: :class:`ServerSettings`)."""
     import bglab
     from bglab import ops
-    from bglab.commands._common import parse_color
     from bglab.io import decode_image, encode_image
+    from bglab.ops.color import parse_color
     from bglab.remove import RemoveOptions, apply_mode, prepare_mask
     from bglab.segment import backends as registered, is_available
 
@@ -500,12 +500,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if name not in known:
             raise ApiError(400, "unknown_backend", f"unknown backend {name!r}; this server offers: "
                            f"{', '.join(served)} (see /api/backends)")
-        if name in REFUSED_BACKENDS:
-            raise ApiError(400, "backend_not_allowed", f"backend {name!r} reads files by path and is not "
-                           f"served over HTTP; use one of: {', '.join(served)}")
         if known[name].kind != "segmenter":
             raise ApiError(400, "unknown_backend", f"backend {name!r} is a {known[name].kind}, not a segmenter; "
                            f"use one of: {', '.join(served)}")
+        if known[name].reads_files:
+            raise ApiError(400, "backend_not_allowed", f"backend {name!r} reads files by path and is not "
+                           f"served over HTTP; use one of: {', '.join(served)}")
         if not s.allows(name):
             raise ApiError(400, "backend_not_allowed", f"this server does not offer backend {name!r}; "
                            f"use one of: {', '.join(served)}")
@@ -542,8 +542,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         for b in registered():
             ok, why = await run_in_threadpool(available, b.name)
             served = b.kind == "segmenter" and s.allows(b.name)
-            reason = why or ("" if served else ("reads files by path" if b.name in REFUSED_BACKENDS
-                                                else "not a segmenter" if b.kind != "segmenter"
+            reason = why or ("" if served else ("not a segmenter" if b.kind != "segmenter"
+                                                else "reads files by path" if b.reads_files
                                                 else "not in this server's allow-list"))
             out.append(BackendItem(name=b.name, kind=b.kind, available=ok, summary=b.summary, served=served,
                                    default=b.name == s.backend, reason=reason))

@@ -11,8 +11,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from bglab.errors import ConfigError
+from bglab.errors import BackendError, ConfigError
 from bglab.limits import MAX_THREADS, MAX_WORKERS
+from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
 ENV_PREFIX = "BGLAB_SERVE_"
 
@@ -21,8 +22,16 @@ LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
 
 ANY_ADDRESS: frozenset[str] = frozenset({"0.0.0.0", "::", ""})
 
-REFUSED_BACKENDS: frozenset[str] = frozenset({"mask-files"})
-"""Backends the server never runs: ``mask-files`` reads masks from a folder path, and clients give no paths."""
+
+
+def reads_files(name: str) -> bool:
+    """Whether a registered segmenter reads files by path (``mask-files``): clients send pixels, never paths,
+    so the server refuses it (the fact is the registry's: ``BackendInfo.reads_files``)."""
+    try:
+        info = resolve(name)
+    except BackendError:  # an unknown name is refused where it is looked up, with the choices
+        return False
+    return info.kind == "segmenter" and info.reads_files
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 7860
     workers: int = 1
-    backend: str = "unet"  # default segmenter when a request names none
+    backend: str = DEFAULT_SEGMENTER  # default segmenter when a request names none
     backends: tuple[str, ...] = ()  # allow-list of segmenters clients may ask for; () = every registered one
     max_upload_bytes: int = 20 * 1024 * 1024  # whole request body (image + background + form fields)
     max_pixels: int = 40_000_000  # decoded image size (header check, before decoding): 40 MP
@@ -64,7 +73,7 @@ class ServerSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message, hint="see `bglab serve --help`")
-        if self.backend in REFUSED_BACKENDS:
+        if reads_files(self.backend):
             raise ConfigError(f"backend {self.backend!r} cannot be served",
                               hint="it reads files by path; serve a model backend such as unet or chroma")
 
@@ -92,7 +101,7 @@ class ServerSettings:
 
     def allows(self, name: str) -> bool:
         """Whether clients may ask for backend ``name`` (refused backends never are)."""
-        if name in REFUSED_BACKENDS:
+        if reads_files(name):
             return False
         return not self.backends or name in self.backends or name == self.backend
 

@@ -2,7 +2,7 @@
 
 Sources
 - Hands: chroma-keyed webcam photos (``<keyed>/<class>/<stem>.png`` masks, ``<images>/<class>/<stem>.png``
-  photos), despilled with :func:`bglab.segment.chroma.despill` and cut out with their mask. Masks that the
+  photos), despilled with :func:`bglab.ops.color.despill` and cut out with their mask. Masks that the
   key's QC rejected (``key_report.csv``) are skipped.
 - Backgrounds: real photos with no hand: ``backgrounds/*.jpg``; Oxford pets photos with the pet removed
   (the pet region is inpainted, so only the room / garden / sofa stays); optionally the face-mask photos
@@ -163,14 +163,9 @@ def _read_mask(path: Path) -> np.ndarray:
 
 
 def despill_rgb(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Green-spill suppression on the hand (bglab's chroma despill, else g = min(g, max(r, b)))."""
-    try:
-        from bglab.segment.chroma import despill
-    except ImportError:  # pragma: no cover - chroma backend missing
-        img = image.copy()
-        lim = np.maximum(img[..., 0], img[..., 2])
-        img[..., 1] = np.minimum(img[..., 1], lim)
-        return img
+    """Green-spill suppression on the hand (:func:`bglab.ops.color.despill`)."""
+    from bglab.ops.color import despill
+
     return despill(image, mask)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import sys
 import time
 import warnings
@@ -29,12 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.io import atomic_write_bytes, atomic_write_text, sha256_file
+from bglab.io import atomic_write_text, sha256_file
+from bglab.seeds import seed_everything
 from bglab.train import composite as C
-from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, to_json
+from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, save_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
 
 ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable", "encoder")
@@ -138,12 +138,6 @@ def scene_spec(cfg: TrainConfig, *, real: bool) -> C.CompositeSpec:
     return C.CompositeSpec(**kw)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # ----------------------------------------------------------------------------------------------- metrics
 def mask_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """IoU, F1, precision, recall of two binary masks (both empty -> all 1.0; one empty -> 0.0)."""
@@ -164,13 +158,8 @@ def mask_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` as safetensors atomically (bglab.io.atomic_write_bytes: no half-written checkpoint)."""
-    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta))
-
-
 def save_weights(model: torch.nn.Module, path: Path, arch: dict[str, Any]) -> None:
-    _atomic_save_tensors(model.state_dict(), path, {"arch": json.dumps(arch)})
+    save_tensors(path, model.state_dict(), {"arch": json.dumps(arch)})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -183,7 +172,7 @@ def save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimize
                     state: dict[str, Any], arch: dict[str, Any]) -> None:
     save_weights(model, run / "last.safetensors", arch)
     tens, scal = optimizer_tensors(opt)
-    _atomic_save_tensors(tens, run / "last_optim.safetensors")
+    save_tensors(run / "last_optim.safetensors", tens)
     full = dict(state)
     full["optimizer"] = scal
     full["scheduler"] = to_json(sched.state_dict()) if sched is not None else None

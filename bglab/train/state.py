@@ -1,18 +1,35 @@
-"""Pickle-free training state: an optimizer's state as safetensors-ready tensors plus JSON scalars.
+"""Pickle-free training state: an optimizer's state as safetensors-ready tensors plus JSON scalars, and the one
+atomic checkpoint writer (:func:`save_tensors`).
 
-Both trainers (``bglab train-seg`` and ``bglab experiment``) checkpoint with these, so a resumed run restores
-Adam's moments and step counts exactly, and no checkpoint ever needs ``pickle``.
+Every trainer (``bglab train-seg``, ``bglab train-det`` and ``bglab experiment``) checkpoints with these, so a
+resumed run restores Adam's moments and step counts exactly, no checkpoint is ever half-written, and none needs
+``pickle``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["from_json_float", "load_optimizer", "optimizer_tensors", "to_json"]
+__all__ = ["from_json_float", "load_optimizer", "optimizer_tensors", "save_tensors", "to_json"]
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+                 ) -> Path:
+    """Write ``tensors`` (moved to the CPU) as one safetensors file, atomically (:func:`bglab.io.atomic_write_bytes`:
+    an interrupted save leaves the previous checkpoint, never half a file); returns the path."""
+    from safetensors.torch import save
+
+    from bglab.io import atomic_write_bytes
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                metadata=dict(metadata) if metadata is not None else None)
+    return atomic_write_bytes(path, data)
 
 
 def to_json(x: Any) -> Any:

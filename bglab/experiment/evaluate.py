@@ -1,0 +1,96 @@
+"""Score an experiment's finished models on another data set: per run, then per arm over the seeds.
+
+Each model sees the data set through its own arm's pipeline (the one recorded in its checkpoint), so the
+figures are comparable with the experiment's own test sets. ``bglab eval-cls`` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bglab.errors import BglabError, DatasetError
+
+__all__ = ["by_arm", "evaluate_run_dir"]
+
+
+def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None,
+                     as_source: str | None = None) -> list[dict[str, Any]]:
+    """Accuracy (overall and per class) of every finished run's final model on an ImageFolder data set.
+
+    ``as_source``: the folder counts as this source of the experiment, for arms whose steps apply to some
+    sources only (``arms.NAME.sources``); otherwise those arms give it the resize / grey alone."""
+    import numpy as np
+    import torch
+
+    from bglab.dataset import read_imagefolder
+    from bglab.experiment.config import ArmConfig, arm_pipeline
+    from bglab.experiment.data import prepare_arm
+    from bglab.experiment.runner import build_run_model, load_checkpoint, predict, to_tensor
+
+    ckpts = sorted((run_dir / "checkpoints").glob("*.safetensors"))
+    if not ckpts:
+        raise BglabError("no checkpoints in the run directory", path=run_dir,
+                         hint="run `bglab experiment CONFIG --out RUN_DIR` first")
+    samples = read_imagefolder(data_dir, origin=as_source)
+    results: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}
+    ok_cache: dict[str, Any] = {}
+    for path in ckpts:
+        state, weights, _ = load_checkpoint(path)
+        if not state.get("done") or (runs and state["run"] not in runs):
+            continue
+        classes = list(state["classes"])
+        unknown = sorted({s.label for s in samples} - set(classes))
+        if unknown:
+            raise DatasetError(f"classes {unknown} were not trained (the model knows {classes})", path=data_dir,
+                               hint="use class folders named like the training classes")
+        pipeline = state["pipeline"]
+        if state.get("sources") is not None and as_source not in state["sources"]:  # not a source of its steps
+            pipeline = arm_pipeline([], int(state["size"]), int(state["channels"]), pipeline.get("seed", 0))
+        pkey = json.dumps(pipeline, sort_keys=True)
+        if pkey not in cache:
+            arm = ArmConfig(state["arm"], [], pipeline)
+            imgs = prepare_arm(arm, samples, size=int(state["size"]), channels=int(state["channels"]), cache_dir=None)
+            cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
+        x, ok = cache[pkey], ok_cache[pkey]
+        y = np.array([classes.index(s.label) for s in samples], np.int64)[ok]
+        model = build_run_model(state, weights)
+        pred, loss = predict(model, to_tensor(x[ok]), torch.from_numpy(y))
+        per_class = {c: (float((pred[y == i] == i).mean()) if (y == i).any() else None)
+                     for i, c in enumerate(classes)}
+        results.append({"run": state["run"], "protocol": state["protocol"], "arm": state["arm"],
+                        "variant": state["variant"], "seed": state["seed"], "n": int(len(y)),
+                        "failed": int((~ok).sum()), "accuracy": float((pred == y).mean()) if len(y) else None,
+                        "loss": loss, "per_class": per_class})
+    if not results:
+        raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
+    return results
+
+
+def by_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per protocol x arm x variant: accuracy mean and 95 % t-interval over the seeds, and the per-class means."""
+    import numpy as np
+
+    from bglab.experiment.stats import t_interval
+
+    def num(v: float) -> float | None:
+        return None if v != v else v  # NaN (one seed, or no images) -> null in JSON
+
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["protocol"], r["arm"], r["variant"]), []).append(r)
+    out = []
+    for (proto, arm, variant), rows in groups.items():
+        accs = [r["accuracy"] for r in rows if r["accuracy"] is not None]
+        mean, lo, hi = t_interval(accs)
+        if len(accs) < 3:  # a t-interval over 2 seeds spans most of [0, 1]: not shown
+            lo = hi = float("nan")
+        per_class = {}
+        for c in rows[0]["per_class"]:
+            vals = [r["per_class"][c] for r in rows if r["per_class"].get(c) is not None]
+            per_class[c] = float(np.mean(vals)) if vals else None
+        out.append({"protocol": proto, "arm": arm, "variant": variant, "seeds": sorted(r["seed"] for r in rows),
+                    "n": rows[0]["n"], "accuracy": num(mean), "ci95": [num(lo), num(hi)], "per_class": per_class})
+    return out

@@ -4,7 +4,8 @@ Reads a finished run of ``configs/pets3-u2netp.yaml`` (or ``pets3-u2netp-pretrai
 models tested on Mixed-Same / Mixed-Rand built from the ground-truth masks and from u2netp's masks. The gap of
 each pair is computed by the report's own function (mean over seeds, 95 % t-interval), per trained line.
 
-    .venv/bin/python bench/bg_gap_masks.py work/experiments/pets3-u2netp [--out bench/results/bg_gap_masks.json]
+    .venv/bin/python bench/bg_gap_masks.py configs/pets3-u2netp.yaml work/experiments/pets3-u2netp \
+        [--out bench/results/bg_gap_masks.json]
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ PAIRS = {"ground truth": ("mixed-same", "mixed-rand"), "u2netp": ("u2-mixed-same
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path, help="the experiment's run directory (holds config.yaml)")
+    ap.add_argument("config", type=Path, help="the experiment config that was run")
+    ap.add_argument("run", type=Path, help="its run directory")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
-    cfg = load_experiment_config(args.run / "config.yaml")
+    cfg = load_experiment_config(args.config)
     (study,) = cfg.matrix_studies()
     rows = []
     for proto in study.protocols:

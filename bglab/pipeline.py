@@ -126,7 +126,7 @@ def _bool(where: str, key: str, value: Any) -> bool:
 
 def _colour(where: str, key: str, value: Any) -> tuple[int, int, int]:
     if isinstance(value, str):
-        from bglab.commands._common import parse_color
+        from bglab.colors import parse_color
 
         try:
             return parse_color(value)

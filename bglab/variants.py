@@ -119,6 +119,7 @@ def parse_kinds(text: str | Sequence[str]) -> list[Kind]:
     valid = ", ".join(KIND_NAMES) + ", bg-region=<factor>"
     for raw in items:
         item = raw.strip().lower()
+        item = "bg-color" if item == "bg-colour" else item  # the British spelling is accepted everywhere
         if not item:
             continue
         if item == "all":

@@ -9,7 +9,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
+from bglab.colors import parse_color
 from bglab.errors import ConfigError, safe_text
+
+__all__ = ["console", "deprecated_flag", "err_console", "esc", "parse_color", "parse_options", "print_failed",
+           "progress_bar"]
 
 # soft_wrap: long paths and messages stay on one line in logs instead of being cut at 80 columns.
 # emoji=False: a file called ":x:.jpg" is printed as it is, not as an emoji.
@@ -29,6 +33,14 @@ def print_failed(con: Console, text: object, label: str = "failed", style: str =
     con.print(f"[{style}]{label}[/] {esc(text)}", highlight=False, emoji=False)
 
 
+def deprecated_flag(old: str, new: str, old_value: object, new_value: object) -> object:
+    """The value of a renamed flag: the old spelling still works (with a note on stderr) when given."""
+    if old_value is None:
+        return new_value
+    err_console.print(f"note: {old} is deprecated; use {new}", highlight=False, markup=False)
+    return old_value
+
+
 def parse_options(items: list[str] | None) -> dict[str, object]:
     """Turn ``["threshold=0.4", "masks=dir"]`` into a dict, parsing numbers, booleans and JSON values."""
     out: dict[str, object] = {}
@@ -43,24 +55,6 @@ def parse_options(items: list[str] | None) -> dict[str, object]:
             value = raw
         out[key] = value
     return out
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """Parse ``#rrggbb``, ``r,g,b`` or a few names (white, black, green, blue, grey) into an RGB tuple."""
-    names = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
-             "grey": (128, 128, 128), "gray": (128, 128, 128), "red": (255, 0, 0)}
-    t = text.strip().lower()
-    if t in names:
-        return names[t]
-    try:
-        if t.startswith("#") and len(t) == 7:
-            return (int(t[1:3], 16), int(t[3:5], 16), int(t[5:7], 16))
-        parts = [int(p) for p in t.split(",")]
-        if len(parts) == 3 and all(0 <= p <= 255 for p in parts):
-            return (parts[0], parts[1], parts[2])
-    except ValueError:
-        pass
-    raise ConfigError(f"cannot read colour {text!r}", hint="use #rrggbb, r,g,b (0-255) or a name like white")
 
 
 def progress_bar(console_: Console | None = None, *, transient: bool = False) -> Progress:

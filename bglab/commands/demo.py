@@ -31,7 +31,10 @@ def demo(
                                     help="Also run the tiny background experiment (about a minute on 2 cores)."),
     quick: bool = typer.Option(False, "--quick", help="Experiment as a smoke run: 1 seed, 4 epochs."),
 ) -> None:
-    """Remove / swap the background of embedded photos, then test whether a classifier learned the background."""
+    """Remove / swap the background of embedded photos, then test whether a classifier learned the background.
+
+    Example: bglab demo --out out/demo
+    """
     import numpy as np
 
     from bglab import ops

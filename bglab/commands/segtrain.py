@@ -102,7 +102,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the hand U-Net on keyed webcam hands composited onto real photos (and, with
         --real-images / --real-masks, on pseudo-labelled real-scene photos and their cut-out hands); from
-        scratch, or on the pretrained EfficientNet-Lite0 encoder with --encoder efficientnet-lite0."""
+        scratch, or on the pretrained EfficientNet-Lite0 encoder with --encoder efficientnet-lite0.
+
+        Example: bglab train-seg --keyed masks/ --images photos/ --out runs/seg
+        """
         _need_train_extra()
         from bglab.train.segtrain import ENCODERS, TrainConfig, train
 
@@ -137,7 +140,10 @@ def register(app: typer.Typer) -> None:
                                         help="Inference long side recorded in the JSON (default: training size; "
                                              "a multiple of 32 for the EfficientNet-Lite model)."),
     ) -> None:
-        """Export a run's checkpoint to ONNX (dynamic batch / size) and check it against PyTorch."""
+        """Export a run's checkpoint to ONNX (dynamic batch / size) and check it against PyTorch.
+
+        Example: bglab export-seg runs/seg hand.onnx
+        """
         _need_train_extra()
         from bglab.train.segtrain import export_onnx
 
@@ -170,7 +176,10 @@ def register(app: typer.Typer) -> None:
                                       help="Long side for the test-set scores (multiple of 32 for the encoder)."),
     ) -> None:
         """Short runs: base / +dropout / +batch-norm / +augmentation / +pseudo-labels / +pretrained encoder /
-        +scenes; prints validation F1 and, per run, IoU / F1 on the held-out webcam photos (and --wild)."""
+        +scenes; prints validation F1 and, per run, IoU / F1 on the held-out webcam photos (and --wild).
+
+        Example: bglab ablate-seg --keyed masks/ --images photos/ --out runs/ablate
+        """
         _need_train_extra()
         from rich.console import Console
         from rich.table import Table

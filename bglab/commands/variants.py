@@ -28,7 +28,7 @@ def variants(
     seed: int = typer.Option(0, "--seed", help="Seed for Mixed-* pairs and random bg-color colours."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes."),
     size: int = typer.Option(None, "--size", help="Resize-pad every output (and mask) to N x N; default: keep."),
-    color: str = typer.Option(None, "--color",
+    color: str = typer.Option(None, "--color", "--colour",
                               help="bg-color colour (#rrggbb, r,g,b, name); default: a seeded random one per image."),
     blur: float = typer.Option(15.0, "--blur", help="bg-blur strength (Gaussian sigma, px of the source image)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
@@ -37,6 +37,8 @@ def variants(
     qc_option: list[str] = typer.Option(None, "--qc", help="QC rule key=value (repeatable); docs/trust.md."),
 ) -> None:
     """Write background variants of every image (Xiao et al. 2021 + Hashmi & Li); bad files are reported.
+
+    Example: bglab variants pets/ out/variants --kinds only-fg,no-fg,mixed-rand -w 2
 
     Exit code 0 when every variant was written or skipped (undefined, e.g. no foreground), 1 when any failed.
     """

@@ -49,6 +49,7 @@ COMMAND_MODULES = [
     "bglab.commands.variants",
     "bglab.commands.correlate",
     "bglab.commands.challenge",
+    "bglab.commands.init",
 ]
 
 

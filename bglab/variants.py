@@ -112,6 +112,36 @@ KINDS: tuple[Kind, ...] = tuple(Kind(n) for n in KIND_NAMES)
 """The kinds ``all`` stands for, in output order."""
 
 
+VARIANTS_CONFIG_KEYS = ("kinds", "backend", "options", "locator", "seed", "size", "color", "blur", "on_suspect",
+                        "qc", "workers")
+"""The keys of a variants config file (``bglab variants SRC DST --config FILE``): the command's flags."""
+
+
+def load_variants_config(path: str | Path) -> dict[str, Any]:
+    """Read and check a variants config (YAML / TOML / JSON): known keys only, kinds and colour parsed once
+    here so a typo is an error naming the file before any work."""
+    from bglab.colors import parse_color
+    from bglab.configfile import read_config_file
+
+    raw = read_config_file(path, what="variants config", shape_hint="e.g. kinds: [only-fg, no-fg]")
+    unknown = sorted(set(raw) - set(VARIANTS_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(map(str, unknown))}", path=path,
+                          hint=f"a variants config takes: {', '.join(VARIANTS_CONFIG_KEYS)}")
+    try:
+        if raw.get("kinds") is not None:
+            parse_kinds(raw["kinds"] if isinstance(raw["kinds"], str) else [str(k) for k in raw["kinds"]])
+        if raw.get("color") is not None:
+            parse_color(str(raw["color"]))
+        if raw.get("options") is not None and not isinstance(raw["options"], Mapping):
+            raise ConfigError("options must be a mapping of backend options, e.g. {threshold: 0.4}")
+        if raw.get("qc") is not None and not isinstance(raw["qc"], Mapping):
+            raise ConfigError("qc must be a mapping of QC rules, e.g. {min_coverage: 0.01}")
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=path, hint=exc.hint) from None
+    return dict(raw)
+
+
 def parse_kinds(text: str | Sequence[str]) -> list[Kind]:
     """Parse ``"all,bg-region=1.5"`` (or a list of such items) into kinds, duplicates dropped, order kept."""
     items = text.split(",") if isinstance(text, str) else [t for s in text for t in str(s).split(",")]

@@ -149,7 +149,7 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
     own keys."""
     from bglab.experiment.config import load_experiment_config
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "bglab" / "configs"
     ref = load_experiment_config(root / "rps-reference.yaml")
     for name in ("rps-viewpoint.yaml", "rps-recipe.yaml", "rps-recipe-cosine.yaml"):
         cfg = load_experiment_config(root / name)
@@ -185,8 +185,8 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
 
 
 def test_reference_config_parses_with_and_without_quick() -> None:
-    full = load_experiment_config(REPO / "configs" / "rps-reference.yaml")
-    quick = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)
+    full = load_experiment_config(REPO / "bglab" / "configs" / "rps-reference.yaml")
+    quick = load_experiment_config(REPO / "bglab" / "configs" / "rps-reference.yaml", quick=True)
     assert full.seeds == (0, 1, 2) and quick.seeds == (0,)
     assert full.size == 64 and quick.size == 32
     assert set(full.arms) == {"original", "crop", "crop+remove", "remove", "pose"}
@@ -483,7 +483,7 @@ def test_reference_quick_profile_on_shared_data(shared_data: Path, tmp_path: Pat
 
     if not DEFAULT_MODEL.is_file():
         pytest.skip("the hand U-Net model is not built yet")
-    cfg = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)
+    cfg = load_experiment_config(REPO / "bglab" / "configs" / "rps-reference.yaml", quick=True)
     summary = run_experiment(cfg, tmp_path / "quick")
     assert summary["complete"] is True and all(s == "done" for s in summary["runs"].values())
     assert len(summary["runs"]) == 13

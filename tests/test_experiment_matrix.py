@@ -428,8 +428,8 @@ def test_resume_mid_matrix_equals_uninterrupted(trees: tuple[Path, Path], tmp_pa
 
 
 def test_pets3_matrix_config_parses() -> None:
-    full = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml")
-    quick = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml", quick=True)
+    full = load_experiment_config(REPO / "bglab" / "configs" / "pets3-matrix.yaml")
+    quick = load_experiment_config(REPO / "bglab" / "configs" / "pets3-matrix.yaml", quick=True)
     assert full.seeds == (0, 1, 2) and quick.seeds == (0,)
     assert full.size == 64 and full.channels == 3
     assert full.protocols["pets3"].split["pets3"] == (0.6, 0.15, 0.25)
@@ -460,8 +460,8 @@ def test_pets3_matrix_quick_profile(shared_data: Path, tmp_path: Path) -> None:
         for img in sorted((shared_data / "pets3" / cls / "images").glob("*.jpg"))[:12]:
             shutil.copy(img, sub / cls / "images" / img.name)
             shutil.copy(shared_data / "pets3" / cls / "masks" / f"{img.stem}.png", sub / cls / "masks")
-    raw = yaml.safe_load((REPO / "configs" / "pets3-matrix.yaml").read_text())
-    cfg0 = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml", quick=True)
+    raw = yaml.safe_load((REPO / "bglab" / "configs" / "pets3-matrix.yaml").read_text())
+    cfg0 = load_experiment_config(REPO / "bglab" / "configs" / "pets3-matrix.yaml", quick=True)
     kinds = sorted({cfg0.arms[a].source_dir.name for a in cfg0.used_arms() if cfg0.arms[a].source_dir}
                    | {"only-bg-t"})
     rep = generate_variants(sub, tmp_path / "variants", parse_kinds(",".join(kinds)), size=96)
@@ -470,7 +470,7 @@ def test_pets3_matrix_quick_profile(shared_data: Path, tmp_path: Path) -> None:
     for arm in raw["arms"].values():
         if isinstance(arm, dict) and "from" in arm:
             arm["from"] = str(tmp_path / "variants" / Path(arm["from"]).name)
-    cfg = parse_config(raw, base_dir=REPO / "configs", quick=True)
+    cfg = parse_config(raw, base_dir=REPO / "bglab" / "configs", quick=True)
     summary = run_experiment(cfg, tmp_path / "quick")
     assert summary["complete"] is True and all(s == "done" for s in summary["runs"].values())
     gaps = summary["bg_gap"]["pets3"]["test"]

@@ -21,7 +21,8 @@ from bglab.errors import BglabError, DatasetError
 
 
 def experiment(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/rps-reference.yaml).",
+    config: Annotated[Path, typer.Argument(help="Experiment YAML, or the name of a shipped one (rps-reference; "
+                                                "`bglab init experiment --list` names them).",
                                            show_default=False)],
     quick: Annotated[bool, typer.Option("--quick", help="Apply the config's quick: profile (CI-sized run).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (resumed when it exists).",
@@ -54,7 +55,9 @@ def experiment(
     from bglab.experiment.config import load_experiment_config
     from bglab.experiment.runner import run_experiment
 
-    cfg = load_experiment_config(config, quick=quick)
+    from bglab.templates import find_config
+
+    cfg = load_experiment_config(find_config(config), quick=quick)
     run_dir = out or Path("work") / "experiments" / (f"{cfg.name}-quick" if quick else cfg.name)
     runs = cfg.runs()
     console.print(f"experiment [bold]{cfg.name}[/]{' (quick)' if quick else ''}: {len(runs)} run(s) "

@@ -14,8 +14,9 @@ def preprocess(
     srcs: list[str] = typer.Argument(..., metavar="SRC",
                                      help="Sources: ImageFolder folders, CSV manifests, or ORIGIN=PATH."),
     dst: Path = typer.Argument(..., metavar="DST", help="Output folder."),
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML / TOML / JSON); flags "
-                                                             "below override or add steps."),
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML / TOML / JSON) or a shipped "
+                                                             "name (preprocess-reference); flags below override "
+                                                             "or add steps."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one backend session each)."),
     workers_old: int = typer.Option(None, "-j", min=1, hidden=True, help="Deprecated spelling of -w."),
     threads: int = typer.Option(0, "--threads", min=0,
@@ -65,7 +66,9 @@ def preprocess(
     from bglab.preprocess import preprocess as run, summary_table
 
     workers = int(deprecated_flag("-j (preprocess)", "-w / --workers", workers_old, workers))  # type: ignore[arg-type]
-    base = load_config(config) if config is not None else None
+    from bglab.templates import find_config
+
+    base = load_config(find_config(config)) if config is not None else None
     cfg = apply_overrides(
         base, locator=locator, locator_options=parse_options(locator_option), on_missing=on_missing,
         backend=backend, options=parse_options(option), background=background,

@@ -4,8 +4,9 @@ Two layers: :func:`make_variant` is pure (numpy in, numpy out, no I/O) and build
 its mask and box; :func:`generate_variants` runs it over an ImageFolder (pets3 layout or plain images with a
 segmenter backend), in parallel, resumably, writing::
 
-    DST/<kind-dir>/<class>/images/<stem>.png    the variant image
-    DST/<kind-dir>/<class>/masks/<stem>.png     8-bit {0,255}: where the foreground is in that image
+    DST/<kind-dir>/<class>/<stem>.png           the variant image: DST/<kind-dir> is an ImageFolder as it is
+                                                (torchvision's ImageFolder, bglab experiment's from:)
+    DST/_masks/<kind-dir>/<class>/<stem>.png    8-bit {0,255}: where the foreground is in that image
     DST/manifest.csv                            one row per (kind, image), status ok / suspect / not-found /
                                                 skipped / failed, with the mask's coverage and QC reasons
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from bglab import ops
 from bglab.boxes import Box
-from bglab.dataset import Sample
+from bglab.dataset import MASKS_DIR, Sample
 from bglab.errors import BglabError, ConfigError, MaskError
 from bglab.pool import run_pool, terminate_as_interrupt
 
@@ -387,8 +388,8 @@ class _Job:
 
 
 def _out_paths(kind: Kind, label: str, stem: str) -> tuple[str, str]:
-    base = f"{kind.dir_name}/{label}"
-    return f"{base}/images/{stem}{_SUFFIX}", f"{base}/masks/{stem}{_SUFFIX}"
+    rel = f"{kind.dir_name}/{label}/{stem}{_SUFFIX}"
+    return rel, f"{MASKS_DIR}/{rel}"
 
 
 class _Worker:

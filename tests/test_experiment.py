@@ -422,6 +422,10 @@ def test_report_is_self_contained_with_sections(reference_run: tuple[Path, dict]
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", text, re.I)
     assert "<script" not in text and "<link" not in text
     assert "does not matter" in text
+    # settings read as tables, not Python reprs or JSON dumps (issue 21)
+    assert "AugmentConfig(" not in text and "<pre>" not in text and "{&quot;" not in text
+    assert "segment (backend chroma" in text and "<th>augmentation</th>" in text
+    assert "<h2 id='run'>Run</h2>" in text and "<th>status</th>" in text
     verdicts = summary["verdicts"]
     assert {v["distortion"] for v in verdicts} == {"clean", "dropout25", "noise25"}
     assert all(isinstance(v["rejected"], bool) for v in verdicts)
@@ -722,3 +726,18 @@ def test_ray_engine_gives_the_serial_figures_and_reports_a_failing_run(data_root
                       if not (r["arm"] == "keyed" and r["seed"] == "1"))
 
     assert rows(serial) == rows(viaray) and rows(serial)
+
+
+def test_report_settings_are_plain_text() -> None:
+    """The report's arms / variants / run tables: config values as a reader writes them (issue 21)."""
+    from bglab.experiment.config import AugmentConfig
+    from bglab.experiment.report import augment_text, plain, steps_text
+
+    steps = [{"locate": {"backend": "mediapipe-hands", "options": {"margin": 0.1}}}, {"grey": {}}]
+    assert steps_text(steps) == "locate (backend mediapipe-hands, options (margin 0.1)) -> grey"
+    assert steps_text([]) == "none"
+    assert plain({"name": "cnn", "widths": [16, 32], "batchnorm": False, "pretrained": None}) == \
+        "name cnn, widths [16, 32], batchnorm no, pretrained none"
+    assert augment_text(AugmentConfig()) == "none"
+    assert augment_text(AugmentConfig(p=0.5, flip=True, noise=10.0, bg_from="only-bg-t")) == \
+        "p 0.5: noise 10, flip, bg_from only-bg-t"

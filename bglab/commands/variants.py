@@ -15,7 +15,8 @@ def variants(
     ctx: typer.Context,
     src: Path = typer.Argument(..., help="ImageFolder: <class>/images + <class>/masks (pets3), or <class>/*.jpg "
                                "with --backend."),
-    dst: Path = typer.Argument(..., help="Output folder: DST/<kind>/<class>/{images,masks}/<stem>.png + "
+    dst: Path = typer.Argument(..., help="Output folder: DST/<kind>/<class>/<stem>.png (an ImageFolder per kind), "
+                               "masks in DST/_masks/<kind>/<class>/<stem>.png, + "
                                "manifest.csv."),
     kinds: str = typer.Option("all", "--kinds", "-k",
                               help="Comma list or 'all': original, only-fg, no-fg, only-bg-b, only-bg-t, "

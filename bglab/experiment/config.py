@@ -188,7 +188,8 @@ class ArmConfig:
     """One preprocessing arm: its own pipeline steps and the full pipeline config (with resize / grey).
 
     ``source_dir`` (``from:``): read each sample's image from this tree instead, aligned by class and stem
-    (``FROM/<class>/images/<stem>.*`` or ``FROM/<class>/<stem>.*``; masks from ``FROM/<class>/masks``).
+    (``FROM/<class>/<stem>.*``, or ``FROM/<class>/images/<stem>.*``; masks from ``bglab variants``' sibling tree
+    ``DST/_masks/<kind>/<class>``, or ``FROM/<class>/masks``).
     ``sources``: the steps change only the images of these sources (e.g. key out the green screen of the
     studio photos); every other image gets the resize / grey alone. None: every image.
     """

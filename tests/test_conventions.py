@@ -163,3 +163,13 @@ def test_rembg_with_model_path_runs_without_rembg(tmp_path):
     assert main(["remove", str(src), "-o", str(tmp_path / "o"), "--backend", "rembg",
                  "-O", f"model_path={model}"]) == 0
     assert (tmp_path / "o" / "p0.png").is_file()
+
+
+@pytest.mark.parametrize("argv", [["variants", "{missing}", "{out}"], ["preprocess", "{missing}", "{out}"],
+                                  ["key", "{missing}", "{out}"]])
+def test_input_checks_fail_before_any_progress_bar(tmp_path, capsys, argv):
+    """A missing source is one error line, with no progress bar drawn above it."""
+    args = [a.format(missing=tmp_path / "missing", out=tmp_path / "out") for a in argv]
+    assert main(args) in (1, 2)
+    out = capsys.readouterr()
+    assert "━" not in out.err + out.out and "missing" in out.err + out.out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -57,9 +58,37 @@ def parse_options(items: list[str] | None) -> dict[str, object]:
     return out
 
 
+class LazyProgress(Progress):
+    """A Progress that draws nothing until its first update: checks that fail before any work (a missing
+    source, a bad option) print their error alone, without a bar above it."""
+
+    _shown = False
+
+    def __enter__(self) -> LazyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._shown:
+            self.stop()
+
+    def _show(self) -> None:
+        if not self._shown:
+            self._shown = True
+            self.start()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._show()
+        super().update(*args, **kwargs)
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        self._show()
+        super().advance(*args, **kwargs)
+
+
 def progress_bar(console_: Console | None = None, *, transient: bool = False) -> Progress:
-    """The standard bglab progress bar: description, bar, count, rate, elapsed and remaining time."""
-    return Progress(
+    """The standard bglab progress bar: description, bar, count, rate, elapsed and remaining time; shown from
+    its first update (:class:`LazyProgress`)."""
+    return LazyProgress(
         TextColumn("[bold blue]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -46,10 +46,9 @@ def register(app: typer.Typer) -> None:
 
         Example: bglab key screens/ masks/ --key green --threads 2
         """
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         from rich.table import Table
 
-        from bglab.commands._common import console, deprecated_flag, esc, parse_options, print_failed
+        from bglab.commands._common import console, deprecated_flag, esc, parse_options, print_failed, progress_bar
         from bglab.key import QCRules, key_folder
 
         workers = int(deprecated_flag("--workers (key)", "--threads", workers_old, threads))  # type: ignore[arg-type]
@@ -57,9 +56,8 @@ def register(app: typer.Typer) -> None:
                      max_components=max_components)
         options = {"key": key_colour, "tolerance": tolerance} if backend == "chroma" else {}
         options.update(parse_options(option))
-        with Progress(TextColumn("keying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("key", total=None)
+        with progress_bar(console, transient=True) as bar:
+            task = bar.add_task("key", total=None, rate="")
 
             def on_item(done: int, total: int, item: object) -> None:
                 bar.update(task, completed=done, total=total)

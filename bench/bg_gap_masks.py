@@ -1,10 +1,10 @@
 """BG-Gap with variants built from two kinds of masks, side by side (issue 23: does mask quality change it?).
 
-Reads a finished run of ``configs/pets3-u2netp.yaml`` (or ``pets3-u2netp-pretrained.yaml``): the same trained
+Reads a finished run of the shipped config ``pets3-u2netp`` (or ``pets3-u2netp-pretrained``): the same trained
 models tested on Mixed-Same / Mixed-Rand built from the ground-truth masks and from u2netp's masks. The gap of
 each pair is computed by the report's own function (mean over seeds, 95 % t-interval), per trained line.
 
-    .venv/bin/python bench/bg_gap_masks.py configs/pets3-u2netp.yaml work/experiments/pets3-u2netp \
+    .venv/bin/python bench/bg_gap_masks.py pets3-u2netp work/experiments/pets3-u2netp \
         [--out bench/results/bg_gap_masks.json]
 """
 
@@ -20,17 +20,18 @@ sys.path.insert(0, str(REPO))
 
 from bglab.experiment.config import load_experiment_config  # noqa: E402
 from bglab.experiment.report import bg_gap, matrix_accuracies  # noqa: E402
+from bglab.templates import find_config  # noqa: E402
 
 PAIRS = {"ground truth": ("mixed-same", "mixed-rand"), "u2netp": ("u2-mixed-same", "u2-mixed-rand")}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("config", type=Path, help="the experiment config that was run")
+    ap.add_argument("config", type=Path, help="the experiment config that was run (a file or a shipped name)")
     ap.add_argument("run", type=Path, help="its run directory")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
-    cfg = load_experiment_config(args.config)
+    cfg = load_experiment_config(find_config(args.config))
     (study,) = cfg.matrix_studies()
     rows = []
     for proto in study.protocols:

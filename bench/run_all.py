@@ -1,7 +1,7 @@
 """Run every benchmark in sequence (``make bench``); results land in ``out/bench/*.json``.
 
 Benchmarks need an otherwise idle machine and the shared data beside the repository (``../shared``).
-``--quick`` runs each on a small subset to check that it works (figures are then not the README's).
+``--quick`` runs each on a small subset to check that it works (figures are then not those of docs/results.md).
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def read_config_file(path: str | Path, *, what: str = "config file", shape_hint:
             data = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - yaml / toml / json parse errors
         raise ConfigError(f"cannot parse {what}: {exc}", path=p,
-                          hint="YAML (.yaml), TOML (.toml) or JSON (.json); see configs/") from None
+                          hint="YAML (.yaml), TOML (.toml) or JSON (.json); bglab init writes a starting "
+                               "config") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{what} must be a mapping", path=p, hint=shape_hint or None)
     return dict(data)

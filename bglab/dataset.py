@@ -133,6 +133,17 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
+MASKS_DIR = "_masks"
+"""``bglab variants`` keeps masks out of the image trees: ``DST/_masks/<kind>/...`` mirrors ``DST/<kind>/...``, so
+``DST/<kind>`` holds images only and loads as an ImageFolder (torchvision's too)."""
+
+
+def masks_root(image_root: str | Path) -> Path:
+    """The sibling mask tree of an image tree: ``DST/<kind>`` -> ``DST/_masks/<kind>``."""
+    image_root = Path(image_root)
+    return image_root.parent / MASKS_DIR / image_root.name
+
+
 def read_imagefolder(
     root: str | Path,
     *,
@@ -145,9 +156,10 @@ def read_imagefolder(
 
     Per class, images are read from ``<class>/<image_dir>`` when ``image_dir`` is given, else from
     ``<class>/images`` when that folder exists (pets3 layout), else from ``<class>`` itself; not recursively.
-    Masks are matched by stem in ``<class>/<mask_dir>`` (a missing mask gives ``mask_path=None``;
-    ``mask_dir=None`` turns masks off). Hidden and non-image files are skipped. ``origin`` defaults to the
-    name of ``root``; groups are ``"<label>/<group_fn(path)>"``. Samples come sorted by label, then path.
+    Masks are matched by stem in ``<class>/<mask_dir>``, else in the sibling mask tree of a ``bglab variants``
+    output (:func:`masks_root`); a missing mask gives ``mask_path=None``; ``mask_dir=None`` turns masks off.
+    Hidden and non-image files are skipped. ``origin`` defaults to the name of ``root``; groups are
+    ``"<label>/<group_fn(path)>"``. Samples come sorted by label, then path.
 
     Raises :class:`DatasetError` when ``root`` is not a folder, has no class folders, or a class has no images.
     """
@@ -178,9 +190,12 @@ def read_imagefolder(
             raise DatasetError(f"class {cls.name!r} holds no images", path=img_folder,
                                hint=f"add images ({', '.join(sorted(IMAGE_SUFFIXES))}) or remove the folder")
         masks: dict[str, Path] = {}
-        if mask_dir is not None and (cls / mask_dir).is_dir():
+        mask_folder = None if mask_dir is None else cls / mask_dir
+        if mask_folder is not None and not mask_folder.is_dir():
+            mask_folder = masks_root(root) / cls.name  # a bglab variants tree: masks in the sibling _masks/ tree
+        if mask_folder is not None and mask_folder.is_dir():
             # prefer .png when a stem has several mask files
-            for m in sorted(_image_files(cls / mask_dir), key=lambda p: (p.suffix.lower() != ".png", p.name)):
+            for m in sorted(_image_files(mask_folder), key=lambda p: (p.suffix.lower() != ".png", p.name)):
                 masks.setdefault(m.stem, m)
         for img in images:
             samples.append(Sample(path=img, label=cls.name, origin=origin, mask_path=masks.get(img.stem),

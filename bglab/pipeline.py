@@ -57,7 +57,7 @@ from bglab.configfile import check_bool, check_number, config_error, read_config
 from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
-from bglab.ops.color import parse_color
+from bglab.colors import parse_color
 from bglab.seeds import sample_seed
 from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,10 +18,17 @@ import numpy as np
 
 from bglab import ops
 from bglab.boxes import Box
+from bglab.colors import DEFAULT_COLOR
 from bglab.errors import BglabError, ConfigError
 
 Mode = Literal["cutout", "mask", "color", "blur", "swap", "crop"]
 MODES: tuple[str, ...] = ("cutout", "mask", "color", "blur", "swap", "crop")
+
+
+def normalize_mode(mode: str) -> str:
+    """A mode name as bglab spells it: ``colour`` (British) is accepted everywhere and means ``color``."""
+    m = str(mode).strip().lower()
+    return "color" if m == "colour" else m
 Fit = Literal["cover", "stretch", "tile"]
 DEFAULT_SUFFIX = ".png"  # lossless, and keeps alpha for cut-outs; --format changes it
 
@@ -31,7 +38,7 @@ class RemoveOptions:
     """How to change the background once the mask is known (the CLI flags of ``bglab remove``)."""
 
     mode: Mode = "cutout"
-    color: tuple[int, int, int] = (255, 255, 255)
+    color: tuple[int, int, int] = DEFAULT_COLOR
     blur: float = 15.0  # Gaussian sigma in pixels for mode "blur"
     fit: Fit = "cover"  # how a swap background is fitted
     margin: float = 0.1  # crop margin, fraction of the box size on each side
@@ -41,8 +48,10 @@ class RemoveOptions:
     feather: float = 0.0  # soften the mask edge (Gaussian sigma, pixels)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", normalize_mode(self.mode))  # "colour" -> "color"
         if self.mode not in MODES:
-            raise ConfigError(f"unknown mode {self.mode!r}", hint=f"choose one of {', '.join(MODES)}")
+            raise ConfigError(f"unknown mode {self.mode!r}",
+                              hint=f"choose one of {', '.join(MODES)} (colour is accepted for color)")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.blur < 0 or self.margin < 0 or self.feather < 0:
@@ -173,6 +182,91 @@ def output_path(out_dir: Path, rel: Path, fmt: str | None = None) -> Path:
     return out_dir / rel.with_suffix(suffix)
 
 
+def check_request(opts: RemoveOptions, *, has_background: bool, fmt: str | None = None) -> None:
+    """Refuse option combinations that cannot work (swap without a background, a JPEG cut-out) before any
+    file is read, so a command fails at once instead of after drawing its progress bar."""
+    if opts.mode == "swap" and not has_background:
+        raise ConfigError("mode 'swap' needs a background image", hint="pass --background FILE")
+    if fmt in ("jpg", "jpeg") and opts.mode == "cutout":
+        raise ConfigError("cutouts carry alpha, which JPEG cannot store", hint="use --format png or webp")
+
+
+@dataclass(frozen=True)
+class _FileJob:
+    """Everything one worker needs to turn an input file into an output (picklable for the process pool)."""
+
+    opts: RemoveOptions
+    background: np.ndarray | None
+    rules: Any
+    screen: bool
+    policy: str
+    overwrite: bool
+    max_pixels: int | None
+
+
+def _process_file(src: Path, dst: Path, segmenter: Any, job: _FileJob) -> FileResult:
+    """Segment, check and write one file; every failure becomes a failed :class:`FileResult`."""
+    from bglab import qc as _qc
+    from bglab.io import read_image, write_image
+
+    t0 = time.perf_counter()
+    opts = job.opts
+    if dst.exists() and not job.overwrite:
+        res = FileResult(src, dst, "skipped")
+    else:
+        try:
+            image = read_image(src, max_pixels=job.max_pixels)
+            mask = prepare_mask(segmenter.predict(image, source=src), opts)
+            chk = None if job.rules is None else _qc.check_mask(mask, job.rules, image=image, screen=job.screen)
+            cov = float(ops.coverage(mask, opts.threshold))
+            if chk is not None and chk.status == "not-found":
+                res = FileResult(src, None, "not-found", coverage=cov, qc="no foreground found")
+            elif chk is not None and chk.status == "suspect" and job.policy != "keep":
+                res = _suspect_result(src, None, cov, chk.reason, chk.flags, job.policy)
+            else:
+                write_image(dst, apply_mode(image, mask, opts, background=job.background))
+                res = FileResult(src, dst, "done", coverage=cov)
+                if chk is not None and chk.flags:
+                    res.status, res.qc, res.flags = "suspect", chk.reason, chk.flags
+        except BglabError as exc:
+            text = str(exc)
+            res = FileResult(src, None, "failed",
+                             error=text if exc.path is not None and Path(exc.path) == Path(src) else f"{src}: {text}")
+        except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
+            res = FileResult(src, None, "failed", error=f"{src}: unexpected {type(exc).__name__}: {exc}")
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+# one segmenter per pool process (``remove_files(..., workers=N)``), built by the pool's initializer
+_POOL_STATE: dict[str, Any] = {}
+_PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.remove", "bglab.segment"]
+
+
+def _init_pool_worker(backend: str, options: dict[str, Any], threads: int, job: _FileJob) -> None:
+    import os
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(max(threads, 1)))
+    try:
+        import cv2
+
+        cv2.setNumThreads(max(threads, 1))
+        from bglab.segment import Runtime, create
+
+        _POOL_STATE["segmenter"] = create(backend, kind="segmenter", runtime=Runtime(threads=max(threads, 1)),
+                                          **options)
+        _POOL_STATE["job"] = job
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the first task, so the caller sees the real error
+        _POOL_STATE["error"] = exc
+
+
+def _pool_chunk(pairs: Sequence[tuple[Path, Path]]) -> list[FileResult]:
+    if "segmenter" not in _POOL_STATE:
+        raise _POOL_STATE.get("error") or BglabError("remove worker was not initialised")
+    return [_process_file(src, dst, _POOL_STATE["segmenter"], _POOL_STATE["job"]) for src, dst in pairs]
+
+
 def remove_files(
     items: Sequence[tuple[Path, Path]],
     out_dir: Path,
@@ -187,12 +281,19 @@ def remove_files(
     qc: Any = None,
     on_suspect: str = "keep",
     problems: Sequence[FileResult] = (),
+    workers: int = 1,
+    backend_options: Mapping[str, Any] | None = None,
+    threads: int = 0,
 ) -> BatchReport:
     """Run background removal over ``items`` (from :func:`collect_inputs`) into ``out_dir``.
 
     One bad file never stops the batch: it is recorded and the rest go on. ``problems`` (from
     :func:`collect_inputs_checked`: unreadable folders, symlink loops) are reported first, as failures, and so
     are output-name clashes, before any image is processed.
+
+    ``segmenter``: a ready segmenter, or a backend name (built with ``backend_options``). ``workers > 1``
+    needs a name: each worker process of the shared pool (:func:`bglab.pool.run_pool`, as ``preprocess``)
+    builds its own session with ``threads`` CPU threads (0: 1 per worker).
 
     ``out_dir`` may not overlap an input folder (refused before anything is written, with ``overwrite`` too).
     Outputs that already exist are skipped (so an interrupted run resumes) unless ``overwrite``; temp files
@@ -205,32 +306,37 @@ def remove_files(
     written) or ``fail`` (not written, status failed). The batch pass (coverage far from the batch median)
     runs at the end and treats the outputs it flags the same way.
     """
-    from bglab.io import check_separate, prepare_output_dir, read_image, remove_temp_files, write_image
+    from bglab.io import check_separate, prepare_output_dir, remove_temp_files
 
-    if opts.mode == "swap" and background is None:
-        raise ConfigError("mode 'swap' needs a background image", hint="pass --background FILE")
-    if fmt in ("jpg", "jpeg") and opts.mode == "cutout":
-        raise ConfigError("cutouts carry alpha, which JPEG cannot store", hint="use --format png or webp")
+    check_request(opts, has_background=background is not None, fmt=fmt)
+    workers = int(workers)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and not isinstance(segmenter, str):
+        raise ConfigError("workers > 1 needs the backend by name (each worker process builds its own)",
+                          hint="pass the backend name, e.g. remove_files(..., 'unet', opts, workers=2)")
     from bglab import qc as _qc
 
     policy = _qc.check_on_suspect(on_suspect)
     rules = None if qc is False else (qc or _qc.QCRules())
-    screen = _qc.uses_screen(getattr(segmenter, "name", None))
+    name = segmenter if isinstance(segmenter, str) else getattr(segmenter, "name", None)
+    screen = _qc.uses_screen(name)
     check_separate(_roots(items), out_dir)
     out_dir = prepare_output_dir(out_dir)
     remove_temp_files(out_dir)
     report = BatchReport()
+    job = _FileJob(opts, background, rules, screen, policy, overwrite, max_pixels)
 
     def record(res: FileResult) -> None:
         report.results.append(res)
         if on_progress is not None:
             on_progress(res)
 
+    todo: list[tuple[Path, Path]] = []
     try:
         for res in problems:
             record(res)
         seen: dict[Path, Path] = {}
-        todo: list[tuple[Path, Path]] = []
         for src, rel in items:  # output-name clashes are failures, reported up front
             dst = output_path(out_dir, rel, fmt)
             if dst in seen:
@@ -239,36 +345,27 @@ def remove_files(
                 continue
             seen[dst] = src
             todo.append((src, dst))
-        for src, dst in todo:
-            t0 = time.perf_counter()
-            if dst.exists() and not overwrite:
-                res = FileResult(src, dst, "skipped")
-            else:
-                try:
-                    image = read_image(src, max_pixels=max_pixels)
-                    mask = prepare_mask(segmenter.predict(image, source=src), opts)
-                    chk = None if rules is None else _qc.check_mask(mask, rules, image=image, screen=screen)
-                    cov = float(ops.coverage(mask, opts.threshold))
-                    if chk is not None and chk.status == "not-found":
-                        res = FileResult(src, None, "not-found", coverage=cov, qc="no foreground found")
-                    elif chk is not None and chk.status == "suspect" and policy != "keep":
-                        res = _suspect_result(src, None, cov, chk.reason, chk.flags, policy)
-                    else:
-                        write_image(dst, apply_mode(image, mask, opts, background=background))
-                        res = FileResult(src, dst, "done", coverage=cov)
-                        if chk is not None and chk.flags:
-                            res.status, res.qc, res.flags = "suspect", chk.reason, chk.flags
-                except BglabError as exc:
-                    text = str(exc)
-                    res = FileResult(src, None, "failed",
-                                     error=text if exc.path is not None and Path(exc.path) == Path(src)
-                                     else f"{src}: {text}")
-                except Exception as exc:  # noqa: BLE001 - a batch records unexpected failures and goes on
-                    res = FileResult(src, None, "failed", error=f"{src}: unexpected {type(exc).__name__}: {exc}")
-            res.seconds = time.perf_counter() - t0
-            record(res)
+        if workers == 1 or len(todo) <= 1:
+            if isinstance(segmenter, str):
+                from bglab.segment import create
+
+                segmenter = create(segmenter, kind="segmenter", **dict(backend_options or {}))
+            for src, dst in todo:
+                record(_process_file(src, dst, segmenter, job))
+        else:
+            from bglab.pool import run_pool
+
+            chunks = [[pair] for pair in todo]  # one file per task: slow backends (1 img/s) balance best
+            for results in run_pool(chunks, _pool_chunk, workers=workers, initializer=_init_pool_worker,
+                                    initargs=(segmenter, dict(backend_options or {}), int(threads), job),
+                                    preload=_PRELOAD, kept="outputs"):
+                for res in results:
+                    record(res)
     except KeyboardInterrupt:
         report.interrupted = True
+    if workers > 1:  # the pool yields in completion order; the report lists files in input order
+        rank = {str(src): i for i, (src, _) in enumerate(todo)}
+        report.results.sort(key=lambda r: rank.get(str(r.input), -1))
     if rules is not None:
         _batch_pass(report, rules, policy)
     return report

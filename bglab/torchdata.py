@@ -1,6 +1,6 @@
 """A PyTorch ``Dataset`` that applies a :class:`~bglab.pipeline.Pipeline` on the fly (no preprocessed copy).
 
->>> ds = PipelineDataset("data/rps/webcam", "configs/preprocess-reference.yaml")   # doctest: +SKIP
+>>> ds = PipelineDataset("data/rps/webcam", "bglab/configs/preprocess-reference.yaml")   # doctest: +SKIP
 >>> loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=4)          # doctest: +SKIP
 
 Backend sessions are opened lazily in the process that uses them: each DataLoader worker opens its own

@@ -4,8 +4,9 @@ Two layers: :func:`make_variant` is pure (numpy in, numpy out, no I/O) and build
 its mask and box; :func:`generate_variants` runs it over an ImageFolder (pets3 layout or plain images with a
 segmenter backend), in parallel, resumably, writing::
 
-    DST/<kind-dir>/<class>/images/<stem>.png    the variant image
-    DST/<kind-dir>/<class>/masks/<stem>.png     8-bit {0,255}: where the foreground is in that image
+    DST/<kind-dir>/<class>/<stem>.png           the variant image: DST/<kind-dir> is an ImageFolder as it is
+                                                (torchvision's ImageFolder, bglab experiment's from:)
+    DST/_masks/<kind-dir>/<class>/<stem>.png    8-bit {0,255}: where the foreground is in that image
     DST/manifest.csv                            one row per (kind, image), status ok / suspect / not-found /
                                                 skipped / failed, with the mask's coverage and QC reasons
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from bglab import ops
 from bglab.boxes import Box
-from bglab.dataset import Sample
+from bglab.dataset import MASKS_DIR, Sample
 from bglab.errors import BglabError, ConfigError, MaskError
 from bglab.pool import run_pool, terminate_as_interrupt
 
@@ -112,6 +113,36 @@ KINDS: tuple[Kind, ...] = tuple(Kind(n) for n in KIND_NAMES)
 """The kinds ``all`` stands for, in output order."""
 
 
+VARIANTS_CONFIG_KEYS = ("kinds", "backend", "options", "locator", "seed", "size", "color", "blur", "on_suspect",
+                        "qc", "workers")
+"""The keys of a variants config file (``bglab variants SRC DST --config FILE``): the command's flags."""
+
+
+def load_variants_config(path: str | Path) -> dict[str, Any]:
+    """Read and check a variants config (YAML / TOML / JSON): known keys only, kinds and colour parsed once
+    here so a typo is an error naming the file before any work."""
+    from bglab.colors import parse_color
+    from bglab.configfile import read_config_file
+
+    raw = read_config_file(path, what="variants config", shape_hint="e.g. kinds: [only-fg, no-fg]")
+    unknown = sorted(set(raw) - set(VARIANTS_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(map(str, unknown))}", path=path,
+                          hint=f"a variants config takes: {', '.join(VARIANTS_CONFIG_KEYS)}")
+    try:
+        if raw.get("kinds") is not None:
+            parse_kinds(raw["kinds"] if isinstance(raw["kinds"], str) else [str(k) for k in raw["kinds"]])
+        if raw.get("color") is not None:
+            parse_color(str(raw["color"]))
+        if raw.get("options") is not None and not isinstance(raw["options"], Mapping):
+            raise ConfigError("options must be a mapping of backend options, e.g. {threshold: 0.4}")
+        if raw.get("qc") is not None and not isinstance(raw["qc"], Mapping):
+            raise ConfigError("qc must be a mapping of QC rules, e.g. {min_coverage: 0.01}")
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=path, hint=exc.hint) from None
+    return dict(raw)
+
+
 def parse_kinds(text: str | Sequence[str]) -> list[Kind]:
     """Parse ``"all,bg-region=1.5"`` (or a list of such items) into kinds, duplicates dropped, order kept."""
     items = text.split(",") if isinstance(text, str) else [t for s in text for t in str(s).split(",")]
@@ -119,6 +150,7 @@ def parse_kinds(text: str | Sequence[str]) -> list[Kind]:
     valid = ", ".join(KIND_NAMES) + ", bg-region=<factor>"
     for raw in items:
         item = raw.strip().lower()
+        item = "bg-color" if item == "bg-colour" else item  # the British spelling is accepted everywhere
         if not item:
             continue
         if item == "all":
@@ -356,8 +388,8 @@ class _Job:
 
 
 def _out_paths(kind: Kind, label: str, stem: str) -> tuple[str, str]:
-    base = f"{kind.dir_name}/{label}"
-    return f"{base}/images/{stem}{_SUFFIX}", f"{base}/masks/{stem}{_SUFFIX}"
+    rel = f"{kind.dir_name}/{label}/{stem}{_SUFFIX}"
+    return rel, f"{MASKS_DIR}/{rel}"
 
 
 class _Worker:

@@ -149,7 +149,7 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
     own keys."""
     from bglab.experiment.config import load_experiment_config
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "bglab" / "configs"
     ref = load_experiment_config(root / "rps-reference.yaml")
     for name in ("rps-viewpoint.yaml", "rps-recipe.yaml", "rps-recipe-cosine.yaml"):
         cfg = load_experiment_config(root / name)
@@ -185,8 +185,8 @@ def test_shipped_follow_up_configs_extend_the_reference() -> None:
 
 
 def test_reference_config_parses_with_and_without_quick() -> None:
-    full = load_experiment_config(REPO / "configs" / "rps-reference.yaml")
-    quick = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)
+    full = load_experiment_config(REPO / "bglab" / "configs" / "rps-reference.yaml")
+    quick = load_experiment_config(REPO / "bglab" / "configs" / "rps-reference.yaml", quick=True)
     assert full.seeds == (0, 1, 2) and quick.seeds == (0,)
     assert full.size == 64 and quick.size == 32
     assert set(full.arms) == {"original", "crop", "crop+remove", "remove", "pose"}
@@ -422,6 +422,10 @@ def test_report_is_self_contained_with_sections(reference_run: tuple[Path, dict]
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", text, re.I)
     assert "<script" not in text and "<link" not in text
     assert "does not matter" in text
+    # settings read as tables, not Python reprs or JSON dumps (issue 21)
+    assert "AugmentConfig(" not in text and "<pre>" not in text and "{&quot;" not in text
+    assert "segment (backend chroma" in text and "<th>augmentation</th>" in text
+    assert "<h2 id='run'>Run</h2>" in text and "<th>status</th>" in text
     verdicts = summary["verdicts"]
     assert {v["distortion"] for v in verdicts} == {"clean", "dropout25", "noise25"}
     assert all(isinstance(v["rejected"], bool) for v in verdicts)
@@ -483,7 +487,7 @@ def test_reference_quick_profile_on_shared_data(shared_data: Path, tmp_path: Pat
 
     if not DEFAULT_MODEL.is_file():
         pytest.skip("the hand U-Net model is not built yet")
-    cfg = load_experiment_config(REPO / "configs" / "rps-reference.yaml", quick=True)
+    cfg = load_experiment_config(REPO / "bglab" / "configs" / "rps-reference.yaml", quick=True)
     summary = run_experiment(cfg, tmp_path / "quick")
     assert summary["complete"] is True and all(s == "done" for s in summary["runs"].values())
     assert len(summary["runs"]) == 13
@@ -755,17 +759,35 @@ def test_ray_address_that_does_not_answer_fails_fast_and_writes_nothing(data_roo
         run_experiment(cfg, tmp_path / "run", engine="ray", engine_options={"address": "nohost"}, report=False)
 
 
-SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "bglab" / "configs"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED_CONFIGS.glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.relative_to(SHIPPED_CONFIGS).as_posix()
+                                        for p in SHIPPED_CONFIGS.rglob("*.yaml")))
 def test_every_shipped_experiment_config_parses_full_and_quick(name: str) -> None:
     from bglab.experiment.config import load_experiment_config
 
     path = SHIPPED_CONFIGS / name
-    if "steps" in path.read_text():  # a preprocessing pipeline, not an experiment
-        pytest.skip("pipeline config")
+    from bglab.templates import config_kind
+
+    if config_kind(path) != "experiment":
+        pytest.skip(f"a {config_kind(path)} config")
     full = load_experiment_config(path)
     assert full.runs() and full.name
     quick = load_experiment_config(path, quick=True)
     assert len(quick.runs()) <= len(full.runs())
+
+
+def test_report_settings_are_plain_text() -> None:
+    """The report's arms / variants / run tables: config values as a reader writes them (issue 21)."""
+    from bglab.experiment.config import AugmentConfig
+    from bglab.experiment.report import augment_text, plain, steps_text
+
+    steps = [{"locate": {"backend": "mediapipe-hands", "options": {"margin": 0.1}}}, {"grey": {}}]
+    assert steps_text(steps) == "locate (backend mediapipe-hands, options (margin 0.1)) -> grey"
+    assert steps_text([]) == "none"
+    assert plain({"name": "cnn", "widths": [16, 32], "batchnorm": False, "pretrained": None}) == \
+        "name cnn, widths [16, 32], batchnorm no, pretrained none"
+    assert augment_text(AugmentConfig()) == "none"
+    assert augment_text(AugmentConfig(p=0.5, flip=True, noise=10.0, bg_from="only-bg-t")) == \
+        "p 0.5: noise 10, flip, bg_from only-bg-t"

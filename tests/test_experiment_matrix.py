@@ -82,10 +82,12 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             for kind, img in kinds.items():
                 if kind == "mixed-rand" and stem == "dog_03":
                     continue  # a missing counterpart: left out of every arm
-                for sub in ("images", "masks"):
-                    (var / kind / c / sub).mkdir(parents=True, exist_ok=True)
-                write_image(var / kind / c / "images" / f"{stem}.png", img)
-                write_image(var / kind / c / "masks" / f"{stem}.png", m8)
+                if kind == "only-bg-t":  # the layout written before issue 21: <class>/{images,masks}, still read
+                    write_image(var / kind / c / "images" / f"{stem}.png", img)
+                    write_image(var / kind / c / "masks" / f"{stem}.png", m8)
+                else:  # bglab variants' layout: images in <kind>/<class>/, masks in the sibling _masks/ tree
+                    write_image(var / kind / c / f"{stem}.png", img)
+                    write_image(var / "_masks" / kind / c / f"{stem}.png", m8)
     return src, var
 
 
@@ -178,19 +180,21 @@ def test_variant_arm_aligns_by_class_and_stem_and_leaves_out_missing(trees: tupl
     cfg = parse_config(matrix_config(src, var))
     data = load_data(cfg, cache_dir=tmp_path / "cache")
     i = data.keys.index("pets/cat/cat_05.png")
-    want = resize_pad(read_image(var / "mixed-rand" / "cat" / "images" / "cat_05.png"), 16, interpolation="area")[0]
+    want = resize_pad(read_image(var / "mixed-rand" / "cat" / "cat_05.png"), 16, interpolation="area")[0]
     assert np.array_equal(data.arms["mixed-rand"].images[i], want)
     assert not np.array_equal(data.arms["mixed-rand"].images[i], data.arms["original"].images[i])
     j = data.keys.index("pets/dog/dog_03.png")
     assert not data.arms["mixed-rand"].ok[j] and data.arms["original"].ok[j] and not data.ok[j]
     assert int(data.ok.sum()) == 2 * N_PER_CLASS - 1
     assert any("dog_03" in e and "mixed-rand" in e for e in data.dropped()["mixed-rand"])
-    # masks: the variant's masks/ for a from: arm, the source's mask_path otherwise, resize-padded like the image
+    # masks: the variant's mask tree for a from: arm, the source's mask_path otherwise, resize-padded like the image
     masks, has, reason = arm_masks(cfg.arms["mixed-rand"], data.samples, 16)
     assert reason == "" and has.sum() == 2 * N_PER_CLASS - 1 and not has[j]
     assert masks[i].sum() > 0 and masks[i].shape == (16, 16)
     m0, h0, _ = arm_masks(cfg.arms["original"], data.samples, 16)
     assert h0.all() and np.array_equal(m0[i], masks[i])
+    m1, h1, _ = arm_masks(cfg.arms["only-bg-t"], data.samples, 16)  # a tree in the old layout
+    assert h1.all() and np.array_equal(m1[i], masks[i])
     # the cache fingerprint covers the resolved files: a changed variant file is re-read
     caches = sorted(p.name for p in (tmp_path / "cache").glob("mixed-rand-*.npz"))
     assert len(caches) == 1
@@ -204,7 +208,7 @@ def test_variant_arm_aligns_by_class_and_stem_and_leaves_out_missing(trees: tupl
     shutil.copytree(var / "mixed-rand", copy / "mixed-rand")
     from bglab.io import write_image
 
-    write_image(copy / "mixed-rand" / "cat" / "images" / "cat_05.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    write_image(copy / "mixed-rand" / "cat" / "cat_05.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     cfg2 = parse_config(matrix_config(src, copy))
     changed = prepare_arm(cfg2.arms["mixed-rand"], data.samples, size=16, channels=3, cache_dir=tmp_path / "cache")
     assert not changed.cached and changed.images[i].max() == 0
@@ -428,8 +432,8 @@ def test_resume_mid_matrix_equals_uninterrupted(trees: tuple[Path, Path], tmp_pa
 
 
 def test_pets3_matrix_config_parses() -> None:
-    full = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml")
-    quick = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml", quick=True)
+    full = load_experiment_config(REPO / "bglab" / "configs" / "pets3-matrix.yaml")
+    quick = load_experiment_config(REPO / "bglab" / "configs" / "pets3-matrix.yaml", quick=True)
     assert full.seeds == (0, 1, 2) and quick.seeds == (0,)
     assert full.size == 64 and full.channels == 3
     assert full.protocols["pets3"].split["pets3"] == (0.6, 0.15, 0.25)
@@ -460,8 +464,8 @@ def test_pets3_matrix_quick_profile(shared_data: Path, tmp_path: Path) -> None:
         for img in sorted((shared_data / "pets3" / cls / "images").glob("*.jpg"))[:12]:
             shutil.copy(img, sub / cls / "images" / img.name)
             shutil.copy(shared_data / "pets3" / cls / "masks" / f"{img.stem}.png", sub / cls / "masks")
-    raw = yaml.safe_load((REPO / "configs" / "pets3-matrix.yaml").read_text())
-    cfg0 = load_experiment_config(REPO / "configs" / "pets3-matrix.yaml", quick=True)
+    raw = yaml.safe_load((REPO / "bglab" / "configs" / "pets3-matrix.yaml").read_text())
+    cfg0 = load_experiment_config(REPO / "bglab" / "configs" / "pets3-matrix.yaml", quick=True)
     kinds = sorted({cfg0.arms[a].source_dir.name for a in cfg0.used_arms() if cfg0.arms[a].source_dir}
                    | {"only-bg-t"})
     rep = generate_variants(sub, tmp_path / "variants", parse_kinds(",".join(kinds)), size=96)
@@ -470,7 +474,7 @@ def test_pets3_matrix_quick_profile(shared_data: Path, tmp_path: Path) -> None:
     for arm in raw["arms"].values():
         if isinstance(arm, dict) and "from" in arm:
             arm["from"] = str(tmp_path / "variants" / Path(arm["from"]).name)
-    cfg = parse_config(raw, base_dir=REPO / "configs", quick=True)
+    cfg = parse_config(raw, base_dir=REPO / "bglab" / "configs", quick=True)
     summary = run_experiment(cfg, tmp_path / "quick")
     assert summary["complete"] is True and all(s == "done" for s in summary["runs"].values())
     gaps = summary["bg_gap"]["pets3"]["test"]

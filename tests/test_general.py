@@ -380,8 +380,8 @@ def test_variants_from_u2netp_masks_on_pets3(shared_data: Path, tmp_path: Path) 
     assert rep.images == 4 and rep.count("ok") == 8 and not rep.failed
     for breed in ("Abyssinian", "american_bulldog"):
         for img in sorted((src / breed / "images").glob("*.jpg")):
-            out = read_image(tmp_path / "dst" / "only-fg" / breed / "images" / f"{img.stem}.png")
-            m = read_mask(tmp_path / "dst" / "only-fg" / breed / "masks" / f"{img.stem}.png")
+            out = read_image(tmp_path / "dst" / "only-fg" / breed / f"{img.stem}.png")
+            m = read_mask(tmp_path / "dst" / "_masks" / "only-fg" / breed / f"{img.stem}.png")
             fg = m > 0
             assert 0.05 < fg.mean() < 0.95 and (out[~fg] == 0).all()  # a pet-sized cut-out, black elsewhere
 

@@ -309,7 +309,7 @@ def test_pipeline_dataset_in_dataloader_workers():
 
 
 def test_reference_config_parses():
-    p = Pipeline.from_config(Path(__file__).resolve().parents[1] / "configs" / "preprocess-reference.yaml")
+    p = Pipeline.from_config(Path(__file__).resolve().parents[1] / "bglab" / "configs" / "preprocess-reference.yaml")
     assert [s.name for s in p.steps] == ["locate", "crop", "segment", "background", "resize", "grey"]
     loc = p.locate_step
     assert loc.backend == "mediapipe-hands" and loc.options["min_confidence"] == 0.1

@@ -255,7 +255,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_shipped_pretrained_configs_restate_their_base_with_the_backbone() -> None:
     from bglab.experiment.config import load_experiment_config
 
-    root = REPO / "configs"
+    root = REPO / "bglab" / "configs"
     ref = load_experiment_config(root / "rps-reference.yaml")
     rps = load_experiment_config(root / "rps-pretrained.yaml")
     quick = load_experiment_config(root / "rps-pretrained.yaml", quick=True)
@@ -279,7 +279,7 @@ def test_rps_pretrained_quick_profile_on_shared_data(shared_data: Path, tmp_path
     from bglab.experiment.config import load_experiment_config
     from bglab.experiment.runner import run_experiment
 
-    cfg = load_experiment_config(REPO / "configs" / "rps-pretrained.yaml", quick=True)
+    cfg = load_experiment_config(REPO / "bglab" / "configs" / "rps-pretrained.yaml", quick=True)
     summary = run_experiment(cfg, tmp_path / "quick")
     assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == 8
     rows = csv_rows(tmp_path / "quick" / "metrics.csv")

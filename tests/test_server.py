@@ -383,7 +383,7 @@ def test_openapi_is_valid_and_complete(client):
     body = spec["paths"]["/api/remove"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     props = spec["components"]["schemas"][body["$ref"].split("/")[-1]]["properties"]
     assert {"image", "background", "backend", "mode", "color", "blur", "margin", "threshold", "format"} <= set(props)
-    assert props["mode"]["enum"] == ["cutout", "mask", "color", "blur", "swap", "crop"]
+    assert props["mode"]["enum"] == ["cutout", "mask", "color", "colour", "blur", "swap", "crop"]  # colour = color
     json.dumps(spec)
 
 

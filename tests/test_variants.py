@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import shutil
 from pathlib import Path
 
@@ -207,6 +209,34 @@ def test_generate_layout_manifest_and_pixels(pets_like: Path, tmp_path: Path) ->
         assert (out[~fg] == tuple(int(col[i : i + 2], 16) for i in (1, 3, 5))).all()
 
 
+def _torchvision_imagefolder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """torchvision.datasets.ImageFolder's file list, by its rule (torchvision is not installed here): classes are
+    the sorted sub-folders; every file below a class folder (recursively, links followed) whose extension is an
+    image extension is a sample of that class."""
+    exts = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    samples = []
+    for i, c in enumerate(classes):
+        for dirpath, _, files in sorted(os.walk(root / c, followlinks=True)):
+            samples += [(os.path.join(dirpath, f), i) for f in sorted(files) if f.lower().endswith(exts)]
+    return classes, samples
+
+
+def test_every_kind_loads_as_an_imagefolder(pets_like: Path, tmp_path: Path) -> None:
+    """ImageFolder(DST/<kind>) sees exactly the variant images, one per source image: no masks among them."""
+    dst = tmp_path / "dst"
+    rep = generate_variants(pets_like, dst, "all", seed=0)
+    assert not rep.failed
+    src = read_imagefolder(pets_like)
+    for d in ALL_DIRS:
+        classes, samples = _torchvision_imagefolder(dst / d)
+        assert classes == ["ant", "bee", "cat"]
+        assert [(Path(p).relative_to(dst / d).as_posix(), i) for p, i in samples] == [
+            (f"{s.label}/{s.path.stem}.png", classes.index(s.label)) for s in src]
+        _, masks = _torchvision_imagefolder(dst / "_masks" / d)
+        assert len(masks) == len(src)  # the masks mirror the images in the sibling tree
+
+
 def test_deterministic_across_runs_and_workers(pets_like: Path, tmp_path: Path) -> None:
     kinds = "mixed-same,mixed-rand,mixed-next,bg-color"
     generate_variants(pets_like, tmp_path / "a", kinds, seed=7, workers=1)
@@ -225,13 +255,14 @@ def test_resume_rewrites_only_missing(pets_like: Path, tmp_path: Path) -> None:
     outs = sorted(p for p in dst.rglob("*.png"))
     before = {p: p.stat().st_mtime_ns for p in outs}
     manifest1 = (dst / "manifest.csv").read_text()
-    gone = dst / "mixed-same/bee/images/bee_2.png"
+    gone = dst / "mixed-same/bee/bee_2.png"
     gone.unlink()
     rep = generate_variants(pets_like, dst, "only-fg,mixed-same", seed=0, workers=2)
     assert rep.reused == 2 * 12 - 1 and rep.count("ok") == 24
     assert gone.is_file()
     changed = [p for p in outs if p.stat().st_mtime_ns != before[p]]
-    assert changed == [gone, dst / "mixed-same/bee/masks/bee_2.png"]  # the variant's image + mask pair only
+    # the variant's image + mask pair only
+    assert sorted(changed) == sorted([gone, dst / "_masks/mixed-same/bee/bee_2.png"])
     assert (dst / "manifest.csv").read_text() == manifest1
 
 
@@ -265,7 +296,7 @@ def test_empty_mask_skips_box_kinds(pets_like: Path, tmp_path: Path) -> None:
     rep = generate_variants(pets_like, tmp_path / "dst", "only-fg,only-bg-b,bg-region=2,mixed-same")
     st = {(r.kind, r.stem): (r.status, r.error) for r in rep.rows if r.stem == "ant_0"}
     assert st[("only-fg", "ant_0")][0] == "ok"
-    assert not read_image(tmp_path / "dst/only-fg/ant/images/ant_0.png").any()
+    assert not read_image(tmp_path / "dst/only-fg/ant/ant_0.png").any()
     for k in ("only-bg-b", "bg-region=2", "mixed-same"):
         assert st[(k, "ant_0")][0] == "skipped" and "no foreground" in st[(k, "ant_0")][1]
     assert not rep.failed
@@ -277,12 +308,12 @@ def test_size_locator_and_cli_summary(pets_like: Path, tmp_path: Path) -> None:
                                    "--size", "32", "--locator", "full", "--color", "#010203"])
     assert res.exit_code == 0, res.output
     assert "only-bg-b" in res.output and "ok" in res.output
-    img = read_image(dst / "only-bg-b/ant/images/ant_0.png")
-    m = read_mask(dst / "only-bg-b/ant/masks/ant_0.png")
+    img = read_image(dst / "only-bg-b/ant/ant_0.png")
+    m = read_mask(dst / "_masks/only-bg-b/ant/ant_0.png")
     assert img.shape == (32, 32, 3) and m.shape == (32, 32)
     assert not img.any()  # the "full" locator's box is the whole image: all black (padding is black too)
     assert set(np.unique(m)) == {0, 255} and m[16].all()  # the box fills the content rows, padding is 0
-    fg = read_mask(dst / "only-fg/ant/masks/ant_0.png")
+    fg = read_mask(dst / "_masks/only-fg/ant/ant_0.png")
     assert set(np.unique(fg)) == {0, 255}
 
 
@@ -298,7 +329,7 @@ def test_backend_masks_on_plain_imagefolder(tmp_path: Path) -> None:
     assert not rep.failed and rep.count("ok") == 8
     for c in ("x", "y"):
         for i in range(2):
-            out = read_image(tmp_path / f"d1/only-fg/{c}/images/{c}{i}.png")
+            out = read_image(tmp_path / f"d1/only-fg/{c}/{c}{i}.png")
             red = _is_red(out)
             assert red.sum() > 50 and (out[~red] == 0).mean() > 0.9
     assert list((tmp_path / "d1/.cache").rglob("*.png"))  # backend masks kept for partners / re-runs
@@ -336,12 +367,12 @@ def test_pets3_subset_all_kinds(shared_data: Path, tmp_path: Path) -> None:
     for s in read_imagefolder(dst / "only-fg"):
         out, m = read_image(s.path), read_mask(s.mask_path)
         assert out.shape == (96, 96, 3) and (out[m == 0] == 0).all() and out[m > 0].any()
-        nofg = read_image(dst / "no-fg" / s.label / "images" / s.path.name)
+        nofg = read_image(dst / "no-fg" / s.label / s.path.name)
         assert (nofg[m > 0] == 0).all() and nofg[m == 0].any()
-        bgb = read_image(dst / "only-bg-b" / s.label / "images" / s.path.name)
-        boxm = read_mask(dst / "only-bg-b" / s.label / "masks" / s.path.name)
+        bgb = read_image(dst / "only-bg-b" / s.label / s.path.name)
+        boxm = read_mask(dst / "_masks" / "only-bg-b" / s.label / s.path.name)
         assert (bgb[boxm > 0] == 0).all() and (boxm[m > 0] > 0).all()
-        orig = read_image(dst / "original" / s.label / "images" / s.path.name)
+        orig = read_image(dst / "original" / s.label / s.path.name)
         assert (out[m > 0] == orig[m > 0]).all()
     for d in ("no-fg", "only-bg-t", "mixed-rand", "bg-region-2"):
         assert len(read_imagefolder(dst / d)) == 18

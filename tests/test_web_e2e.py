@@ -100,6 +100,9 @@ def test_web_page_with_keyboard(server, browser):
     message = page.inner_text("#message")
     assert "notes.jpg" in message and "not an image" in message
     assert page.get_attribute("#message", "aria-live") == "polite"
+    # no broken-image icon beside the message: the preview of a file the browser cannot draw stays hidden
+    assert page.is_hidden("#original") and page.get_attribute("#original", "src") is None
+    assert page.is_hidden("#mask") and page.is_hidden("#result")
 
     # a real photo, driven with the keyboard: arrows pick the mode, Tab reaches the button, Enter runs it
     page.set_input_files("#image", str(photo))
@@ -123,17 +126,29 @@ def test_web_page_with_keyboard(server, browser):
     sizes = page.evaluate("['original', 'mask', 'result'].map(id => { const i = document.getElementById(id);"
                           " return [i.naturalWidth, i.naturalHeight]; })")
     assert sizes == [[300, 200]] * 3
-    # the background at the left edge is the page's default colour #2563eb; the hand is kept
+    # the background at the left edge is the page's default colour, white (bglab.colors); the hand is kept
     corner = page.evaluate("""() => { const i = document.getElementById('result');
         const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
         const g = c.getContext('2d'); g.drawImage(i, 0, 0); return Array.from(g.getImageData(2, 100, 1, 1).data); }""")
-    assert corner == [37, 99, 235, 255]
+    assert corner == [255, 255, 255, 255]
     assert page.get_attribute("#download", "href").startswith("blob:")
     assert page.get_attribute("#download", "download").endswith("_color.png")
     assert page.is_visible("#download")
+    assert page.is_visible("#original")
+    shot = page.screenshot(full_page=True)  # the screenshot artefact below shows the good result
+
+    # an error after a good result clears that result: Swap without a background image
+    page.check("input[name=mode][value=swap]")
+    page.click("#go")
+    page.wait_for_selector("#message.error")
+    assert "needs a new background image" in page.inner_text("#message")
+    for sel in ("#result", "#mask", "#download"):
+        assert page.is_hidden(sel), f"{sel} still shows the previous result next to the error"
+    assert page.get_attribute("#result", "src") is None
+    assert page.is_visible("#original")  # the chosen photo stays
 
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACT), full_page=True)
+    ARTIFACT.write_bytes(shot)
     assert ARTIFACT.stat().st_size > 10_000
     expected = "status of 422"  # the browser logs the refused bad file; the page handled it above
     assert not [p for p in problems if expected not in p], problems

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
+from bglab.colors import parse_color
 from bglab.errors import ConfigError, safe_text
+
+__all__ = ["console", "deprecated_flag", "err_console", "esc", "parse_color", "parse_options", "print_failed",
+           "progress_bar"]
 
 # soft_wrap: long paths and messages stay on one line in logs instead of being cut at 80 columns.
 # emoji=False: a file called ":x:.jpg" is printed as it is, not as an emoji.
@@ -29,6 +34,14 @@ def print_failed(con: Console, text: object, label: str = "failed", style: str =
     con.print(f"[{style}]{label}[/] {esc(text)}", highlight=False, emoji=False)
 
 
+def deprecated_flag(old: str, new: str, old_value: object, new_value: object) -> object:
+    """The value of a renamed flag: the old spelling still works (with a note on stderr) when given."""
+    if old_value is None:
+        return new_value
+    err_console.print(f"note: {old} is deprecated; use {new}", highlight=False, markup=False)
+    return old_value
+
+
 def parse_options(items: list[str] | None) -> dict[str, object]:
     """Turn ``["threshold=0.4", "masks=dir"]`` into a dict, parsing numbers, booleans and JSON values."""
     out: dict[str, object] = {}
@@ -45,9 +58,37 @@ def parse_options(items: list[str] | None) -> dict[str, object]:
     return out
 
 
+class LazyProgress(Progress):
+    """A Progress that draws nothing until its first update: checks that fail before any work (a missing
+    source, a bad option) print their error alone, without a bar above it."""
+
+    _shown = False
+
+    def __enter__(self) -> LazyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._shown:
+            self.stop()
+
+    def _show(self) -> None:
+        if not self._shown:
+            self._shown = True
+            self.start()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._show()
+        super().update(*args, **kwargs)
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        self._show()
+        super().advance(*args, **kwargs)
+
+
 def progress_bar(console_: Console | None = None, *, transient: bool = False) -> Progress:
-    """The standard bglab progress bar: description, bar, count, rate, elapsed and remaining time."""
-    return Progress(
+    """The standard bglab progress bar: description, bar, count, rate, elapsed and remaining time; shown from
+    its first update (:class:`LazyProgress`)."""
+    return LazyProgress(
         TextColumn("[bold blue]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -11,7 +11,10 @@ import typer
 def backends(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
-    """List every backend: name, kind, whether its optional dependencies are installed, and what it does."""
+    """List every backend: name, kind, whether its optional dependencies are installed, and what it does.
+
+    Example: bglab backends --json
+    """
     from rich.markup import escape
     from rich.table import Table
 

@@ -56,7 +56,10 @@ def challenge(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write challenge.json and "
                                              "challenge_broken.png here.")] = None,
 ) -> None:
-    """Adversarial backgrounds: share of foregrounds that some test background makes the model misclassify."""
+    """Adversarial backgrounds: share of foregrounds that some test background makes the model misclassify.
+
+    Example: bglab challenge work/experiments/rps-reference pets/
+    """
     from rich.table import Table
 
     from bglab.challenge import broken_sheet, held_out, run_challenge

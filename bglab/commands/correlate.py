@@ -29,15 +29,22 @@ def correlate(
     per_class: int = typer.Option(None, "--per-class", min=1, help="Use at most N foregrounds per class."),
     fg_only: bool = typer.Option(True, "--fg-only/--no-fg-only", help="Also write test-fg-only (fg on black)."),
     despill: bool = typer.Option(True, "--despill/--no-despill", help="Suppress green-screen spill on the fg."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Foregrounds processed in parallel (threads)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Foregrounds processed in parallel (threads)."),
+    workers_old: int = typer.Option(None, "--workers", "-j", min=1, hidden=True,
+                                    help="Deprecated spelling of --threads (it always meant threads)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild outputs that already exist."),
 ) -> None:
     """Pair every class with its own background family (train, at --correlation) and write test sets where
     the pairing is kept, broken (random family) and reversed (the next class's family). Resumable.
 
+    Example: bglab correlate hands/ out/study --backgrounds backgrounds/ --masks masks/
+
     Exit code 0 when every image was written (or existed), 1 when any failed, 2 on a usage error.
     """
+    from bglab.commands._common import deprecated_flag
     from bglab.correlated import SPLITS, build_study, plan_study
+
+    workers = int(deprecated_flag("--workers/-j (correlate)", "--threads", workers_old, threads))  # type: ignore[arg-type]
 
     plan = plan_study(src, backgrounds, masks=masks, backend=backend, correlation=correlation,
                       test_fraction=test_fraction, seed=seed, per_class=per_class, fg_only=fg_only)

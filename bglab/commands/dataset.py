@@ -35,7 +35,10 @@ def info(
     seed: Annotated[int, typer.Option("--seed", help="Seed of --split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
 ) -> None:
-    """Count the samples of one or more sources per class x origin (and per split with --split)."""
+    """Count the samples of one or more sources per class x origin (and per split with --split).
+
+    Example: bglab dataset info photos/ --split 0.7,0.15,0.15
+    """
     from bglab.commands._common import console
     from bglab.dataset import (
         class_names,

@@ -33,7 +33,10 @@ def demo(
                                     help="Also run the tiny background experiment (about a minute on 2 cores)."),
     quick: bool = typer.Option(False, "--quick", help="Experiment as a smoke run: 1 seed, 4 epochs."),
 ) -> None:
-    """Remove / swap the background of embedded photos, then test whether a classifier learned the background."""
+    """Remove / swap the background of embedded photos, then test whether a classifier learned the background.
+
+    Example: bglab demo --out out/demo
+    """
     import numpy as np
 
     from bglab import ops
@@ -156,7 +159,7 @@ def _experiment(out: Path, *, quick: bool) -> int:
     console.print("[dim]Caveat: the remove arm's masks come from bglab's U-Net, which was trained on these webcam "
                   "hands pasted on these background photos (and on real-scene hands that stop at the wrist, so on "
                   "pasted hands it often drops the forearm the green-screen masks keep); removal can only help as "
-                  "far as the masks are right and consistent (README, Segmenters).[/]",
+                  "far as the masks are right and consistent (docs/results.md, Segmenters).[/]",
                   highlight=False)
     console.print(f"experiment {res.seconds:.0f} s; report {res.report}, examples {res.sheet}, "
                   f"new-background test images {out / 'new-backgrounds'}/", highlight=False)

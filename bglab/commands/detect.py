@@ -48,7 +48,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
         show: int = typer.Option(_MAX_SHOWN, "--show", min=0, help="How many problems to list (table output)."),
     ) -> None:
-        """Report every broken box (by kind, with file and line) and apply the skip / repair rule."""
+        """Report every broken box (by kind, with file and line) and apply the skip / repair rule.
+
+        Example: bglab boxes check boxes.csv --images photos/ --out clean.csv
+        """
         from rich.table import Table
 
         from bglab.boxdata import check_boxes, read_boxes, write_boxes_csv
@@ -96,7 +99,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for the split, crops and weights."),
         limit_images: int | None = typer.Option(None, "--limit-images", min=3, help="Use only N images (smoke)."),
     ) -> None:
-        """Train the box + label model on face crops with context (one face per sample); scores the test split."""
+        """Train the box + label model on face crops with context (one face per sample); scores the test split.
+
+        Example: bglab train-det --annotations boxes.csv --images photos/ --out runs/det
+        """
         _need_torch()
         import sys
 
@@ -122,7 +128,10 @@ def register(app: typer.Typer) -> None:
         sheet: Annotated[Path | None, typer.Option(
             "--sheet", help="Write a contact sheet PNG: true box green, predicted red (orange = wrong label).")] = None,
     ) -> None:
-        """Mean IoU, accuracy, per-class accuracy and confusion matrix of a run on its recorded split."""
+        """Mean IoU, accuracy, per-class accuracy and confusion matrix of a run on its recorded split.
+
+        Example: bglab eval-det runs/det --annotations boxes.csv --images photos/
+        """
         _need_torch()
         from rich.table import Table
 

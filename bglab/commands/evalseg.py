@@ -42,6 +42,8 @@ def eval_seg(
     """Score segmenters against ground-truth masks: mean IoU / F1 / precision / recall, pooled IoU, speed, and
     mask QC counts (predictions that are empty, tiny, full, or fragmented).
 
+    Example: bglab eval-seg --images test/images --masks test/masks --backend unet
+
     With ``--backends a,b,c`` every backend runs on the same pairs and one side-by-side table is printed:
     the way to pick a segmenter for a data set from a small labelled sample.
     Exit code 0 when every pair was scored, 1 when any image or mask failed (they are listed at the end).

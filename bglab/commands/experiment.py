@@ -19,13 +19,15 @@ import typer
 
 
 def experiment(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/rps-reference.yaml).",
+    config: Annotated[Path, typer.Argument(help="Experiment YAML, or the name of a shipped one (rps-reference; "
+                                                "`bglab init experiment --list` names them).",
                                            show_default=False)],
     quick: Annotated[bool, typer.Option("--quick", help="Apply the config's quick: profile (CI-sized run).")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (resumed when it exists).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (resumed when it exists).",
+                                             show_default="work/experiments/NAME, NAME-quick with --quick")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: the config's).")] = None,
     workers: Annotated[int, typer.Option(
-        "--workers", min=1, help="Processes that preprocess the arms (same images; MediaPipe / GrabCut arms "
+        "--workers", "-w", min=1, help="Processes that preprocess the arms (same images; MediaPipe / GrabCut arms "
                                  "are CPU-bound: use the number of cores).")] = 1,
     parallel_runs: Annotated[int, typer.Option(
         "--parallel-runs", min=1, help="Train this many runs at once, each in its own process with --threads "
@@ -41,14 +43,19 @@ def experiment(
         "--device", help="cpu (bit-reproducible at a fixed --threads), cuda or auto.")] = "cpu",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every epoch.")] = False,
 ) -> None:
-    """Train and compare the preprocessing arms of an experiment; writes metrics, checkpoints and a report."""
+    """Train and compare the preprocessing arms of an experiment; writes metrics, checkpoints and a report.
+
+    Example: bglab experiment rps-reference --quick
+    """
     from rich.markup import escape
 
     from bglab.commands._common import console, err_console, parse_options
     from bglab.experiment.config import load_experiment_config
     from bglab.experiment.runner import run_experiment
 
-    cfg = load_experiment_config(config, quick=quick)
+    from bglab.templates import find_config
+
+    cfg = load_experiment_config(find_config(config), quick=quick)
     run_dir = out or Path("work") / "experiments" / (f"{cfg.name}-quick" if quick else cfg.name)
     runs = cfg.runs()
     console.print(f"experiment [bold]{cfg.name}[/]{' (quick)' if quick else ''}: {len(runs)} run(s) "
@@ -120,7 +127,10 @@ def eval_cls(
                             "to some sources only, arms.NAME.sources).")] = None,
 ) -> None:
     """Score every finished model of an experiment on another data set (preprocessed with its arm): accuracy
-    per arm (mean and 95 % CI over seeds) and per class, then per run."""
+    per arm (mean and 95 % CI over seeds) and per class, then per run.
+
+    Example: bglab eval-cls work/experiments/rps-reference new-photos/
+    """
     from rich.table import Table
 
     from bglab.commands._common import console

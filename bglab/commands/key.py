@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
                                      help="QC: reject masks whose foreground fraction is above this."),
         sheet: bool = typer.Option(True, "--sheet/--no-sheet",
                                    help="Write contact_sheet.png (sample + rejects) for review."),
-        workers: int = typer.Option(1, "--workers", min=1, help="Images keyed in parallel (threads)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="Images keyed in parallel (threads)."),
+        workers_old: int = typer.Option(None, "--workers", min=1, hidden=True,
+                                        help="Deprecated spelling of --threads (it always meant threads)."),
         backend: str = typer.Option("chroma", "--backend",
                                     help="Segmenter that makes the masks (chroma; hand-grabcut for real scenes)."),
         option: list[str] = typer.Option(None, "--option", "-O",
@@ -40,20 +42,22 @@ def register(app: typer.Typer) -> None:
         max_components: int = typer.Option(4, "--max-components", min=1,
                                            help="QC: max connected components of the raw mask."),
     ) -> None:
-        """Key SRC into 8-bit masks DST/<rel>.png; implausible masks go to DST/_rejected. Resumable."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        """Key SRC into 8-bit masks DST/<rel>.png; implausible masks go to DST/_rejected. Resumable.
+
+        Example: bglab key screens/ masks/ --key green --threads 2
+        """
         from rich.table import Table
 
-        from bglab.commands._common import console, esc, parse_options, print_failed
+        from bglab.commands._common import console, deprecated_flag, esc, parse_options, print_failed, progress_bar
         from bglab.key import QCRules, key_folder
 
+        workers = int(deprecated_flag("--workers (key)", "--threads", workers_old, threads))  # type: ignore[arg-type]
         qc = QCRules(min_fg=min_fg, max_fg=max_fg, entry_side=entry_side, max_border_fg=max_border_fg,
                      max_components=max_components)
         options = {"key": key_colour, "tolerance": tolerance} if backend == "chroma" else {}
         options.update(parse_options(option))
-        with Progress(TextColumn("keying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("key", total=None)
+        with progress_bar(console, transient=True) as bar:
+            task = bar.add_task("key", total=None, rate="")
 
             def on_item(done: int, total: int, item: object) -> None:
                 bar.update(task, completed=done, total=total)

@@ -12,12 +12,14 @@ from bglab.segment.registry import choices_help
 
 
 def preprocess(
-    srcs: list[str] = typer.Argument(..., metavar="SRC...",
+    srcs: list[str] = typer.Argument(..., metavar="SRC",
                                      help="Sources: ImageFolder folders, CSV manifests, or ORIGIN=PATH."),
     dst: Path = typer.Argument(..., metavar="DST", help="Output folder."),
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML / TOML / JSON); flags "
-                                                             "below override or add steps."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (one backend session each)."),
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML / TOML / JSON) or a shipped "
+                                                             "name (preprocess-reference); flags below override "
+                                                             "or add steps."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one backend session each)."),
+    workers_old: int = typer.Option(None, "-j", min=1, hidden=True, help="Deprecated spelling of -w."),
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="CPU threads per worker's backend session (0: all cores with 1 worker, "
                                      "1 per worker with several)."),
@@ -32,7 +34,7 @@ def preprocess(
     locator: str = typer.Option(None, "--locator", "-l", help=f"Locator backend: {choices_help('locator')}."),
     locator_option: list[str] = typer.Option(None, "--locator-option", help="Locator option key=value."),
     on_missing: str = typer.Option(None, "--on-missing", help="No box found: keep | skip | mask-box."),
-    background: str = typer.Option(None, "--background", help="remove | colour | blur | swap | keep."),
+    background: str = typer.Option(None, "--background", help="remove | color (or colour) | blur | swap | keep."),
     color: str = typer.Option(None, "--color", "--colour", help="Background colour (#rrggbb, r,g,b, name)."),
     dropout: float = typer.Option(None, "--dropout", help="Pixel dropout probability (seeded per sample)."),
     noise: float = typer.Option(None, "--noise", help="Gaussian noise sigma, 0..255 units (seeded per sample)."),
@@ -55,14 +57,20 @@ def preprocess(
 ) -> None:
     """Preprocess data sets: DST/<origin>/<class>/<stem>.png, DST/manifest.parquet, DST/summary.csv.
 
+    Example: bglab preprocess photos/ out/pre --size 128 --background colour --color white -w 2
+
     Kill it at any time and run it again: finished samples are skipped. Exit code 0 when nothing failed
     (samples where no box was found are results, not failures), 1 when any sample failed.
     """
-    from bglab.ops.color import parse_color
+    from bglab.colors import parse_color
+    from bglab.commands._common import deprecated_flag
     from bglab.pipeline import Pipeline, apply_overrides, load_config
     from bglab.preprocess import preprocess as run, summary_table
 
-    base = load_config(config) if config is not None else None
+    workers = int(deprecated_flag("-j (preprocess)", "-w / --workers", workers_old, workers))  # type: ignore[arg-type]
+    from bglab.templates import find_config
+
+    base = load_config(find_config(config)) if config is not None else None
     cfg = apply_overrides(
         base, locator=locator, locator_options=parse_options(locator_option), on_missing=on_missing,
         backend=backend, options=parse_options(option), background=background,

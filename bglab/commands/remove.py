@@ -10,7 +10,7 @@ from rich.table import Table
 
 from bglab.commands._common import console, err_console, esc, parse_options, print_failed, \
     progress_bar
-from bglab.ops.color import parse_color
+from bglab.colors import DEFAULT_COLOR_NAME, parse_color
 from bglab.segment.registry import choices_help
 
 
@@ -18,11 +18,12 @@ def remove(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder; relative layout of inputs is kept."),
     mode: str = typer.Option("cutout", "--mode", "-m",
-                             help="cutout (RGBA) | mask (8-bit) | color | blur | swap | crop."),
+                             help="cutout (RGBA) | mask (8-bit) | color (or colour) | blur | swap | crop."),
     backend: str = typer.Option(None, "--backend", "-b",
                                 help=f"Segmenter backend: {choices_help('segmenter')} (see `bglab backends`)."),
     option: list[str] = typer.Option(None, "--option", "-O", help="Backend option key=value (repeatable)."),
-    color: str = typer.Option("white", "--color", help="Background colour for --mode color: #rrggbb, r,g,b, name."),
+    color: str = typer.Option(DEFAULT_COLOR_NAME, "--color", "--colour",
+                              help="Background colour for --mode color: #rrggbb, r,g,b, name."),
     blur: float = typer.Option(15.0, "--blur", help="Blur strength (Gaussian sigma, px) for --mode blur."),
     background: Path = typer.Option(None, "--background", help="Replacement image for --mode swap."),
     fit: str = typer.Option("cover", "--fit", help="How --background is fitted: cover | stretch | tile."),
@@ -40,8 +41,16 @@ def remove(
                                    help="A mask that fails QC: keep (write it, status suspect) | skip | fail."),
     qc_option: list[str] = typer.Option(None, "--qc", help="QC rule key=value (repeatable), e.g. min_coverage=0.01; "
                                                            "rules in docs/trust.md."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1,
+                                help="Worker processes, each with its own backend session (use the number of "
+                                     "cores for slow backends such as hand-grabcut)."),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="CPU threads per backend session (0: all cores with 1 worker, 1 per worker "
+                                     "with several)."),
 ) -> None:
     """Remove or change the background of every input image; bad files are reported, never fatal.
+
+    Example: bglab remove photos/ -o out/ --mode color --color white
 
     Every mask is checked (docs/trust.md): status done, suspect (a QC rule broken), not-found (no foreground)
     or failed. Exit code 0 when no file failed, 1 when any failed (with --on-suspect fail: or was suspect),
@@ -51,12 +60,13 @@ def remove(
     from bglab.io import check_separate, prepare_output_dir, read_image
     from bglab.pool import terminate_as_interrupt
     from bglab.qc import backend_hint, check_on_suspect, rules_from
-    from bglab.remove import RemoveOptions, collect_inputs_checked, remove_files
-    from bglab.segment import DEFAULT_SEGMENTER, create
+    from bglab.remove import RemoveOptions, check_request, collect_inputs_checked, remove_files
+    from bglab.segment import DEFAULT_SEGMENTER, Runtime, create
 
     opts = RemoveOptions(mode=mode, color=parse_color(color), blur=blur, fit=fit, margin=margin,  # type: ignore[arg-type]
                          threshold=threshold, refine=refine, min_region=min_region,
                          feather=feather)
+    check_request(opts, has_background=background is not None, fmt=fmt)  # before any file or progress bar
     policy = check_on_suspect(on_suspect)
     rules = rules_from(parse_options(qc_option))
     check_separate(inputs, out)  # before anything is read or written, --overwrite or not
@@ -78,7 +88,8 @@ def remove(
     t_load = time.perf_counter()
     name = backend or DEFAULT_SEGMENTER
     options = resolve(name, parse_options(option), [f for f, _ in items])  # auto: decided once for the data set
-    segmenter = create(name, kind="segmenter", **options)
+    # built here even with --workers N: a missing extra or model file is one error before the progress bar
+    segmenter = create(name, kind="segmenter", runtime=Runtime(threads=threads) if threads else None, **options)
     t_load = time.perf_counter() - t_load
     t0 = time.perf_counter()
     with progress_bar() as progress:
@@ -92,11 +103,12 @@ def remove(
                 print_failed(progress.console, res.error)
 
         with terminate_as_interrupt():
-            rep = remove_files(items, out, segmenter, opts, background=bg, fmt=fmt, overwrite=overwrite,
-                               on_progress=tick, problems=problems, qc=rules, on_suspect=policy)
+            rep = remove_files(items, out, name if workers > 1 else segmenter, opts, background=bg, fmt=fmt,
+                               overwrite=overwrite, on_progress=tick, problems=problems, qc=rules,
+                               on_suspect=policy, workers=workers, backend_options=options, threads=threads)
     rep.write_csv(report or Path(out) / "remove_report.csv")
     elapsed = time.perf_counter() - t0
-    table = Table(title=esc(f"bglab remove ({segmenter.name}, mode {mode})"))
+    table = Table(title=esc(f"bglab remove ({segmenter.name}, mode {opts.mode}, {workers} worker(s))"))
     for col in ("done", "suspect", "not-found", "skipped", "failed", "seconds"):
         table.add_column(col, justify="right")
     table.add_row(str(rep.count("done")), str(rep.count("suspect")), str(rep.count("not-found")),

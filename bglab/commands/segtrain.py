@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(1600, "--samples-per-epoch", min=1, help="Training samples per epoch."),
         patience: int = typer.Option(6, "--patience", min=1, help="Early stopping: epochs without improvement."),
         threads: int = typer.Option(2, "--threads", min=1, help="PyTorch threads."),
-        workers: int = typer.Option(1, "--workers", min=0, help="Data-generating worker processes."),
+        workers: int = typer.Option(1, "--workers", "-w", min=0, help="Data-generating worker processes."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
         seed: int = typer.Option(0, "--seed", help="Seed for splits, composites and weights."),
         limit: int | None = typer.Option(None, "--limit", min=4, help="Use only this many photos (smoke tests)."),
@@ -102,7 +102,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the hand U-Net on keyed webcam hands composited onto real photos (and, with
         --real-images / --real-masks, on pseudo-labelled real-scene photos and their cut-out hands); from
-        scratch, or on the pretrained EfficientNet-Lite0 encoder with --encoder efficientnet-lite0."""
+        scratch, or on the pretrained EfficientNet-Lite0 encoder with --encoder efficientnet-lite0.
+
+        Example: bglab train-seg --keyed masks/ --images photos/ --out runs/seg
+        """
         _need_train_extra()
         from bglab.train.segtrain import ENCODERS, TrainConfig, train
 
@@ -137,7 +140,10 @@ def register(app: typer.Typer) -> None:
                                         help="Inference long side recorded in the JSON (default: training size; "
                                              "a multiple of 32 for the EfficientNet-Lite model)."),
     ) -> None:
-        """Export a run's checkpoint to ONNX (dynamic batch / size) and check it against PyTorch."""
+        """Export a run's checkpoint to ONNX (dynamic batch / size) and check it against PyTorch.
+
+        Example: bglab export-seg runs/seg hand.onnx
+        """
         _need_train_extra()
         from bglab.train.segtrain import export_onnx
 
@@ -159,7 +165,7 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(None, "--limit", min=4, help="Use only this many photos (smoke tests)."),
         val_composites: int = typer.Option(240, "--val-composites", min=1),
         only: list[str] | None = typer.Option(None, "--only", help="Run only these (base, +dropout, ...)."),
-        workers: int = typer.Option(1, "--workers", min=0),
+        workers: int = typer.Option(1, "--workers", "-w", min=0, help="Data-generating worker processes."),
         threads: int = typer.Option(2, "--threads", min=1, help="PyTorch threads."),
         real_images: Path | None = typer.Option(None, "--real-images", help="Real photos (for +pseudo-labels)."),
         real_masks: Path | None = typer.Option(None, "--real-masks", help="Their pseudo-label masks."),
@@ -170,7 +176,10 @@ def register(app: typer.Typer) -> None:
                                       help="Long side for the test-set scores (multiple of 32 for the encoder)."),
     ) -> None:
         """Short runs: base / +dropout / +batch-norm / +augmentation / +pseudo-labels / +pretrained encoder /
-        +scenes; prints validation F1 and, per run, IoU / F1 on the held-out webcam photos (and --wild)."""
+        +scenes; prints validation F1 and, per run, IoU / F1 on the held-out webcam photos (and --wild).
+
+        Example: bglab ablate-seg --keyed masks/ --images photos/ --out runs/ablate
+        """
         _need_train_extra()
         from rich.console import Console
         from rich.table import Table

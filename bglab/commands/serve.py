@@ -46,7 +46,10 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error."),
 ) -> None:
     """Serve the HTTP API (POST /api/remove, POST /api/segment, GET /api/backends, /healthz, /docs) and the
-    web page at / until interrupted (Ctrl+C)."""
+    web page at / until interrupted (Ctrl+C).
+
+    Example: bglab serve --port 7860 -w 2
+    """
     from bglab.errors import BglabError
     from bglab.segment import DEFAULT_SEGMENTER, resolve
     from bglab.server.settings import ServerSettings

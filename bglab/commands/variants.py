@@ -9,13 +9,15 @@ import typer
 from rich.table import Table
 
 from bglab.commands._common import console, err_console, esc, parse_options, print_failed, progress_bar
-from bglab.ops.color import parse_color
+from bglab.colors import parse_color
 
 
 def variants(
+    ctx: typer.Context,
     src: Path = typer.Argument(..., help="ImageFolder: <class>/images + <class>/masks (pets3), or <class>/*.jpg "
                                "with --backend."),
-    dst: Path = typer.Argument(..., help="Output folder: DST/<kind>/<class>/{images,masks}/<stem>.png + "
+    dst: Path = typer.Argument(..., help="Output folder: DST/<kind>/<class>/<stem>.png (an ImageFolder per kind), "
+                               "masks in DST/_masks/<kind>/<class>/<stem>.png, + "
                                "manifest.csv."),
     kinds: str = typer.Option("all", "--kinds", "-k",
                               help="Comma list or 'all': original, only-fg, no-fg, only-bg-b, only-bg-t, "
@@ -29,20 +31,31 @@ def variants(
     seed: int = typer.Option(0, "--seed", help="Seed for Mixed-* pairs and random bg-color colours."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes."),
     size: int = typer.Option(None, "--size", help="Resize-pad every output (and mask) to N x N; default: keep."),
-    color: str = typer.Option(None, "--color",
+    color: str = typer.Option(None, "--color", "--colour",
                               help="bg-color colour (#rrggbb, r,g,b, name); default: a seeded random one per image."),
     blur: float = typer.Option(15.0, "--blur", help="bg-blur strength (Gaussian sigma, px of the source image)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     on_suspect: str = typer.Option("keep", "--on-suspect",
                                    help="A backend mask that fails QC: keep (write, marked suspect) | skip | fail."),
     qc_option: list[str] = typer.Option(None, "--qc", help="QC rule key=value (repeatable); docs/trust.md."),
+    config: str = typer.Option(None, "--config", "-c",
+                               help="Variants config (YAML; `bglab init variants` writes one); flags given here "
+                                    "win over its values."),
 ) -> None:
     """Write background variants of every image (Xiao et al. 2021 + Hashmi & Li); bad files are reported.
+
+    Example: bglab variants pets/ out/variants --kinds only-fg,no-fg,mixed-rand -w 2
 
     Exit code 0 when every variant was written or skipped (undefined, e.g. no foreground), 1 when any failed.
     """
     from bglab.variants import generate_variants, parse_kinds
 
+    if config is not None:
+        kinds, backend, option_map, locator, seed, workers, size, color, blur, on_suspect, qc_map = _from_config(
+            ctx, config, kinds=kinds, backend=backend, options=parse_options(option), locator=locator, seed=seed,
+            workers=workers, size=size, color=color, blur=blur, on_suspect=on_suspect, qc=parse_options(qc_option))
+    else:
+        option_map, qc_map = parse_options(option), parse_options(qc_option)
     kind_list = parse_kinds(kinds)
     rgb = parse_color(color) if color else None
     t0 = time.perf_counter()
@@ -62,10 +75,9 @@ def variants(
                     print_failed(progress.console, f"{r.kind}: {r.error}")
                     break  # one line per image: every kind of a bad image fails the same way
 
-        rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=parse_options(option),
+        rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=option_map,
                                 locator=locator, seed=seed, workers=workers, size=size, color=rgb, blur=blur,
-                                overwrite=overwrite, progress=tick, qc=parse_options(qc_option),
-                                on_suspect=on_suspect)
+                                overwrite=overwrite, progress=tick, qc=qc_map, on_suspect=on_suspect)
     elapsed = time.perf_counter() - t0
     table = Table(title=esc(f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})"))
     table.add_column("kind")
@@ -97,6 +109,25 @@ def variants(
         images = len({(r.label, r.stem) for r in rep.failed})
         err_console.print(f"[bold red]{len(rep.failed)} variant(s) of {images} image(s) failed[/]; see the manifest")
         raise typer.Exit(1)
+
+
+def _from_config(ctx: typer.Context, config: str, **given: object) -> tuple:
+    """The flags' values with the config file's filling in every flag left at its default."""
+    from bglab.templates import find_config
+    from bglab.variants import load_variants_config
+
+    raw = load_variants_config(find_config(config))
+    out = []
+    for name, value in given.items():
+        param = {"options": "option", "qc": "qc_option"}.get(name, name)
+        source = ctx.get_parameter_source(param)
+        from_cli = source is not None and source.name != "DEFAULT"
+        if not from_cli and name in raw:
+            value = raw[name] if name != "kinds" or isinstance(raw[name], str) else ",".join(map(str, raw[name]))
+        if name in ("options", "qc"):
+            value = dict(value or {})  # type: ignore[call-overload]
+        out.append(value)
+    return tuple(out)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ runs are kept and a rerun resumes.
 
 Local machine (a private Ray instance)::
 
-    bglab experiment configs/rps-reference.yaml --engine ray --parallel-runs 2 --threads 1
+    bglab experiment rps-reference --engine ray --parallel-runs 2 --threads 1
 
 A cluster (``ray start --head`` on one node, ``ray start --address HEAD:6379`` on the others, bglab installed
 in the same environment everywhere, the data and ``--out`` on a shared file system)::

@@ -1,6 +1,6 @@
 """Typed experiment configuration, loaded from YAML and validated: every problem is a ConfigError naming the key.
 
-Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
+Format (paths relative to the config file; see ``bglab/configs/rps-reference.yaml``, or ``bglab init experiment``)::
 
     name: rps-reference
     seeds: [0, 1, 2]               # training seeds (initial weights, data order, augmentation)
@@ -35,7 +35,7 @@ Format (paths relative to the config file; see ``configs/rps-reference.yaml``)::
 A follow-up study starts from another file: ``extends: rps-reference.yaml`` (relative to this file); the keys
 written here replace that file's keys whole (e.g. ``name``, ``variants``, ``studies``), the rest is kept.
 
-Matrix experiments (see ``docs/matrix.md`` and ``configs/pets3-matrix.yaml``)::
+Matrix experiments (see ``docs/matrix.md`` and ``bglab/configs/pets3-matrix.yaml``)::
 
     arms:
       mixed-rand: {from: ../work/pets3-variants/mixed-rand, steps: []}  # images of another tree, by class + stem
@@ -168,7 +168,8 @@ class ArmConfig:
     """One preprocessing arm: its own pipeline steps and the full pipeline config (with resize / grey).
 
     ``source_dir`` (``from:``): read each sample's image from this tree instead, aligned by class and stem
-    (``FROM/<class>/images/<stem>.*`` or ``FROM/<class>/<stem>.*``; masks from ``FROM/<class>/masks``).
+    (``FROM/<class>/<stem>.*``, or ``FROM/<class>/images/<stem>.*``; masks from ``bglab variants``' sibling tree
+    ``DST/_masks/<kind>/<class>``, or ``FROM/<class>/masks``).
     ``sources``: the steps change only the images of these sources (e.g. key out the green screen of the
     studio photos); every other image gets the resize / grey alone. None: every image.
     """
@@ -761,7 +762,8 @@ def read_experiment_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     """The file's mapping; with ``extends: OTHER.yaml`` (relative to this file) the other config's mapping with
     this file's top-level keys replacing its keys whole (a follow-up study restates ``studies`` and
     ``variants`` and keeps the rest). The base's relative paths stay relative to the base's folder."""
-    raw = read_config_file(path, what="experiment config", shape_hint="see configs/rps-reference.yaml")
+    raw = read_config_file(path, what="experiment config",
+                           shape_hint="see bglab/configs/rps-reference.yaml, or write one with bglab init experiment")
     if "extends" not in raw:
         return raw
     ext = raw.pop("extends")

@@ -12,7 +12,7 @@
   of every arm so that all arms see exactly the same images.
 * An arm with ``from:`` reads each sample's image from another tree aligned by class and stem
   (:func:`counterparts`); a missing counterpart fails that sample in that arm. :func:`arm_masks` gives each
-  sample's foreground mask at the arm's size (the variant's ``masks/`` for a ``from:`` arm, else the source's
+  sample's foreground mask at the arm's size (the variant's mask tree for a ``from:`` arm, else the source's
   ``mask_path``), for the background-swap augmentation and the saliency share.
 * :func:`distorted` makes the distorted copies of a test set with :mod:`bglab.ops.distort` and a fixed
   per-image seed (the same noise pattern for an image in every arm).
@@ -126,14 +126,21 @@ def _stem_index(folder: Path) -> dict[str, Path]:
 def counterparts(root: Path, samples: Sequence[Sample], sub: str = "images") -> list[Path | None]:
     """Each sample's file in another tree: ``root/<label>/<sub>/<stem>.*``, else ``root/<label>/<stem>.*``.
 
-    ``sub="masks"`` finds the masks (``root/<label>/masks/<stem>.*`` only). None where there is none.
+    ``sub="masks"`` finds the masks: ``bglab variants``' sibling mask tree (``DST/_masks/<kind>/<label>/``, see
+    :func:`bglab.dataset.masks_root`), else ``root/<label>/masks/<stem>.*`` (trees written before the sibling
+    layout). None where there is none.
     """
+    from bglab.dataset import masks_root
+
     index: dict[str, dict[str, Path]] = {}
     out: list[Path | None] = []
     for s in samples:
         if s.label not in index:
             idx = _stem_index(root / s.label / sub)
-            if sub != "masks":
+            if sub == "masks":
+                for stem, p in _stem_index(masks_root(root) / s.label).items():
+                    idx.setdefault(stem, p)
+            else:
                 for stem, p in _stem_index(root / s.label).items():
                     idx.setdefault(stem, p)
             index[s.label] = idx
@@ -419,9 +426,9 @@ def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int, errors: list
               ) -> tuple[np.ndarray, np.ndarray, str]:
     """Foreground masks ``bool (N, size, size)`` mapped like the arm's images, ``has (N,)`` and a reason.
 
-    A ``from:`` arm uses ``FROM/<label>/masks/<stem>.*``, any other arm the sample's ``mask_path``; masks are
-    resize-padded like the images (``bglab.ops.resize_mask_pad``). An arm whose own steps crop cannot map a
-    mask: every ``has`` is False and ``reason`` says why (empty otherwise).
+    A ``from:`` arm uses the variant's mask tree (:func:`counterparts` with ``"masks"``), any other arm the
+    sample's ``mask_path``; masks are resize-padded like the images (``bglab.ops.resize_mask_pad``). An arm
+    whose own steps crop cannot map a mask: every ``has`` is False and ``reason`` says why (empty otherwise).
     """
     from bglab.io import read_mask
     from bglab.ops import resize_mask_pad

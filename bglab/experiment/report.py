@@ -596,6 +596,59 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{h}</tr>{b}</table>"
 
 
+def plain(value: Any) -> str:
+    """A config value as a reader writes it: ``{backend: unet, options: {margin: 0.1}}`` ->
+    ``backend unet, options (margin 0.1)``; lists comma-separated, booleans yes / no."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} ({plain(v)})" if isinstance(v, Mapping) and v else f"{k} {plain(v)}"
+                         for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(plain(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def steps_text(steps: Sequence[Any]) -> str:
+    """Pipeline steps in order, one ``name (settings)`` each: ``segment (backend unet) -> resize (size 64)``."""
+    out = []
+    for st in steps:
+        if isinstance(st, Mapping):
+            for name, body in st.items():
+                out.append(f"{name} ({plain(body)})" if body else str(name))
+        else:
+            out.append(str(st))
+    return " -> ".join(out) or "none"
+
+
+def augment_text(aug: Any) -> str:
+    """The augmentation that is on, e.g. ``p 0.5: flip, noise 10``; ``none`` when nothing is on."""
+    from dataclasses import fields
+
+    on = []
+    for f in fields(aug):
+        v = getattr(aug, f.name)
+        if f.name == "p" or v in (None, False, 0, 0.0):
+            continue
+        on.append(f.name if v is True else f"{f.name} {plain(v)}")
+    return f"p {aug.p:g}: {', '.join(on)}" if on else "none"
+
+
+def _run_html(extra: Mapping[str, Any]) -> list[str]:
+    """The Run section: the run's facts as a table, then each run's status (and why a run failed)."""
+    facts = [[str(k), plain(v)] for k, v in extra.items() if not isinstance(v, Mapping)]
+    parts = ["<h2 id='run'>Run</h2>", _table(["", "value"], facts)]
+    for k, v in extra.items():
+        if isinstance(v, Mapping):
+            head = {"runs": ["run", "status"], "failed": ["run", "error"]}.get(str(k), [str(k), "value"])
+            parts.append(f"<h4>{html.escape(str(k))}</h4>" + _table(head, [[str(a), plain(b)] for a, b in v.items()]))
+    return parts
+
+
 def _matrix_html(mx: Mapping[str, Any], cfg: ExperimentConfig) -> list[str]:
     e = html.escape
     parts = ["<h2 id='matrix'>Train x test matrix</h2>",
@@ -701,13 +754,14 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
             parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
                          f"e.g. {e(errs[0])}</p>")
     parts.append("<h4>Arms (pipeline configs)</h4>" + _table(
-        ["arm", "images from", "steps", "steps apply to"],
-        [[n, str(a.source_dir) if a.source_dir else "the source", json.dumps(a.pipeline["steps"]),
+        ["arm", "images from", "steps (in order)", "steps apply to"],
+        [[n, str(a.source_dir) if a.source_dir else "the source", steps_text(a.pipeline["steps"]),
           "every source" if a.sources is None else f"{', '.join(a.sources)} (the others: resize / grey only)"]
          for n, a in cfg.arms.items()]))
-    vrows = [[n, json.dumps(v.model), f"epochs {v.train.epochs}, batch {v.train.batch_size}, {v.train.optimizer} "
-              f"lr {v.train.lr} ({v.train.schedule}), augment {v.train.augment}"] for n, v in cfg.variants.items()]
-    parts.append("<h4>Variants</h4>" + _table(["variant", "model", "train"], vrows))
+    vrows = [[n, plain(v.model), str(v.train.epochs), str(v.train.batch_size), v.train.optimizer,
+              f"{v.train.lr:g} ({v.train.schedule})", augment_text(v.train.augment)] for n, v in cfg.variants.items()]
+    parts.append("<h4>Variants</h4>" + _table(["variant", "model", "epochs", "batch", "optimizer", "learning rate",
+                                               "augmentation"], vrows))
     for sname, s in analysis["studies"].items():
         parts.append(f"<h2 id='study-{e(sname)}'>Study: {e(sname)}</h2><p>arms {e(', '.join(s['arms']))}; "
                      f"variants {e(', '.join(s['variants']))}</p>")
@@ -759,7 +813,7 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
     if analysis.get("saliency"):
         parts += _saliency_html(analysis["saliency"], classes, None if out is None else Path(out))
     if extra:
-        parts.append(f"<h2 id='run'>Run</h2><pre>{e(json.dumps(dict(extra), indent=1, default=str))}</pre>")
+        parts += _run_html(extra)
     parts.append("</body></html>")
     return "\n".join(parts)
 

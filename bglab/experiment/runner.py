@@ -526,9 +526,9 @@ def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]
         def key(d: Mapping[str, Any]) -> Any:
             # threads may change (speed; no longer bit-identical then); so may arms no run uses, e.g. an arm
             # added to a base config that this follow-up study extends but does not train
-            k = {n: v for n, v in d.items() if n != "threads"}
-            if "arms" in k:
-                k["arms"] = used(k["arms"])
+            # the arms as written are compared in their resolved form (resolved.arms: paths absolute), so moving a
+            # config file and adjusting its relative paths (bglab/configs, issue 21) keeps its run directories
+            k = {n: v for n, v in d.items() if n not in ("threads", "arms")}
             if isinstance(k.get("resolved"), Mapping):
                 k["resolved"] = {**k["resolved"], "arms": used(k["resolved"].get("arms"))}
             return k

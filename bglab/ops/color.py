@@ -1,4 +1,4 @@
-"""Colours: read a colour the user typed, and suppress a screen's colour spill on the foreground."""
+"""Colour spill: suppress a screen's colour on the foreground (colours users type are read by bglab.colors)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,6 @@ import numpy as np
 
 from bglab.errors import ConfigError
 from bglab.ops.mask import as_soft
-
-_NAMES = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
-          "grey": (128, 128, 128), "gray": (128, 128, 128), "red": (255, 0, 0)}
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """Parse ``#rrggbb``, ``r,g,b`` or a few names (white, black, green, blue, grey) into an RGB tuple."""
-    t = text.strip().lower()
-    if t in _NAMES:
-        return _NAMES[t]
-    try:
-        if t.startswith("#") and len(t) == 7:
-            return (int(t[1:3], 16), int(t[3:5], 16), int(t[5:7], 16))
-        parts = [int(p) for p in t.split(",")]
-        if len(parts) == 3 and all(0 <= p <= 255 for p in parts):
-            return (parts[0], parts[1], parts[2])
-    except ValueError:
-        pass
-    raise ConfigError(f"cannot read colour {text!r}", hint="use #rrggbb, r,g,b (0-255) or a name like white")
 
 
 def despill(image: np.ndarray, mask: np.ndarray, *, channel: str = "green", band: int = 3,

@@ -16,7 +16,11 @@ those two gaps, only when the running protobuf lacks them.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,40 @@ def _patch_message_factory() -> None:
         return
     if not hasattr(mf.MessageFactory, "GetPrototype") and hasattr(mf, "GetMessageClass"):
         mf.MessageFactory.GetPrototype = lambda self, descriptor: mf.GetMessageClass(descriptor)
+
+
+def _debugging() -> bool:
+    return os.environ.get("BGLAB_DEBUG", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Hide what MediaPipe's native code writes to stderr while it builds a graph and runs it first (a blank
+    warm-up image, then images until the first hand):
+    ``INFO: Created TensorFlow Lite XNNPACK delegate``, ``WARNING: All log messages before
+    absl::InitializeLog()...`` and ``W0000 ... inference_feedback_manager.cc`` lines. Its absl logging ignores
+    ``GLOG_minloglevel`` / ``TF_CPP_MIN_LOG_LEVEL``, so file descriptor 2 itself points at /dev/null meanwhile
+    (Python's own stderr writes of that moment go there too: it lasts one graph build and a few images).
+    ``bglab --debug`` (``BGLAB_DEBUG=1``) shows them."""
+    if _debugging():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (e.g. a closed stderr)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 _patch_message_factory()  # before anything imports mediapipe (e.g. the registry's availability check)
@@ -164,12 +202,15 @@ class MediaPipeHands:
         self.pad = float(pad)
         self.rotations = bool(rotations)
         self._lock = threading.Lock()  # a MediaPipe graph is not re-entrant
-        self._hands = mp.solutions.hands.Hands(
-            static_image_mode=True,
-            max_num_hands=int(max_hands),
-            model_complexity=1,
-            min_detection_confidence=float(min_confidence),
-        )
+        self._warm = False  # True once a hand was found: native log lines come until then
+        with quiet_native_logs():
+            self._hands = mp.solutions.hands.Hands(
+                static_image_mode=True,
+                max_num_hands=int(max_hands),
+                model_complexity=1,
+                min_detection_confidence=float(min_confidence),
+            )
+            self._hands.process(np.zeros((64, 64, 3), np.uint8))  # opens the graph's models (their log lines)
 
     def landmarks(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
         """Every hand found as (confidence, (21, 2) float x, y in pixels of ``image``), most confident first.
@@ -192,8 +233,9 @@ class MediaPipeHands:
         p = round(self.pad * max(h, w))
         padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE) if p > 0 else img
         ph, pw = padded.shape[:2]
-        with self._lock:
+        with self._lock, (contextlib.nullcontext() if self._warm else quiet_native_logs()):
             result = self._hands.process(padded)
+            self._warm = bool(result.multi_hand_landmarks)  # the landmark stage logs on its first hand
         hands = result.multi_hand_landmarks or []
         scores = [c.classification[0].score for c in (result.multi_handedness or [])]
         scores += [0.0] * (len(hands) - len(scores))
@@ -232,12 +274,16 @@ class MediaPipeSelfie(SegmenterBase):
         mp = _import_mediapipe()
         self.model = key
         self._lock = threading.Lock()
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=_SELFIE_MODELS[key])
+        self._warm = False
+        with quiet_native_logs():
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=_SELFIE_MODELS[key])
+            self._seg.process(np.zeros((64, 64, 3), np.uint8))  # opens the graph's model (its log lines)
 
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
         img = rgb_input(image, "mediapipe-selfie")
-        with self._lock:
+        with self._lock, (contextlib.nullcontext() if self._warm else quiet_native_logs()):
             result = self._seg.process(img)
+            self._warm = True
         mask = np.asarray(result.segmentation_mask, dtype=np.float32)
         if mask.shape != img.shape[:2]:
             mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)

@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bglab.errors import BackendError, BglabError, ConfigError, ImageReadError, ImageWriteError, MaskError
+from bglab.colors import DEFAULT_COLOR_NAME
 from bglab.server.settings import ServerSettings
 
 log = logging.getLogger("bglab.server")
@@ -448,8 +449,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """Build the app (API, web page, docs) for ``settings`` (defaults: :class:`ServerSettings`)."""
     import bglab
     from bglab import ops
+    from bglab.colors import parse_color
     from bglab.io import decode_image, encode_image
-    from bglab.ops.color import parse_color
     from bglab.remove import RemoveOptions, apply_mode, prepare_mask
     from bglab.segment import backends as registered, is_available
 
@@ -560,8 +561,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         background: Annotated[UploadFile | None, File(description="replacement background, mode swap")] = None,
         backend: Annotated[str | None, Form(description="segmenter (GET /api/backends); default: "
                                             "the server's")] = None,
-        mode: Annotated[Literal["cutout", "mask", "color", "blur", "swap", "crop"], Form()] = "cutout",
-        color: Annotated[str, Form(max_length=32, description="#rrggbb, r,g,b or a name (mode color)")] = "white",
+        mode: Annotated[Literal["cutout", "mask", "color", "colour", "blur", "swap", "crop"],
+                        Form(description="colour is the same as color")] = "cutout",
+        color: Annotated[str, Form(max_length=32,
+                                   description="#rrggbb, r,g,b or a name (mode color)")] = DEFAULT_COLOR_NAME,
         blur: Annotated[float, Form(ge=0, le=100, description="Gaussian sigma in px (mode blur)")] = 15.0,
         fit: Annotated[Literal["cover", "stretch", "tile"], Form(description="swap fitting")] = "cover",
         margin: Annotated[float, Form(ge=0, le=2, description="crop margin, fraction of the box")] = 0.1,
@@ -569,6 +572,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         format: Annotated[Literal["png", "webp", "jpeg"], Form(description="output format")] = "png",
     ) -> Response:
         name = await check_backend(backend)
+        mode = "color" if mode == "colour" else mode  # type: ignore[assignment]
         if format == "jpeg" and mode == "cutout":
             raise ApiError(400, "bad_parameter", "a cut-out has transparency, which JPEG cannot store; "
                            "use format png or webp")

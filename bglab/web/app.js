@@ -34,9 +34,16 @@
       for (const el of document.querySelectorAll(".opt")) el.hidden = el.dataset.mode !== m;
     }
 
-    function show(img, url) {
+    // an image is shown only once it has loaded: a file the browser cannot draw never shows a broken icon
+    function show(img, url, onFail) {
+      img.hidden = true;
+      img.onload = () => { img.hidden = false; };
+      img.onerror = () => {
+        img.hidden = true;
+        img.removeAttribute("src");
+        if (onFail) onFail();
+      };
       img.src = url;
-      img.hidden = false;
     }
 
     function clearResults() {
@@ -46,17 +53,35 @@
         $(id).hidden = true;
         $(id).removeAttribute("src");
       }
-      $("download").hidden = true;
+      const link = $("download");
+      link.hidden = true;
+      link.removeAttribute("href");
     }
+
+    // an error: the message, and no result of an earlier run left next to it
+    function fail(text, focus) {
+      clearResults();
+      say(text, "error");
+      if (focus) focus.focus();
+    }
+
+    let originalUrl = null;
 
     function preview() {
       clearResults();
+      if (originalUrl) URL.revokeObjectURL(originalUrl);
+      originalUrl = null;
+      const original = $("original");
+      original.hidden = true;
+      original.removeAttribute("src");
       const file = image.files[0];
       if (!file) return;
-      const url = URL.createObjectURL(file);
-      urls.push(url);
-      show($("original"), url);
+      originalUrl = URL.createObjectURL(file);
       say("Ready: " + file.name + ". Choose a mode and press Remove background.");
+      show(original, originalUrl, () => {
+        say("Ready: " + file.name + " (this browser cannot preview it; the server will say whether it is " +
+            "an image). Choose a mode and press Remove background.");
+      });
     }
 
     async function loadBackends() {
@@ -79,21 +104,18 @@
       ev.preventDefault();
       const file = image.files[0];
       if (!file) {
-        say("Choose a photo first.", "error");
-        image.focus();
+        fail("Choose a photo first.", image);
         return;
       }
       const m = mode();
       const bg = $("background").files[0];
       if (m === "swap" && !bg) {
-        say("Mode Swap needs a new background image.", "error");
-        $("background").focus();
+        fail("Mode Swap needs a new background image.", $("background"));
         return;
       }
       const fmt = $("format").value;
       if (fmt === "jpeg" && m === "cutout") {
-        say("A cut-out has transparency, which JPEG cannot store: choose PNG or WebP.", "error");
-        $("format").focus();
+        fail("A cut-out has transparency, which JPEG cannot store: choose PNG or WebP.", $("format"));
         return;
       }
       clearResults();
@@ -138,7 +160,7 @@
           say("Done: " + summary, "ok");
         }
       } catch (e) {
-        say("Could not process " + file.name + ": " + e.message, "error");
+        fail("Could not process " + file.name + ": " + e.message);
       } finally {
         go.disabled = false;
         form.removeAttribute("aria-busy");

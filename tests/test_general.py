@@ -17,6 +17,7 @@ import pytest
 
 from bglab import fetch_models
 from bglab.boxes import Box
+from bglab.segment.boxprompt import BoxPrompted
 from bglab.errors import BackendError, BglabError, ConfigError, ModelIntegrityError
 from bglab.ops.mask import component_count, coverage
 from bglab.ops.qc import mask_flags
@@ -212,11 +213,12 @@ def test_box_prompt_masks_only_inside_the_padded_box(u2: G.GeneralSegmenter) -> 
     img = _wall()
     cv2.circle(img, (70, 120), 40, (200, 40, 30), -1)
     cv2.rectangle(img, (200, 70), (280, 170), (30, 60, 200), -1)
-    boxed = G.GeneralSegmenter(u2.net, locator=_Boxes([Box(30, 80, 110, 160)]), box_margin=0.25)
-    assert boxed.crop_boxes(img) == [Box(10, 60, 130, 180)]
+    boxed = BoxPrompted(u2, _Boxes([Box(30, 80, 110, 160)]), box_margin=0.25)
+    assert boxed.crop_boxes(img) == [Box(10, 60, 130, 180)] and boxed.name == "u2netp"
     m = boxed.predict(img)
     assert m[120, 70] > 0.5 and m[120, 240] == 0.0 and m[:60].max() == 0.0
-    assert G.GeneralSegmenter(u2.net, locator=_Boxes([])).predict(img).max() == 0.0  # no box: empty
+    assert BoxPrompted(u2, _Boxes([])).predict(img).max() == 0.0  # no box: empty
+    assert np.array_equal(BoxPrompted(u2, _Boxes([]), no_box="full").predict(img), u2.predict(img))
 
 
 @needs_model

@@ -23,8 +23,9 @@ half of pets3 and reported on all of it (``bench/tune_u2netp.py``, ``docs/segmen
 
 Box prompts: with ``locator=NAME`` (any registered locator; its options pass through, e.g.
 ``locator=box-csv boxes=ann.csv``) the model runs on each box's crop, padded by ``box_margin`` of the box's
-size on each side, and the crops' masks are pasted into an otherwise empty mask (no box -> empty mask). This
-turns a detector's / an annotation's / MediaPipe's boxes into object masks; ``grabcut locator=NAME`` is the
+size on each side, and the crops' masks are pasted into an otherwise empty mask (no box -> empty mask, or the
+whole image with ``no_box=full``): :mod:`bglab.segment.boxprompt`, shared with the hand U-Nets. This turns a
+detector's / an annotation's / MediaPipe's boxes into object masks; ``grabcut locator=NAME`` is the
 model-free alternative.
 """
 
@@ -36,10 +37,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bglab.boxes import Box
 from bglab.errors import BackendError, ConfigError, ModelIntegrityError
 from bglab.fetch_models import INSTALL_COMMAND, MODELS_DIR, U2NETP_FILE, U2NETP_SHA256, sha256_path
-from bglab.segment.base import Locator, SegmenterBase, rgb_input
+from bglab.segment.base import Segmenter, SegmenterBase, rgb_input
+from bglab.segment.boxprompt import box_prompted
 from bglab.segment.registry import Runtime
 from bglab.segment.rembg_backend import U2NetOnnx, u2net_home
 
@@ -126,75 +127,40 @@ def clean_mask(prob: np.ndarray, *, threshold: float = 0.5, keep: float = 0.0, f
 
 
 class GeneralSegmenter(SegmenterBase):
-    """u2netp with bglab's post-processing, optionally prompted by a locator's boxes."""
+    """u2netp with bglab's post-processing (box prompts: :mod:`bglab.segment.boxprompt`)."""
 
     name = "u2netp"
 
-    def __init__(self, net: U2NetOnnx, *, threshold: float = 0.5, keep: float = 0.0, fill_holes: bool = False,
-                 locator: Locator | None = None, box_margin: float = 0.1) -> None:
+    def __init__(self, net: U2NetOnnx, *, threshold: float = 0.5, keep: float = 0.0, fill_holes: bool = False
+                 ) -> None:
         clean_mask(np.zeros((2, 2), np.float32), threshold=threshold, keep=keep)  # validate early
-        if not 0.0 <= box_margin <= 2.0:
-            raise ConfigError(f"box_margin must be in [0, 2] (fraction of the box size), got {box_margin!r}")
         self.net = net
         self.threshold = float(threshold)
         self.keep = float(keep)
         self.fill_holes = bool(fill_holes)
-        self.locator = locator
-        self.box_margin = float(box_margin)
-
-    def _mask(self, image: np.ndarray) -> np.ndarray:
-        return clean_mask(self.net.predict(image), threshold=self.threshold, keep=self.keep,
-                          fill_holes=self.fill_holes)
-
-    def crop_boxes(self, image: np.ndarray, *, source: Path | None = None) -> list[Box]:
-        """The padded, clamped, whole-pixel boxes the model runs on (empty without a locator's box)."""
-        if self.locator is None:
-            return []
-        h, w = image.shape[:2]
-        out = []
-        for b in self.locator.locate(image, source=source):
-            if not b.is_valid:
-                continue
-            pad = b.pad(self.box_margin, relative=True).clamp(w, h) if self.box_margin > 0 else b.clamp(w, h)
-            x0, y0 = max(0, int(np.floor(pad.x0))), max(0, int(np.floor(pad.y0)))
-            x1, y1 = min(w, int(np.ceil(pad.x1))), min(h, int(np.ceil(pad.y1)))
-            if x1 - x0 >= 2 and y1 - y0 >= 2:
-                out.append(Box(x0, y0, x1, y1))
-        return out
 
     def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
-        img = rgb_input(image, self.name)
-        if self.locator is None:
-            return self._mask(img)
-        h, w = img.shape[:2]
-        out = np.zeros((h, w), np.float32)
-        for b in self.crop_boxes(img, source=source):
-            x0, y0, x1, y1 = int(b.x0), int(b.y0), int(b.x1), int(b.y1)
-            crop = np.ascontiguousarray(img[y0:y1, x0:x1])
-            np.maximum(out[y0:y1, x0:x1], self._mask(crop), out=out[y0:y1, x0:x1])
-        return out
+        return clean_mask(self.net.predict(rgb_input(image, self.name)), threshold=self.threshold,
+                          keep=self.keep, fill_holes=self.fill_holes)
 
 
 def create(runtime: Runtime, *, model_path: str | Path | None = None, verify: bool = True,
            size: int = DEFAULTS["size"], flip: bool = DEFAULTS["flip"], normalize: str = DEFAULTS["normalize"],
            threshold: float = DEFAULTS["threshold"], keep: float = DEFAULTS["keep"],
            fill_holes: bool = DEFAULTS["fill_holes"], locator: str | None = None, box_margin: float = 0.1,
-           **locator_options: Any) -> GeneralSegmenter:
+           no_box: str = "empty", **locator_options: Any) -> Segmenter:
     """The ``u2netp`` backend: the installed (or given) model, checked, with bglab's defaults."""
-    from bglab.segment import registry
-
     if locator_options and locator is None:
         unknown = ", ".join(sorted(locator_options))
         raise ConfigError(f"unknown u2netp options: {unknown}",
                           hint="options: model_path, verify, size, flip, normalize, threshold, keep, fill_holes, "
-                               "locator (+ its options), box_margin")
+                               "locator (+ its options), box_margin, no_box")
     path = find_model(model_path)
     if verify or model_path is None:
         verify_model(path)
     net = U2NetOnnx(path, runtime, size=int(size), flip=_bool(flip), normalize=str(normalize))
-    loc = registry.create(locator, kind="locator", runtime=runtime, **locator_options) if locator else None
-    return GeneralSegmenter(net, threshold=float(threshold), keep=float(keep), fill_holes=_bool(fill_holes),
-                            locator=loc, box_margin=float(box_margin))
+    seg = GeneralSegmenter(net, threshold=float(threshold), keep=float(keep), fill_holes=_bool(fill_holes))
+    return box_prompted(seg, runtime, locator, box_margin=float(box_margin), no_box=str(no_box), **locator_options)
 
 
 def _bool(v: Any) -> bool:

@@ -32,7 +32,8 @@ import numpy as np
 
 from bglab.errors import BackendError, ModelIntegrityError
 from bglab.io import sha256_file
-from bglab.segment.base import SegmenterBase
+from bglab.segment.base import Segmenter, SegmenterBase
+from bglab.segment.boxprompt import box_prompted
 from bglab.segment.onnxrt import open_session
 from bglab.segment.registry import Runtime
 
@@ -211,15 +212,22 @@ class UNetSegmenter(SegmenterBase):
 
 
 def create(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
-           threshold: float | None = None, batch_size: int = 8, unverified: bool = False) -> UNetSegmenter:
-    """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file."""
-    return UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
-                         unverified=bool(unverified))
+           threshold: float | None = None, batch_size: int = 8, unverified: bool = False,
+           locator: str | None = None, box_margin: float = 0.3, no_box: str = "empty",
+           **locator_options: Any) -> Segmenter:
+    """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file; with
+    ``locator=NAME`` it runs on that locator's padded boxes (:mod:`bglab.segment.boxprompt`)."""
+    seg = UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
+                        unverified=bool(unverified))
+    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box, **locator_options)
 
 
 def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
-                  threshold: float | None = None, batch_size: int = 8) -> UNetSegmenter:
+                  threshold: float | None = None, batch_size: int = 8, locator: str | None = None,
+                  box_margin: float = 0.3, no_box: str = "empty", **locator_options: Any) -> Segmenter:
     """Factory for ``unet-effnet``: the shipped v4 model (pretrained EfficientNet-Lite0 encoder + U-Net
-    decoder, ``hand_unet_effnet.onnx``), same code path and checks as ``unet``; input sides multiples of 32."""
-    return UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
-                         default_model=EFFNET_MODEL, name="unet-effnet")
+    decoder, ``hand_unet_effnet.onnx``), same code path and checks as ``unet``; input sides multiples of 32.
+    ``locator=mediapipe-hands no_box=full`` runs it on MediaPipe's hand boxes (real scenes: docs/segmenter-v4.md)."""
+    seg = UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
+                        default_model=EFFNET_MODEL, name="unet-effnet")
+    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box, **locator_options)

@@ -1,0 +1,86 @@
+"""Box prompts for any segmenter: run it on each located box's padded crop, paste the crops' masks back.
+
+A locator says where the object is; the segmenter then sees it large, and nothing outside the boxes can be
+called foreground. This turns a detector's, an annotation file's or MediaPipe's boxes into masks with
+``u2netp`` (general objects) or the hand U-Nets (``unet``, ``unet-effnet``): ``-O locator=NAME`` plus the
+locator's own options and ``box_margin`` (fraction of the box's size added on each side). Where the locator
+finds nothing, ``no_box`` says what to return: ``empty`` (status not-found downstream) or ``full`` (the
+segmenter on the whole image). Measured in ``docs/segmenters.md`` and ``docs/segmenter-v4.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bglab.boxes import Box
+from bglab.errors import ConfigError
+from bglab.segment.base import Locator, Segmenter, SegmenterBase, rgb_input
+from bglab.segment.registry import Runtime
+
+NO_BOX = ("empty", "full")
+
+
+def crop_boxes(image: np.ndarray, locator: Locator, margin: float, *, source: Path | None = None) -> list[Box]:
+    """The locator's valid boxes padded by ``margin`` of their size, clamped, on whole pixels (>= 2 x 2)."""
+    h, w = image.shape[:2]
+    out = []
+    for b in locator.locate(image, source=source):
+        if not b.is_valid:
+            continue
+        pad = b.pad(margin, relative=True).clamp(w, h) if margin > 0 else b.clamp(w, h)
+        x0, y0 = max(0, int(np.floor(pad.x0))), max(0, int(np.floor(pad.y0)))
+        x1, y1 = min(w, int(np.ceil(pad.x1))), min(h, int(np.ceil(pad.y1)))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            out.append(Box(x0, y0, x1, y1))
+    return out
+
+
+class BoxPrompted(SegmenterBase):
+    """``inner`` run on each padded box crop of ``locator``; the union (pixel maximum) of the crops' masks."""
+
+    def __init__(self, inner: Segmenter, locator: Locator, *, box_margin: float = 0.1, no_box: str = "empty"
+                 ) -> None:
+        if not 0.0 <= float(box_margin) <= 2.0:
+            raise ConfigError(f"box_margin must be in [0, 2] (fraction of the box size), got {box_margin!r}")
+        if no_box not in NO_BOX:
+            raise ConfigError(f"no_box must be one of {', '.join(NO_BOX)}, got {no_box!r}",
+                              hint="empty: no box gives an empty mask; full: the segmenter on the whole image")
+        self.inner = inner
+        self.locator = locator
+        self.box_margin = float(box_margin)
+        self.no_box = no_box
+        self.name = inner.name
+
+    def crop_boxes(self, image: np.ndarray, *, source: Path | None = None) -> list[Box]:
+        """The padded boxes the segmenter runs on (empty when the locator finds nothing)."""
+        return crop_boxes(image, self.locator, self.box_margin, source=source)
+
+    def predict(self, image: np.ndarray, *, source: Path | None = None) -> np.ndarray:
+        img = rgb_input(image, self.name)
+        boxes = self.crop_boxes(img, source=source)
+        if not boxes and self.no_box == "full":
+            return self.inner.predict(img, source=source)
+        out = np.zeros(img.shape[:2], np.float32)
+        for b in boxes:
+            x0, y0, x1, y1 = int(b.x0), int(b.y0), int(b.x1), int(b.y1)
+            crop = self.inner.predict(np.ascontiguousarray(img[y0:y1, x0:x1]))
+            np.maximum(out[y0:y1, x0:x1], crop, out=out[y0:y1, x0:x1])
+        return out
+
+
+def box_prompted(inner: Segmenter, runtime: Runtime | None, locator: str | None, *, box_margin: float = 0.1,
+                 no_box: str = "empty", **locator_options: Any) -> Segmenter:
+    """``inner`` itself without a locator; else wrapped in :class:`BoxPrompted` with the named locator
+    (created from the registry with ``locator_options``)."""
+    if locator is None:
+        if locator_options:
+            raise ConfigError(f"unknown {inner.name} options: {', '.join(sorted(locator_options))}",
+                              hint="locator options need locator=NAME")
+        return inner
+    from bglab.segment import registry
+
+    loc = registry.create(locator, kind="locator", runtime=runtime, **locator_options)
+    return BoxPrompted(inner, loc, box_margin=float(box_margin), no_box=str(no_box))

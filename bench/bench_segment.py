@@ -26,11 +26,12 @@ images; predict-only times are reported too. GrabCut (seconds per wild image) ge
 
 Backend names are registry names, plus ``u2netp-anchor`` (the shared anchor file through rembg's settings, as
 the old bench ran it), ``unet@FILE``, ``unet-effnet@FILE`` (a candidate v4 model before it ships) and box
-prompts ``X+gtbox`` / ``X+hands`` (X = ``u2netp`` or ``grabcut``):
+prompts ``X+gtbox`` / ``X+hands`` / ``X+hands/full`` (X = ``u2netp``, ``grabcut``, ``unet``, ``unet-effnet``):
 the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand boxes, refined
-into a mask by X. ``auto``'s branches reuse the masks of ``u2netp`` / ``hand-grabcut`` computed earlier in the same
-run when both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing
-subset); its data-set decision (``hands`` on / off) is made per set as the commands make it.
+into a mask by X (``/full``: X on the whole image where MediaPipe finds no hand).
+``auto``'s branches reuse the masks of ``u2netp`` / ``hand-grabcut`` computed earlier in the same run when
+both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing subset);
+its data-set decision (``hands`` on / off) is made per set as the commands make it.
 ``--timing-subset N``: passes after the first time only the first N images of each set (CPU budget).
 """
 
@@ -109,14 +110,15 @@ def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None =
         from bglab.segment.unet import create_effnet
 
         return create_effnet(runtime, model=name.split("@", 1)[1])
-    if "+" in name:  # box prompts: X+gtbox (box of the truth mask), X+hands (MediaPipe's hand boxes)
+    if "+" in name:  # box prompts: X+gtbox (box of the truth mask), X+hands (MediaPipe's hand boxes; no hand:
+        # empty mask), X+hands/full (no hand: X on the whole image)
         base, _, boxes = name.partition("+")
         if boxes == "gtbox":
             loc = {"locator": "mask-box", "segmenter": "mask-files", "masks": str(masks)}
-        elif boxes == "hands":
-            loc = {"locator": "mediapipe-hands"}
+        elif boxes in ("hands", "hands/full"):
+            loc = {"locator": "mediapipe-hands", **({"no_box": "full"} if boxes.endswith("/full") else {})}
         else:
-            raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox or X+hands")
+            raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox, X+hands or X+hands/full")
         return create(base, runtime=runtime, **loc)
     if name == "u2netp-anchor":  # the shared anchor file with rembg's own settings (the issue's 0.775)
         from bglab.segment.rembg_backend import U2NetOnnx

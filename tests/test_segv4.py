@@ -391,3 +391,27 @@ def test_v4_by_name_in_a_preprocessing_pipeline():
     img = np.full((60, 90, 3), 120, np.uint8)
     res = p(img)
     assert res.image.shape == (60, 90, 3) and res.image.dtype == np.uint8
+
+
+def test_v4_box_prompt_masks_only_inside_the_boxes_and_no_box_falls_back(v4, tmp_path):
+    """``-O locator=NAME``: v4 runs on each padded box crop (nothing outside it is foreground); where the
+    locator finds nothing, ``no_box=empty`` gives an empty mask and ``no_box=full`` the whole-image mask."""
+    from bglab.segment import create
+
+    img, _ = _hand_photo(np.random.default_rng(3), 160, 200)
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("file,label,xmin,ymin,xmax,ymax\nhand.png,hand,40,30,120,110\n")
+    boxed = create("unet-effnet", locator="box-csv", boxes=str(csv), box_margin=0.1)
+    m = boxed.predict(img, source=tmp_path / "hand.png")
+    assert m.shape == img.shape[:2] and m.dtype == np.float32
+    outside = np.ones(m.shape, bool)
+    outside[22:118, 32:128] = False  # the box padded by 0.1 of its size on each side
+    assert m[outside].max() == 0.0
+    assert create("unet-effnet", locator="box-csv", boxes=str(csv)).predict(
+        img, source=tmp_path / "other.png").max() == 0.0
+    full = create("unet-effnet", locator="box-csv", boxes=str(csv), no_box="full")
+    assert np.array_equal(full.predict(img, source=tmp_path / "other.png"), v4.predict(img))
+    with pytest.raises(ConfigError, match="no_box"):
+        create("unet-effnet", locator="box-csv", boxes=str(csv), no_box="maybe")
+    with pytest.raises(ConfigError, match="locator"):
+        create("unet-effnet", boxes=str(csv))

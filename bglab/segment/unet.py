@@ -213,7 +213,7 @@ class UNetSegmenter(SegmenterBase):
 
 def create(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
            threshold: float | None = None, batch_size: int = 8, unverified: bool = False,
-           locator: str | None = None, box_margin: float = 0.3, no_box: str = "empty",
+           locator: str | None = None, box_margin: float = 0.15, no_box: str = "empty",
            **locator_options: Any) -> Segmenter:
     """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file; with
     ``locator=NAME`` it runs on that locator's padded boxes (:mod:`bglab.segment.boxprompt`)."""
@@ -224,7 +224,7 @@ def create(runtime: Runtime | None = None, *, model: str | None = None, size: in
 
 def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
                   threshold: float | None = None, batch_size: int = 8, locator: str | None = None,
-                  box_margin: float = 0.3, no_box: str = "empty", **locator_options: Any) -> Segmenter:
+                  box_margin: float = 0.15, no_box: str = "empty", **locator_options: Any) -> Segmenter:
     """Factory for ``unet-effnet``: the shipped v4 model (pretrained EfficientNet-Lite0 encoder + U-Net
     decoder, ``hand_unet_effnet.onnx``), same code path and checks as ``unet``; input sides multiples of 32.
     ``locator=mediapipe-hands no_box=full`` runs it on MediaPipe's hand boxes (real scenes: docs/segmenter-v4.md)."""

@@ -29,7 +29,7 @@ the old bench ran it), ``unet@FILE``, ``unet-effnet@FILE`` (a candidate v4 model
 prompts ``X+gtbox`` / ``X+hands`` / ``X+hands/full`` (X = ``u2netp``, ``grabcut``, ``unet``, ``unet-effnet``):
 the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand boxes, refined
 into a mask by X (``/full``: X on the whole image where MediaPipe finds no hand).
-``auto``'s branches reuse the masks of ``u2netp`` / ``hand-grabcut`` computed earlier in the same run when
+``auto``'s branches reuse the masks of ``u2netp`` / ``unet-effnet+hands`` computed earlier in the same run when
 both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing subset);
 its data-set decision (``hands`` on / off) is made per set as the commands make it.
 ``--timing-subset N``: passes after the first time only the first N images of each set (CPU budget).
@@ -103,6 +103,9 @@ def webcam_test_set(data: Path, keyed: Path, split: Path | None) -> list[tuple[s
 
 
 # ----------------------------------------------------------------------------------------------- backends
+AUTO_HAND = "unet-effnet+hands"  # what auto's hand branch computes (v4 on MediaPipe's hand boxes)
+
+
 def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None = None):  # noqa: ANN201
     from bglab.segment import create
 
@@ -319,18 +322,18 @@ def main(argv: list[str] | None = None) -> int:
                 if not name.endswith("+gtbox"):
                     seg.predict(np.zeros((64, 64, 3), np.uint8))  # warm-up (session init, first allocations)
             reuse = []
-            if name == "auto":  # reuse the u2netp / hand-grabcut masks of this run (see the module doc)
+            if name == "auto":  # reuse the u2netp / unet-effnet+hands masks of this run (see the module doc)
                 if ("u2netp", sname) in kept:
                     seg.general = _Reuse(kept[("u2netp", sname)], seg.general)
                     reuse.append(seg.general)
-                if seg.hand is not None and ("hand-grabcut", sname) in kept:
-                    seg.hand = _Reuse(kept[("hand-grabcut", sname)], seg.hand)
+                if seg.hand is not None and (AUTO_HAND, sname) in kept:
+                    seg.hand = _Reuse(kept[(AUTO_HAND, sname)], seg.hand)
                     reuse.append(seg.hand)
             t0 = time.time()
             reps = args.slow_repeats if name in args.slow.split(",") else args.repeats
-            keep = {} if name in ("u2netp", "hand-grabcut") or reuse else None
+            keep = {} if name in ("u2netp", AUTO_HAND) or reuse else None
             res = run_one(seg, items, max(reps, 1), args.timing_subset, keep=keep, reuse=reuse or None)
-            if name in ("u2netp", "hand-grabcut"):
+            if name in ("u2netp", AUTO_HAND):
                 kept[(name, sname)] = keep
             if name == "auto":
                 res["hands"] = opts["hands"]
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if "auto" in names:
         from bglab.segment.registry import is_available as _avail
 
-        report["auto_hand_branch"] = _avail("hand-grabcut")[0]
+        report["auto_hand_branch"] = _avail("mediapipe-hands")[0]
     if MODEL_JSON.is_file():
         report["unet_sha256"] = json.loads(MODEL_JSON.read_text()).get("sha256")
     if args.out:

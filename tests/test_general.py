@@ -237,7 +237,7 @@ def test_box_prompt_through_the_registry(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- auto
 class _Hand:
-    """A HandGrabCut stand-in: 'finds' a hand when the image's top-left pixel is white."""
+    """A BoxedHands stand-in: 'finds' a hand when the image's top-left pixel is white."""
 
     def __init__(self) -> None:
         self.landmarker = self
@@ -260,7 +260,7 @@ def test_auto_rule_hand_found_else_general() -> None:
     assert seg.predict(img)[0, 0] == 0.25
     img[0, 0] = 255
     assert seg.predict(img)[0, 0] == 0.75
-    assert seg.choices == {"u2netp": 1, "hand-grabcut": 1}
+    assert seg.choices == {"u2netp": 1, "unet-effnet": 1}
     no_mp = AutoSegmenter(_General(), None)  # MediaPipe not installed: always the general model
     assert no_mp.predict(img)[0, 0] == 0.25 and no_mp.choices == {"u2netp": 1}
 
@@ -270,8 +270,8 @@ def test_auto_without_mediapipe_is_the_general_model(monkeypatch: pytest.MonkeyP
     from bglab.segment import registry
 
     real = registry.is_available
-    monkeypatch.setattr(registry, "is_available",
-                        lambda name, **kw: (False, "needs mediapipe") if name == "hand-grabcut" else real(name, **kw))
+    monkeypatch.setattr(registry, "is_available", lambda name, **kw: (
+        (False, "needs mediapipe") if name == "mediapipe-hands" else real(name, **kw)))
     seg = create("auto")
     assert seg.hand is None
     with pytest.raises(BackendError, match="hands"):
@@ -452,3 +452,18 @@ def test_auto_decides_pets_general_and_hands_wild_hands(shared_data: Path) -> No
     assert mode == "off" and used == 8 and found < 4
     mode, found, used = auto.decide(wild, n=8)
     assert mode == "on" and found >= 6
+
+
+def test_auto_hand_branch_is_v4_on_mediapipe_boxes(shared_data: Path) -> None:
+    """On a real hand photo, auto's hand branch gives exactly ``unet-effnet -O locator=mediapipe-hands``."""
+    from bglab.io import read_image
+    from bglab.segment import is_available
+
+    ok, why = is_available("mediapipe-hands")
+    if not ok:
+        pytest.skip(why)
+    img = read_image(sorted((shared_data / "hands_wild" / "images").glob("*.jpg"))[0])
+    seg = create("auto", hands="on")
+    m = seg.predict(img)
+    assert seg.choices == {"unet-effnet": 1} and m.shape == img.shape[:2] and m.max() > 0.5
+    assert np.array_equal(m, create("unet-effnet", locator="mediapipe-hands").predict(img))

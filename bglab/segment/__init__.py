@@ -52,7 +52,7 @@ register(BackendInfo("u2netp", "segmenter", "bglab.segment.general", "create",
                      path_options=("model_path",)))
 register(BackendInfo("auto", "segmenter", "bglab.segment.auto", "create",
                      "picks for you: a hand data set (MediaPipe finds hands in most images; extra 'hands') -> "
-                     "hand-grabcut where a hand is found, else u2netp; anything else -> u2netp",
+                     "unet-effnet on the hands' boxes where a hand is found, else u2netp; anything else -> u2netp",
                      path_options=("model_path",)))
 
 __all__ = [

@@ -10,6 +10,7 @@ segmenter on the whole image). Measured in ``docs/segmenters.md`` and ``docs/seg
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ from bglab.segment.registry import Runtime
 NO_BOX = ("empty", "full")
 
 
-def crop_boxes(image: np.ndarray, locator: Locator, margin: float, *, source: Path | None = None) -> list[Box]:
-    """The locator's valid boxes padded by ``margin`` of their size, clamped, on whole pixels (>= 2 x 2)."""
-    h, w = image.shape[:2]
+def pad_boxes(boxes: Sequence[Box], shape: tuple[int, ...], margin: float) -> list[Box]:
+    """Valid ``boxes`` padded by ``margin`` of their size, clamped to the image ``shape``, on whole pixels
+    (at least 2 x 2)."""
+    h, w = shape[:2]
     out = []
-    for b in locator.locate(image, source=source):
+    for b in boxes:
         if not b.is_valid:
             continue
         pad = b.pad(margin, relative=True).clamp(w, h) if margin > 0 else b.clamp(w, h)
@@ -35,6 +37,21 @@ def crop_boxes(image: np.ndarray, locator: Locator, margin: float, *, source: Pa
         x1, y1 = min(w, int(np.ceil(pad.x1))), min(h, int(np.ceil(pad.y1)))
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             out.append(Box(x0, y0, x1, y1))
+    return out
+
+
+def crop_boxes(image: np.ndarray, locator: Locator, margin: float, *, source: Path | None = None) -> list[Box]:
+    """The locator's boxes for ``image``, padded (:func:`pad_boxes`)."""
+    return pad_boxes(locator.locate(image, source=source), image.shape, margin)
+
+
+def segment_in_boxes(image: np.ndarray, boxes: Sequence[Box], inner: Segmenter) -> np.ndarray:
+    """``inner`` on each whole-pixel box's crop of ``image``; the pixel maximum of the crops' masks, 0 elsewhere."""
+    out = np.zeros(image.shape[:2], np.float32)
+    for b in boxes:
+        x0, y0, x1, y1 = int(b.x0), int(b.y0), int(b.x1), int(b.y1)
+        crop = inner.predict(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        np.maximum(out[y0:y1, x0:x1], crop, out=out[y0:y1, x0:x1])
     return out
 
 
@@ -63,12 +80,7 @@ class BoxPrompted(SegmenterBase):
         boxes = self.crop_boxes(img, source=source)
         if not boxes and self.no_box == "full":
             return self.inner.predict(img, source=source)
-        out = np.zeros(img.shape[:2], np.float32)
-        for b in boxes:
-            x0, y0, x1, y1 = int(b.x0), int(b.y0), int(b.x1), int(b.y1)
-            crop = self.inner.predict(np.ascontiguousarray(img[y0:y1, x0:x1]))
-            np.maximum(out[y0:y1, x0:x1], crop, out=out[y0:y1, x0:x1])
-        return out
+        return segment_in_boxes(img, boxes, self.inner)
 
 
 def box_prompted(inner: Segmenter, runtime: Runtime | None, locator: str | None, *, box_margin: float = 0.1,

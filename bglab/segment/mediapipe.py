@@ -20,7 +20,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -247,9 +247,13 @@ class MediaPipeHands:
         return found
 
     def locate(self, image: np.ndarray, *, source: Path | None = None) -> list[Box]:
-        h, w = np.asarray(image).shape[:2]
+        return self.boxes(np.asarray(image).shape, [xy for _, xy in self.landmarks(image)])
+
+    def boxes(self, shape: tuple[int, ...], hands: Sequence[np.ndarray]) -> list[Box]:
+        """Each hand's box: its landmarks' extent plus ``margin`` of its size, clamped to the image ``shape``."""
+        h, w = shape[:2]
         boxes = []
-        for _, xy in self.landmarks(image):
+        for xy in hands:
             box = Box(*xy.min(axis=0), *xy.max(axis=0)).pad(self.margin, relative=True).clamp(w, h)
             if box.is_valid:
                 boxes.append(box)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from bglab.commands._common import console, err_console, esc, parse_options, print_failed, progress_bar
+from bglab.errors import ConfigError
 from bglab.segment.registry import choices_help
 
 
@@ -64,7 +67,7 @@ def preprocess(
     """
     from bglab.colors import parse_color
     from bglab.commands._common import deprecated_flag
-    from bglab.pipeline import Pipeline, apply_overrides, load_config
+    from bglab.pipeline import Pipeline, load_config
     from bglab.preprocess import preprocess as run, summary_table
 
     workers = int(deprecated_flag("-j (preprocess)", "-w / --workers", workers_old, workers))  # type: ignore[arg-type]
@@ -138,6 +141,100 @@ def _print_qc(rep, pipe) -> None:  # noqa: ANN001
         hint = backend_hint(seg.backend, {f for r in flagged for f in flags_of(r["qc"])}, not_found)
         if hint:
             err_console.print(f"[yellow]{esc(hint)}[/]", highlight=False)
+
+
+def apply_overrides(
+    config: Mapping[str, Any] | None = None,
+    *,
+    locator: str | None = None,
+    locator_options: Mapping[str, Any] | None = None,
+    on_missing: str | None = None,
+    backend: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    background: str | None = None,
+    color: Any = None,
+    crop: bool = False,
+    margin: float | None = None,
+    square: bool | None = None,
+    size: int | Sequence[int] | None = None,
+    grey: bool = False,
+    dropout: float | None = None,
+    noise: float | None = None,
+    seed: int | None = None,
+    fmt: str | None = None,
+) -> dict[str, Any]:
+    """A config with CLI-style overrides applied: a flag sets that step's setting, adding the step (in the
+    canonical order locate, segment, background, crop, pose, resize, grey, distort) when the config lacks it.
+
+    ``--background`` without a segment step adds ``segment`` (default backend ``unet``). Validation happens in
+    :meth:`Pipeline.from_config`.
+    """
+    from bglab.pipeline import STEP_NAMES, step_entries
+
+    rank_of = {name: i for i, name in enumerate(STEP_NAMES)}
+    cfg = dict(config or {})
+    steps = [[name, dict(c)] for name, c, _ in step_entries(cfg.get("steps"))]
+
+    def get(name: str) -> dict[str, Any]:
+        for n, c in steps:
+            if n == name:
+                return c
+        pos = next((i for i, (n, _) in enumerate(steps) if rank_of[n] > rank_of[name]), len(steps))
+        new: dict[str, Any] = {}
+        steps.insert(pos, [name, new])
+        return new
+
+    def has(name: str) -> bool:
+        return any(n == name for n, _ in steps)
+
+    if locator is not None:
+        loc = get("locate")
+        loc["backend"] = locator
+        if locator_options:
+            loc["options"] = dict(locator_options)
+    elif locator_options:
+        get("locate")["options"] = dict(locator_options)
+    if on_missing is not None:
+        if not has("locate"):
+            raise ConfigError("--on-missing needs a locate step", hint="add --locator NAME")
+        get("locate")["on_missing"] = on_missing
+    if backend is not None or options:
+        seg = get("segment")
+        if backend is not None:
+            seg["backend"] = backend
+        if options:
+            seg["options"] = dict(options)
+    if background is not None:
+        if str(background).lower() != "keep" and not has("segment"):
+            get("segment")
+        bg = get("background")
+        bg["mode"] = background
+        if color is not None:
+            bg["color"] = color
+    elif color is not None and has("background"):
+        get("background")["color"] = color
+    if crop or margin is not None or square is not None:
+        cr = get("crop")
+        if margin is not None:
+            cr["margin"] = margin
+        if square is not None:
+            cr["square"] = square
+    if size is not None:
+        get("resize")["size"] = size
+    if grey:
+        get("grey")
+    if dropout is not None or noise is not None:
+        d = get("distort")
+        if dropout is not None:
+            d["dropout"] = dropout
+        if noise is not None:
+            d["noise"] = noise
+    if seed is not None:
+        cfg["seed"] = seed
+    if fmt is not None:
+        cfg["output"] = {**dict(cfg.get("output") or {}), "format": fmt}
+    cfg["steps"] = [{n: c} for n, c in steps]
+    return cfg
 
 
 def register(app: typer.Typer) -> None:

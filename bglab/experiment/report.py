@@ -19,9 +19,9 @@ import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -590,10 +590,29 @@ def _ci_cell(d: Mapping[str, Any]) -> str:
     return f"{_pct(d['mean'])} [{_pct(d['lo'])}, {_pct(d['hi'])}]"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+class Column(NamedTuple):
+    """One table column declared once: its header and the cell it shows for a row item."""
+
+    header: str
+    cell: Callable[[Any], str]
+
+
+def _table(columns: Sequence[Column], items: Iterable[Any]) -> str:
+    """An HTML table of ``items``, one row each; header and cells come from the same columns, so they cannot drift."""
+    h = "".join(f"<th>{html.escape(str(c.header))}</th>" for c in columns)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c.cell(it)))}</td>" for c in columns) + "</tr>"
+                for it in items)
     return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def _pairs_table(key_header: str, value_header: str, pairs: Iterable[tuple[Any, str]]) -> str:
+    """A two-column table of (key, text) pairs."""
+    return _table([Column(key_header, lambda kv: str(kv[0])), Column(value_header, lambda kv: kv[1])], pairs)
+
+
+def _ci_column(header: str, key: str) -> Column:
+    """The interval cell (:func:`_ci_cell`) of ``key`` in a ``(label, {key: interval})`` row."""
+    return Column(header, lambda row: _ci_cell(row[1][key]))
 
 
 def plain(value: Any) -> str:
@@ -640,12 +659,13 @@ def augment_text(aug: Any) -> str:
 
 def _run_html(extra: Mapping[str, Any]) -> list[str]:
     """The Run section: the run's facts as a table, then each run's status (and why a run failed)."""
-    facts = [[str(k), plain(v)] for k, v in extra.items() if not isinstance(v, Mapping)]
-    parts = ["<h2 id='run'>Run</h2>", _table(["", "value"], facts)]
+    facts = [(k, plain(v)) for k, v in extra.items() if not isinstance(v, Mapping)]
+    parts = ["<h2 id='run'>Run</h2>", _pairs_table("", "value", facts)]
     for k, v in extra.items():
         if isinstance(v, Mapping):
-            head = {"runs": ["run", "status"], "failed": ["run", "error"]}.get(str(k), [str(k), "value"])
-            parts.append(f"<h4>{html.escape(str(k))}</h4>" + _table(head, [[str(a), plain(b)] for a, b in v.items()]))
+            head = {"runs": ("run", "status"), "failed": ("run", "error")}.get(str(k), (str(k), "value"))
+            parts.append(f"<h4>{html.escape(str(k))}</h4>"
+                         + _pairs_table(*head, [(a, plain(b)) for a, b in v.items()]))
     return parts
 
 
@@ -662,25 +682,28 @@ def _matrix_html(mx: Mapping[str, Any], cfg: ExperimentConfig) -> list[str]:
         for t in pm["tests"]:
             title = f"{proto} / test set {t}"
             parts.append(f"<h3>{e(title)}</h3>")
-            rows = [[r, *(_ci_cell(pm["cells"][f"{r}|{t}|{c}"]) for c in mx["test_arms"])] for r in mx["rows"]]
-            parts.append(_table(["trained on \\ tested on", *mx["test_arms"]], rows))
+            cells = [(r, {c: pm["cells"][f"{r}|{t}|{c}"] for c in mx["test_arms"]}) for r in mx["rows"]]
+            parts.append(_table([Column("trained on \\ tested on", lambda row: row[0]),
+                                 *(_ci_column(c, c) for c in mx["test_arms"])], cells))
             parts.append(_img(_matrix_fig(mx, proto, t, f"accuracy %: {title}"), f"matrix {title}"))
             if gap:
                 parts.append(f"<h4>BG-Gap = acc({e(gap[0])}) - acc({e(gap[1])})</h4>")
-                grows, lines = [], []
-                for r in mx["rows"]:
-                    g = pm["bg_gap"].get(f"{r}|{t}")
-                    if g is None:
-                        continue
-                    pts = {**g, "mean": 100 * g["mean"], "lo": 100 * g["lo"], "hi": 100 * g["hi"]} if g["n"] else g
-                    cell = "n/a" if not g["n"] else (f"{pts['mean']:+.1f}" if math.isnan(pts["lo"]) else
-                                                     f"{pts['mean']:+.1f} [{pts['lo']:+.1f}, {pts['hi']:+.1f}]")
-                    grows.append([r, _ci_cell(pm["cells"][f"{r}|{t}|{gap[0]}"]),
-                                  _ci_cell(pm["cells"][f"{r}|{t}|{gap[1]}"]), cell])
-                    lines.append(g["text"])
-                parts.append(_table(["trained on", f"{gap[0]} %", f"{gap[1]} %", "BG-Gap (points, 95% CI)"], grows))
-                parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>")
+                grows = [(r, {"same": pm["cells"][f"{r}|{t}|{gap[0]}"], "rand": pm["cells"][f"{r}|{t}|{gap[1]}"],
+                              "gap": pm["bg_gap"][f"{r}|{t}"]}) for r in mx["rows"] if f"{r}|{t}" in pm["bg_gap"]]
+                parts.append(_table([Column("trained on", lambda row: row[0]), _ci_column(f"{gap[0]} %", "same"),
+                                     _ci_column(f"{gap[1]} %", "rand"),
+                                     Column("BG-Gap (points, 95% CI)", lambda row: _gap_cell(row[1]["gap"]))], grows))
+                parts.append("<ul>" + "".join(f"<li>{e(row[1]['gap']['text'])}</li>" for row in grows) + "</ul>")
     return parts
+
+
+def _gap_cell(g: Mapping[str, Any]) -> str:
+    """A BG-Gap in points with its interval (``n/a`` without runs, the mean alone without an interval)."""
+    if not g["n"]:
+        return "n/a"
+    if math.isnan(g["lo"]):
+        return f"{100 * g['mean']:+.1f}"
+    return f"{100 * g['mean']:+.1f} [{100 * g['lo']:+.1f}, {100 * g['hi']:+.1f}]"
 
 
 def _saliency_html(sal: Mapping[str, Any], classes: Sequence[str], out: Path | None) -> list[str]:
@@ -693,11 +716,10 @@ def _saliency_html(sal: Mapping[str, Any], classes: Sequence[str], out: Path | N
              "(by sample key, the same for every arm), image | overlay, first seed.</p>"]
     for proto, pr in sal["protocols"].items():
         parts.append(f"<h3>{e(proto)} / test set {e(pr['test_set'])}</h3>")
-        rows = []
-        for lab, line in pr["lines"].items():
-            share = _ci_cell(line["share"]) if line["share"]["n"] else "n/a"
-            rows.append([lab, share, line["reason"] or ""])
-        parts.append(_table(["trained on", "saliency inside fg %", "note"], rows))
+        parts.append(_table([Column("trained on", lambda row: row[0]),
+                             Column("saliency inside fg %",
+                                    lambda row: _ci_cell(row[1]["share"]) if row[1]["share"]["n"] else "n/a"),
+                             Column("note", lambda row: row[1]["reason"] or "")], pr["lines"].items()))
         if out is not None:
             for lab, line in pr["lines"].items():
                 if line["sheet"]:
@@ -705,6 +727,45 @@ def _saliency_html(sal: Mapping[str, Any], classes: Sequence[str], out: Path | N
                     if b64:
                         parts.append(f"<h4>{e(lab)}</h4>" + _img(b64, f"saliency {proto} {lab}"))
     return parts
+
+
+def _seed_ci_text(c: Mapping[str, Any]) -> str:
+    lo, hi = c["seed_ci"]
+    if lo is None or math.isnan(lo):
+        return f"n/a ({len(c['mcnemar'])} seed(s); needs {MIN_SEEDS})"
+    return f"[{_pct(lo)}, {_pct(hi)}]"
+
+
+_COMPARISON_COLUMNS = [
+    Column("B - A", lambda c: f"{c['b']} - {c['a']}"),
+    Column("test set", lambda c: c["test_set"]),
+    Column("distortion", lambda c: c["distortion"]),
+    Column("diff (points)", lambda c: f"{100 * c['diff']:+.1f}"),
+    Column("95% CI over seeds", _seed_ci_text),
+    Column("95% bootstrap CI", lambda c: f"[{_pct(c['boot_ci'][0])}, {_pct(c['boot_ci'][1])}]"),
+    Column("bootstrap p", lambda c: f"{c['p_boot']:.3g}"),
+    Column("Holm p", lambda c: f"{c['p_holm']:.3g}"),
+    Column("McNemar per seed", lambda c: "; ".join(f"b={m['b']} c={m['c']} p={m['p_exact']:.3g} "
+                                                   f"mid-p={m['p_midp']:.3g}" for m in c["mcnemar"])),
+    Column("detectable (points)", lambda c: _pct(c.get("min_detectable"))),
+    Column("input checks", lambda c: "; ".join(c.get("problems") or []) or "ok"),
+]
+_ARM_COLUMNS = [  # rows: (name, ArmConfig)
+    Column("arm", lambda row: row[0]),
+    Column("images from", lambda row: str(row[1].source_dir) if row[1].source_dir else "the source"),
+    Column("steps (in order)", lambda row: steps_text(row[1].pipeline["steps"])),
+    Column("steps apply to", lambda row: "every source" if row[1].sources is None
+           else f"{', '.join(row[1].sources)} (the others: resize / grey only)"),
+]
+_VARIANT_COLUMNS = [  # rows: (name, VariantConfig)
+    Column("variant", lambda row: row[0]),
+    Column("model", lambda row: plain(row[1].model)),
+    Column("epochs", lambda row: str(row[1].train.epochs)),
+    Column("batch", lambda row: str(row[1].train.batch_size)),
+    Column("optimizer", lambda row: row[1].train.optimizer),
+    Column("learning rate", lambda row: f"{row[1].train.lr:g} ({row[1].train.schedule})"),
+    Column("augmentation", lambda row: augment_text(row[1].train.augment)),
+]
 
 
 def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: Mapping[str, Any] | None = None,
@@ -742,10 +803,11 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
         parts.append(f"<p>{data_info.get('n_samples', '?')} images, {data_info.get('n_usable', '?')} usable in every "
                      f"arm; classes {e(', '.join(data_info.get('classes', [])))}; preprocessing "
                      f"{data_info.get('preprocess_seconds', '?')} s.</p>")
+        count_columns = [Column("part", lambda row: row[0]),
+                         *(Column(k, lambda row, k=k: str(row[1].get(k, 0))) for k in classes),
+                         Column("total", lambda row: str(row[1]["total"]))]
         for proto, counts in data_info.get("protocols", {}).items():
-            header = ["part", *classes, "total"]
-            parts.append(f"<h4>{e(proto)}</h4>" + _table(header, [[p, *(str(c.get(k, 0)) for k in classes),
-                                                                   str(c["total"])] for p, c in counts.items()]))
+            parts.append(f"<h4>{e(proto)}</h4>" + _table(count_columns, counts.items()))
         for arm, sus in data_info.get("suspect_masks", {}).items():
             parts.append(f"<p class='unsure'>Arm {e(arm)}: {sus['count']} image(s) kept although their mask failed "
                          f"QC (docs/trust.md; <code>on_suspect: skip</code> in the segment step leaves them out), "
@@ -753,15 +815,8 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
         for arm, errs in data_info.get("left_out", {}).items():
             parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
                          f"e.g. {e(errs[0])}</p>")
-    parts.append("<h4>Arms (pipeline configs)</h4>" + _table(
-        ["arm", "images from", "steps (in order)", "steps apply to"],
-        [[n, str(a.source_dir) if a.source_dir else "the source", steps_text(a.pipeline["steps"]),
-          "every source" if a.sources is None else f"{', '.join(a.sources)} (the others: resize / grey only)"]
-         for n, a in cfg.arms.items()]))
-    vrows = [[n, plain(v.model), str(v.train.epochs), str(v.train.batch_size), v.train.optimizer,
-              f"{v.train.lr:g} ({v.train.schedule})", augment_text(v.train.augment)] for n, v in cfg.variants.items()]
-    parts.append("<h4>Variants</h4>" + _table(["variant", "model", "epochs", "batch", "optimizer", "learning rate",
-                                               "augmentation"], vrows))
+    parts.append("<h4>Arms (pipeline configs)</h4>" + _table(_ARM_COLUMNS, cfg.arms.items()))
+    parts.append("<h4>Variants</h4>" + _table(_VARIANT_COLUMNS, cfg.variants.items()))
     for sname, s in analysis["studies"].items():
         parts.append(f"<h2 id='study-{e(sname)}'>Study: {e(sname)}</h2><p>arms {e(', '.join(s['arms']))}; "
                      f"variants {e(', '.join(s['variants']))}</p>")
@@ -769,16 +824,17 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
             title = f"{sname} / {proto}"
             parts.append(f"<h3>{e(proto)}</h3>")
             parts.append(f"<h4>{SECTION_TITLES[0]}</h4>" + _img(_curves_fig(res, title), f"curves {title}"))
-            header = ["line", "train", "val", *(f"{t} ({d})" for t in res["tests"] for d in res["distortions"])]
-            rows = [[lab, _ci_cell(f["train|clean"]), _ci_cell(f["val|clean"]),
-                     *(_ci_cell(f[f"{t}|{d}"]) for t in res["tests"] for d in res["distortions"])]
-                    for lab, f in res["final"].items()]
-            parts.append(f"<h4>{SECTION_TITLES[1]}</h4>" + _table(header, rows))
+            final_columns = [Column("line", lambda row: row[0]), _ci_column("train", "train|clean"),
+                             _ci_column("val", "val|clean"),
+                             *(_ci_column(f"{t} ({d})", f"{t}|{d}") for t in res["tests"] for d in res["distortions"])]
+            parts.append(f"<h4>{SECTION_TITLES[1]}</h4>" + _table(final_columns, res["final"].items()))
             parts.append(f"<h4>{SECTION_TITLES[2]}</h4>" + _img(_per_class_fig(res, classes, title),
                                                                f"per-class {title}"))
-            pc_rows = [[lab, t, *(_pct(v) for v in res["per_class"][f"{lab}|{t}"])]
+            pc_rows = [(lab, t, res["per_class"][f"{lab}|{t}"])
                        for t in res["tests"] for lab in res["lines"] if f"{lab}|{t}" in res["per_class"]]
-            parts.append(_table(["line", "test set", *classes], pc_rows))
+            parts.append(_table([Column("line", lambda row: row[0]), Column("test set", lambda row: row[1]),
+                                 *(Column(k, lambda row, i=i: _pct(row[2][i])) for i, k in enumerate(classes))],
+                                pc_rows))
             parts.append(f"<h4>{SECTION_TITLES[3]}</h4><p>Summed over seeds; rows are the true class.</p>")
             for t in res["tests"]:
                 parts.append(_img(_confusion_fig(res, t, classes, f"{title}: test {t}"), f"confusion {title} {t}"))
@@ -791,21 +847,7 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
             comps = res["comparisons"]
             if comps:
                 parts.append(_img(_diff_fig(comps, title), f"differences {title}"))
-                rows = []
-                for c in comps:
-                    mc = "; ".join(f"b={m['b']} c={m['c']} p={m['p_exact']:.3g} mid-p={m['p_midp']:.3g}"
-                                   for m in c["mcnemar"])
-                    lo, hi = c["seed_ci"]
-                    n_seeds = len(c["mcnemar"])
-                    sci = (f"n/a ({n_seeds} seed(s); needs {MIN_SEEDS})" if lo is None or math.isnan(lo)
-                           else f"[{_pct(lo)}, {_pct(hi)}]")
-                    rows.append([f"{c['b']} - {c['a']}", c["test_set"], c["distortion"], f"{100 * c['diff']:+.1f}",
-                                 sci, f"[{_pct(c['boot_ci'][0])}, {_pct(c['boot_ci'][1])}]", f"{c['p_boot']:.3g}",
-                                 f"{c['p_holm']:.3g}", mc, _pct(c.get("min_detectable")),
-                                 "; ".join(c.get("problems") or []) or "ok"])
-                parts.append(_table(["B - A", "test set", "distortion", "diff (points)", "95% CI over seeds",
-                                     "95% bootstrap CI", "bootstrap p", "Holm p", "McNemar per seed",
-                                     "detectable (points)", "input checks"], rows))
+                parts.append(_table(_COMPARISON_COLUMNS, comps))
             else:
                 parts.append("<p>Nothing to compare (one arm and one variant).</p>")
     if mx:

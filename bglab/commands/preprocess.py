@@ -175,60 +175,35 @@ def apply_overrides(
     cfg = dict(config or {})
     steps = [[name, dict(c)] for name, c, _ in step_entries(cfg.get("steps"))]
 
-    def get(name: str) -> dict[str, Any]:
+    def put(name: str, add: bool = False, **values: Any) -> None:
+        """Set the given (not None) settings of step ``name``, adding the step when one is set or ``add``."""
+        values = {k: v for k, v in values.items() if v is not None}
+        if not (values or add):
+            return
         for n, c in steps:
             if n == name:
-                return c
+                c.update(values)
+                return
         pos = next((i for i, (n, _) in enumerate(steps) if rank_of[n] > rank_of[name]), len(steps))
-        new: dict[str, Any] = {}
-        steps.insert(pos, [name, new])
-        return new
+        steps.insert(pos, [name, values])
 
     def has(name: str) -> bool:
         return any(n == name for n, _ in steps)
 
-    if locator is not None:
-        loc = get("locate")
-        loc["backend"] = locator
-        if locator_options:
-            loc["options"] = dict(locator_options)
-    elif locator_options:
-        get("locate")["options"] = dict(locator_options)
-    if on_missing is not None:
-        if not has("locate"):
-            raise ConfigError("--on-missing needs a locate step", hint="add --locator NAME")
-        get("locate")["on_missing"] = on_missing
-    if backend is not None or options:
-        seg = get("segment")
-        if backend is not None:
-            seg["backend"] = backend
-        if options:
-            seg["options"] = dict(options)
+    put("locate", backend=locator, options=dict(locator_options) if locator_options else None)
+    if on_missing is not None and not has("locate"):
+        raise ConfigError("--on-missing needs a locate step", hint="add --locator NAME")
+    put("locate", on_missing=on_missing)
+    put("segment", backend=backend, options=dict(options) if options else None)
     if background is not None:
-        if str(background).lower() != "keep" and not has("segment"):
-            get("segment")
-        bg = get("background")
-        bg["mode"] = background
-        if color is not None:
-            bg["color"] = color
-    elif color is not None and has("background"):
-        get("background")["color"] = color
-    if crop or margin is not None or square is not None:
-        cr = get("crop")
-        if margin is not None:
-            cr["margin"] = margin
-        if square is not None:
-            cr["square"] = square
-    if size is not None:
-        get("resize")["size"] = size
-    if grey:
-        get("grey")
-    if dropout is not None or noise is not None:
-        d = get("distort")
-        if dropout is not None:
-            d["dropout"] = dropout
-        if noise is not None:
-            d["noise"] = noise
+        put("segment", add=str(background).lower() != "keep")
+        put("background", mode=background, color=color)
+    elif has("background"):
+        put("background", color=color)
+    put("crop", add=crop, margin=margin, square=square)
+    put("resize", size=size)
+    put("grey", add=grey)
+    put("distort", dropout=dropout, noise=noise)
     if seed is not None:
         cfg["seed"] = seed
     if fmt is not None:

@@ -52,13 +52,9 @@ from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_me
 from bglab.io import atomic_write_bytes, atomic_write_text
 from bglab.seeds import derive_seed, seed_everything
 
-__all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "collect_metrics", "derive_seed", "run_experiment"]
+__all__ = ["METRIC_COLUMNS", "RunResult", "collect_metrics", "derive_seed", "run_experiment"]
 
 Log = Callable[[str], None]
-
-
-class EpochBudgetReached(BglabError):
-    """The ``max_epochs`` budget of this invocation is used up; run again to continue."""
 
 
 # ------------------------------------------------------------------------------------------- file helpers

@@ -42,13 +42,13 @@ the input image's pixels.
 
 from bglab.pipeline.chain import FORMATS, Pipeline
 from bglab.pipeline.config import CONFIG_VERSION, STEP_NAMES, load_config, step_entries
-from bglab.pipeline.state import STATUSES, Sample, StepResult
+from bglab.pipeline.state import STATUSES, SampleState, StepResult
 from bglab.pipeline.steps import (BACKGROUND_MODES, ON_MISSING, BackgroundStep, CropStep, DistortStep, GreyStep,
                                   LocateStep, PoseStep, ResizeStep, SegmentStep, Step)
 from bglab.seeds import sample_seed
 
 __all__ = [
     "BACKGROUND_MODES", "CONFIG_VERSION", "FORMATS", "ON_MISSING", "STATUSES", "STEP_NAMES", "BackgroundStep",
-    "CropStep", "DistortStep", "GreyStep", "LocateStep", "Pipeline", "PoseStep", "ResizeStep", "Sample",
+    "CropStep", "DistortStep", "GreyStep", "LocateStep", "Pipeline", "PoseStep", "ResizeStep", "SampleState",
     "SegmentStep", "Step", "StepResult", "load_config", "sample_seed", "step_entries",
 ]

@@ -15,7 +15,7 @@ from bglab.errors import short_repr as _r
 from bglab.limits import MAX_SEED
 from bglab.pipeline.config import CONFIG_VERSION, TOP_KEYS, load_config, step_entries
 from bglab.pipeline.fields import check_keys, choice, number
-from bglab.pipeline.state import Sample, StepResult
+from bglab.pipeline.state import SampleState, StepResult
 from bglab.pipeline.steps import STEP_TYPES, BackgroundStep, CropStep, DistortStep, LocateStep, SegmentStep, Step
 
 FORMATS: tuple[str, ...] = ("png", "webp", "jpg")
@@ -164,9 +164,9 @@ class Pipeline:
     def _run(self, images: list[np.ndarray], sources: list[Any], keys: list[str], *, isolate: bool
              ) -> list[StepResult]:
         self.open()
-        states: list[Sample] = []
+        states: list[SampleState] = []
         for img, src, key in zip(images, sources, keys, strict=True):
-            s = Sample(image=img, original=img, source=None if src is None else Path(src),
+            s = SampleState(image=img, original=img, source=None if src is None else Path(src),
                        key=str(key or (Path(src).as_posix() if src else "")))
             try:
                 _check_input(img)
@@ -214,7 +214,7 @@ def _check_input(image: Any) -> None:
                          hint="read images with bglab.io.read_image")
 
 
-def _result(s: Sample) -> StepResult:
+def _result(s: SampleState) -> StepResult:
     ok = s.active
     box = s.to_original(s.box) if (ok and s.box is not None) else None
     if s.status == "skipped" or s.status == "failed":

@@ -15,7 +15,7 @@ STATUSES: tuple[str, ...] = ("done", "suspect", "not-found", "skipped", "failed"
 
 
 @dataclass
-class Sample:
+class SampleState:
     """One sample going through the steps (image, and the mask / box in the current image's pixels)."""
 
     image: np.ndarray

@@ -18,7 +18,7 @@ from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
 from bglab.pipeline.fields import backend_name, backend_options, boolean, check_keys, choice, colour, number
-from bglab.pipeline.state import Sample
+from bglab.pipeline.state import SampleState
 from bglab.seeds import sample_seed
 from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
@@ -53,10 +53,10 @@ class Step:
     def close(self) -> None:
         """Drop backend sessions."""
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:  # pragma: no cover - every step overrides
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:  # pragma: no cover - every step overrides
         raise NotImplementedError
 
-    def run_batch(self, states: list[Sample], pipe: PipelineView) -> None:
+    def run_batch(self, states: list[SampleState], pipe: PipelineView) -> None:
         for s in states:
             self.run_one(s, pipe)
 
@@ -98,7 +98,7 @@ class SegmentStep(Step):
         # a backend that reads the file's own mask by path gets the original file, not a crop of it
         return self.input == "original" or (self.input == "auto" and resolve(self.backend).reads_files)
 
-    def ensure_masks(self, states: list[Sample]) -> None:
+    def ensure_masks(self, states: list[SampleState]) -> None:
         """Give every state without a mask this step's refined mask (one batched backend call)."""
         from bglab.remove import RemoveOptions, prepare_mask
 
@@ -116,10 +116,10 @@ class SegmentStep(Step):
             if self.qc_rules is not None:
                 _apply_qc(s, mask, img, self)
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         self.ensure_masks([s])
 
-    def run_batch(self, states: list[Sample], pipe: PipelineView) -> None:
+    def run_batch(self, states: list[SampleState], pipe: PipelineView) -> None:
         self.ensure_masks(states)
 
 
@@ -143,7 +143,7 @@ def _qc_config(where: str, cfg: Mapping[str, Any]) -> tuple[Any, Any, str]:
     return raw, rules, policy
 
 
-def _apply_qc(s: Sample, mask: np.ndarray, image: np.ndarray, step: SegmentStep) -> None:
+def _apply_qc(s: SampleState, mask: np.ndarray, image: np.ndarray, step: SegmentStep) -> None:
     """Mask QC of one sample: not-found (no foreground) or suspect, and the step's ``on_suspect`` policy."""
     from bglab.qc import check_mask, uses_screen
 
@@ -212,12 +212,12 @@ class LocateStep(Step):
             _close(loc)
         self.locators = []
 
-    def _mask_box(self, s: Sample) -> Box | None:
+    def _mask_box(self, s: SampleState) -> Box | None:
         if s.mask is None:
             return None
         return Box.from_mask(s.mask, self.threshold)
 
-    def _finish(self, s: Sample, box: Box | None, source: str, found: bool) -> None:
+    def _finish(self, s: SampleState, box: Box | None, source: str, found: bool) -> None:
         h, w = s.image.shape[:2]
         if box is not None and self.margin > 0:
             box = box.pad(self.margin, relative=True)
@@ -227,12 +227,12 @@ class LocateStep(Step):
                 box = None
         s.box, s.box_source, s.found = box, (source if box is not None else ""), found and box is not None
 
-    def run_batch(self, states: list[Sample], pipe: PipelineView) -> None:
+    def run_batch(self, states: list[SampleState], pipe: PipelineView) -> None:
         pending = list(states)
         for (name, _), loc in zip(self._specs(), self.locators, strict=True):
             if not pending:
                 break
-            missed: list[Sample] = []
+            missed: list[SampleState] = []
             if loc is None:
                 pipe.segment_step.ensure_masks(pending)
                 for s in pending:
@@ -256,7 +256,7 @@ class LocateStep(Step):
             for s in pending:
                 self._finish(s, self._mask_box(s), "mask-box", False)
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         self.run_batch([s], pipe)
 
 
@@ -334,7 +334,7 @@ class BackgroundStep(Step):
             self._cache[path] = read_image(path)
         return self._cache[path]
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         if self.mode == "keep":
             return
         if self.on_empty == "keep" and s.mask is not None and not (s.mask >= 0.5).any():
@@ -360,7 +360,7 @@ class CropStep(Step):
     def to_config(self) -> dict[str, Any]:
         return {"to": self.to, "margin": self.margin, "square": self.square, "threshold": self.threshold}
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         box = s.box if self.to in ("auto", "box") else None
         if box is None and self.to in ("auto", "mask") and s.mask is not None:
             box = Box.from_mask(s.mask, self.threshold)
@@ -411,7 +411,7 @@ class PoseStep(Step):
         _close(self.landmarker)
         self.landmarker = None
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         hands = self.landmarker.landmarks(np.ascontiguousarray(s.image[..., :3]))
         s.mask, s.box, s.box_source = None, None, ""  # the drawing has its own frame: no mask or box in it
         s.found = bool(hands)
@@ -456,7 +456,7 @@ class ResizeStep(Step):
         size: Any = self.size[0] if self.size[0] == self.size[1] else list(self.size)
         return {"size": size, "pad_color": list(self.pad_color), "interpolation": self.interpolation}
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         interp = self.interpolation
         if interp == "auto":  # area when shrinking, linear when enlarging (area enlarges like nearest)
             h, w = s.image.shape[:2]
@@ -480,7 +480,7 @@ class GreyStep(Step):
     def to_config(self) -> dict[str, Any]:
         return {"keep_channels": self.keep_channels}
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         s.image = ops.to_grey(s.image, keep_channels=self.keep_channels)
 
 
@@ -502,7 +502,7 @@ class DistortStep(Step):
             out["seed"] = self.seed
         return out
 
-    def run_one(self, s: Sample, pipe: PipelineView) -> None:
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         seed = pipe.seed if self.seed is None else self.seed
         rng = np.random.default_rng(sample_seed(seed, s.key, f"distort{self.index}"))
         if self.dropout > 0:

@@ -219,7 +219,7 @@ def default_arm(run_dir: Path, states: Sequence[dict[str, Any]]) -> str:
 def find_runs(run_dir: str | Path, *, arm: str | None = None, protocol: str | None = None,
               runs: Sequence[str] | None = None) -> list[RunModel]:
     """Every finished run of ``arm`` (default: the baseline arm) in a ``bglab experiment`` run directory, loaded."""
-    from bglab.experiment.runner import build_run_model, load_checkpoint
+    from bglab.experiment.checkpoints import build_run_model, load_checkpoint
 
     rd = Path(run_dir)
     if not rd.is_dir():
@@ -376,7 +376,7 @@ class _Composer:
 
 
 def _classes(model: Any, x: np.ndarray) -> np.ndarray:
-    from bglab.experiment.runner import predict, to_tensor
+    from bglab.experiment.inference import predict, to_tensor
 
     if len(x) == 0:
         return np.zeros(0, np.int64)

@@ -72,7 +72,7 @@ def _fit(model: torch.nn.Module, data: Path, steps: int) -> None:
 
 def _write_run(run_dir: Path, *, arm: str = "original", pipeline: dict | None = None, seeds: tuple[int, ...] = (0,),
                done: bool = True, init: int = 0, train_on: Path | None = None, steps: int = 30) -> Path:
-    from bglab.experiment.runner import _save_checkpoint
+    from bglab.experiment.checkpoints import save_checkpoint
     from bglab.train.classifiers import build_classifier
 
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def _write_run(run_dir: Path, *, arm: str = "original", pipeline: dict | None = 
         run = f"p__{arm}__base__s{seed}"
         state = {"run": run, "protocol": "p", "arm": arm, "variant": "base", "seed": seed, "classes": CLASSES,
                  "size": S, "channels": 1, "model": MODEL, "pipeline": pipeline or GREY, "done": done, "epoch": 1}
-        _save_checkpoint(run_dir / "checkpoints" / f"{run}.safetensors", model, None, state)
+        save_checkpoint(run_dir / "checkpoints" / f"{run}.safetensors", model, None, state)
     return run_dir
 
 
@@ -300,7 +300,7 @@ def test_real_pets3_masks(shared_data: Path, tmp_path: Path) -> None:
     pets = shared_data / "pets3"
     if not pets.is_dir():
         pytest.skip("pets3 missing")
-    from bglab.experiment.runner import _save_checkpoint
+    from bglab.experiment.checkpoints import save_checkpoint
     from bglab.train.classifiers import build_classifier
 
     classes = sorted(p.name for p in pets.iterdir() if p.is_dir())
@@ -310,7 +310,7 @@ def test_real_pets3_masks(shared_data: Path, tmp_path: Path) -> None:
     state = {"run": "r", "protocol": "p", "arm": "original", "variant": "base", "seed": 0, "classes": classes,
              "size": 32, "channels": 1, "model": MODEL, "done": True,
              "pipeline": {"seed": 0, "steps": [{"resize": {"size": 32}}, "grey"]}}
-    _save_checkpoint(tmp_path / "run" / "checkpoints" / "r.safetensors", model, None, state)
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "r.safetensors", model, None, state)
     res = run_challenge(tmp_path / "run", read_imagefolder(pets), max_fg=4, max_bg=3)
     assert len(res.foregrounds) == 4 and len(res.backgrounds) == 3 and not res.failed
     assert res.runs[0]["n_composites"] == 12

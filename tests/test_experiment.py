@@ -522,20 +522,20 @@ def test_affine_and_photometric_augmentation_are_seeded_and_bounded() -> None:
     import torch
 
     from bglab.experiment.config import AugmentConfig, resolved_config
-    from bglab.experiment.runner import _augment
+    from bglab.experiment.augment import augment
 
     x = torch.zeros(8, 1, 16, 16)
     x[:, :, 4:12, 6:10] = 0.8  # a bright bar in the middle
     geo = AugmentConfig(p=1.0, rotate=30, scale=0.2, shift=0.2)
-    a = _augment(x, geo, torch.Generator().manual_seed(5))
-    assert torch.equal(a, _augment(x, geo, torch.Generator().manual_seed(5)))
+    a = augment(x, geo, torch.Generator().manual_seed(5))
+    assert torch.equal(a, augment(x, geo, torch.Generator().manual_seed(5)))
     moved = [not torch.allclose(a[i], x[i], atol=0.05) for i in range(8)]
     assert sum(moved) >= 6, "most images are rotated, zoomed or shifted"
     assert float(a.min()) >= 0.0 and float(a.max()) <= 0.8 + 1e-6
-    none = _augment(x, AugmentConfig(p=0.0, rotate=30, scale=0.2, shift=0.2), torch.Generator().manual_seed(5))
+    none = augment(x, AugmentConfig(p=0.0, rotate=30, scale=0.2, shift=0.2), torch.Generator().manual_seed(5))
     assert torch.allclose(none, x, atol=1e-6), "p = 0 leaves every image as it was"
     col = AugmentConfig(p=1.0, brightness=0.5, contrast=0.5)
-    c = _augment(x * 0.5, col, torch.Generator().manual_seed(7))  # bar 0.4, image mean 0.05: nothing clips
+    c = augment(x * 0.5, col, torch.Generator().manual_seed(7))  # bar 0.4, image mean 0.05: nothing clips
     bar = c[:, :, 4:12, 6:10].mean(dim=(1, 2, 3))
     assert float(bar.min()) >= ((0.4 - 0.05) * 0.5 + 0.05) * 0.5 - 1e-6 and float(bar.max()) < 1.0
     assert len({round(float(v), 4) for v in bar}) == 8, "each image gets its own factors"
@@ -550,16 +550,16 @@ def test_rot90_augmentation_is_seeded_and_keeps_old_run_configs() -> None:
     import torch
 
     from bglab.experiment.config import AugmentConfig, resolved_config
-    from bglab.experiment.runner import _augment
+    from bglab.experiment.augment import augment
 
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4) / 32
     aug = AugmentConfig(p=1.0, rot90=True)
-    a = _augment(x, aug, torch.Generator().manual_seed(3))
-    b = _augment(x, aug, torch.Generator().manual_seed(3))
+    a = augment(x, aug, torch.Generator().manual_seed(3))
+    b = augment(x, aug, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     turned = [any(torch.equal(a[i], torch.rot90(x[i], k, dims=(-2, -1))) for k in range(4)) for i in range(2)]
     assert all(turned)
-    outs = {tuple(_augment(x[:1], aug, torch.Generator().manual_seed(s)).flatten().tolist()) for s in range(20)}
+    outs = {tuple(augment(x[:1], aug, torch.Generator().manual_seed(s)).flatten().tolist()) for s in range(20)}
     assert len(outs) == 4, "all four turns occur"
     plain = resolved_config(parse_config({**micro_config(Path("/data")), "train": {"epochs": 1}}))
     assert "rot90" not in json.dumps(plain), "run directories made before rot90 must still match"

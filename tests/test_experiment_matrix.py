@@ -257,7 +257,7 @@ def test_unreadable_mask_is_reported_not_swallowed(trees: tuple[Path, Path]) -> 
 
 
 def test_bg_swap_plan_is_seeded_and_never_picks_itself() -> None:
-    from bglab.experiment.runner import bg_swap_plan
+    from bglab.experiment.augment import bg_swap_plan
 
     sel, partner = bg_swap_plan(0, 3, 50, 0.5)
     sel2, partner2 = bg_swap_plan(0, 3, 50, 0.5)
@@ -271,7 +271,7 @@ def test_bg_swap_plan_is_seeded_and_never_picks_itself() -> None:
 def test_apply_bg_swap_changes_only_background_pixels() -> None:
     import torch
 
-    from bglab.experiment.runner import apply_bg_swap
+    from bglab.experiment.augment import apply_bg_swap
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (4, 3, 8, 8), generator=g, dtype=torch.uint8)

@@ -11,7 +11,8 @@ import pytest
 from bglab.boxes import Box
 from bglab.errors import ConfigError
 from bglab.io import read_image
-from bglab.pipeline import Pipeline, StepResult, apply_overrides, sample_seed
+from bglab.commands.preprocess import apply_overrides
+from bglab.pipeline import Pipeline, StepResult, sample_seed
 from bglab.segment import registry
 from tests.conftest import shared_path
 

@@ -72,14 +72,14 @@ def test_bad_drawing_parameters_are_refused() -> None:
 @pytest.fixture()
 def fake_landmarks(monkeypatch: pytest.MonkeyPatch):
     """The pose step's landmarker replaced by fixed landmarks (no MediaPipe needed)."""
-    import bglab.pipeline as pipeline
+    import bglab.pipeline.steps as steps
 
     found: list[np.ndarray] = [_landmarks(60, 50, 25)]
 
     def create(name: str, kind: str, runtime: object, options: object) -> FakeLandmarker:
         return FakeLandmarker(found)
 
-    monkeypatch.setattr(pipeline, "_create", create)
+    monkeypatch.setattr(steps, "_create", create)
     return found
 
 

@@ -57,7 +57,7 @@ def head_run(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 
 def test_head_runs_train_on_cached_features_and_store_only_the_head(head_run) -> None:
-    from bglab.experiment.runner import load_checkpoint
+    from bglab.experiment.checkpoints import load_checkpoint
 
     out, summary = head_run
     assert summary["complete"] is True and (out / "report.html").is_file()
@@ -120,7 +120,8 @@ def test_eval_cls_rebuilds_the_pretrained_model(head_run, small_root: Path, caps
 def test_head_runs_embed_augmented_images_afresh(small_root: Path, head_run, tmp_path: Path) -> None:
     """With augmentation, altered images are embedded again each epoch: the head differs from the plain run's
     (same seed, same initial weights), and the run is reproducible."""
-    from bglab.experiment.runner import load_checkpoint, run_experiment
+    from bglab.experiment.checkpoints import load_checkpoint
+    from bglab.experiment.runner import run_experiment
 
     raw = head_config(small_root, arms={"original": []}, seeds=[0],
                       train={"epochs": 3, "batch_size": 8, "lr": 0.003, "eval_every": 1,
@@ -151,7 +152,8 @@ def test_challenge_runs_on_a_pretrained_run(head_run, small_root: Path) -> None:
 
 
 def test_tune_top_trains_only_the_top(small_root: Path, tmp_path: Path) -> None:
-    from bglab.experiment.runner import build_run_model, load_checkpoint, run_experiment
+    from bglab.experiment.checkpoints import build_run_model, load_checkpoint
+    from bglab.experiment.runner import run_experiment
     from bglab.train.classifiers import build_classifier
 
     raw = head_config(small_root, seeds=[0], arms={"original": []},

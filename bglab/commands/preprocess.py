@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from bglab.commands._common import console, err_console, esc, parse_options, print_failed, progress_bar
+from bglab.errors import ConfigError
 from bglab.segment.registry import choices_help
 
 
@@ -64,7 +67,7 @@ def preprocess(
     """
     from bglab.colors import parse_color
     from bglab.commands._common import deprecated_flag
-    from bglab.pipeline import Pipeline, apply_overrides, load_config
+    from bglab.pipeline import Pipeline, load_config
     from bglab.preprocess import preprocess as run, summary_table
 
     workers = int(deprecated_flag("-j (preprocess)", "-w / --workers", workers_old, workers))  # type: ignore[arg-type]
@@ -138,6 +141,75 @@ def _print_qc(rep, pipe) -> None:  # noqa: ANN001
         hint = backend_hint(seg.backend, {f for r in flagged for f in flags_of(r["qc"])}, not_found)
         if hint:
             err_console.print(f"[yellow]{esc(hint)}[/]", highlight=False)
+
+
+def apply_overrides(
+    config: Mapping[str, Any] | None = None,
+    *,
+    locator: str | None = None,
+    locator_options: Mapping[str, Any] | None = None,
+    on_missing: str | None = None,
+    backend: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    background: str | None = None,
+    color: Any = None,
+    crop: bool = False,
+    margin: float | None = None,
+    square: bool | None = None,
+    size: int | Sequence[int] | None = None,
+    grey: bool = False,
+    dropout: float | None = None,
+    noise: float | None = None,
+    seed: int | None = None,
+    fmt: str | None = None,
+) -> dict[str, Any]:
+    """A config with CLI-style overrides applied: a flag sets that step's setting, adding the step (in the
+    canonical order locate, segment, background, crop, pose, resize, grey, distort) when the config lacks it.
+
+    ``--background`` without a segment step adds ``segment`` (default backend ``unet``). Validation happens in
+    :meth:`Pipeline.from_config`.
+    """
+    from bglab.pipeline import STEP_NAMES, step_entries
+
+    rank_of = {name: i for i, name in enumerate(STEP_NAMES)}
+    cfg = dict(config or {})
+    steps = [[name, dict(c)] for name, c, _ in step_entries(cfg.get("steps"))]
+
+    def put(name: str, add: bool = False, **values: Any) -> None:
+        """Set the given (not None) settings of step ``name``, adding the step when one is set or ``add``."""
+        values = {k: v for k, v in values.items() if v is not None}
+        if not (values or add):
+            return
+        for n, c in steps:
+            if n == name:
+                c.update(values)
+                return
+        pos = next((i for i, (n, _) in enumerate(steps) if rank_of[n] > rank_of[name]), len(steps))
+        steps.insert(pos, [name, values])
+
+    def has(name: str) -> bool:
+        return any(n == name for n, _ in steps)
+
+    put("locate", backend=locator, options=dict(locator_options) if locator_options else None)
+    if on_missing is not None and not has("locate"):
+        raise ConfigError("--on-missing needs a locate step", hint="add --locator NAME")
+    put("locate", on_missing=on_missing)
+    put("segment", backend=backend, options=dict(options) if options else None)
+    if background is not None:
+        put("segment", add=str(background).lower() != "keep")
+        put("background", mode=background, color=color)
+    elif has("background"):
+        put("background", color=color)
+    put("crop", add=crop, margin=margin, square=square)
+    put("resize", size=size)
+    put("grey", add=grey)
+    put("distort", dropout=dropout, noise=noise)
+    if seed is not None:
+        cfg["seed"] = seed
+    if fmt is not None:
+        cfg["output"] = {**dict(cfg.get("output") or {}), "format": fmt}
+    cfg["steps"] = [{n: c} for n, c in steps]
+    return cfg
 
 
 def register(app: typer.Typer) -> None:

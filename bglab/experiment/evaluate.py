@@ -25,9 +25,10 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     import torch
 
     from bglab.dataset import read_imagefolder
+    from bglab.experiment.checkpoints import build_run_model, load_checkpoint
     from bglab.experiment.config import ArmConfig, arm_pipeline
     from bglab.experiment.data import prepare_arm
-    from bglab.experiment.runner import build_run_model, load_checkpoint, predict, to_tensor
+    from bglab.experiment.inference import predict, to_tensor
 
     ckpts = sorted((run_dir / "checkpoints").glob("*.safetensors"))
     if not ckpts:

@@ -13,15 +13,13 @@ per trained arm; ``saliency:`` adds the share of Grad-CAM saliency inside the fo
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,6 +27,8 @@ from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_l
 from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.checks import (MIN_SEEDS, accuracy_interval, chance_check, chance_rate, checked_verdict,
                                      min_detectable_difference, seeds_check, training_check)
+from bglab.experiment.figures import (confusion_fig, curves_fig, diff_fig, matrix_fig, per_class_fig, robust_fig,
+                                      sheet_b64)
 from bglab.experiment.stats import Comparison, compare, t_interval
 
 __all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "render_html", "write_report"]
@@ -375,194 +375,6 @@ def _comparisons(cfg: ExperimentConfig, st: StudyConfig, proto: str, lines: list
     return comps, verdicts
 
 
-# ------------------------------------------------------------------------------------------------ figures
-
-
-def _fig_to_b64(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _img(b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _curves_fig(res: Mapping[str, Any], title: str) -> str:
-    plt = _plt()
-    from matplotlib.ticker import MaxNLocator
-    panels = [("train", "train"), ("val", "val"), *(("test", t) for t in res["tests"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.8), squeeze=False, sharey=True)
-    for ax, (split, test) in zip(axes[0], panels, strict=True):
-        for i, lab in enumerate(res["lines"]):
-            c = res["curves"].get(f"{lab}|{split}|{test}")
-            if not c:
-                continue
-            ep = [int(e) for e in c]
-            m = [v[0] for v in c.values()]
-            ax.plot(ep, m, marker="o", ms=3, label=lab, color=f"C{i}")
-            ax.fill_between(ep, [v[1] for v in c.values()], [v[2] for v in c.values()], color=f"C{i}", alpha=0.15)
-        ax.set_title(f"{split}" if split != "test" else f"test: {test}", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy")
-    _legend(fig, axes[0][0])
-    fig.suptitle(title, fontsize=10, y=1.03)
-    return _fig_to_b64(fig)
-
-
-def _legend(fig: Any, ax: Any) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08),
-                   ncol=min(len(labels), 6), frameon=False)
-
-
-def _bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[tuple[float, float, float]]]) -> None:
-    n = max(1, len(series))
-    width = 0.8 / n
-    x = np.arange(len(groups))
-    for i, (lab, vals) in enumerate(series.items()):
-        m = np.array([v[0] for v in vals], float)
-        lo = np.array([v[1] for v in vals], float)
-        hi = np.array([v[2] for v in vals], float)
-        err = np.vstack([np.where(np.isnan(lo), 0, m - lo), np.where(np.isnan(hi), 0, hi - m)])
-        ax.bar(x + (i - (n - 1) / 2) * width, np.nan_to_num(m), width, yerr=err, capsize=2, label=lab, color=f"C{i}")
-    ax.set_xticks(x, groups, fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.grid(axis="y", alpha=0.3)
-
-
-def _bars_per_test(res: Mapping[str, Any], groups: Sequence[str],
-                   series: Callable[[str, str], list[tuple[float, float, float]] | None], ylabel: str,
-                   title: str) -> str:
-    """One bar panel per test set: for every line (arm / variant) ``series(line, test)`` gives its bars."""
-    plt = _plt()
-    tests = res["tests"]
-    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 2.8), squeeze=False)
-    for ax, t in zip(axes[0], tests, strict=True):
-        bars = {lab: v for lab in res["lines"] if (v := series(lab, t)) is not None}
-        _bars(ax, list(groups), bars)
-        ax.set_title(f"test: {t}", fontsize=9)
-    axes[0][0].set_ylabel(ylabel)
-    _legend(fig, axes[0][0])
-    fig.suptitle(title, fontsize=10, y=1.03)
-    return _fig_to_b64(fig)
-
-
-def _per_class_fig(res: Mapping[str, Any], classes: Sequence[str], title: str) -> str:
-    def series(lab: str, t: str) -> list[tuple[float, float, float]] | None:
-        pc = res["per_class"].get(f"{lab}|{t}")
-        return None if pc is None else [(math.nan if v is None else v, math.nan, math.nan) for v in pc]
-
-    return _bars_per_test(res, classes, series, "accuracy (all seeds)", title)
-
-
-def _confusion_fig(res: Mapping[str, Any], test: str, classes: Sequence[str], title: str) -> str:
-    plt = _plt()
-    labs = [lab for lab in res["lines"] if f"{lab}|{test}" in res["confusion"]]
-    fig, axes = plt.subplots(2, max(1, len(labs)), figsize=(2.6 * max(1, len(labs)), 5.0), squeeze=False)
-    for j, lab in enumerate(labs):
-        cm = np.array(res["confusion"][f"{lab}|{test}"], float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pct = 100 * cm / cm.sum(axis=1, keepdims=True)
-        for i, (mat, fmt) in enumerate(((cm, "{:.0f}"), (np.nan_to_num(pct), "{:.0f}%"))):
-            ax = axes[i][j]
-            ax.imshow(np.nan_to_num(pct), cmap="Blues", vmin=0, vmax=100)  # colour by row % in both
-            for (r, c), v in np.ndenumerate(mat):
-                dark = np.nan_to_num(pct)[r, c] > 60
-                ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if dark else "black")
-            names = list(classes) or [str(k) for k in range(cm.shape[0])]
-            ax.set_xticks(range(cm.shape[0]), names[: cm.shape[0]], fontsize=7, rotation=30)
-            ax.set_yticks(range(cm.shape[0]), names[: cm.shape[0]], fontsize=7)
-            ax.set_title(f"{lab}: {'row %' if i else 'counts'}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("true")
-            if i == 1:
-                ax.set_xlabel("predicted")
-    fig.suptitle(title, fontsize=10, y=1.03)
-    fig.tight_layout()
-    return _fig_to_b64(fig)
-
-
-def _robust_fig(res: Mapping[str, Any], title: str) -> str:
-    def series(lab: str, t: str) -> list[tuple[float, float, float]]:
-        f = res["final"][lab]
-        return [(f[f"{t}|{d}"]["mean"], f[f"{t}|{d}"]["lo"], f[f"{t}|{d}"]["hi"]) for d in res["distortions"]]
-
-    return _bars_per_test(res, res["distortions"], series, "final accuracy (mean, 95% CI)", title)
-
-
-def _diff_fig(comps: Sequence[Mapping[str, Any]], title: str) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(comps) + 1.2))
-    ys = np.arange(len(comps))[::-1]
-    for y, c in zip(ys, comps, strict=True):
-        lo, hi = c["boot_ci"]
-        color = "C3" if c["p_holm"] < 0.05 else "C0"
-        ax.plot([100 * lo, 100 * hi], [y, y], color=color)
-        ax.plot([100 * c["diff"]], [y], "o", color=color)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(ys, [f"{c['b']} - {c['a']} | {c['test_set']} | {c['distortion']}" for c in comps], fontsize=7)
-    ax.set_xlabel("accuracy difference (points), 95% bootstrap CI; red: Holm p < 0.05")
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    return _fig_to_b64(fig)
-
-
-def _matrix_fig(mx: Mapping[str, Any], proto: str, test: str, title: str) -> str:
-    plt = _plt()
-    rows, cols = mx["rows"], mx["test_arms"]
-    cells = mx["protocols"][proto]["cells"]
-    m = np.array([[cells[f"{r}|{test}|{c}"]["mean"] for c in cols] for r in rows], float) * 100
-    fig, ax = plt.subplots(figsize=(0.9 * len(cols) + 2.5, 0.42 * len(rows) + 1.6))
-    ax.imshow(np.nan_to_num(m, nan=0.0), cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, "n/a" if math.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=7,
-                color="black" if v > 60 else "white")
-    ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=35, ha="right")
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax.set_xlabel("test arm (the same test images seen through it)")
-    ax.set_ylabel("trained on")
-    ax.set_title(title, fontsize=9)
-    return _fig_to_b64(fig)
-
-
-def _sheet_b64(path: Path, classes: Sequence[str], n: int) -> str | None:
-    """Image | Grad-CAM overlay pairs of one run's saliency sample, as a base64 PNG (None if unreadable)."""
-    try:
-        import cv2
-
-        from bglab.train.saliency import overlay_sheet
-
-        with np.load(path, allow_pickle=False) as z:
-            imgs, heat = z["sheet_images"], z["sheet_heat"].astype(np.float32)
-            idx, y, p, share = z["sheet_index"], z["y_true"], z["y_pred"], z["share"]
-        titles = []
-        for i in idx:
-            name = classes[int(y[i])] if int(y[i]) < len(classes) else str(int(y[i]))
-            sh = "n/a" if math.isnan(share[i]) else f"{100 * share[i]:.0f}%"
-            titles.append(f"{name[:10]}{'' if y[i] == p[i] else ' (wrong)'} {sh}")
-        sheet = overlay_sheet(list(imgs), list(heat), titles, ncols=max(1, n), cell=64)
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        return base64.b64encode(buf.tobytes()).decode("ascii") if ok else None
-    except (ImportError, OSError, KeyError, ValueError):
-        return None
-
-
 # ------------------------------------------------------------------------------------------------- HTML
 
 
@@ -572,6 +384,10 @@ text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:
 .rej{color:#b00020;font-weight:bold}.keep{color:#0a6b2a}
 .unsure{color:#8a5a00;font-weight:bold}code{background:#f4f4f4;padding:1px 3px}
 h2{border-bottom:2px solid #ddd;padding-bottom:3px;margin-top:2em}"""
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
 def _pct(x: float | None) -> str:
@@ -590,10 +406,29 @@ def _ci_cell(d: Mapping[str, Any]) -> str:
     return f"{_pct(d['mean'])} [{_pct(d['lo'])}, {_pct(d['hi'])}]"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+class Column(NamedTuple):
+    """One table column declared once: its header and the cell it shows for a row item."""
+
+    header: str
+    cell: Callable[[Any], str]
+
+
+def _table(columns: Sequence[Column], items: Iterable[Any]) -> str:
+    """An HTML table of ``items``, one row each; header and cells come from the same columns, so they cannot drift."""
+    h = "".join(f"<th>{html.escape(str(c.header))}</th>" for c in columns)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c.cell(it)))}</td>" for c in columns) + "</tr>"
+                for it in items)
     return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def _pairs_table(key_header: str, value_header: str, pairs: Iterable[tuple[Any, str]]) -> str:
+    """A two-column table of (key, text) pairs."""
+    return _table([Column(key_header, lambda kv: str(kv[0])), Column(value_header, lambda kv: kv[1])], pairs)
+
+
+def _ci_column(header: str, key: str) -> Column:
+    """The interval cell (:func:`_ci_cell`) of ``key`` in a ``(label, {key: interval})`` row."""
+    return Column(header, lambda row: _ci_cell(row[1][key]))
 
 
 def plain(value: Any) -> str:
@@ -640,12 +475,13 @@ def augment_text(aug: Any) -> str:
 
 def _run_html(extra: Mapping[str, Any]) -> list[str]:
     """The Run section: the run's facts as a table, then each run's status (and why a run failed)."""
-    facts = [[str(k), plain(v)] for k, v in extra.items() if not isinstance(v, Mapping)]
-    parts = ["<h2 id='run'>Run</h2>", _table(["", "value"], facts)]
+    facts = [(k, plain(v)) for k, v in extra.items() if not isinstance(v, Mapping)]
+    parts = ["<h2 id='run'>Run</h2>", _pairs_table("", "value", facts)]
     for k, v in extra.items():
         if isinstance(v, Mapping):
-            head = {"runs": ["run", "status"], "failed": ["run", "error"]}.get(str(k), [str(k), "value"])
-            parts.append(f"<h4>{html.escape(str(k))}</h4>" + _table(head, [[str(a), plain(b)] for a, b in v.items()]))
+            head = {"runs": ("run", "status"), "failed": ("run", "error")}.get(str(k), (str(k), "value"))
+            parts.append(f"<h4>{html.escape(str(k))}</h4>"
+                         + _pairs_table(*head, [(a, plain(b)) for a, b in v.items()]))
     return parts
 
 
@@ -662,25 +498,28 @@ def _matrix_html(mx: Mapping[str, Any], cfg: ExperimentConfig) -> list[str]:
         for t in pm["tests"]:
             title = f"{proto} / test set {t}"
             parts.append(f"<h3>{e(title)}</h3>")
-            rows = [[r, *(_ci_cell(pm["cells"][f"{r}|{t}|{c}"]) for c in mx["test_arms"])] for r in mx["rows"]]
-            parts.append(_table(["trained on \\ tested on", *mx["test_arms"]], rows))
-            parts.append(_img(_matrix_fig(mx, proto, t, f"accuracy %: {title}"), f"matrix {title}"))
+            cells = [(r, {c: pm["cells"][f"{r}|{t}|{c}"] for c in mx["test_arms"]}) for r in mx["rows"]]
+            parts.append(_table([Column("trained on \\ tested on", lambda row: row[0]),
+                                 *(_ci_column(c, c) for c in mx["test_arms"])], cells))
+            parts.append(_img(matrix_fig(mx, proto, t, f"accuracy %: {title}"), f"matrix {title}"))
             if gap:
                 parts.append(f"<h4>BG-Gap = acc({e(gap[0])}) - acc({e(gap[1])})</h4>")
-                grows, lines = [], []
-                for r in mx["rows"]:
-                    g = pm["bg_gap"].get(f"{r}|{t}")
-                    if g is None:
-                        continue
-                    pts = {**g, "mean": 100 * g["mean"], "lo": 100 * g["lo"], "hi": 100 * g["hi"]} if g["n"] else g
-                    cell = "n/a" if not g["n"] else (f"{pts['mean']:+.1f}" if math.isnan(pts["lo"]) else
-                                                     f"{pts['mean']:+.1f} [{pts['lo']:+.1f}, {pts['hi']:+.1f}]")
-                    grows.append([r, _ci_cell(pm["cells"][f"{r}|{t}|{gap[0]}"]),
-                                  _ci_cell(pm["cells"][f"{r}|{t}|{gap[1]}"]), cell])
-                    lines.append(g["text"])
-                parts.append(_table(["trained on", f"{gap[0]} %", f"{gap[1]} %", "BG-Gap (points, 95% CI)"], grows))
-                parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>")
+                grows = [(r, {"same": pm["cells"][f"{r}|{t}|{gap[0]}"], "rand": pm["cells"][f"{r}|{t}|{gap[1]}"],
+                              "gap": pm["bg_gap"][f"{r}|{t}"]}) for r in mx["rows"] if f"{r}|{t}" in pm["bg_gap"]]
+                parts.append(_table([Column("trained on", lambda row: row[0]), _ci_column(f"{gap[0]} %", "same"),
+                                     _ci_column(f"{gap[1]} %", "rand"),
+                                     Column("BG-Gap (points, 95% CI)", lambda row: _gap_cell(row[1]["gap"]))], grows))
+                parts.append("<ul>" + "".join(f"<li>{e(row[1]['gap']['text'])}</li>" for row in grows) + "</ul>")
     return parts
+
+
+def _gap_cell(g: Mapping[str, Any]) -> str:
+    """A BG-Gap in points with its interval (``n/a`` without runs, the mean alone without an interval)."""
+    if not g["n"]:
+        return "n/a"
+    if math.isnan(g["lo"]):
+        return f"{100 * g['mean']:+.1f}"
+    return f"{100 * g['mean']:+.1f} [{100 * g['lo']:+.1f}, {100 * g['hi']:+.1f}]"
 
 
 def _saliency_html(sal: Mapping[str, Any], classes: Sequence[str], out: Path | None) -> list[str]:
@@ -693,18 +532,56 @@ def _saliency_html(sal: Mapping[str, Any], classes: Sequence[str], out: Path | N
              "(by sample key, the same for every arm), image | overlay, first seed.</p>"]
     for proto, pr in sal["protocols"].items():
         parts.append(f"<h3>{e(proto)} / test set {e(pr['test_set'])}</h3>")
-        rows = []
-        for lab, line in pr["lines"].items():
-            share = _ci_cell(line["share"]) if line["share"]["n"] else "n/a"
-            rows.append([lab, share, line["reason"] or ""])
-        parts.append(_table(["trained on", "saliency inside fg %", "note"], rows))
+        parts.append(_table([Column("trained on", lambda row: row[0]),
+                             Column("saliency inside fg %",
+                                    lambda row: _ci_cell(row[1]["share"]) if row[1]["share"]["n"] else "n/a"),
+                             Column("note", lambda row: row[1]["reason"] or "")], pr["lines"].items()))
         if out is not None:
             for lab, line in pr["lines"].items():
                 if line["sheet"]:
-                    b64 = _sheet_b64(out / line["sheet"], classes, sal.get("n", 8))
+                    b64 = sheet_b64(out / line["sheet"], classes, sal.get("n", 8))
                     if b64:
                         parts.append(f"<h4>{e(lab)}</h4>" + _img(b64, f"saliency {proto} {lab}"))
     return parts
+
+
+def _seed_ci_text(c: Mapping[str, Any]) -> str:
+    lo, hi = c["seed_ci"]
+    if lo is None or math.isnan(lo):
+        return f"n/a ({len(c['mcnemar'])} seed(s); needs {MIN_SEEDS})"
+    return f"[{_pct(lo)}, {_pct(hi)}]"
+
+
+_COMPARISON_COLUMNS = [
+    Column("B - A", lambda c: f"{c['b']} - {c['a']}"),
+    Column("test set", lambda c: c["test_set"]),
+    Column("distortion", lambda c: c["distortion"]),
+    Column("diff (points)", lambda c: f"{100 * c['diff']:+.1f}"),
+    Column("95% CI over seeds", _seed_ci_text),
+    Column("95% bootstrap CI", lambda c: f"[{_pct(c['boot_ci'][0])}, {_pct(c['boot_ci'][1])}]"),
+    Column("bootstrap p", lambda c: f"{c['p_boot']:.3g}"),
+    Column("Holm p", lambda c: f"{c['p_holm']:.3g}"),
+    Column("McNemar per seed", lambda c: "; ".join(f"b={m['b']} c={m['c']} p={m['p_exact']:.3g} "
+                                                   f"mid-p={m['p_midp']:.3g}" for m in c["mcnemar"])),
+    Column("detectable (points)", lambda c: _pct(c.get("min_detectable"))),
+    Column("input checks", lambda c: "; ".join(c.get("problems") or []) or "ok"),
+]
+_ARM_COLUMNS = [  # rows: (name, ArmConfig)
+    Column("arm", lambda row: row[0]),
+    Column("images from", lambda row: str(row[1].source_dir) if row[1].source_dir else "the source"),
+    Column("steps (in order)", lambda row: steps_text(row[1].pipeline["steps"])),
+    Column("steps apply to", lambda row: "every source" if row[1].sources is None
+           else f"{', '.join(row[1].sources)} (the others: resize / grey only)"),
+]
+_VARIANT_COLUMNS = [  # rows: (name, VariantConfig)
+    Column("variant", lambda row: row[0]),
+    Column("model", lambda row: plain(row[1].model)),
+    Column("epochs", lambda row: str(row[1].train.epochs)),
+    Column("batch", lambda row: str(row[1].train.batch_size)),
+    Column("optimizer", lambda row: row[1].train.optimizer),
+    Column("learning rate", lambda row: f"{row[1].train.lr:g} ({row[1].train.schedule})"),
+    Column("augmentation", lambda row: augment_text(row[1].train.augment)),
+]
 
 
 def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: Mapping[str, Any] | None = None,
@@ -742,10 +619,11 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
         parts.append(f"<p>{data_info.get('n_samples', '?')} images, {data_info.get('n_usable', '?')} usable in every "
                      f"arm; classes {e(', '.join(data_info.get('classes', [])))}; preprocessing "
                      f"{data_info.get('preprocess_seconds', '?')} s.</p>")
+        count_columns = [Column("part", lambda row: row[0]),
+                         *(Column(k, lambda row, k=k: str(row[1].get(k, 0))) for k in classes),
+                         Column("total", lambda row: str(row[1]["total"]))]
         for proto, counts in data_info.get("protocols", {}).items():
-            header = ["part", *classes, "total"]
-            parts.append(f"<h4>{e(proto)}</h4>" + _table(header, [[p, *(str(c.get(k, 0)) for k in classes),
-                                                                   str(c["total"])] for p, c in counts.items()]))
+            parts.append(f"<h4>{e(proto)}</h4>" + _table(count_columns, counts.items()))
         for arm, sus in data_info.get("suspect_masks", {}).items():
             parts.append(f"<p class='unsure'>Arm {e(arm)}: {sus['count']} image(s) kept although their mask failed "
                          f"QC (docs/trust.md; <code>on_suspect: skip</code> in the segment step leaves them out), "
@@ -753,59 +631,39 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
         for arm, errs in data_info.get("left_out", {}).items():
             parts.append(f"<p>Arm {e(arm)} could not preprocess {len(errs)} image(s) (left out of every arm), "
                          f"e.g. {e(errs[0])}</p>")
-    parts.append("<h4>Arms (pipeline configs)</h4>" + _table(
-        ["arm", "images from", "steps (in order)", "steps apply to"],
-        [[n, str(a.source_dir) if a.source_dir else "the source", steps_text(a.pipeline["steps"]),
-          "every source" if a.sources is None else f"{', '.join(a.sources)} (the others: resize / grey only)"]
-         for n, a in cfg.arms.items()]))
-    vrows = [[n, plain(v.model), str(v.train.epochs), str(v.train.batch_size), v.train.optimizer,
-              f"{v.train.lr:g} ({v.train.schedule})", augment_text(v.train.augment)] for n, v in cfg.variants.items()]
-    parts.append("<h4>Variants</h4>" + _table(["variant", "model", "epochs", "batch", "optimizer", "learning rate",
-                                               "augmentation"], vrows))
+    parts.append("<h4>Arms (pipeline configs)</h4>" + _table(_ARM_COLUMNS, cfg.arms.items()))
+    parts.append("<h4>Variants</h4>" + _table(_VARIANT_COLUMNS, cfg.variants.items()))
     for sname, s in analysis["studies"].items():
         parts.append(f"<h2 id='study-{e(sname)}'>Study: {e(sname)}</h2><p>arms {e(', '.join(s['arms']))}; "
                      f"variants {e(', '.join(s['variants']))}</p>")
         for proto, res in s["protocols"].items():
             title = f"{sname} / {proto}"
             parts.append(f"<h3>{e(proto)}</h3>")
-            parts.append(f"<h4>{SECTION_TITLES[0]}</h4>" + _img(_curves_fig(res, title), f"curves {title}"))
-            header = ["line", "train", "val", *(f"{t} ({d})" for t in res["tests"] for d in res["distortions"])]
-            rows = [[lab, _ci_cell(f["train|clean"]), _ci_cell(f["val|clean"]),
-                     *(_ci_cell(f[f"{t}|{d}"]) for t in res["tests"] for d in res["distortions"])]
-                    for lab, f in res["final"].items()]
-            parts.append(f"<h4>{SECTION_TITLES[1]}</h4>" + _table(header, rows))
-            parts.append(f"<h4>{SECTION_TITLES[2]}</h4>" + _img(_per_class_fig(res, classes, title),
+            parts.append(f"<h4>{SECTION_TITLES[0]}</h4>" + _img(curves_fig(res, title), f"curves {title}"))
+            final_columns = [Column("line", lambda row: row[0]), _ci_column("train", "train|clean"),
+                             _ci_column("val", "val|clean"),
+                             *(_ci_column(f"{t} ({d})", f"{t}|{d}") for t in res["tests"] for d in res["distortions"])]
+            parts.append(f"<h4>{SECTION_TITLES[1]}</h4>" + _table(final_columns, res["final"].items()))
+            parts.append(f"<h4>{SECTION_TITLES[2]}</h4>" + _img(per_class_fig(res, classes, title),
                                                                f"per-class {title}"))
-            pc_rows = [[lab, t, *(_pct(v) for v in res["per_class"][f"{lab}|{t}"])]
+            pc_rows = [(lab, t, res["per_class"][f"{lab}|{t}"])
                        for t in res["tests"] for lab in res["lines"] if f"{lab}|{t}" in res["per_class"]]
-            parts.append(_table(["line", "test set", *classes], pc_rows))
+            parts.append(_table([Column("line", lambda row: row[0]), Column("test set", lambda row: row[1]),
+                                 *(Column(k, lambda row, i=i: _pct(row[2][i])) for i, k in enumerate(classes))],
+                                pc_rows))
             parts.append(f"<h4>{SECTION_TITLES[3]}</h4><p>Summed over seeds; rows are the true class.</p>")
             for t in res["tests"]:
-                parts.append(_img(_confusion_fig(res, t, classes, f"{title}: test {t}"), f"confusion {title} {t}"))
+                parts.append(_img(confusion_fig(res, t, classes, f"{title}: test {t}"), f"confusion {title} {t}"))
             parts.append(f"<h4>{SECTION_TITLES[4]}</h4>")
             if len(res["distortions"]) > 1:
-                parts.append(_img(_robust_fig(res, title), f"distortion {title}"))
+                parts.append(_img(robust_fig(res, title), f"distortion {title}"))
             else:
                 parts.append("<p>No distortions configured (evaluate.distortions).</p>")
             parts.append(f"<h4>{SECTION_TITLES[5]}</h4>")
             comps = res["comparisons"]
             if comps:
-                parts.append(_img(_diff_fig(comps, title), f"differences {title}"))
-                rows = []
-                for c in comps:
-                    mc = "; ".join(f"b={m['b']} c={m['c']} p={m['p_exact']:.3g} mid-p={m['p_midp']:.3g}"
-                                   for m in c["mcnemar"])
-                    lo, hi = c["seed_ci"]
-                    n_seeds = len(c["mcnemar"])
-                    sci = (f"n/a ({n_seeds} seed(s); needs {MIN_SEEDS})" if lo is None or math.isnan(lo)
-                           else f"[{_pct(lo)}, {_pct(hi)}]")
-                    rows.append([f"{c['b']} - {c['a']}", c["test_set"], c["distortion"], f"{100 * c['diff']:+.1f}",
-                                 sci, f"[{_pct(c['boot_ci'][0])}, {_pct(c['boot_ci'][1])}]", f"{c['p_boot']:.3g}",
-                                 f"{c['p_holm']:.3g}", mc, _pct(c.get("min_detectable")),
-                                 "; ".join(c.get("problems") or []) or "ok"])
-                parts.append(_table(["B - A", "test set", "distortion", "diff (points)", "95% CI over seeds",
-                                     "95% bootstrap CI", "bootstrap p", "Holm p", "McNemar per seed",
-                                     "detectable (points)", "input checks"], rows))
+                parts.append(_img(diff_fig(comps, title), f"differences {title}"))
+                parts.append(_table(_COMPARISON_COLUMNS, comps))
             else:
                 parts.append("<p>Nothing to compare (one arm and one variant).</p>")
     if mx:

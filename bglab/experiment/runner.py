@@ -35,7 +35,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,20 +43,18 @@ from typing import Any
 import numpy as np
 
 from bglab.errors import BglabError, ConfigError
-from bglab.experiment.config import ExperimentConfig, RunKey, VariantConfig, resolved_config
+from bglab.experiment.augment import apply_bg_swap, augment_selected, bg_swap_plan
+from bglab.experiment.checkpoints import checkpoint_state, load_checkpoint, restore_optimizer, save_checkpoint
+from bglab.experiment.config import ExperimentConfig, RunKey, TrainConfig, VariantConfig, resolved_config
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
+from bglab.experiment.inference import as_float, normalise, predict, to_tensor
 from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
 from bglab.io import atomic_write_bytes, atomic_write_text
 from bglab.seeds import derive_seed, seed_everything
 
-__all__ = ["METRIC_COLUMNS", "EpochBudgetReached", "RunResult", "apply_bg_swap", "bg_swap_plan", "build_run_model",
-           "derive_seed", "load_checkpoint", "predict", "run_experiment", "to_tensor"]
+__all__ = ["METRIC_COLUMNS", "RunResult", "collect_metrics", "derive_seed", "run_experiment"]
 
 Log = Callable[[str], None]
-
-
-class EpochBudgetReached(BglabError):
-    """The ``max_epochs`` budget of this invocation is used up; run again to continue."""
 
 
 # ------------------------------------------------------------------------------------------- file helpers
@@ -66,212 +64,6 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
-
-
-# -------------------------------------------------------------------------------------------- checkpoints
-
-
-def _save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[str, Any]) -> None:
-    import torch
-
-    from bglab.train.classifiers import trained_state
-    from bglab.train.state import save_tensors
-
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous().clone()
-                                        for k, v in trained_state(model).items()}
-    st = dict(state)
-    if optimizer is not None:
-        from bglab.train.state import optimizer_tensors
-
-        otens, st["optimizer"] = optimizer_tensors(optimizer, prefix="optim.")
-        tensors.update(otens)
-    text = json.dumps(st, sort_keys=True, default=str)
-    save_tensors(path, tensors, {"bglab": text})
-    atomic_write_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def checkpoint_state(path: str | Path) -> dict[str, Any]:
-    """The state of a run checkpoint from its header alone (no tensor is read: resume checks every run)."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise BglabError(f"cannot read checkpoint: {exc}", path=p, hint="delete it to retrain this run") from None
-    if "bglab" not in meta:
-        raise BglabError("checkpoint has no bglab state", path=p, hint="delete it to retrain this run")
-    return json.loads(meta["bglab"])
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """``(state, model_state_dict, optimizer_tensors)`` of a run checkpoint (safetensors; no pickle)."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    state = checkpoint_state(p)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise BglabError(f"cannot read checkpoint: {exc}", path=p, hint="delete it to retrain this run") from None
-    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
-    return state, model, optim
-
-
-def build_run_model(state: Mapping[str, Any], weights: Mapping[str, Any]) -> Any:
-    """The trained classifier of a run checkpoint (``state`` and weights from :func:`load_checkpoint`), in eval
-    mode; a frozen pretrained backbone (``tune: head``) comes from its checksum-verified weights file."""
-    from bglab.train.classifiers import build_classifier, load_trained
-
-    opts = {k: v for k, v in state["model"].items() if k != "name"}
-    model = build_classifier(state["model"]["name"], len(state["classes"]), int(state["channels"]),
-                             int(state["size"]), **opts)
-    load_trained(model, weights)
-    return model.eval()
-
-
-def _restore_optimizer(optimizer: Any, state: dict[str, Any], tensors: dict[str, Any]) -> None:
-    from bglab.train.state import load_optimizer
-
-    if state.get("optimizer"):
-        load_optimizer(optimizer, tensors, state["optimizer"])
-
-
-# --------------------------------------------------------------------------------------------- training
-
-
-def to_tensor(x: np.ndarray) -> Any:
-    """uint8 images (N, H, W) or (N, H, W, C) as the (N, C, H, W) tensor the classifiers take."""
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
-
-
-def _as_float(x_uint8: Any) -> Any:
-    """uint8 images -> float in [0, 1]; features (already float, ``tune: head``) pass through."""
-    import torch
-
-    return x_uint8.float().div_(255.0) if x_uint8.dtype == torch.uint8 else x_uint8
-
-
-def _normalise(x: Any) -> Any:
-    """[0, 1] -> [-1, 1], in channels-last layout (about 1.5x faster convolutions on CPU); feature vectors
-    (N, F) pass through."""
-    import torch
-
-    if x.ndim != 4:
-        return x
-    return x.sub(0.5).div_(0.5).contiguous(memory_format=torch.channels_last)
-
-
-def _affine(x: Any, sel: Any, aug: Any, g: Any) -> Any:
-    """Random rotation / zoom / shift of the selected images of a float batch (edges replicated)."""
-    import math
-
-    import torch
-    import torch.nn.functional as F  # noqa: N812
-
-    n = x.shape[0]
-    u = torch.rand((n, 4), generator=g) * 2 - 1  # in [-1, 1): angle, zoom, dx, dy
-    angle = u[:, 0] * math.radians(aug.rotate)
-    zoom = 1.0 + u[:, 1] * aug.scale
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * aug.shift], 1),
-                         torch.stack([sin, cos, u[:, 3] * 2 * aug.shift], 1)], 1)
-    theta[~sel] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _photometric(x: Any, sel: Any, aug: Any, g: Any) -> Any:
-    """Random brightness (a factor) and contrast (around each image's mean) of the selected images."""
-    import torch
-
-    n = x.shape[0]
-    u = torch.rand((n, 2), generator=g) * 2 - 1
-    b = torch.where(sel, 1.0 + u[:, 0] * aug.brightness, torch.ones(n))[:, None, None, None]
-    c = torch.where(sel, 1.0 + u[:, 1] * aug.contrast, torch.ones(n))[:, None, None, None]
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * c + mean).mul_(b).clamp_(0.0, 1.0)
-
-
-def _augment(x: Any, aug: Any, g: Any) -> Any:
-    """Seeded augmentation of a float batch in [0, 1]: rotation / zoom / shift, brightness / contrast, flip,
-    90-degree rotation (square inputs), pixel dropout, Gaussian noise (0..255 units)."""
-    return _augment_selected(x, aug, g)[0]
-
-
-def _augment_selected(x: Any, aug: Any, g: Any) -> tuple[Any, Any]:
-    """:func:`_augment`, also returning which images it may have changed (bool (N,))."""
-    import torch
-
-    n = x.shape[0]
-    sel = torch.rand(n, generator=g) < aug.p
-    if aug.geometric:
-        x = _affine(x, sel, aug, g)
-    if aug.brightness > 0 or aug.contrast > 0:
-        x = _photometric(x, sel, aug, g)
-    if aug.flip:
-        f = sel & (torch.rand(n, generator=g) < 0.5)
-        x = torch.where(f[:, None, None, None], x.flip(-1), x)
-    if aug.rot90:  # every arm ends with a square resize
-        k = torch.randint(0, 4, (n,), generator=g)
-        for turns in (1, 2, 3):
-            r = sel & (k == turns)
-            if r.any():
-                x = torch.where(r[:, None, None, None], torch.rot90(x, turns, dims=(-2, -1)), x)
-    if aug.dropout > 0:
-        drop = torch.rand((n, 1, *x.shape[2:]), generator=g) < aug.dropout
-        x = x.masked_fill(drop & sel[:, None, None, None], 0.0)
-    if aug.noise > 0:
-        noise = torch.randn(x.shape, generator=g) * (aug.noise / 255.0)
-        x = (x + noise * sel[:, None, None, None]).clamp_(0.0, 1.0)
-    return x, sel
-
-
-def bg_swap_plan(seed: int, epoch: int, n: int, p: float) -> tuple[Any, Any]:
-    """Which of ``n`` training images get a swapped background in ``epoch`` (prob. ``p``) and whose (another one).
-
-    Depends only on ``(seed, epoch)``, so a resumed run swaps exactly as an uninterrupted one.
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(derive_seed(seed, "bg_swap", epoch))
-    sel = torch.rand(n, generator=g) < p
-    if n < 2:
-        return torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.long)
-    partner = torch.randint(0, n - 1, (n,), generator=g)
-    partner = partner + (partner >= torch.arange(n)).long()  # never the image itself
-    return sel, partner
-
-
-def apply_bg_swap(x: Any, keep: Any, bg: Any, sel: Any) -> Any:
-    """``x`` (uint8 N,C,H,W) with the background pixels (``keep`` False) of the selected images taken from ``bg``."""
-    import torch
-
-    return torch.where(keep | ~sel[:, None, None, None], x, bg)
-
-
-def predict(model: Any, x: Any, y: Any | None = None, batch: int = 256, device: str = "cpu"
-             ) -> tuple[np.ndarray, float]:
-    """Predicted classes and mean cross-entropy loss (nan without labels), in eval mode."""
-    import torch
-    import torch.nn.functional as F  # noqa: N812
-
-    model.eval()
-    preds, loss_sum = [], 0.0
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch):
-            logits = model(_normalise(_as_float(x[i:i + batch].to(device))))
-            preds.append(logits.argmax(1).cpu())
-            if y is not None:
-                loss_sum += float(F.cross_entropy(logits, y[i:i + batch].to(device), reduction="sum"))
-    pred = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
-    return pred, (loss_sum / max(1, x.shape[0]) if y is not None else float("nan"))
 
 
 @dataclass
@@ -333,6 +125,134 @@ def _optimizer(model: Any, variant: VariantConfig) -> Any:
     return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
+@dataclass
+class _Resume:
+    """Where a run starts: the epoch of its checkpoint (0: none), its metric rows and sessions so far."""
+
+    epoch: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[int] = field(default_factory=list)
+    optimizer: tuple[dict[str, Any], dict[str, Any]] | None = None  # (state, tensors) of the checkpoint
+    done: bool = False
+
+
+def _resume(model: Any, key: RunKey, ckpt: Path, mpath: Path) -> _Resume:
+    """Load the run's checkpoint into ``model`` if there is one; metric rows after its epoch are dropped."""
+    from bglab.train.classifiers import load_trained
+
+    if not ckpt.is_file():
+        if mpath.exists():
+            mpath.unlink()  # metrics without a checkpoint: an interrupted first epoch
+        return _Resume()
+    state, msd, osd = load_checkpoint(ckpt)
+    if state.get("run") != key.id:
+        raise BglabError(f"checkpoint belongs to run {state.get('run')!r}", path=ckpt, hint="delete it")
+    if state.get("done"):
+        return _Resume(done=True)
+    load_trained(model, msd)
+    start = int(state["epoch"])
+    return _Resume(start, [r for r in read_metrics(mpath) if r["epoch"] <= start],
+                   list(state.get("sessions", [])), (state, osd))
+
+
+def _run_state(key: RunKey, cfg: ExperimentConfig, data: ExperimentData) -> dict[str, Any]:
+    """The part of a run's checkpoint state that no epoch changes."""
+    variant, arm = cfg.variants[key.variant], cfg.arms[key.arm]
+    t = variant.train
+    return {"run": key.id, "protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed,
+            "epochs": t.epochs, "classes": data.classes, "size": cfg.size, "channels": cfg.channels,
+            "model": variant.model, "pipeline": arm.pipeline,
+            **({"from": str(arm.source_dir)} if arm.source_dir else {}),
+            **({"sources": list(arm.sources)} if arm.sources is not None else {}),
+            "train": {"batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer,
+                      **({"schedule": t.schedule} if t.schedule != "constant" else {})}}
+
+
+@dataclass
+class _TrainSet:
+    """A run's training images (uint8 tensor), what the net takes of them (features with ``tune: head``), labels."""
+
+    images: Any
+    inputs: Any
+    labels: Any
+
+
+def _fit_epoch(net: Any, opt: Any, key: RunKey, epoch: int, train: TrainConfig, ts: _TrainSet, extras: _Extras,
+               featurise: Any, device: str) -> tuple[float, float, int]:
+    """One epoch of training in the order and with the draws of ``(seed, epoch)``: (loss, accuracy, images seen)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    n = ts.inputs.shape[0]
+    for group in opt.param_groups:
+        group["lr"] = train.lr_at(epoch)
+    torch.manual_seed(derive_seed(key.seed, "epoch", epoch))
+    g = torch.Generator().manual_seed(derive_seed(key.seed, "order", epoch))
+    perm = torch.randperm(n, generator=g)
+    if extras.swap is not None:
+        sw_sel, sw_partner = bg_swap_plan(key.seed, epoch, n, extras.swap[2])
+    net.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for b in range(0, n, train.batch_size):
+        idx = perm[b:b + train.batch_size]
+        if idx.numel() < 2:
+            continue  # batch-norm cannot train on one image
+        xb = ts.images[idx]
+        changed = torch.zeros(idx.numel(), dtype=torch.bool)
+        if extras.swap is not None:
+            xb = apply_bg_swap(xb, extras.swap[0][idx], extras.swap[1][sw_partner[idx]], sw_sel[idx])
+            changed |= sw_sel[idx]
+        x = as_float(xb)
+        if train.augment.active:
+            x, sel = augment_selected(x, train.augment, g)
+            changed |= sel
+        if featurise is not None:  # frozen backbone: cached features, images altered this epoch re-embedded
+            feats = ts.inputs[idx].clone()
+            if changed.any():
+                feats[changed] = featurise.embed(x[changed])
+            x = feats
+        x, y = x.to(device), ts.labels[idx].to(device)
+        logits = net(normalise(x))
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * idx.numel()
+        correct += int((logits.argmax(1) == y).sum().item())
+        seen += idx.numel()
+    return loss_sum / max(1, seen), correct / max(1, seen), seen
+
+
+def _score(net: Any, es: _EvalSet, row: dict[str, Any], device: str, npz: Path | None) -> dict[str, Any]:
+    """``row`` completed with the accuracy and loss of ``net`` on ``es``; the predictions saved to ``npz``."""
+    pred, loss = predict(net, es.x, es.y, device=device)
+    acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
+    if npz is not None:
+        _save_npz(npz, y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys)
+    return {**row, "split": es.split, "test_set": es.test_set, "distortion": es.distortion, "accuracy": acc,
+            "loss": loss, "n": len(pred)}
+
+
+def _evaluate_epoch(net: Any, model: Any, key: RunKey, cfg: ExperimentConfig, evalsets: list[_EvalSet],
+                    extras: _Extras, row: dict[str, Any], final: bool, out: Path, device: str,
+                    featurise: Any) -> list[dict[str, Any]]:
+    """The evaluation rows of one epoch; at the final one, also the saved predictions, matrix and saliency."""
+    folder = out / "predictions" / key.id
+    rows = []
+    for es in evalsets:
+        if not final and es.distortion != "clean" and not cfg.evaluate.distortion_curves:
+            continue  # distorted copies: final epoch only (the curves plot clean accuracy)
+        save = final and es.split == "test"
+        rows.append(_score(net, es, row, device, folder / f"{es.test_set}__{es.distortion}.npz" if save else None))
+    if final:
+        for es in extras.matrix:  # the same test images through every test arm (clean, final model)
+            npz = folder / "matrix" / f"{es.test_set}__{es.test_arm}.npz"
+            rows.append({**_score(net, es, row, device, npz), "test_arm": es.test_arm})
+        if extras.saliency is not None:
+            _saliency(model, extras.saliency, cfg, folder, device, featurise)
+    return rows
+
+
 def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: ProtocolData,
                evalsets: list[_EvalSet], out: Path, session: int, budget: _Budget, log: Log,
                on_epoch: Callable[[RunKey, int], None] | None, device: str = "cpu",
@@ -341,9 +261,6 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     uint8 batch; the run then trains only the model's head on them (``evalsets`` hold features too), and
     images that augmentation or background swapping alter in an epoch are embedded afresh."""
     import torch
-    import torch.nn.functional as F  # noqa: N812
-
-    from bglab.train.classifiers import load_trained
 
     variant = cfg.variants[key.variant]
     t = variant.train
@@ -352,123 +269,45 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     t0 = time.perf_counter()
     seed_everything(derive_seed(key.seed, "init"))
     model = _build(variant, len(data.classes), cfg)
-    start = 0
-    rows: list[dict[str, Any]] = []
-    sessions: list[int] = []
-    if ckpt.is_file():
-        state, msd, osd = load_checkpoint(ckpt)
-        if state.get("run") != key.id:
-            raise BglabError(f"checkpoint belongs to run {state.get('run')!r}", path=ckpt, hint="delete it")
-        if state.get("done"):
-            return RunResult(key, "skipped", 0, 0.0)
-        load_trained(model, msd)
-        start = int(state["epoch"])
-        sessions = list(state.get("sessions", []))
-        rows = [r for r in read_metrics(mpath) if r["epoch"] <= start]
-    elif mpath.exists():
-        mpath.unlink()  # metrics without a checkpoint: an interrupted first epoch
+    res = _resume(model, key, ckpt, mpath)
+    if res.done:
+        return RunResult(key, "skipped", 0, 0.0)
+    rows, sessions = res.rows, res.sessions
     # weights were initialised on the CPU (the same on every device); channels-last suits CPU convolutions
     model.to(device=device, memory_format=torch.channels_last)
     net = model.head if featurise is not None else model  # what trains and predicts
     opt = _optimizer(net, variant)
-    if start > 0:
-        _restore_optimizer(opt, state, osd)
+    if res.optimizer is not None:
+        restore_optimizer(opt, *res.optimizer)
     if session not in sessions:
         sessions.append(session)
-    arm_x = data.arms[key.arm].images
-    x_img = x_train = to_tensor(arm_x[pdata.train])
-    if featurise is not None:
-        x_train = featurise(x_train)
-    y_train = torch.from_numpy(data.labels[pdata.train])
-    n = x_train.shape[0]
+    x_img = to_tensor(data.arms[key.arm].images[pdata.train])
+    ts = _TrainSet(x_img, x_img if featurise is None else featurise(x_img),
+                   torch.from_numpy(data.labels[pdata.train]))
     base = {"protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed, "session": session,
             "test_arm": key.arm}
     extras = extras or _Extras([])
-    arm = cfg.arms[key.arm]
-    state_base = {"run": key.id, "protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed,
-                  "epochs": t.epochs, "classes": data.classes, "size": cfg.size, "channels": cfg.channels,
-                  "model": variant.model, "pipeline": arm.pipeline,
-                  **({"from": str(arm.source_dir)} if arm.source_dir else {}),
-                  **({"sources": list(arm.sources)} if arm.sources is not None else {}),
-                  "train": {
-                      "batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer,
-                      **({"schedule": t.schedule} if t.schedule != "constant" else {})}}
+    state_base = _run_state(key, cfg, data)
     trained = 0
-    for epoch in range(start + 1, t.epochs + 1):
+    for epoch in range(res.epoch + 1, t.epochs + 1):
         if not budget.take():
             return RunResult(key, "partial", trained, time.perf_counter() - t0)
         te = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = t.lr_at(epoch)
-        torch.manual_seed(derive_seed(key.seed, "epoch", epoch))
-        g = torch.Generator().manual_seed(derive_seed(key.seed, "order", epoch))
-        perm = torch.randperm(n, generator=g)
-        if extras.swap is not None:
-            sw_sel, sw_partner = bg_swap_plan(key.seed, epoch, n, extras.swap[2])
-        net.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for b in range(0, n, t.batch_size):
-            idx = perm[b:b + t.batch_size]
-            if idx.numel() < 2:
-                continue  # batch-norm cannot train on one image
-            xb = x_img[idx]
-            changed = torch.zeros(idx.numel(), dtype=torch.bool)
-            if extras.swap is not None:
-                xb = apply_bg_swap(xb, extras.swap[0][idx], extras.swap[1][sw_partner[idx]], sw_sel[idx])
-                changed |= sw_sel[idx]
-            x = _as_float(xb)
-            if t.augment.active:
-                x, sel = _augment_selected(x, t.augment, g)
-                changed |= sel
-            if featurise is not None:  # frozen backbone: cached features, images altered this epoch re-embedded
-                feats = x_train[idx].clone()
-                if changed.any():
-                    feats[changed] = featurise.embed(x[changed])
-                x = feats
-            x, y = x.to(device), y_train[idx].to(device)
-            logits = net(_normalise(x))
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * idx.numel()
-            correct += int((logits.argmax(1) == y).sum().item())
-            seen += idx.numel()
-        rows.append({**base, "epoch": epoch, "split": "fit", "test_set": "train", "distortion": "clean",
-                     "accuracy": correct / max(1, seen), "loss": loss_sum / max(1, seen), "n": seen})
+        loss, acc, seen = _fit_epoch(net, opt, key, epoch, t, ts, extras, featurise, device)
+        row = {**base, "epoch": epoch}
+        rows.append({**row, "split": "fit", "test_set": "train", "distortion": "clean", "accuracy": acc,
+                     "loss": loss, "n": seen})
         final = epoch == t.epochs
         if epoch % t.eval_every == 0 or final:
-            for es in evalsets:
-                if not final and es.distortion != "clean" and not cfg.evaluate.distortion_curves:
-                    continue  # distorted copies: final epoch only (the curves plot clean accuracy)
-                pred, loss_v = predict(net, es.x, es.y, device=device)
-                acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
-                rows.append({**base, "epoch": epoch, "split": es.split, "test_set": es.test_set,
-                             "distortion": es.distortion, "accuracy": acc, "loss": loss_v, "n": len(pred)})
-                if final and es.split == "test":
-                    _save_npz(out / "predictions" / key.id / f"{es.test_set}__{es.distortion}.npz",
-                              y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64),
-                              keys=es.keys)
-            if final:
-                for es in extras.matrix:  # the same test images through every test arm (clean, final model)
-                    pred, loss_v = predict(net, es.x, es.y, device=device)
-                    acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
-                    rows.append({**base, "epoch": epoch, "split": "matrix", "test_set": es.test_set,
-                                 "distortion": es.distortion, "accuracy": acc, "loss": loss_v, "n": len(pred),
-                                 "test_arm": es.test_arm})
-                    _save_npz(out / "predictions" / key.id / "matrix" / f"{es.test_set}__{es.test_arm}.npz",
-                              y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys)
-                if extras.saliency is not None:
-                    _saliency(model, extras.saliency, cfg, out / "predictions" / key.id, device, featurise)
+            rows += _evaluate_epoch(net, model, key, cfg, evalsets, extras, row, final, out, device, featurise)
         trained += 1
         if final or epoch % t.checkpoint_every == 0 or budget.left == 0:
             write_metrics(mpath, rows)
             state = {**state_base, "epoch": epoch, "done": final, "sessions": sessions,
                      "updated": datetime.now(UTC).isoformat(timespec="seconds")}
-            _save_checkpoint(ckpt, model, None if final else opt, state)
-        fit = next(r for r in reversed(rows) if r["split"] == "fit")
+            save_checkpoint(ckpt, model, None if final else opt, state)
         val = [r for r in rows[-(len(evalsets) + len(extras.matrix)):] if r["split"] == "val" and r["epoch"] == epoch]
-        log(f"{key.id} epoch {epoch}/{t.epochs}: loss {fit['loss']:.3f} train acc {fit['accuracy']:.3f}"
+        log(f"{key.id} epoch {epoch}/{t.epochs}: loss {loss:.3f} train acc {acc:.3f}"
             + (f" val acc {val[0]['accuracy']:.3f}" if val else "") + f" ({time.perf_counter() - te:.1f} s)")
         if on_epoch is not None:
             on_epoch(key, epoch)
@@ -487,7 +326,7 @@ def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, devi
         pred, _ = predict(model.head, featurise(x), device=device)
         heat = cam_from_maps(featurise.maps(x), model.head[-1].weight.cpu(), pred, tuple(x.shape[-2:]))
     else:
-        xn = _normalise(_as_float(x)).to(device)
+        xn = normalise(as_float(x)).to(device)
         heat = np.asarray(grad_cam(model, xn), np.float32)
         pred, _ = predict(model, x, device=device)
     share = np.full(len(keys), np.nan)
@@ -729,10 +568,10 @@ def _featuriser(cfg: ExperimentConfig, variant: str, n_classes: int, out: Path, 
             engine = device
 
         def embed(xb: Any) -> Any:
-            return run(_normalise(_as_float(xb)))
+            return run(normalise(as_float(xb)))
 
         def maps(xb: Any) -> Any:
-            return model.maps(_normalise(_as_float(xb)).to(device))
+            return model.maps(normalise(as_float(xb)).to(device))
 
         made[variant] = FeatureCache(f"{model.weights_id}|{engine}", embed, out / "cache" / "features", log=log,
                                      maps=maps)

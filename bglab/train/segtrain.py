@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -687,11 +686,3 @@ def ablate(cfg: TrainConfig, *, minutes_each: float = 3.0, names: Sequence[str] 
         atomic_write_text(out / "ablation.json", json.dumps(rows, indent=1))
     atomic_write_text(out / "ablation.json", json.dumps(rows, indent=1))
     return rows
-
-
-def command_line() -> str:
-    """The command that started this process, for the record (``bglab train-seg ...``)."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("bglab", "cli.py")):
-        argv[0] = "bglab"
-    return " ".join(argv)

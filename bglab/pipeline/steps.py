@@ -1,0 +1,537 @@
+"""The pipeline's steps, one class each: parsed from a config mapping, written back by ``to_config``, run on samples.
+
+The steps and their settings are described in :mod:`bglab.pipeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from bglab import ops
+from bglab.boxes import Box
+from bglab.configfile import config_error
+from bglab.errors import BackendError, BglabError, ConfigError
+from bglab.errors import short_repr as _r
+from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.pipeline.fields import backend_name, backend_options, boolean, check_keys, choice, colour, number
+from bglab.pipeline.state import SampleState
+from bglab.seeds import sample_seed
+from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
+
+ON_MISSING: tuple[str, ...] = ("keep", "skip", "mask-box")
+BACKGROUND_MODES: tuple[str, ...] = ("remove", "colour", "blur", "swap", "keep")
+CROP_TARGETS: tuple[str, ...] = ("auto", "box", "mask")
+SEGMENT_INPUTS: tuple[str, ...] = ("auto", "current", "original")
+
+
+class PipelineView(Protocol):
+    """What a step reads of its pipeline: the seed and the segment step (whose mask a locate step may box)."""
+
+    seed: int
+
+    @property
+    def segment_step(self) -> SegmentStep | None: ...
+
+
+class Step:
+    """Base of every step: parsed from a config mapping, written back by :meth:`to_config`."""
+
+    name: ClassVar[str] = ""
+    keys: ClassVar[tuple[str, ...]] = ()
+    batched: ClassVar[bool] = False
+
+    def to_config(self) -> dict[str, Any]:  # pragma: no cover - every step overrides
+        raise NotImplementedError
+
+    def open(self, pipe: PipelineView, runtime: Any) -> None:
+        """Create backend sessions (called once per process, lazily)."""
+
+    def close(self) -> None:
+        """Drop backend sessions."""
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:  # pragma: no cover - every step overrides
+        raise NotImplementedError
+
+    def run_batch(self, states: list[SampleState], pipe: PipelineView) -> None:
+        for s in states:
+            self.run_one(s, pipe)
+
+
+class SegmentStep(Step):
+    name = "segment"
+    keys = ("backend", "options", "threshold", "refine", "feather", "input", "qc", "on_suspect")
+    batched = True
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        self.backend = backend_name(where, cfg.get("backend", DEFAULT_SEGMENTER), "segmenter")
+        self.options = backend_options(where, cfg.get("options"))
+        self.threshold = number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
+        self.refine = boolean(where, "refine", cfg.get("refine", True))
+        self.feather = number(where, "feather", cfg.get("feather", 0.0), lo=0)
+        self.input = choice(where, "input", cfg.get("input", "auto"), SEGMENT_INPUTS)
+        self.qc_options, self.qc_rules, self.on_suspect = _qc_config(where, cfg)
+        self.segmenter: Any = None
+
+    def to_config(self) -> dict[str, Any]:
+        out = {"backend": self.backend, "options": dict(self.options), "threshold": self.threshold,
+               "refine": self.refine, "feather": self.feather, "input": self.input}
+        if self.qc_options is not True:  # written only when set, so earlier resolved configs stay equal
+            out["qc"] = self.qc_options
+        if self.on_suspect != "keep":
+            out["on_suspect"] = self.on_suspect
+        return out
+
+    def open(self, pipe: PipelineView, runtime: Any) -> None:
+        self.segmenter = _create(self.backend, "segmenter", runtime, self.options)
+
+    def close(self) -> None:
+        _close(self.segmenter)
+        self.segmenter = None
+
+    @property
+    def use_original(self) -> bool:
+        # a backend that reads the file's own mask by path gets the original file, not a crop of it
+        return self.input == "original" or (self.input == "auto" and resolve(self.backend).reads_files)
+
+    def ensure_masks(self, states: list[SampleState]) -> None:
+        """Give every state without a mask this step's refined mask (one batched backend call)."""
+        from bglab.remove import RemoveOptions, prepare_mask
+
+        todo = [s for s in states if s.mask is None]
+        if not todo:
+            return
+        orig = self.use_original
+        images = [s.original if orig else s.image for s in todo]
+        raw = self.segmenter.predict_batch(images, sources=[s.source for s in todo])
+        opts = RemoveOptions(threshold=self.threshold, refine=self.refine, feather=self.feather)
+        for s, m, img in zip(todo, raw, images, strict=True):
+            mask = prepare_mask(m, opts)
+            s.coverage = float(ops.coverage(mask, self.threshold))
+            s.mask = s.map_mask(mask) if orig else mask
+            if self.qc_rules is not None:
+                _apply_qc(s, mask, img, self)
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        self.ensure_masks([s])
+
+    def run_batch(self, states: list[SampleState], pipe: PipelineView) -> None:
+        self.ensure_masks(states)
+
+
+def _qc_config(where: str, cfg: Mapping[str, Any]) -> tuple[Any, Any, str]:
+    """The segment step's ``qc`` (True, False or rule overrides) and ``on_suspect``, checked."""
+    from bglab.qc import check_on_suspect, rules_from
+
+    raw = cfg.get("qc", True)
+    try:
+        if isinstance(raw, bool):
+            rules = rules_from() if raw else None
+        elif isinstance(raw, Mapping):
+            rules, raw = rules_from(raw), {str(k).replace("-", "_"): v for k, v in raw.items()}
+        else:
+            raise config_error(f"{where}.qc", f"expected true, false or a mapping of QC rules, got {raw!r}")
+        policy = check_on_suspect(cfg.get("on_suspect", "keep"))
+    except ConfigError as exc:
+        if exc.message.startswith(where):
+            raise
+        raise config_error(where, exc.message, exc.hint) from None
+    return raw, rules, policy
+
+
+def _apply_qc(s: SampleState, mask: np.ndarray, image: np.ndarray, step: SegmentStep) -> None:
+    """Mask QC of one sample: not-found (no foreground) or suspect, and the step's ``on_suspect`` policy."""
+    from bglab.qc import check_mask, uses_screen
+
+    chk = check_mask(mask, step.qc_rules, image=image, screen=uses_screen(step.backend))
+    if chk.status == "not-found":
+        s.qc = "no foreground found"
+        if s.status == "done":
+            s.status = "not-found"
+        return
+    if chk.status != "suspect":
+        return
+    s.qc = chk.reason
+    if step.on_suspect == "skip":
+        s.status = "skipped"
+    elif step.on_suspect == "fail":
+        s.status, s.error = "failed", f"suspect mask ({chk.reason}); on_suspect: fail"
+    elif s.status == "done":
+        s.status = "suspect"
+
+
+class LocateStep(Step):
+    name = "locate"
+    keys = ("backend", "options", "fallback", "margin", "on_missing", "threshold")
+    batched = True
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        self.backend = backend_name(where, cfg.get("backend", "mediapipe-hands"), "locator")
+        self.options = backend_options(where, cfg.get("options"))
+        fb = cfg.get("fallback") or []
+        if isinstance(fb, str | Mapping):
+            fb = [fb]
+        self.fallback: list[tuple[str, dict[str, Any]]] = []
+        for i, f in enumerate(fb):
+            w = f"{where}.fallback[{i}]"
+            if isinstance(f, Mapping):
+                check_keys(w, f, ("backend", "options"))
+                self.fallback.append((backend_name(w, f.get("backend"), "locator"),
+                                      backend_options(w, f.get("options"))))
+            else:
+                self.fallback.append((backend_name(w, f, "locator"), {}))
+        self.margin = number(where, "margin", cfg.get("margin", 0.0), lo=0)
+        self.on_missing = choice(where, "on_missing", cfg.get("on_missing", "keep"), ON_MISSING)
+        self.threshold = number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
+        self.locators: list[Any] = []
+
+    def to_config(self) -> dict[str, Any]:
+        return {"backend": self.backend, "options": dict(self.options),
+                "fallback": [{"backend": b, "options": dict(o)} for b, o in self.fallback],
+                "margin": self.margin, "on_missing": self.on_missing, "threshold": self.threshold}
+
+    def _specs(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(self.backend, self.options), *self.fallback]
+
+    def uses_segment_mask(self) -> bool:
+        """Whether this step needs the pipeline's segment step (own-mask box or mask-box fallback)."""
+        return self.on_missing == "mask-box" or any(b == "mask-box" and not o for b, o in self._specs())
+
+    def open(self, pipe: PipelineView, runtime: Any) -> None:
+        # None stands for "box of the pipeline's own segment mask"
+        self.locators = [None if (b == "mask-box" and not o) else _create(b, "locator", runtime, o)
+                         for b, o in self._specs()]
+
+    def close(self) -> None:
+        for loc in self.locators:
+            _close(loc)
+        self.locators = []
+
+    def _mask_box(self, s: SampleState) -> Box | None:
+        if s.mask is None:
+            return None
+        return Box.from_mask(s.mask, self.threshold)
+
+    def _finish(self, s: SampleState, box: Box | None, source: str, found: bool) -> None:
+        h, w = s.image.shape[:2]
+        if box is not None and self.margin > 0:
+            box = box.pad(self.margin, relative=True)
+        if box is not None:
+            box = box.clamp(w, h)
+            if not box.is_valid:
+                box = None
+        s.box, s.box_source, s.found = box, (source if box is not None else ""), found and box is not None
+
+    def run_batch(self, states: list[SampleState], pipe: PipelineView) -> None:
+        pending = list(states)
+        for (name, _), loc in zip(self._specs(), self.locators, strict=True):
+            if not pending:
+                break
+            missed: list[SampleState] = []
+            if loc is None:
+                pipe.segment_step.ensure_masks(pending)
+                for s in pending:
+                    box = self._mask_box(s)
+                    (missed.append(s) if box is None else self._finish(s, box, name, True))
+            else:
+                for s in pending:
+                    boxes = [b for b in loc.locate(s.image, source=s.source) if b.is_valid]
+                    (missed.append(s) if not boxes else self._finish(s, boxes[0], name, True))
+            pending = [s for s in missed if s.box is None]
+        for s in pending:
+            s.found, s.box, s.box_source = False, None, ""
+        if self.on_missing == "skip":
+            for s in pending:
+                s.status = "skipped"
+            return
+        for s in pending:
+            s.status = "not-found"
+        if self.on_missing == "mask-box" and pending:
+            pipe.segment_step.ensure_masks(pending)
+            for s in pending:
+                self._finish(s, self._mask_box(s), "mask-box", False)
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        self.run_batch([s], pipe)
+
+
+class BackgroundStep(Step):
+    name = "background"
+    keys = ("mode", "color", "colour", "blur", "alpha", "image", "fit", "on_empty")
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        self.mode = choice(where, "mode", cfg.get("mode", "remove"), BACKGROUND_MODES)
+        col = cfg.get("colour", cfg.get("color", "black" if self.mode == "remove" else "white"))
+        self.color = colour(where, "color", col)
+        self.blur = number(where, "blur", cfg.get("blur", 15.0), lo=0)
+        self.alpha = boolean(where, "alpha", cfg.get("alpha", False))
+        self.fit = choice(where, "fit", cfg.get("fit", "cover"), ("cover", "stretch", "tile"))
+        self.on_empty = choice(where, "on_empty", cfg.get("on_empty", "apply"), ("apply", "keep"))
+        img = cfg.get("image")
+        self.image = None if img in (None, "") else str(img)
+        if self.mode == "swap" and self.image is None:
+            raise config_error(where, "mode 'swap' needs image: a background file or a folder of them")
+        if self.alpha and self.mode != "remove":
+            raise config_error(f"{where}.alpha", "alpha output only applies to mode 'remove'")
+        from bglab.remove import RemoveOptions
+
+        mode = {"remove": "cutout" if self.alpha else "color", "colour": "color", "blur": "blur",
+                "swap": "swap", "keep": "color"}[self.mode]
+        self.opts = RemoveOptions(mode=mode, color=self.color, blur=self.blur, fit=self.fit,  # type: ignore[arg-type]
+                                  refine=False)
+        self._backgrounds: list[Path] = []
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.mode in ("remove", "colour"):
+            out["color"] = list(self.color)
+        if self.mode == "remove":
+            out["alpha"] = self.alpha
+        if self.mode == "blur":
+            out["blur"] = self.blur
+        if self.mode == "swap":
+            out["image"] = self.image
+            out["fit"] = self.fit
+        if self.on_empty != "apply":
+            out["on_empty"] = self.on_empty
+        return out
+
+    def open(self, pipe: PipelineView, runtime: Any) -> None:
+        if self.mode != "swap":
+            return
+        from bglab.io import list_images
+
+        from bglab.io import image_size, read_image
+
+        p = Path(self.image).expanduser()  # type: ignore[arg-type]
+        if p.is_dir():
+            self._backgrounds = list_images(p)
+            if not self._backgrounds:
+                raise ConfigError("no background images in the folder", path=p, hint="background.image")
+            for b in self._backgrounds:  # headers only: a bad file fails the run once, before any sample
+                image_size(b)
+        elif p.is_file():
+            self._backgrounds = [p]
+            self._cache[p] = read_image(p)  # read once, before any sample: a bad file fails the run here
+        else:
+            raise ConfigError("background image not found", path=p, hint="set background.image to a file or folder")
+
+    def _background(self, key: str, seed: int) -> np.ndarray:
+        from bglab.io import read_image
+
+        i = sample_seed(seed, key, "background") % len(self._backgrounds)
+        path = self._backgrounds[i]
+        if path not in self._cache:
+            if len(self._cache) > 32:
+                self._cache.clear()
+            self._cache[path] = read_image(path)
+        return self._cache[path]
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        if self.mode == "keep":
+            return
+        if self.on_empty == "keep" and s.mask is not None and not (s.mask >= 0.5).any():
+            return
+        from bglab.remove import apply_mode
+
+        bg = self._background(s.key, pipe.seed) if self.mode == "swap" else None
+        s.image = apply_mode(np.ascontiguousarray(s.image[..., :3]), s.mask, self.opts,  # type: ignore[arg-type]
+                             background=bg)
+
+
+class CropStep(Step):
+    name = "crop"
+    keys = ("to", "margin", "square", "threshold")
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        self.to = choice(where, "to", cfg.get("to", "auto"), CROP_TARGETS)
+        self.margin = number(where, "margin", cfg.get("margin", 0.1), lo=0)
+        self.square = boolean(where, "square", cfg.get("square", False))
+        self.threshold = number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"to": self.to, "margin": self.margin, "square": self.square, "threshold": self.threshold}
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        box = s.box if self.to in ("auto", "box") else None
+        if box is None and self.to in ("auto", "mask") and s.mask is not None:
+            box = Box.from_mask(s.mask, self.threshold)
+        if box is None:
+            return
+        crop, used = ops.crop_to_box(s.image, box, margin=self.margin, square=self.square)
+        s.image = crop
+        if s.mask is not None:
+            s.mask = np.ascontiguousarray(s.mask[int(used.y0):int(used.y1), int(used.x0):int(used.x1)])
+        if s.box is not None:
+            b = s.box.translate(-used.x0, -used.y0).clamp(used.width, used.height)
+            s.box = b if b.is_valid else None
+        s.geometry.append(("crop", used))
+
+
+class PoseStep(Step):
+    name = "pose"
+    keys = ("backend", "options", "size", "align", "thickness", "margin", "on_missing", "with_photo")
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        self.with_photo = boolean(where, "with_photo", cfg.get("with_photo", False))
+        self.backend = backend_name(where, cfg.get("backend", "mediapipe-hands"), "locator")
+        self.options = backend_options(where, cfg.get("options"))
+        self.size = number(where, "size", cfg.get("size", 128), lo=8, hi=MAX_OUTPUT_SIDE, integer=True)
+        self.align = boolean(where, "align", cfg.get("align", True))
+        self.thickness = number(where, "thickness", cfg.get("thickness", 1 / 32), lo=0.001, hi=0.5)
+        self.margin = number(where, "margin", cfg.get("margin", 0.1), lo=0)
+        self.on_missing = choice(where, "on_missing", cfg.get("on_missing", "blank"), ("blank", "keep", "skip"))
+        self.landmarker: Any = None
+
+    def to_config(self) -> dict[str, Any]:
+        out = {"backend": self.backend, "options": dict(self.options), "size": self.size, "align": self.align,
+               "thickness": self.thickness, "margin": self.margin, "on_missing": self.on_missing}
+        if self.with_photo:  # written only when set, so pipelines resolved before it keep their config
+            out["with_photo"] = True
+        return out
+
+    def open(self, pipe: PipelineView, runtime: Any) -> None:
+        lm = _create(self.backend, "locator", runtime, self.options)
+        if not callable(getattr(lm, "landmarks", None)):
+            _close(lm)
+            raise BackendError(f"pose: backend {_r(self.backend)} finds boxes, not hand landmarks",
+                               hint="use backend: mediapipe-hands (extra 'hands')")
+        self.landmarker = lm
+
+    def close(self) -> None:
+        _close(self.landmarker)
+        self.landmarker = None
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        hands = self.landmarker.landmarks(np.ascontiguousarray(s.image[..., :3]))
+        s.mask, s.box, s.box_source = None, None, ""  # the drawing has its own frame: no mask or box in it
+        s.found = bool(hands)
+        drawing = ops.draw_pose(hands[0][1], self.size, align=self.align, thickness=self.thickness,
+                                margin=self.margin) if hands else None
+        if drawing is None:
+            if self.on_missing == "skip":
+                s.status = "skipped"
+                return
+            s.status = "not-found"
+        blank = np.zeros((self.size, self.size), np.uint8)
+        if self.with_photo:  # channels: the grey photo (letterboxed), the drawing (black without a hand), 0
+            photo = ops.resize_pad(ops.to_grey(s.image[..., :3]), (self.size, self.size), interpolation="area")[0]
+            s.image = np.dstack([photo, blank if drawing is None else drawing, blank])
+        elif drawing is not None or self.on_missing == "blank":
+            s.image = np.repeat((blank if drawing is None else drawing)[:, :, None], 3, axis=2)
+
+
+class ResizeStep(Step):
+    name = "resize"
+    keys = ("size", "pad_color", "pad_colour", "interpolation")
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        if "size" not in cfg:
+            raise config_error(where, "missing key 'size'", "e.g. size: 64 or size: [96, 64] (width, height)")
+        size = cfg["size"]
+        if isinstance(size, Sequence) and not isinstance(size, str):
+            if len(size) != 2:
+                raise config_error(f"{where}.size", f"expected an int or [width, height], got {_r(size)}")
+            self.size: tuple[int, int] = (
+                number(where, "size", size[0], lo=1, hi=MAX_OUTPUT_SIDE, integer=True),
+                number(where, "size", size[1], lo=1, hi=MAX_OUTPUT_SIDE, integer=True))
+        else:
+            n = number(where, "size", size, lo=1, hi=MAX_OUTPUT_SIDE, integer=True)
+            self.size = (n, n)
+        self.pad_color = colour(where, "pad_color", cfg.get("pad_colour", cfg.get("pad_color", "black")))
+        self.interpolation = choice(where, "interpolation", cfg.get("interpolation", "auto"),
+                                     ("auto", *ops.INTERPOLATIONS))
+
+    def to_config(self) -> dict[str, Any]:
+        size: Any = self.size[0] if self.size[0] == self.size[1] else list(self.size)
+        return {"size": size, "pad_color": list(self.pad_color), "interpolation": self.interpolation}
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        interp = self.interpolation
+        if interp == "auto":  # area when shrinking, linear when enlarging (area enlarges like nearest)
+            h, w = s.image.shape[:2]
+            interp = "area" if w >= self.size[0] or h >= self.size[1] else "linear"
+        s.image, t = ops.resize_pad(s.image, self.size, pad_color=self.pad_color, interpolation=interp)
+        if s.mask is not None:
+            s.mask = ops.resize_mask_pad(s.mask, self.size)[0]
+        if s.box is not None:
+            s.box = t.box_to_output(s.box)
+        s.geometry.append(("resize", t))
+
+
+class GreyStep(Step):
+    name = "grey"
+    keys = ("keep_channels",)
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        self.keep_channels = boolean(where, "keep_channels", cfg.get("keep_channels", False))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"keep_channels": self.keep_channels}
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        s.image = ops.to_grey(s.image, keep_channels=self.keep_channels)
+
+
+class DistortStep(Step):
+    name = "distort"
+    keys = ("dropout", "noise", "seed")
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        check_keys(where, cfg, self.keys)
+        self.dropout = number(where, "dropout", cfg.get("dropout", 0.0), lo=0, hi=1)
+        self.noise = number(where, "noise", cfg.get("noise", 0.0), lo=0)
+        seed = cfg.get("seed")
+        self.seed = None if seed is None else number(where, "seed", seed, lo=0, hi=MAX_SEED, integer=True)
+        self.index = 0  # position in the pipeline, part of the per-sample seed
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dropout": self.dropout, "noise": self.noise}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+    def run_one(self, s: SampleState, pipe: PipelineView) -> None:
+        seed = pipe.seed if self.seed is None else self.seed
+        rng = np.random.default_rng(sample_seed(seed, s.key, f"distort{self.index}"))
+        if self.dropout > 0:
+            s.image = ops.pixel_dropout(s.image, self.dropout, rng=rng)
+        if self.noise > 0:
+            s.image = ops.gaussian_noise(s.image, self.noise, rng=rng)
+
+
+STEP_TYPES: dict[str, type[Step]] = {c.name: c for c in (LocateStep, SegmentStep, BackgroundStep, CropStep,
+                                                           PoseStep, ResizeStep, GreyStep, DistortStep)}
+
+
+def _create(name: str, kind: str, runtime: Any, options: Mapping[str, Any]) -> Any:
+    from bglab.segment import create
+
+    try:
+        return create(name, kind=kind, runtime=runtime, **options)  # type: ignore[arg-type]
+    except BglabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a backend module that does not exist yet
+        raise BackendError(f"backend {_r(name)} cannot be created ({type(exc).__name__}: {exc})") from None
+
+
+def _close(obj: Any) -> None:
+    close = getattr(obj, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001, S110 - closing is best effort
+            pass
+
+

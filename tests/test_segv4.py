@@ -413,5 +413,5 @@ def test_v4_box_prompt_masks_only_inside_the_boxes_and_no_box_falls_back(v4, tmp
     assert np.array_equal(full.predict(img, source=tmp_path / "other.png"), v4.predict(img))
     with pytest.raises(ConfigError, match="no_box"):
         create("unet-effnet", locator="box-csv", boxes=str(csv), no_box="maybe")
-    with pytest.raises(ConfigError, match="locator"):
+    with pytest.raises(BackendError, match="bad options"):
         create("unet-effnet", boxes=str(csv))

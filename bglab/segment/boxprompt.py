@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bglab.boxes import Box
-from bglab.errors import ConfigError
+from bglab.errors import BackendError, ConfigError
 from bglab.segment.base import Locator, Segmenter, SegmenterBase, rgb_input
 from bglab.segment.registry import Runtime
 
@@ -84,13 +84,15 @@ class BoxPrompted(SegmenterBase):
 
 
 def box_prompted(inner: Segmenter, runtime: Runtime | None, locator: str | None, *, box_margin: float = 0.1,
-                 no_box: str = "empty", **locator_options: Any) -> Segmenter:
-    """``inner`` itself without a locator; else wrapped in :class:`BoxPrompted` with the named locator
-    (created from the registry with ``locator_options``)."""
+                 no_box: str = "empty", takes: Sequence[str] = (), **locator_options: Any) -> Segmenter:
+    """``inner`` itself without a locator (then any other option is refused, naming ``takes``, the backend's
+    own options); else wrapped in :class:`BoxPrompted` with the named locator (from the registry with
+    ``locator_options``)."""
     if locator is None:
         if locator_options:
-            raise ConfigError(f"unknown {inner.name} options: {', '.join(sorted(locator_options))}",
-                              hint="locator options need locator=NAME")
+            raise BackendError(f"bad options for backend {inner.name!r}: unknown {', '.join(sorted(locator_options))}",
+                               hint=f"{inner.name} takes: {', '.join(takes)}, locator (+ the locator's options), "
+                                    "box_margin, no_box")
         return inner
     from bglab.segment import registry
 

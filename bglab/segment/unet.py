@@ -219,7 +219,8 @@ def create(runtime: Runtime | None = None, *, model: str | None = None, size: in
     ``locator=NAME`` it runs on that locator's padded boxes (:mod:`bglab.segment.boxprompt`)."""
     seg = UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
                         unverified=bool(unverified))
-    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box, **locator_options)
+    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box,
+                        takes=("model", "size", "threshold", "batch_size", "unverified"), **locator_options)
 
 
 def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
@@ -230,4 +231,5 @@ def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, s
     ``locator=mediapipe-hands no_box=full`` runs it on MediaPipe's hand boxes (real scenes: docs/segmenter-v4.md)."""
     seg = UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
                         default_model=EFFNET_MODEL, name="unet-effnet")
-    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box, **locator_options)
+    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box,
+                        takes=("model", "size", "threshold", "batch_size"), **locator_options)

@@ -1,11 +1,11 @@
-"""``bglab preprocess --engine ray``: the same chunks of work as the local engine, as a Ray Data pipeline.
+"""``--engine ray`` of the batch engine (:mod:`bglab.batch`: ``preprocess``, ``remove``, ``variants``): the same
+chunks of work as the local pool, as a Ray Data pipeline.
 
-The chunks become a Ray Data data set (one row per chunk) mapped with ``map_batches`` over an actor pool:
-each actor holds one worker made by the caller (preprocess: a :class:`bglab.preprocess.Worker`, one backend
-session, ``Runtime(threads=1)``) and processes chunks of items: it reads the inputs, runs the pipeline and
-writes the outputs atomically, exactly as a local pool worker does; the driver appends the journal and
-writes the manifest, so resuming, the manifest and the byte-identical outputs are the same as with
-``--engine local``.
+The chunks become a Ray Data data set (one pickled row per chunk) mapped with ``map_batches`` over an actor
+pool: each actor holds one worker made by the command (one backend session, ``Runtime(threads=1)``) and
+processes chunks of items: it reads the inputs and writes the outputs atomically, exactly as a local pool
+worker does; the driver appends the journal and writes the manifest, so resuming, the manifest and the
+byte-identical outputs are the same as with ``--engine local``.
 
 Local machine (Ray starts and stops a private instance)::
 

@@ -78,11 +78,12 @@ def _stream(chunks: list[list[Any]], make_worker: Callable[[], Worker], *, worke
         yield from run_chunks(chunks, make_worker, workers=workers, **dict(engine_options))
     elif workers == 1:
         worker = make_worker()
-        for c in chunks:
-            yield c, worker.process(c)
-        close = getattr(worker, "close", None)
-        if close is not None:
-            close()
+        try:
+            for c in chunks:
+                yield c, worker.process(c)
+        finally:
+            if hasattr(worker, "close"):  # a session that holds backends
+                worker.close()
     else:
         yield from run_pool(chunks, _run_chunk, workers=workers, initializer=_init_worker,
                             initargs=(make_worker, threads), preload=preload, kept=kept)

@@ -1,5 +1,6 @@
-"""The one batch engine of ``remove``, ``variants`` and ``preprocess``: chunks of items through a worker, here,
-in a process pool (:mod:`bglab.pool`) or on Ray (:mod:`bglab.engines.ray_engine`).
+"""The one batch engine of ``remove``, ``variants``, ``preprocess``, ``key``, ``correlate`` and the experiments' arm
+preparation: chunks of items through a worker, here (on threads), in a process pool (:mod:`bglab.pool`) or on
+Ray (:mod:`bglab.engines.ray_engine`).
 
 A command supplies its items (picklable, each with a stable identity the command keys its records by) and
 ``make_worker``: a picklable zero-argument factory (a module-level class or a ``functools.partial`` of one)
@@ -69,8 +70,18 @@ def _chunks(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i:i + size]) for i in range(0, len(items), max(int(size), 1))]
 
 
+def _threaded(chunks: list[list[Any]], worker: Worker, threads: int) -> Iterator[tuple[Sequence[Any], list[Any]]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        yield from zip(chunks, pool.map(worker.process, chunks), strict=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on a signal: finish the running chunks only
+
+
 def _stream(chunks: list[list[Any]], make_worker: Callable[[], Worker], *, workers: int, engine: str,
-            engine_options: Mapping[str, Any], threads: int, preload: Sequence[str], kept: str,
+            engine_options: Mapping[str, Any], threads: int, in_threads: int, preload: Sequence[str], kept: str,
             ) -> Iterator[tuple[Sequence[Any], list[Any]]]:
     if engine == "ray":
         from bglab.engines.ray_engine import run_chunks
@@ -79,8 +90,11 @@ def _stream(chunks: list[list[Any]], make_worker: Callable[[], Worker], *, worke
     elif workers == 1:
         worker = make_worker()
         try:
-            for c in chunks:
-                yield c, worker.process(c)
+            if in_threads > 1:
+                yield from _threaded(chunks, worker, in_threads)
+            else:
+                for c in chunks:
+                    yield c, worker.process(c)
         finally:
             if hasattr(worker, "close"):  # a session that holds backends
                 worker.close()
@@ -92,13 +106,15 @@ def _stream(chunks: list[list[Any]], make_worker: Callable[[], Worker], *, worke
 def run_batch(items: Sequence[T], make_worker: Callable[[], Worker],
               on_chunk: Callable[[Sequence[T], list[Any]], None], *, workers: int = 1, chunk: int = 1,
               engine: str = "local", engine_options: Mapping[str, Any] | None = None, threads: int = 1,
-              preload: Sequence[str] = (), kept: str = "outputs") -> bool:
+              in_threads: int = 1, preload: Sequence[str] = (), kept: str = "outputs") -> bool:
     """Process ``items`` in chunks of ``chunk``; call ``on_chunk(chunk_items, records)`` as each chunk finishes
     (completion order with several workers); return True when Ctrl+C / SIGTERM stopped the run early.
 
     ``workers`` processes (or Ray actors), each with one ``make_worker()``; only with ``workers == 1`` and the
     local engine does everything run in this process (the worker need not pickle). ``threads`` sets the OpenMP / BLAS
-    threads of pool processes; ``preload`` names modules the pool's forkserver imports once.
+    threads of pool processes; ``preload`` names modules the pool's forkserver imports once. ``in_threads > 1``
+    (``--threads`` of ``key`` and ``correlate``) runs the chunks of this process on that many threads, sharing
+    one thread-safe worker, in input order.
     """
     check_engine(engine, engine_options)
     if not items:
@@ -107,8 +123,8 @@ def run_batch(items: Sequence[T], make_worker: Callable[[], Worker],
     try:
         with terminate_as_interrupt():  # SIGTERM stops the run like Ctrl+C: the caller's manifest is still written
             for done, records in _stream(chunks, make_worker, workers=int(workers), engine=engine,
-                                         engine_options=engine_options or {}, threads=threads, preload=preload,
-                                         kept=kept):
+                                         engine_options=engine_options or {}, threads=threads,
+                                         in_threads=int(in_threads), preload=preload, kept=kept):
                 on_chunk(done, records)
     except KeyboardInterrupt:
         return True

@@ -36,9 +36,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -551,7 +551,7 @@ def build_study(
     size: int = 128,
     segmenter: Any = None,
     despill: bool = True,
-    workers: int = 1,
+    threads: int = 1,
     overwrite: bool = False,
     write_masks: bool = True,
     on_progress: Callable[[int, int, list[OutputRow]], None] | None = None,
@@ -560,15 +560,17 @@ def build_study(
 
     ``segmenter`` computes masks for foregrounds planned without a mask file. With ``write_masks`` the fitted
     foreground mask of each image is written as ``dst/masks/<class>/<stem>.png`` (the same in every set).
-    ``on_progress(done, total, rows)`` is called after each foreground.
+    ``on_progress(done, total, rows)`` is called after each foreground. ``threads`` > 1 builds foregrounds on
+    that many threads (one shared ``segmenter``).
     """
+    from bglab.batch import run_batch
     from bglab.io import atomic_write_text, prepare_output_dir
     from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
 
     if not 8 <= size <= MAX_OUTPUT_SIDE:
         raise ConfigError(f"size must be in [8, {MAX_OUTPUT_SIDE}], got {size}")
-    if not 1 <= workers <= MAX_WORKERS:
-        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
+    if not 1 <= threads <= MAX_WORKERS:
+        raise ConfigError(f"threads must be in [1, {MAX_WORKERS}], got {threads}")
     if segmenter is None and any(f.mask is None for f in plan.foregrounds):
         raise ConfigError("the plan has foregrounds without mask files but no segmenter was given",
                           hint="pass segmenter= (e.g. bglab.segment.create('chroma'))")
@@ -582,23 +584,19 @@ def build_study(
     bgs = _Backgrounds()
     units = plan.by_foreground()
     total = len(units)
-
-    def run(unit: tuple[Foreground, list[PlannedOutput]]) -> list[OutputRow]:
-        return _build_one(unit[0], unit[1], dst, size, bgs, segmenter, despill, overwrite, write_masks)
-
     results: list[list[OutputRow]] = []
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done, rows in enumerate(pool.map(run, units), 1):
-                results.append(rows)
-                if on_progress is not None:
-                    on_progress(done, total, rows)
-    else:
-        for done, unit in enumerate(units, 1):
-            rows = run(unit)
+
+    def on_chunk(_: Sequence[Any], done: list[list[OutputRow]]) -> None:
+        for rows in done:
             results.append(rows)
             if on_progress is not None:
-                on_progress(done, total, rows)
+                on_progress(len(results), total, rows)
+
+    def build(chunk: Sequence[tuple[Foreground, list[PlannedOutput]]]) -> list[list[OutputRow]]:
+        return [_build_one(fg, outs, dst, size, bgs, segmenter, despill, overwrite, write_masks) for fg, outs in chunk]
+
+    if run_batch(units, lambda: SimpleNamespace(process=build), on_chunk, in_threads=threads):
+        raise KeyboardInterrupt  # as before: a stopped study writes no report
     report.rows = [r for rows in results for r in rows]
     for label, stem, path, reason in plan.skipped:
         report.rows.append(OutputRow(None, "no-mask" if reason == "no mask" else "skipped-input", error=reason,

@@ -66,7 +66,7 @@ def correlate(
                 if r.status == "failed":
                     print_failed(progress.console, f"{r.planned.output}: {r.error}")
 
-        rep = build_study(plan, dst, size=size, segmenter=segmenter, despill=despill, workers=workers,
+        rep = build_study(plan, dst, size=size, segmenter=segmenter, despill=despill, threads=workers,
                           overwrite=overwrite, on_progress=tick)
     table = Table(title=f"bglab correlate (correlation {correlation}, {len(plan.classes)} classes)")
     for col in ("set", "images", "done", "skipped", "failed", "own family"):

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from bglab.errors import BglabError, ConfigError
 from bglab.pool import run_pool, terminate_as_interrupt
 
-__all__ = ["ENGINES", "Journal", "Worker", "check_engine", "run_batch"]
+__all__ = ["ENGINES", "Journal", "Worker", "check_engine", "run_batch", "session_runtime", "write_csv"]
 
 ENGINES = ("local", "ray")
 T = TypeVar("T")
@@ -43,6 +43,19 @@ def check_engine(engine: str, engine_options: Mapping[str, Any] | None = None) -
         from bglab.engines.ray_engine import check_address
 
         check_address(dict(engine_options or {}).get("address"))
+
+
+def session_runtime(threads: int) -> Any:
+    """The backend :class:`~bglab.segment.Runtime` of one worker: ``threads`` CPU threads (OpenCV's too), or
+    the environment's default with 0."""
+    from bglab.segment import Runtime
+
+    if threads <= 0:
+        return Runtime.from_env()
+    import cv2
+
+    cv2.setNumThreads(threads)
+    return Runtime(threads=threads)
 
 
 # one worker per pool process, built by the pool's initializer
@@ -129,6 +142,20 @@ def run_batch(items: Sequence[T], make_worker: Callable[[], Worker],
     except KeyboardInterrupt:
         return True
     return False
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]], *, newline: str = "\n") -> Path:
+    """Write a batch's manifest / report CSV atomically (``newline`` kept per file: existing files stay identical)."""
+    import csv
+    import io
+
+    from bglab.io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator=newline)
+    w.writerow(header)
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 class Journal:

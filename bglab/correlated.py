@@ -28,8 +28,6 @@ report and the run goes on.
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 import random
 import threading
@@ -426,20 +424,18 @@ class Report:
 
     def write(self) -> tuple[Path, Path]:
         """Write ``manifest.csv`` and ``summary.json`` into the study folder, atomically."""
+        from bglab.batch import write_csv
         from bglab.io import atomic_write_text
 
-        buf = _io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(MANIFEST_FIELDS)
-        for r in self.rows:
+        def row(r: OutputRow) -> list[Any]:
             o = r.planned
             if o is None:
-                w.writerow(["", r.label, r.stem, r.fg_source, "", "", "", "", "", "", r.status, r.error])
-                continue
-            w.writerow([o.split, o.fg.label, o.fg.stem, o.fg.path, "" if o.fg.mask is None else o.fg.mask,
-                        "" if o.family is None else o.family.name, int(o.own) if o.family is not None else "",
-                        "" if o.bg_file is None else o.bg_file.name, r.crop_px, o.output, r.status, r.error])
-        manifest = atomic_write_text(self.dst / MANIFEST_NAME, buf.getvalue())
+                return ["", r.label, r.stem, r.fg_source, "", "", "", "", "", "", r.status, r.error]
+            return [o.split, o.fg.label, o.fg.stem, o.fg.path, "" if o.fg.mask is None else o.fg.mask,
+                    "" if o.family is None else o.family.name, int(o.own) if o.family is not None else "",
+                    "" if o.bg_file is None else o.bg_file.name, r.crop_px, o.output, r.status, r.error]
+
+        manifest = write_csv(self.dst / MANIFEST_NAME, MANIFEST_FIELDS, map(row, self.rows))
         summary = atomic_write_text(self.dst / SUMMARY_NAME, json.dumps(self.summary(), indent=2) + "\n")
         return manifest, summary
 

@@ -15,7 +15,6 @@ for a person to review (rejects framed in red). Unreadable images are recorded a
 from __future__ import annotations
 
 import csv
-import io as _io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,20 +167,6 @@ def _read_previous(dst: Path) -> dict[str, KeyItem]:
     return out
 
 
-def write_report_csv(path: Path, items: list[KeyItem]) -> None:
-    """Write the per-image report (atomic)."""
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(REPORT_FIELDS)
-    for it in items:
-        fg = "" if np.isnan(it.fg_fraction) else f"{it.fg_fraction:.4f}"
-        comps = "" if it.components < 0 else str(it.components)
-        w.writerow([it.file, it.status, fg, comps, it.reason])
-    from bglab.io import atomic_write_text
-
-    atomic_write_text(path, buf.getvalue())
-
-
 def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
              previous: Mapping[str, KeyItem]) -> KeyItem:
     from bglab.io import read_image, write_mask
@@ -244,7 +229,7 @@ def key_folder(
     ``segmenter_options`` go to the ``backend`` (chroma: ``key``, ``tolerance``, ``softness``, ...).
     ``progress(done, total, item)`` is called after each image. ``threads`` > 1 keys images in threads.
     """
-    from bglab.batch import run_batch
+    from bglab.batch import run_batch, write_csv
     from bglab.io import check_separate, list_images, prepare_output_dir
     from bglab.segment import create
 
@@ -283,7 +268,9 @@ def key_folder(
     if qc.batch:
         _batch_pass(report.items, dst)
     report.report_path = dst / REPORT_NAME
-    write_report_csv(report.report_path, report.items)
+    write_csv(report.report_path, REPORT_FIELDS, ([it.file, it.status, "" if np.isnan(it.fg_fraction) else
+                                                   f"{it.fg_fraction:.4f}", "" if it.components < 0 else
+                                                   str(it.components), it.reason] for it in report.items))
     if sheet and not report.interrupted:
         report.sheet_path = dst / SHEET_NAME
         write_contact_sheet(report, report.sheet_path)

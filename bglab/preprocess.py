@@ -49,7 +49,7 @@ from typing import Any
 from bglab.dataset import Sample
 from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
 from bglab.io import prepare_output_dir, remove_temp_files
-from bglab.batch import Journal, check_engine, run_batch
+from bglab.batch import Journal, check_engine, run_batch, session_runtime, write_csv
 from bglab.pool import terminate_as_interrupt
 
 __all__ = [
@@ -182,14 +182,8 @@ class Worker:
     def __init__(self, config: Mapping[str, Any], dst: str | Path, threads: int = 0,
                  max_pixels: int | None = None) -> None:
         from bglab.pipeline import Pipeline
-        from bglab.segment import Runtime
 
-        if threads > 0:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        runtime = Runtime(threads=threads) if threads > 0 else Runtime.from_env()
-        self.pipeline = Pipeline.from_config(dict(config), runtime=runtime).open()
+        self.pipeline = Pipeline.from_config(dict(config), runtime=session_runtime(threads)).open()
         self.dst = Path(dst)
         self.max_pixels = max_pixels
 
@@ -352,17 +346,10 @@ def read_output_manifest(dst: str | Path) -> Any:
 
 
 def write_summary(dst: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    import csv
-
-    from bglab.io import atomic_write_text
-
-    buf = _io.StringIO()
+    """``DST/summary.csv``, written atomically."""
     cols = ["origin", "label", "images", "found", "not_found", "suspect", "skipped", "failed", "found_pct"]
-    w = csv.writer(buf)
-    w.writerow(cols)
-    for r in rows:
-        w.writerow(["" if r[c] is None else r[c] for c in cols])
-    return atomic_write_text(dst / "summary.csv", buf.getvalue())
+    return write_csv(dst / "summary.csv", cols, (["" if r[c] is None else r[c] for c in cols] for r in rows),
+                     newline="\r\n")
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "found / not found / failed") -> Any:

@@ -6,8 +6,6 @@ resumption (finished outputs are skipped) and a per-file report, so one bad file
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,15 +126,11 @@ class BatchReport:
 
     def write_csv(self, path: Path) -> Path:
         """Write the report as CSV, atomically."""
-        from bglab.io import atomic_write_text
+        from bglab.batch import write_csv
 
-        buf = _io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["input", "output", "status", "coverage", "seconds", "error", "qc"])
-        for r in self.results:
-            cov = "" if r.coverage is None else f"{r.coverage:.4f}"
-            w.writerow([r.input, r.output or "", r.status, cov, f"{r.seconds:.4f}", r.error, r.qc])
-        return atomic_write_text(path, buf.getvalue())
+        return write_csv(path, ["input", "output", "status", "coverage", "seconds", "error", "qc"],
+                         ([r.input, r.output or "", r.status, "" if r.coverage is None else f"{r.coverage:.4f}",
+                           f"{r.seconds:.4f}", r.error, r.qc] for r in self.results), newline="\r\n")
 
 
 def collect_inputs(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
@@ -245,14 +239,10 @@ class _RemoveWorker:
 
     def __init__(self, segmenter: Any, options: Mapping[str, Any], threads: int, job: _FileJob) -> None:
         if isinstance(segmenter, str):
-            from bglab.segment import Runtime, create
+            from bglab.batch import session_runtime
+            from bglab.segment import create
 
-            if threads > 0:
-                import cv2
-
-                cv2.setNumThreads(threads)
-            runtime = Runtime(threads=threads) if threads > 0 else None
-            segmenter = create(segmenter, kind="segmenter", runtime=runtime, **dict(options))
+            segmenter = create(segmenter, kind="segmenter", runtime=session_runtime(threads), **dict(options))
         self.segmenter, self.job = segmenter, job
 
     def process(self, pairs: Sequence[tuple[Path, Path]]) -> list[FileResult]:

@@ -24,9 +24,7 @@ which outputs already exist. See docs/variants.md for the definitions of every k
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io as _io
 import json
 import math
 import random
@@ -61,7 +59,6 @@ __all__ = [
     "parse_kinds",
     "plan_pairs",
     "random_color",
-    "write_manifest",
 ]
 
 KIND_NAMES: tuple[str, ...] = (
@@ -395,13 +392,10 @@ class _Worker:
     """Loads images, masks and boxes (GT, backend or locator) and writes the variants of one image at a time."""
 
     def __init__(self, config: Mapping[str, Any], threads: int = 0) -> None:
-        from bglab.segment import Runtime, create
+        from bglab.batch import session_runtime
+        from bglab.segment import create
 
-        if threads > 0:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        runtime = Runtime(threads=threads) if threads > 0 else Runtime.from_env()
+        runtime = session_runtime(threads)
         self.dst = Path(config["dst"])
         self.size: int | None = config["size"]
         self.blur: float = config["blur"]
@@ -544,18 +538,6 @@ def _check_backend(name: str | None, kind: str, options: Mapping[str, Any] | Non
     resolve(name, kind, options, available=True)  # type: ignore[arg-type]
 
 
-def write_manifest(rows: Sequence[VariantRow], path: Path) -> Path:
-    """Write the manifest CSV (``MANIFEST_COLUMNS``) atomically."""
-    from bglab.io import atomic_write_text
-
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(MANIFEST_COLUMNS)
-    for r in rows:
-        w.writerow(r.as_list())
-    return atomic_write_text(path, buf.getvalue())
-
-
 def generate_variants(
     src: str | Path,
     dst: str | Path,
@@ -586,7 +568,7 @@ def generate_variants(
     skip | fail (see the module doc). ``workers`` processes, or Ray actors with ``engine="ray"``
     (:func:`bglab.batch.run_batch`).
     """
-    from bglab.batch import check_engine, run_batch
+    from bglab.batch import check_engine, run_batch, write_csv
     from bglab.dataset import read_imagefolder
     from bglab.io import check_separate, prepare_output_dir
     from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
@@ -694,7 +676,7 @@ def generate_variants(
     report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total, interrupted=interrupted)
     if backend and qc_options is not None:
         _batch_qc(report.rows, rules_from(qc_options), dst, on_suspect)
-    report.manifest_path = write_manifest(report.rows, dst / "manifest.csv")
+    report.manifest_path = write_csv(dst / "manifest.csv", MANIFEST_COLUMNS, (r.as_list() for r in report.rows))
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -23,9 +23,10 @@ from typing import Any, Protocol, TypeVar
 from bglab.errors import BglabError, ConfigError
 from bglab.pool import run_pool, terminate_as_interrupt
 
-__all__ = ["ENGINES", "Journal", "Worker", "check_engine", "run_batch", "session_runtime", "write_csv"]
+__all__ = ["ENGINES", "JOURNAL_DIR", "Journal", "Worker", "check_engine", "run_batch", "session_runtime", "write_csv"]
 
 ENGINES = ("local", "ray")
+JOURNAL_DIR = ".journal"
 T = TypeVar("T")
 
 
@@ -162,8 +163,8 @@ class Journal:
     """Append-only JSONL journal in ``DIR/.journal``: one file per run, one line (a dict with a ``key``) per
     finished item, made durable once per chunk; a line torn by a kill is ignored on reading."""
 
-    def __init__(self, dst: Path, dirname: str = ".journal") -> None:
-        self.dir = Path(dst) / dirname
+    def __init__(self, dst: Path) -> None:
+        self.dir = Path(dst) / JOURNAL_DIR
         self._fh: Any = None
         self.appended = 0  # lines this run wrote (the count a report gives, even when a signal cut the loop)
 

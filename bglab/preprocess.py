@@ -49,14 +49,13 @@ from typing import Any
 from bglab.dataset import Sample
 from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
 from bglab.io import prepare_output_dir, remove_temp_files
-from bglab.batch import Journal, check_engine, run_batch, session_runtime, write_csv
+from bglab.batch import JOURNAL_DIR, Journal, check_engine, run_batch, session_runtime, write_csv
 from bglab.pool import terminate_as_interrupt
 
 __all__ = [
     "Item", "PreprocessReport", "collect_samples", "plan", "preprocess", "summarize",
 ]
 
-JOURNAL_DIR = ".journal"
 _UNSAFE = re.compile(r"[^\w.+-]+")
 
 

@@ -28,17 +28,15 @@ report and the run goes on.
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -426,20 +424,18 @@ class Report:
 
     def write(self) -> tuple[Path, Path]:
         """Write ``manifest.csv`` and ``summary.json`` into the study folder, atomically."""
+        from bglab.batch import write_csv
         from bglab.io import atomic_write_text
 
-        buf = _io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(MANIFEST_FIELDS)
-        for r in self.rows:
+        def row(r: OutputRow) -> list[Any]:
             o = r.planned
             if o is None:
-                w.writerow(["", r.label, r.stem, r.fg_source, "", "", "", "", "", "", r.status, r.error])
-                continue
-            w.writerow([o.split, o.fg.label, o.fg.stem, o.fg.path, "" if o.fg.mask is None else o.fg.mask,
-                        "" if o.family is None else o.family.name, int(o.own) if o.family is not None else "",
-                        "" if o.bg_file is None else o.bg_file.name, r.crop_px, o.output, r.status, r.error])
-        manifest = atomic_write_text(self.dst / MANIFEST_NAME, buf.getvalue())
+                return ["", r.label, r.stem, r.fg_source, "", "", "", "", "", "", r.status, r.error]
+            return [o.split, o.fg.label, o.fg.stem, o.fg.path, "" if o.fg.mask is None else o.fg.mask,
+                    "" if o.family is None else o.family.name, int(o.own) if o.family is not None else "",
+                    "" if o.bg_file is None else o.bg_file.name, r.crop_px, o.output, r.status, r.error]
+
+        manifest = write_csv(self.dst / MANIFEST_NAME, MANIFEST_FIELDS, map(row, self.rows))
         summary = atomic_write_text(self.dst / SUMMARY_NAME, json.dumps(self.summary(), indent=2) + "\n")
         return manifest, summary
 
@@ -551,7 +547,7 @@ def build_study(
     size: int = 128,
     segmenter: Any = None,
     despill: bool = True,
-    workers: int = 1,
+    threads: int = 1,
     overwrite: bool = False,
     write_masks: bool = True,
     on_progress: Callable[[int, int, list[OutputRow]], None] | None = None,
@@ -560,15 +556,17 @@ def build_study(
 
     ``segmenter`` computes masks for foregrounds planned without a mask file. With ``write_masks`` the fitted
     foreground mask of each image is written as ``dst/masks/<class>/<stem>.png`` (the same in every set).
-    ``on_progress(done, total, rows)`` is called after each foreground.
+    ``on_progress(done, total, rows)`` is called after each foreground. ``threads`` > 1 builds foregrounds on
+    that many threads (one shared ``segmenter``).
     """
+    from bglab.batch import run_batch
     from bglab.io import atomic_write_text, prepare_output_dir
     from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
 
     if not 8 <= size <= MAX_OUTPUT_SIDE:
         raise ConfigError(f"size must be in [8, {MAX_OUTPUT_SIDE}], got {size}")
-    if not 1 <= workers <= MAX_WORKERS:
-        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
+    if not 1 <= threads <= MAX_WORKERS:
+        raise ConfigError(f"threads must be in [1, {MAX_WORKERS}], got {threads}")
     if segmenter is None and any(f.mask is None for f in plan.foregrounds):
         raise ConfigError("the plan has foregrounds without mask files but no segmenter was given",
                           hint="pass segmenter= (e.g. bglab.segment.create('chroma'))")
@@ -582,23 +580,19 @@ def build_study(
     bgs = _Backgrounds()
     units = plan.by_foreground()
     total = len(units)
-
-    def run(unit: tuple[Foreground, list[PlannedOutput]]) -> list[OutputRow]:
-        return _build_one(unit[0], unit[1], dst, size, bgs, segmenter, despill, overwrite, write_masks)
-
     results: list[list[OutputRow]] = []
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done, rows in enumerate(pool.map(run, units), 1):
-                results.append(rows)
-                if on_progress is not None:
-                    on_progress(done, total, rows)
-    else:
-        for done, unit in enumerate(units, 1):
-            rows = run(unit)
+
+    def on_chunk(_: Sequence[Any], done: list[list[OutputRow]]) -> None:
+        for rows in done:
             results.append(rows)
             if on_progress is not None:
-                on_progress(done, total, rows)
+                on_progress(len(results), total, rows)
+
+    def build(chunk: Sequence[tuple[Foreground, list[PlannedOutput]]]) -> list[list[OutputRow]]:
+        return [_build_one(fg, outs, dst, size, bgs, segmenter, despill, overwrite, write_masks) for fg, outs in chunk]
+
+    if run_batch(units, lambda: SimpleNamespace(process=build), on_chunk, in_threads=threads):
+        raise KeyboardInterrupt  # as before: a stopped study writes no report
     report.rows = [r for rows in results for r in rows]
     for label, stem, path, reason in plan.skipped:
         report.rows.append(OutputRow(None, "no-mask" if reason == "no mask" else "skipped-input", error=reason,

@@ -15,9 +15,7 @@ for a person to review (rejects framed in red). Unreadable images are recorded a
 from __future__ import annotations
 
 import csv
-import io as _io
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,20 +167,6 @@ def _read_previous(dst: Path) -> dict[str, KeyItem]:
     return out
 
 
-def write_report_csv(path: Path, items: list[KeyItem]) -> None:
-    """Write the per-image report (atomic)."""
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(REPORT_FIELDS)
-    for it in items:
-        fg = "" if np.isnan(it.fg_fraction) else f"{it.fg_fraction:.4f}"
-        comps = "" if it.components < 0 else str(it.components)
-        w.writerow([it.file, it.status, fg, comps, it.reason])
-    from bglab.io import atomic_write_text
-
-    atomic_write_text(path, buf.getvalue())
-
-
 def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
              previous: Mapping[str, KeyItem]) -> KeyItem:
     from bglab.io import read_image, write_mask
@@ -219,6 +203,16 @@ def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
         return KeyItem(rel, "error", reason=f"{type(exc).__name__}: {exc}")
 
 
+class _KeyWorker:
+    """Keys chunks of files with one shared segmenter (thread-safe: chroma, grabcut)."""
+
+    def __init__(self, seg: Any, src: Path, dst: Path, qc: QCRules, previous: Mapping[str, KeyItem]) -> None:
+        self.seg, self.src, self.dst, self.qc, self.previous = seg, src, dst, qc, previous
+
+    def process(self, files: Sequence[str]) -> list[KeyItem]:
+        return [_key_one(self.seg, self.src, self.dst, rel, self.qc, self.previous) for rel in files]
+
+
 def key_folder(
     src: str | Path,
     dst: str | Path,
@@ -226,15 +220,16 @@ def key_folder(
     segmenter_options: Mapping[str, Any] | None = None,
     backend: str = "chroma",
     qc: QCRules = QCRules(),
-    workers: int = 1,
+    threads: int = 1,
     progress: Callable[[int, int, KeyItem], None] | None = None,
     sheet: bool = True,
 ) -> KeyReport:
     """Key every image under ``src`` into masks under ``dst`` (see the module docstring); returns the report.
 
     ``segmenter_options`` go to the ``backend`` (chroma: ``key``, ``tolerance``, ``softness``, ...).
-    ``progress(done, total, item)`` is called after each image. ``workers`` > 1 keys images in threads.
+    ``progress(done, total, item)`` is called after each image. ``threads`` > 1 keys images in threads.
     """
+    from bglab.batch import run_batch, write_csv
     from bglab.io import check_separate, list_images, prepare_output_dir
     from bglab.segment import create
 
@@ -244,8 +239,8 @@ def key_folder(
     check_separate([src], dst)
     from bglab.limits import MAX_WORKERS
 
-    if not 1 <= int(workers) <= MAX_WORKERS:
-        raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
+    if not 1 <= int(threads) <= MAX_WORKERS:
+        raise ConfigError(f"threads must be in [1, {MAX_WORKERS}], got {threads}")
     seg = create(backend, kind="segmenter", **dict(segmenter_options or {}))
     dst_abs = dst.resolve()
     files = []
@@ -261,36 +256,21 @@ def key_folder(
     report = KeyReport(src, dst)
     results: dict[str, KeyItem] = {}
 
-    def run(rel: str) -> KeyItem:
-        return _key_one(seg, src, dst, rel, qc, previous)
+    def on_chunk(_: Sequence[str], items: list[KeyItem]) -> None:
+        for item in items:
+            results[item.file] = item
+            if progress:
+                progress(len(results), len(files), item)
 
-    total = len(files)
-    from bglab.pool import terminate_as_interrupt
-
-    try:
-        with terminate_as_interrupt():
-            if workers > 1:
-                pool = ThreadPoolExecutor(max_workers=workers)
-                try:
-                    for done, item in enumerate(pool.map(run, files), 1):
-                        results[item.file] = item
-                        if progress:
-                            progress(done, total, item)
-                finally:
-                    pool.shutdown(wait=True, cancel_futures=True)  # on a signal: finish the running ones only
-            else:
-                for done, rel in enumerate(files, 1):
-                    item = run(rel)
-                    results[rel] = item
-                    if progress:
-                        progress(done, total, item)
-    except KeyboardInterrupt:
-        report.interrupted = True
+    worker = _KeyWorker(seg, src, dst, qc, previous)
+    report.interrupted = run_batch(files, lambda: worker, on_chunk, in_threads=int(threads))
     report.items = [results[f] for f in files if f in results]
     if qc.batch:
         _batch_pass(report.items, dst)
     report.report_path = dst / REPORT_NAME
-    write_report_csv(report.report_path, report.items)
+    write_csv(report.report_path, REPORT_FIELDS, ([it.file, it.status, "" if np.isnan(it.fg_fraction) else
+                                                   f"{it.fg_fraction:.4f}", "" if it.components < 0 else
+                                                   str(it.components), it.reason] for it in report.items))
     if sheet and not report.interrupted:
         report.sheet_path = dst / SHEET_NAME
         write_contact_sheet(report, report.sheet_path)

@@ -1,4 +1,4 @@
-"""One process pool for batch commands (``preprocess``, ``variants``): bounded, streaming, resumable-friendly.
+"""One process pool for the batch engine (:mod:`bglab.batch`) and experiment runs: bounded, streaming.
 
 Workers start from a ``forkserver`` that has imported the heavy modules once (else ``spawn``); at most
 ``2 x workers`` chunks are in flight, and each chunk's result is yielded as soon as it is done, so the caller

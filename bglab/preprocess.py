@@ -24,9 +24,9 @@ box and ``on_missing: skip``: no output), ``failed`` (unreadable file, backend e
 record when the manifest is written, so resumed runs are judged with the rest. Only ``failed`` makes the
 run's exit code 1: not finding a hand is a result (it is what the summary measures), not an error.
 
-Engines: ``local`` runs in this process (``workers=1``) or a process pool (``forkserver`` / ``spawn``) with one
-backend session per worker (``Runtime(threads=1)``), chunks of ``chunk`` images per task (batched inference)
-and at most ``2 x workers`` chunks in flight. ``ray`` is :mod:`bglab.engines.ray_engine`. From a Python
+Engines (:func:`bglab.batch.run_batch`, shared with ``remove`` and ``variants``): ``local`` runs in this
+process (``workers=1``) or a process pool with one backend session per worker (``Runtime(threads=1)``), chunks
+of ``chunk`` images per task (batched inference); ``ray`` is :mod:`bglab.engines.ray_engine`. From a Python
 script with ``workers > 1``, call :func:`preprocess` under ``if __name__ == "__main__":`` (worker processes
 import the main module, as always with ``spawn`` / ``forkserver``).
 
@@ -37,28 +37,25 @@ sources (or another ``--limit``) stay on disk but are not listed.
 from __future__ import annotations
 
 import io as _io
-import json
-import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bglab.dataset import Sample
 from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
 from bglab.io import prepare_output_dir, remove_temp_files
-from bglab.pool import run_pool, terminate_as_interrupt
+from bglab.batch import JOURNAL_DIR, Journal, check_engine, run_batch, session_runtime, write_csv
+from bglab.pool import terminate_as_interrupt
 
 __all__ = [
-    "ENGINES", "Item", "PreprocessReport", "Journal", "collect_samples", "plan", "preprocess", "summarize",
+    "Item", "PreprocessReport", "collect_samples", "plan", "preprocess", "summarize",
 ]
 
-ENGINES = ("local", "ray")
-JOURNAL_DIR = ".journal"
 _UNSAFE = re.compile(r"[^\w.+-]+")
 
 
@@ -184,14 +181,8 @@ class Worker:
     def __init__(self, config: Mapping[str, Any], dst: str | Path, threads: int = 0,
                  max_pixels: int | None = None) -> None:
         from bglab.pipeline import Pipeline
-        from bglab.segment import Runtime
 
-        if threads > 0:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        runtime = Runtime(threads=threads) if threads > 0 else Runtime.from_env()
-        self.pipeline = Pipeline.from_config(dict(config), runtime=runtime).open()
+        self.pipeline = Pipeline.from_config(dict(config), runtime=session_runtime(threads)).open()
         self.dst = Path(dst)
         self.max_pixels = max_pixels
 
@@ -228,86 +219,12 @@ class Worker:
             rec["timings"]["total"] = round(sum(v for k, v in rec["timings"].items() if k != "total"), 6)
         return [records[i] for i in range(len(items))]
 
-
-_WORKER: Worker | None = None
-_WORKER_ERROR: BaseException | None = None
-
-
-def _init_worker(config: Mapping[str, Any], dst: str, threads: int, max_pixels: int | None) -> None:
-    global _WORKER, _WORKER_ERROR
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(max(threads, 1)))
-    try:
-        _WORKER = Worker(config, dst, threads, max_pixels)
-    except BaseException as exc:  # noqa: BLE001 - re-raised by the first task, so the caller sees the real error
-        _WORKER_ERROR = exc
-
-
-def _run_chunk(items: Sequence[Item]) -> list[dict[str, Any]]:
-    if _WORKER is None:
-        raise _WORKER_ERROR or BglabError("preprocess worker was not initialised")
-    return _WORKER.process(items)
+    def close(self) -> None:
+        self.pipeline.close()
 
 
 _PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.pipeline", "bglab.preprocess",
             "bglab.segment"]
-
-
-# --------------------------------------------------------------------------------------------- journal
-
-
-class Journal:
-    """Append-only JSONL journal in ``DST/.journal``: one file per run, one line per finished sample."""
-
-    def __init__(self, dst: Path) -> None:
-        self.dir = Path(dst) / JOURNAL_DIR
-        self._fh: Any = None
-        self.appended = 0  # lines this run wrote (the count a report gives, even when a signal cut the loop)
-
-    def files(self) -> list[Path]:
-        return sorted(self.dir.glob("run-*.jsonl")) if self.dir.is_dir() else []
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every complete line of every run, oldest first (a line torn by a kill is ignored)."""
-        for f in self.files():
-            with open(f, encoding="utf-8") as fh:
-                for line in fh:
-                    if not line.endswith("\n"):
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(rec, dict) and "key" in rec:
-                        yield rec
-
-    def latest(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for rec in self.records():
-            out[rec["key"]] = rec
-        return out
-
-    def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        self._fh = open(self.dir / f"run-{stamp}-{os.getpid()}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-
-    def append(self, records: Iterable[dict[str, Any]]) -> None:
-        """Append lines and make them durable (one fsync per call: per chunk)."""
-        lines = [json.dumps(rec, sort_keys=True) + "\n" for rec in records]
-        self._fh.write("".join(lines))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.appended += len(lines)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def clear(self) -> None:
-        for f in self.files():
-            f.unlink()
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -428,17 +345,10 @@ def read_output_manifest(dst: str | Path) -> Any:
 
 
 def write_summary(dst: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    import csv
-
-    from bglab.io import atomic_write_text
-
-    buf = _io.StringIO()
+    """``DST/summary.csv``, written atomically."""
     cols = ["origin", "label", "images", "found", "not_found", "suspect", "skipped", "failed", "found_pct"]
-    w = csv.writer(buf)
-    w.writerow(cols)
-    for r in rows:
-        w.writerow(["" if r[c] is None else r[c] for c in cols])
-    return atomic_write_text(dst / "summary.csv", buf.getvalue())
+    return write_csv(dst / "summary.csv", cols, (["" if r[c] is None else r[c] for c in cols] for r in rows),
+                     newline="\r\n")
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "found / not found / failed") -> Any:
@@ -458,10 +368,6 @@ def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "found / not f
 
 
 # ---------------------------------------------------------------------------------------------- runner
-
-
-def _chunks(items: Sequence[Item], n: int) -> list[list[Item]]:
-    return [list(items[i:i + n]) for i in range(0, len(items), n)]
 
 
 def _check_dst_config(dst: Path, config: Mapping[str, Any], journal: Journal, overwrite: bool) -> None:
@@ -505,8 +411,6 @@ def preprocess(
     from bglab.pipeline import Pipeline
 
     t_start = time.perf_counter()
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown engine {engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
     from bglab.limits import MAX_CHUNK, MAX_THREADS, MAX_WORKERS
 
     if not 1 <= int(workers) <= MAX_WORKERS:
@@ -517,10 +421,7 @@ def preprocess(
         raise ConfigError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
     pipe = Pipeline.from_config(config)  # validates; no backend is opened here
     resolved = pipe.to_config()
-    if engine == "ray":
-        from bglab.engines.ray_engine import check_address
-
-        check_address(dict(engine_options or {}).get("address"))  # before anything is written
+    check_engine(engine, engine_options)  # an unknown engine or a silent Ray cluster: before anything is written
     _check_separate(sources, (), Path(dst))  # folders first: before reading them (DST = SRC, nested)
     samples, problems = collect_samples(sources, manifest=manifest)
     if limit is not None and int(limit) < len(samples):
@@ -630,17 +531,23 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
         for rec in clashes:  # output-name clashes are failures, reported before any sample is processed
             on_progress(rec)
 
+    def on_chunk(_: Sequence[Item], recs: list[dict[str, Any]]) -> None:
+        journal.append(recs)
+        if on_progress is not None:
+            for r in recs:
+                on_progress(r)
+
+    # threads: all cores in this process, 1 per pool worker unless given; a Ray actor's session uses 1 (the
+    # actor gets num_cpus, an engine option)
+    pooled = engine == "ray" or int(workers) > 1
+    n = 1 if engine == "ray" else (int(threads) if threads is not None else (1 if pooled else 0))
     journal.open()
     try:
-        run = _run_ray if engine == "ray" else _run_local
-        for recs in run(todo, dst, resolved, workers=int(workers), chunk=int(chunk), max_pixels=max_pixels,
-                        threads=threads, engine_options=dict(engine_options or {})):
-            journal.append(recs)
-            report.processed += len(recs)
-            if on_progress is not None:
-                for r in recs:
-                    on_progress(r)
-    except KeyboardInterrupt:
+        report.interrupted = run_batch(todo, partial(Worker, dict(resolved), str(dst), n, max_pixels), on_chunk,
+                                       workers=int(workers), chunk=int(chunk), engine=engine,
+                                       engine_options=engine_options, threads=max(n, 1), preload=_PRELOAD,
+                                       kept="samples")
+    except KeyboardInterrupt:  # a signal between the journal and the engine
         report.interrupted = True
     finally:
         journal.close()
@@ -668,36 +575,3 @@ def _batch_qc(records: list[dict[str, Any]], pipe: Any) -> None:
             r["qc"] = f"{r['qc']}; {why}" if r.get("qc") else why
             if r["status"] == "done":
                 r["status"] = "suspect"
-
-
-def _run_local(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,
-               max_pixels: int | None, threads: int | None, engine_options: Mapping[str, Any],
-               ) -> Iterator[list[dict[str, Any]]]:
-    chunks = _chunks(todo, chunk)
-    if not chunks:
-        return
-    if workers == 1:
-        w = Worker(config, dst, 0 if threads is None else int(threads), max_pixels)
-        for c in chunks:
-            yield w.process(c)
-        w.pipeline.close()
-        return
-    yield from run_pool(chunks, _run_chunk, workers=workers, initializer=_init_worker,
-                        initargs=(dict(config), str(dst), 1 if threads is None else int(threads), max_pixels),
-                        preload=_PRELOAD, kept="samples")
-
-
-def _run_ray(todo: Sequence[Item], dst: Path, config: Mapping[str, Any], *, workers: int, chunk: int,
-             max_pixels: int | None, threads: int | None, engine_options: Mapping[str, Any],
-             ) -> Iterator[list[dict[str, Any]]]:
-    # Ray gives each actor num_cpus (engine option); its session uses 1 thread, so ``threads`` is not used
-    from functools import partial
-
-    from bglab.engines.ray_engine import run_chunks
-
-    yield from run_chunks(_chunks(todo, chunk), partial(Worker, dict(config), str(dst), 1, max_pixels),
-                          workers=workers, **engine_options)
-
-
-def item_dict(item: Item) -> dict[str, str]:
-    return asdict(item)

@@ -6,11 +6,10 @@ resumption (finished outputs are skipped) and a per-file report, so one bad file
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,15 +126,11 @@ class BatchReport:
 
     def write_csv(self, path: Path) -> Path:
         """Write the report as CSV, atomically."""
-        from bglab.io import atomic_write_text
+        from bglab.batch import write_csv
 
-        buf = _io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["input", "output", "status", "coverage", "seconds", "error", "qc"])
-        for r in self.results:
-            cov = "" if r.coverage is None else f"{r.coverage:.4f}"
-            w.writerow([r.input, r.output or "", r.status, cov, f"{r.seconds:.4f}", r.error, r.qc])
-        return atomic_write_text(path, buf.getvalue())
+        return write_csv(path, ["input", "output", "status", "coverage", "seconds", "error", "qc"],
+                         ([r.input, r.output or "", r.status, "" if r.coverage is None else f"{r.coverage:.4f}",
+                           f"{r.seconds:.4f}", r.error, r.qc] for r in self.results), newline="\r\n")
 
 
 def collect_inputs(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
@@ -238,33 +233,23 @@ def _process_file(src: Path, dst: Path, segmenter: Any, job: _FileJob) -> FileRe
     return res
 
 
-# one segmenter per pool process (``remove_files(..., workers=N)``), built by the pool's initializer
-_POOL_STATE: dict[str, Any] = {}
+class _RemoveWorker:
+    """One segmenter (a ready one, or built by name with ``threads`` CPU threads; 0: the backend's default)
+    that turns chunks of (input, output) pairs into :class:`FileResult` records."""
+
+    def __init__(self, segmenter: Any, options: Mapping[str, Any], threads: int, job: _FileJob) -> None:
+        if isinstance(segmenter, str):
+            from bglab.batch import session_runtime
+            from bglab.segment import create
+
+            segmenter = create(segmenter, kind="segmenter", runtime=session_runtime(threads), **dict(options))
+        self.segmenter, self.job = segmenter, job
+
+    def process(self, pairs: Sequence[tuple[Path, Path]]) -> list[FileResult]:
+        return [_process_file(src, dst, self.segmenter, self.job) for src, dst in pairs]
+
+
 _PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.remove", "bglab.segment"]
-
-
-def _init_pool_worker(backend: str, options: dict[str, Any], threads: int, job: _FileJob) -> None:
-    import os
-
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(max(threads, 1)))
-    try:
-        import cv2
-
-        cv2.setNumThreads(max(threads, 1))
-        from bglab.segment import Runtime, create
-
-        _POOL_STATE["segmenter"] = create(backend, kind="segmenter", runtime=Runtime(threads=max(threads, 1)),
-                                          **options)
-        _POOL_STATE["job"] = job
-    except BaseException as exc:  # noqa: BLE001 - re-raised by the first task, so the caller sees the real error
-        _POOL_STATE["error"] = exc
-
-
-def _pool_chunk(pairs: Sequence[tuple[Path, Path]]) -> list[FileResult]:
-    if "segmenter" not in _POOL_STATE:
-        raise _POOL_STATE.get("error") or BglabError("remove worker was not initialised")
-    return [_process_file(src, dst, _POOL_STATE["segmenter"], _POOL_STATE["job"]) for src, dst in pairs]
 
 
 def remove_files(
@@ -284,6 +269,8 @@ def remove_files(
     workers: int = 1,
     backend_options: Mapping[str, Any] | None = None,
     threads: int = 0,
+    engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> BatchReport:
     """Run background removal over ``items`` (from :func:`collect_inputs`) into ``out_dir``.
 
@@ -291,13 +278,13 @@ def remove_files(
     :func:`collect_inputs_checked`: unreadable folders, symlink loops) are reported first, as failures, and so
     are output-name clashes, before any image is processed.
 
-    ``segmenter``: a ready segmenter, or a backend name (built with ``backend_options``). ``workers > 1``
-    needs a name: each worker process of the shared pool (:func:`bglab.pool.run_pool`, as ``preprocess``)
-    builds its own session with ``threads`` CPU threads (0: 1 per worker).
+    ``segmenter``: a ready segmenter, or a backend name (built with ``backend_options``). ``workers > 1`` and
+    ``engine="ray"`` need a name: each worker process / Ray actor of the batch engine (:func:`bglab.batch.run_batch`,
+    as ``preprocess``) builds its own session with ``threads`` CPU threads (0: 1 per worker).
 
     ``out_dir`` may not overlap an input folder (refused before anything is written, with ``overwrite`` too).
     Outputs that already exist are skipped (so an interrupted run resumes) unless ``overwrite``; temp files
-    left by a killed run are removed first. Ctrl+C or SIGTERM (see :func:`bglab.pool.terminate_as_interrupt`)
+    left by a killed run are removed first. Ctrl+C or SIGTERM (:func:`bglab.batch.run_batch`)
     stops the batch after the current file: the report is returned with ``interrupted`` set.
 
     Every mask goes through QC (``qc``: :class:`bglab.ops.qc.QCRules`, default rules when None; ``False``
@@ -306,15 +293,17 @@ def remove_files(
     written) or ``fail`` (not written, status failed). The batch pass (coverage far from the batch median)
     runs at the end and treats the outputs it flags the same way.
     """
+    from bglab.batch import check_engine, run_batch
     from bglab.io import check_separate, prepare_output_dir, remove_temp_files
 
     check_request(opts, has_background=background is not None, fmt=fmt)
     workers = int(workers)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    if workers > 1 and not isinstance(segmenter, str):
-        raise ConfigError("workers > 1 needs the backend by name (each worker process builds its own)",
+    if (workers > 1 or engine == "ray") and not isinstance(segmenter, str):
+        raise ConfigError("workers > 1 and the ray engine need the backend by name (each worker builds its own)",
                           hint="pass the backend name, e.g. remove_files(..., 'unet', opts, workers=2)")
+    check_engine(engine, engine_options)  # before anything is written
     from bglab import qc as _qc
 
     policy = _qc.check_on_suspect(on_suspect)
@@ -332,40 +321,27 @@ def remove_files(
         if on_progress is not None:
             on_progress(res)
 
+    for res in problems:
+        record(res)
     todo: list[tuple[Path, Path]] = []
-    try:
-        for res in problems:
-            record(res)
-        seen: dict[Path, Path] = {}
-        for src, rel in items:  # output-name clashes are failures, reported up front
-            dst = output_path(out_dir, rel, fmt)
-            if dst in seen:
-                record(FileResult(src, None, "failed", error=f"{src}: output name {dst.name} clashes with "
-                                                              f"{seen[dst]} (same stem); rename one of them"))
-                continue
-            seen[dst] = src
-            todo.append((src, dst))
-        if workers == 1 or len(todo) <= 1:
-            if isinstance(segmenter, str):
-                from bglab.segment import create
-
-                segmenter = create(segmenter, kind="segmenter", **dict(backend_options or {}))
-            for src, dst in todo:
-                record(_process_file(src, dst, segmenter, job))
-        else:
-            from bglab.pool import run_pool
-
-            chunks = [[pair] for pair in todo]  # one file per task: slow backends (1 img/s) balance best
-            for results in run_pool(chunks, _pool_chunk, workers=workers, initializer=_init_pool_worker,
-                                    initargs=(segmenter, dict(backend_options or {}), int(threads), job),
-                                    preload=_PRELOAD, kept="outputs"):
-                for res in results:
-                    record(res)
-    except KeyboardInterrupt:
-        report.interrupted = True
-    if workers > 1:  # the pool yields in completion order; the report lists files in input order
-        rank = {str(src): i for i, (src, _) in enumerate(todo)}
-        report.results.sort(key=lambda r: rank.get(str(r.input), -1))
+    seen: dict[Path, Path] = {}
+    for src, rel in items:  # output-name clashes are failures, reported up front
+        dst = output_path(out_dir, rel, fmt)
+        if dst in seen:
+            record(FileResult(src, None, "failed", error=f"{src}: output name {dst.name} clashes with "
+                                                          f"{seen[dst]} (same stem); rename one of them"))
+            continue
+        seen[dst] = src
+        todo.append((src, dst))
+    pooled = engine == "ray" or (workers > 1 and len(todo) > 1)
+    make_worker = partial(_RemoveWorker, segmenter, dict(backend_options or {}),
+                          max(int(threads), 1) if pooled else 0, job)
+    report.interrupted = run_batch(todo, make_worker, lambda _, results: [record(r) for r in results],
+                                   workers=workers if pooled else 1, engine=engine, engine_options=engine_options,
+                                   threads=max(int(threads), 1), preload=_PRELOAD)
+    # with several workers results arrive in completion order; the report lists files in input order
+    rank = {str(src): i for i, (src, _) in enumerate(todo)}
+    report.results.sort(key=lambda r: rank.get(str(r.input), -1))
     if rules is not None:
         _batch_pass(report, rules, policy)
     return report

@@ -24,17 +24,15 @@ which outputs already exist. See docs/variants.md for the definitions of every k
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io as _io
 import json
 import math
-import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,6 @@ from bglab import ops
 from bglab.boxes import Box
 from bglab.dataset import MASKS_DIR, Sample
 from bglab.errors import BglabError, ConfigError, MaskError
-from bglab.pool import run_pool, terminate_as_interrupt
 
 __all__ = [
     "BOX_KINDS",
@@ -62,7 +59,6 @@ __all__ = [
     "parse_kinds",
     "plan_pairs",
     "random_color",
-    "write_manifest",
 ]
 
 KIND_NAMES: tuple[str, ...] = (
@@ -396,13 +392,10 @@ class _Worker:
     """Loads images, masks and boxes (GT, backend or locator) and writes the variants of one image at a time."""
 
     def __init__(self, config: Mapping[str, Any], threads: int = 0) -> None:
-        from bglab.segment import Runtime, create
+        from bglab.batch import session_runtime
+        from bglab.segment import create
 
-        if threads > 0:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        runtime = Runtime(threads=threads) if threads > 0 else Runtime.from_env()
+        runtime = session_runtime(threads)
         self.dst = Path(config["dst"])
         self.size: int | None = config["size"]
         self.blur: float = config["blur"]
@@ -462,7 +455,11 @@ class _Worker:
             box = Box.from_mask(small_fg)
         return small, small_fg, box, self.blur * t.scale
 
-    def process(self, job: _Job) -> list[VariantRow]:
+    def process(self, jobs: Sequence[_Job]) -> list[list[VariantRow]]:
+        """The rows of each job (one image, its kinds), in order."""
+        return [self._variants(j) for j in jobs]
+
+    def _variants(self, job: _Job) -> list[VariantRow]:
         from bglab.io import write_image, write_mask
 
         ref = job.ref
@@ -530,46 +527,7 @@ class _Worker:
                 rows.append(row(kind, status="failed", error=f"{ref.path}: unexpected {type(exc).__name__}: {exc}"))
         return rows
 
-    def run(self, jobs: Sequence[_Job]) -> list[list[VariantRow]]:
-        return [self.process(j) for j in jobs]
-
-
-_WORKER: _Worker | None = None
-_WORKER_ERROR: BaseException | None = None
-
-
-def _init_worker(config: Mapping[str, Any]) -> None:
-    global _WORKER, _WORKER_ERROR
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    try:
-        _WORKER = _Worker(config, threads=1)
-    except BaseException as exc:  # noqa: BLE001 - re-raised by the first task so the caller sees the real error
-        _WORKER_ERROR = exc
-
-
-def _run_chunk(jobs: Sequence[_Job]) -> list[list[VariantRow]]:
-    if _WORKER is None:
-        raise _WORKER_ERROR or BglabError("variants worker was not initialised")
-    return _WORKER.run(jobs)
-
-
 _PRELOAD = ["numpy", "cv2", "PIL.Image", "bglab.io", "bglab.ops", "bglab.variants", "bglab.segment"]
-
-
-def _execute(jobs: Sequence[_Job], config: Mapping[str, Any], workers: int) -> Iterator[list[list[VariantRow]]]:
-    """Yield the rows of finished jobs, one list per job, chunk by chunk (in this process when workers == 1)."""
-    if not jobs:
-        return
-    if workers == 1:
-        w = _Worker(config)
-        for j in jobs:
-            yield [w.process(j)]
-        return
-    size = max(1, min(8, len(jobs) // (workers * 4)))
-    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    yield from run_pool(chunks, _run_chunk, workers=workers, initializer=_init_worker, initargs=(dict(config),),
-                        preload=_PRELOAD, kept="outputs")
 
 
 def _check_backend(name: str | None, kind: str, options: Mapping[str, Any] | None = None) -> None:
@@ -578,18 +536,6 @@ def _check_backend(name: str | None, kind: str, options: Mapping[str, Any] | Non
     from bglab.segment import resolve
 
     resolve(name, kind, options, available=True)  # type: ignore[arg-type]
-
-
-def write_manifest(rows: Sequence[VariantRow], path: Path) -> Path:
-    """Write the manifest CSV (``MANIFEST_COLUMNS``) atomically."""
-    from bglab.io import atomic_write_text
-
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(MANIFEST_COLUMNS)
-    for r in rows:
-        w.writerow(r.as_list())
-    return atomic_write_text(path, buf.getvalue())
 
 
 def generate_variants(
@@ -610,6 +556,8 @@ def generate_variants(
     progress: Callable[[int, int, list[VariantRow]], None] | None = None,
     qc: Mapping[str, Any] | None | bool = True,
     on_suspect: str = "keep",
+    engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> VariantsReport:
     """Write the requested variants of every image of the ImageFolder ``src`` into ``dst`` (see module doc).
 
@@ -617,8 +565,10 @@ def generate_variants(
     box, or ``locator``'s first box. Existing outputs are kept unless ``overwrite``. ``progress(done, total,
     rows)`` is called once with ``done=0`` and after each image. Bad images never stop the run. ``qc``:
     QC rule overrides for backend masks (``True``: the defaults, ``False``: no QC); ``on_suspect``: keep |
-    skip | fail (see the module doc).
+    skip | fail (see the module doc). ``workers`` processes, or Ray actors with ``engine="ray"``
+    (:func:`bglab.batch.run_batch`).
     """
+    from bglab.batch import check_engine, run_batch, write_csv
     from bglab.dataset import read_imagefolder
     from bglab.io import check_separate, prepare_output_dir
     from bglab.limits import MAX_OUTPUT_SIDE, MAX_WORKERS
@@ -633,6 +583,7 @@ def generate_variants(
         raise ConfigError(f"size must be a number of pixels in [1, {MAX_OUTPUT_SIDE}], got {size}")
     if not (math.isfinite(float(blur)) and blur >= 0):
         raise ConfigError(f"blur must be >= 0 (a Gaussian sigma in pixels), got {blur}")
+    check_engine(engine, engine_options)  # an unknown engine or a silent Ray cluster: before anything is written
     check_separate([src], dst)  # the shared check: DST = SRC, DST inside SRC, SRC inside DST
     _check_backend(backend, "segmenter", backend_options)
     _check_backend(locator, "locator")
@@ -708,22 +659,24 @@ def generate_variants(
     if progress is not None:
         progress(done, total, [])
     prepare_output_dir(dst)
-    interrupted = False
-    try:
-        with terminate_as_interrupt():  # SIGTERM stops like Ctrl+C: the manifest below is still written
-            for batch in _execute(jobs, config, int(workers)):
-                for job_rows in batch:
-                    for r in job_rows:
-                        rows[(order_by_name[r.kind], r.label, r.stem)] = r
-                    done += 1
-                    if progress is not None:
-                        progress(done, total, job_rows)
-    except KeyboardInterrupt:
-        interrupted = True
+    pooled = engine == "ray" or int(workers) > 1
+    count = {"done": done}
+
+    def on_chunk(_: Sequence[_Job], results: list[list[VariantRow]]) -> None:
+        for job_rows in results:
+            for r in job_rows:
+                rows[(order_by_name[r.kind], r.label, r.stem)] = r
+            count["done"] += 1
+            if progress is not None:
+                progress(count["done"], total, job_rows)
+
+    chunk = max(1, min(8, len(jobs) // (int(workers) * 4))) if pooled else 1  # small chunks: balanced workers
+    interrupted = run_batch(jobs, partial(_Worker, config, 1 if pooled else 0), on_chunk, workers=int(workers),
+                            chunk=chunk, engine=engine, engine_options=engine_options, threads=1, preload=_PRELOAD)
     report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total, interrupted=interrupted)
     if backend and qc_options is not None:
         _batch_qc(report.rows, rules_from(qc_options), dst, on_suspect)
-    report.manifest_path = write_manifest(report.rows, dst / "manifest.csv")
+    report.manifest_path = write_csv(dst / "manifest.csv", MANIFEST_COLUMNS, (r.as_list() for r in report.rows))
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -200,7 +200,7 @@ def test_broken_is_uniform_over_families(tmp_path):
 def test_deterministic_and_seeded(tmp_path):
     src, masks, bg = make_data(tmp_path, per_class=10)
     a = build_study(plan_study(src, bg, masks=masks, seed=5), tmp_path / "a", size=16)
-    b = build_study(plan_study(src, bg, masks=masks, seed=5), tmp_path / "b", size=16, workers=2)
+    b = build_study(plan_study(src, bg, masks=masks, seed=5), tmp_path / "b", size=16, threads=2)
     ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
     assert [(r["split"], r["stem"], r["bg_family"], r["bg_file"], r["crop"]) for r in ra] == \
         [(r["split"], r["stem"], r["bg_family"], r["bg_file"], r["crop"]) for r in rb]

@@ -18,7 +18,8 @@ import pytest
 from bglab.errors import ConfigError, DatasetError
 from bglab.io import read_image, write_image
 from bglab.pipeline import Pipeline
-from bglab.preprocess import Journal, preprocess, read_output_manifest
+from bglab.batch import Journal
+from bglab.preprocess import preprocess, read_output_manifest
 from tests.conftest import shared_path
 
 REPO = Path(__file__).resolve().parents[1]

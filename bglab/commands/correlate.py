@@ -44,7 +44,7 @@ def correlate(
     from bglab.commands._common import deprecated_flag
     from bglab.correlated import SPLITS, build_study, plan_study
 
-    workers = int(deprecated_flag("--workers/-j (correlate)", "--threads", workers_old, threads))  # type: ignore[arg-type]
+    threads = int(deprecated_flag("--workers/-j (correlate)", "--threads", workers_old, threads))  # type: ignore[arg-type]
 
     plan = plan_study(src, backgrounds, masks=masks, backend=backend, correlation=correlation,
                       test_fraction=test_fraction, seed=seed, per_class=per_class, fg_only=fg_only)
@@ -66,7 +66,7 @@ def correlate(
                 if r.status == "failed":
                     print_failed(progress.console, f"{r.planned.output}: {r.error}")
 
-        rep = build_study(plan, dst, size=size, segmenter=segmenter, despill=despill, workers=workers,
+        rep = build_study(plan, dst, size=size, segmenter=segmenter, despill=despill, threads=threads,
                           overwrite=overwrite, on_progress=tick)
     table = Table(title=f"bglab correlate (correlation {correlation}, {len(plan.classes)} classes)")
     for col in ("set", "images", "done", "skipped", "failed", "own family"):

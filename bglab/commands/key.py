@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         from bglab.commands._common import console, deprecated_flag, esc, parse_options, print_failed, progress_bar
         from bglab.key import QCRules, key_folder
 
-        workers = int(deprecated_flag("--workers (key)", "--threads", workers_old, threads))  # type: ignore[arg-type]
+        threads = int(deprecated_flag("--workers (key)", "--threads", workers_old, threads))  # type: ignore[arg-type]
         qc = QCRules(min_fg=min_fg, max_fg=max_fg, entry_side=entry_side, max_border_fg=max_border_fg,
                      max_components=max_components)
         options = {"key": key_colour, "tolerance": tolerance} if backend == "chroma" else {}
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
             def on_item(done: int, total: int, item: object) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = key_folder(src, dst, segmenter_options=options, backend=backend, qc=qc, workers=workers,
+            report = key_folder(src, dst, segmenter_options=options, backend=backend, qc=qc, threads=threads,
                                 progress=on_item, sheet=sheet)
         table = Table(title=esc(f"bglab key {src} -> {dst}"))
         table.add_column("status")

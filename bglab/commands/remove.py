@@ -47,6 +47,9 @@ def remove(
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="CPU threads per backend session (0: all cores with 1 worker, 1 per worker "
                                      "with several)."),
+    engine: str = typer.Option("local", "--engine", help="local (process pool) | ray (extra 'ray'; docs/scaling.md)."),
+    engine_option: list[str] = typer.Option(None, "--engine-option",
+                                            help="Engine option key=value, e.g. address=ray://head:10001."),
 ) -> None:
     """Remove or change the background of every input image; bad files are reported, never fatal.
 
@@ -57,6 +60,7 @@ def remove(
     130 when interrupted (Ctrl+C or SIGTERM: the report is still written). OUT may not be, hold or lie inside
     an input folder.
     """
+    from bglab.batch import check_engine
     from bglab.io import check_separate, prepare_output_dir, read_image
     from bglab.pool import terminate_as_interrupt
     from bglab.qc import backend_hint, check_on_suspect, rules_from
@@ -69,6 +73,8 @@ def remove(
     check_request(opts, has_background=background is not None, fmt=fmt)  # before any file or progress bar
     policy = check_on_suspect(on_suspect)
     rules = rules_from(parse_options(qc_option))
+    engine_options = parse_options(engine_option)
+    check_engine(engine, engine_options)  # an unknown engine or a silent Ray cluster: before anything is written
     check_separate(inputs, out)  # before anything is read or written, --overwrite or not
     if report is not None:
         check_separate(inputs, report, what="report file")  # never an input, nor inside an input folder
@@ -103,9 +109,11 @@ def remove(
                 print_failed(progress.console, res.error)
 
         with terminate_as_interrupt():
-            rep = remove_files(items, out, name if workers > 1 else segmenter, opts, background=bg, fmt=fmt,
+            by_name = workers > 1 or engine == "ray"
+            rep = remove_files(items, out, name if by_name else segmenter, opts, background=bg, fmt=fmt,
                                overwrite=overwrite, on_progress=tick, problems=problems, qc=rules,
-                               on_suspect=policy, workers=workers, backend_options=options, threads=threads)
+                               on_suspect=policy, workers=workers, backend_options=options, threads=threads,
+                               engine=engine, engine_options=engine_options)
     rep.write_csv(report or Path(out) / "remove_report.csv")
     elapsed = time.perf_counter() - t0
     table = Table(title=esc(f"bglab remove ({segmenter.name}, mode {opts.mode}, {workers} worker(s))"))

@@ -29,7 +29,10 @@ def variants(
     locator: str = typer.Option(None, "--locator",
                                 help="Locator backend for the fg box; default: the mask's box."),
     seed: int = typer.Option(0, "--seed", help="Seed for Mixed-* pairs and random bg-color colours."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (or Ray actors with --engine ray)."),
+    engine: str = typer.Option("local", "--engine", help="local (process pool) | ray (extra 'ray'; docs/scaling.md)."),
+    engine_option: list[str] = typer.Option(None, "--engine-option",
+                                            help="Engine option key=value, e.g. address=ray://head:10001."),
     size: int = typer.Option(None, "--size", help="Resize-pad every output (and mask) to N x N; default: keep."),
     color: str = typer.Option(None, "--color", "--colour",
                               help="bg-color colour (#rrggbb, r,g,b, name); default: a seeded random one per image."),
@@ -77,7 +80,8 @@ def variants(
 
         rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=option_map,
                                 locator=locator, seed=seed, workers=workers, size=size, color=rgb, blur=blur,
-                                overwrite=overwrite, progress=tick, qc=qc_map, on_suspect=on_suspect)
+                                overwrite=overwrite, progress=tick, qc=qc_map, on_suspect=on_suspect,
+                                engine=engine, engine_options=parse_options(engine_option))
     elapsed = time.perf_counter() - t0
     table = Table(title=esc(f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})"))
     table.add_column("kind")

@@ -1,11 +1,11 @@
-"""``bglab preprocess --engine ray``: the same chunks of work as the local engine, as a Ray Data pipeline.
+"""``--engine ray`` of the batch engine (:mod:`bglab.batch`: ``preprocess``, ``remove``, ``variants``): the same
+chunks of work as the local pool, as a Ray Data pipeline.
 
-The chunks become a Ray Data data set (one row per chunk) mapped with ``map_batches`` over an actor pool:
-each actor holds one worker made by the caller (preprocess: a :class:`bglab.preprocess.Worker`, one backend
-session, ``Runtime(threads=1)``) and processes chunks of items: it reads the inputs, runs the pipeline and
-writes the outputs atomically, exactly as a local pool worker does; the driver appends the journal and
-writes the manifest, so resuming, the manifest and the byte-identical outputs are the same as with
-``--engine local``.
+The chunks become a Ray Data data set (one pickled row per chunk) mapped with ``map_batches`` over an actor
+pool: each actor holds one worker made by the command (one backend session, ``Runtime(threads=1)``) and
+processes chunks of items: it reads the inputs and writes the outputs atomically, exactly as a local pool
+worker does; the driver appends the journal and writes the manifest, so resuming, the manifest and the
+byte-identical outputs are the same as with ``--engine local``.
 
 Local machine (Ray starts and stops a private instance)::
 
@@ -25,9 +25,8 @@ instance), ``num_cpus`` (CPUs per actor, default 1), ``runtime_env`` (JSON, pass
 
 from __future__ import annotations
 
-import json
+import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict
 from typing import Any
 
 from bglab.errors import BackendError
@@ -45,20 +44,16 @@ def _import_ray() -> Any:
 
 
 class _ChunkUDF:
-    """The ``map_batches`` callable class: one worker per actor; each row is one chunk of items."""
+    """The ``map_batches`` callable class: one worker per actor; each row is one pickled chunk of items."""
 
-    def __init__(self, make_worker: Callable[[], Any], item_type: type) -> None:
+    def __init__(self, make_worker: Callable[[], Any]) -> None:
         self.worker = make_worker()
-        self.item_type = item_type
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        out = []
-        for chunk_json in batch["chunk"]:
-            items = [self.item_type(**d) for d in json.loads(str(chunk_json))]
-            out.append(json.dumps(self.worker.process(items), default=str))
-        return {"records": np.array(out, dtype=object)}
+        out = [pickle.dumps(self.worker.process(pickle.loads(blob))) for blob in batch["chunk"]]
+        return {"chunk": batch["chunk"], "records": np.array(out, dtype=object)}
 
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:
@@ -107,10 +102,10 @@ def _init(ray: Any, workers: int, num_cpus: float, address: str | None,
 
 def run_chunks(chunks: Sequence[Sequence[Any]], make_worker: Callable[[], Any], *, workers: int = 1,
                address: str | None = None, num_cpus: float = 1, runtime_env: Mapping[str, Any] | None = None,
-               ) -> Iterator[list[dict[str, Any]]]:
-    """Yield each chunk's records as Ray Data streams them back (``map_batches`` over an actor pool).
+               ) -> Iterator[tuple[list[Any], list[Any]]]:
+    """Yield ``(chunk, records)`` for each chunk as Ray Data streams them back (``map_batches`` over actors).
 
-    ``chunks`` hold dataclass items; ``make_worker()`` (picklable) builds, once per actor, an object whose
+    ``chunks`` hold picklable items; ``make_worker()`` (picklable) builds, once per actor, an object whose
     ``process(items)`` returns the chunk's records (the engine knows nothing of what the work is).
     """
     if not chunks:
@@ -123,13 +118,13 @@ def run_chunks(chunks: Sequence[Sequence[Any]], make_worker: Callable[[], Any], 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.verbose_progress = False
-        rows = [{"chunk": json.dumps([asdict(it) for it in c])} for c in chunks]
+        rows = [{"chunk": pickle.dumps(list(c))} for c in chunks]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _ChunkUDF, batch_size=1, concurrency=max(int(workers), 1), num_cpus=num_cpus,
-            fn_constructor_kwargs={"make_worker": make_worker, "item_type": type(chunks[0][0])})
+            fn_constructor_kwargs={"make_worker": make_worker})
         try:
             for row in ds.iter_rows():
-                yield json.loads(row["records"])
+                yield pickle.loads(row["chunk"]), pickle.loads(row["records"])
         except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BaseException):

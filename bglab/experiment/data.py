@@ -27,6 +27,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,7 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
                 threads: int = 0, progress: Progress | None = None, chunk: int = 16, workers: int = 1) -> ArmImages:
     """Run the arm's pipeline on every sample (or read the cache); failed samples get ``ok=False``.
 
-    ``workers`` > 1 preprocesses chunks in that many processes (one thread each, bglab.pool); the images are
+    ``workers`` > 1 preprocesses chunks in that many processes (one thread each, bglab.batch); the images are
     the same as with one worker (every step is seeded per sample), so the cache does not depend on it. An arm
     with ``sources`` runs its steps on those sources' samples and resize / grey alone on the others."""
 
@@ -235,46 +236,44 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
                              f".* in {arm.source_dir} (arm {arm.name})")
         good = [i for i in idx if files[i] is not None]
         jobs.append((idx, good, [files[i] for i in good], [keys[i] for i in good]))
-    if workers > 1 and len(jobs) > 1:
-        from bglab.pool import run_pool
+    from bglab.batch import run_batch
 
-        results = run_pool(jobs, _arm_chunk, workers=workers, initializer=_arm_worker_init,
-                           initargs=(arm.pipeline, 1), preload=["bglab.pipeline", "bglab.segment"],
-                           kept="arms")
-        _collect(results, arm.name, shape, images, ok, errors, samples, progress)
-    else:
-        pipe = _open_pipeline(arm.pipeline, threads)
-        try:
-            _collect((_arm_chunk(job, pipe) for job in jobs), arm.name, shape, images, ok, errors, samples,
-                     progress)
-        finally:
-            pipe.close()
+    pooled = workers > 1 and len(jobs) > 1
+    done = {"n": 0}
+
+    def on_chunk(_: Any, results: list[tuple[list[int], list[Any]]]) -> None:
+        done["n"] += _collect(results, shape, images, ok, errors, samples)
+        if progress is not None:
+            progress(arm.name, done["n"], len(samples))
+
+    if run_batch(jobs, partial(_ArmWorker, arm.pipeline, 1 if pooled else threads), on_chunk,
+                 workers=workers if pooled else 1, preload=["bglab.pipeline", "bglab.segment"], kept="arms"):
+        raise KeyboardInterrupt  # an unfinished arm is never cached
     if cache is not None:
         _save_npz(cache, images=images, ok=ok, errors=np.array(errors, dtype=str), keys=np.array(keys, dtype=str),
                   fingerprint=np.array(fp))
     return ArmImages(arm.name, images, ok, errors)
 
 
-_ARM_PIPE: Any = None  # the arm's pipeline in a pool worker process
+class _ArmWorker:
+    """The arm's pipeline (its backends opened once per process) over chunks of jobs."""
+
+    def __init__(self, pipeline: Mapping[str, Any], threads: int) -> None:
+        from bglab.pipeline import Pipeline
+        from bglab.segment import Runtime
+
+        self.pipe = Pipeline.from_config(pipeline, runtime=Runtime(threads=threads))
+
+    def process(self, jobs: Sequence[Any]) -> list[tuple[list[int], list[Any]]]:
+        return [_arm_chunk(job, self.pipe) for job in jobs]
+
+    def close(self) -> None:
+        self.pipe.close()
 
 
-def _open_pipeline(pipeline: Mapping[str, Any], threads: int) -> Any:
-    from bglab.pipeline import Pipeline
-    from bglab.segment import Runtime
-
-    return Pipeline.from_config(pipeline, runtime=Runtime(threads=threads))
-
-
-def _arm_worker_init(pipeline: Mapping[str, Any], threads: int) -> None:
-    """Pool worker start: open the arm's pipeline (its backends) once per process."""
-    global _ARM_PIPE
-    _ARM_PIPE = _open_pipeline(pipeline, threads)
-
-
-def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]],
-               pipe: Any = None) -> tuple[list[int], list[Any]]:
-    """Read and preprocess one chunk with ``pipe`` (default: the pool worker's): (chunk indices, per good index an
-    image array or an error string)."""
+def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]], pipe: Any) -> tuple[list[int], list[Any]]:
+    """Read and preprocess one chunk with ``pipe``: (chunk indices, per good index an image array or an error
+    string)."""
     from bglab.io import read_image
 
     idx, good, files, keys = job
@@ -288,7 +287,7 @@ def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]],
         except BglabError as exc:
             out[i] = str(exc)
     if batch:
-        results = (pipe if pipe is not None else _ARM_PIPE).run_batch(batch, sources=srcs, keys=bkeys)
+        results = pipe.run_batch(batch, sources=srcs, keys=bkeys)
         for i, f, r in zip(ids, srcs, results, strict=True):
             note = f"{f}: {r.status}" + (f" ({r.qc})" if getattr(r, "qc", "") else "")
             if r.image is None:
@@ -300,9 +299,9 @@ def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]],
     return idx, [(i, out[i]) for i in good]
 
 
-def _collect(results: Any, arm: str, shape: tuple[int, ...], images: np.ndarray, ok: np.ndarray,
-             errors: list[str], samples: Sequence[Sample], progress: Progress | None) -> None:
-    """Put chunk results in place (any order); progress counts finished chunks' samples."""
+def _collect(results: Any, shape: tuple[int, ...], images: np.ndarray, ok: np.ndarray, errors: list[str],
+             samples: Sequence[Sample]) -> int:
+    """Put chunk results in place (any order); return how many samples they held."""
     done = 0
     for idx, items in results:
         for i, got in items:
@@ -318,8 +317,7 @@ def _collect(results: Any, arm: str, shape: tuple[int, ...], images: np.ndarray,
             images[i] = img
             ok[i] = True
         done += len(idx)
-        if progress is not None:
-            progress(arm, done, len(samples))
+    return done
 
 
 # -------------------------------------------------------------------------------------------- the table

@@ -19,7 +19,7 @@ import warnings
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
@@ -748,6 +748,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
     """Write `data` to `path` atomically (temp file in the same folder + os.replace); raises `BglabError`."""
     return _atomic_write(Path(path), bytes(data), fsync=fsync, error=BglabError)
 
+
+
+def atomic_write_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
+    """Write ``arrays`` as an uncompressed ``.npz`` atomically (folders made as needed; read back with
+    ``allow_pickle=False``)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
     """Write UTF-8 `text` to `path` atomically, like `atomic_write_bytes`.

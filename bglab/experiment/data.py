@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 from collections import Counter, defaultdict
@@ -36,6 +35,7 @@ import numpy as np
 from bglab.dataset import Sample, combine, read_imagefolder, read_manifest
 from bglab.dataset import split as split_samples
 from bglab.errors import BglabError, DatasetError
+from bglab.io import atomic_write_npz
 from bglab.experiment.config import ArmConfig, ExperimentConfig, ProtocolConfig, SourceConfig
 
 __all__ = ["ArmImages", "ExperimentData", "ProtocolData", "arm_masks", "counterparts", "distorted", "load_data",
@@ -168,15 +168,6 @@ def _fingerprint(arm: ArmConfig, keys: Sequence[str], paths: Sequence[str], shap
     return h.hexdigest()
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    from bglab.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channels: int, cache_dir: Path | None,
                 threads: int = 0, progress: Progress | None = None, chunk: int = 16, workers: int = 1) -> ArmImages:
     """Run the arm's pipeline on every sample (or read the cache); failed samples get ``ok=False``.
@@ -250,8 +241,8 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
                  workers=workers if pooled else 1, preload=["bglab.pipeline", "bglab.segment"], kept="arms"):
         raise KeyboardInterrupt  # an unfinished arm is never cached
     if cache is not None:
-        _save_npz(cache, images=images, ok=ok, errors=np.array(errors, dtype=str), keys=np.array(keys, dtype=str),
-                  fingerprint=np.array(fp))
+        atomic_write_npz(cache, images=images, ok=ok, errors=np.array(errors, dtype=str),
+                         keys=np.array(keys, dtype=str), fingerprint=np.array(fp))
     return ArmImages(arm.name, images, ok, errors)
 
 

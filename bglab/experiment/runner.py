@@ -49,7 +49,7 @@ from bglab.experiment.config import ExperimentConfig, RunKey, TrainConfig, Varia
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
 from bglab.experiment.inference import as_float, normalise, predict, to_tensor
 from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
-from bglab.io import atomic_write_bytes, atomic_write_text
+from bglab.io import atomic_write_bytes, atomic_write_npz, atomic_write_text
 from bglab.seeds import derive_seed, seed_everything
 
 __all__ = ["METRIC_COLUMNS", "RunResult", "collect_metrics", "derive_seed", "run_experiment"]
@@ -58,12 +58,6 @@ Log = Callable[[str], None]
 
 
 # ------------------------------------------------------------------------------------------- file helpers
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 @dataclass
@@ -228,7 +222,7 @@ def _score(net: Any, es: _EvalSet, row: dict[str, Any], device: str, npz: Path |
     pred, loss = predict(net, es.x, es.y, device=device)
     acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
     if npz is not None:
-        _save_npz(npz, y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys)
+        atomic_write_npz(npz, y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys)
     return {**row, "split": es.split, "test_set": es.test_set, "distortion": es.distortion, "accuracy": acc,
             "loss": loss, "n": len(pred)}
 
@@ -340,7 +334,7 @@ def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, devi
     pick_a = np.array(pick, np.int64)
     imgs = x.numpy()[pick_a]
     imgs = imgs[:, 0] if imgs.shape[1] == 1 else imgs.transpose(0, 2, 3, 1)
-    _save_npz(folder / f"saliency__{test}.npz", keys=np.asarray(keys, dtype=str), share=share, has_mask=has,
+    atomic_write_npz(folder / f"saliency__{test}.npz", keys=np.asarray(keys, dtype=str), share=share, has_mask=has,
               y_true=labels.astype(np.int64), y_pred=pred.astype(np.int64), sheet_index=pick_a,
               sheet_images=np.ascontiguousarray(imgs), sheet_heat=heat[pick_a].astype(np.float16),
               sheet_masks=masks[pick_a], reason=np.array(reason))

@@ -34,6 +34,21 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def screen_photos(folder: Path, n: int = 3) -> Path:
+    """``n`` small photos ``p{i}.png``: a brown square on a green screen (chroma keys it; any backend finds it)."""
+    import numpy as np
+
+    from bglab.io import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[:] = (20, 200, 40)
+        img[12:36, 16 + i:40 + i] = (150, 90, 60)
+        write_image(folder / f"p{i}.png", img)
+    return folder
+
+
 @pytest.fixture()
 def one_torch_thread():
     """Tiny models: one torch thread is as fast and does not stall when other jobs share the cores."""

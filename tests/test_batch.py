@@ -15,7 +15,7 @@ from bglab.batch import Journal, run_batch
 from bglab.cli import main
 from bglab.errors import BackendError, ConfigError
 from bglab.io import write_image, write_mask
-from tests.conftest import csv_rows
+from tests.conftest import csv_rows, screen_photos
 
 
 class Square:
@@ -99,15 +99,6 @@ def test_ray_engine_gives_the_local_records():
     assert sorted(local) == sorted(ray_got)
 
 
-def _photos(folder: Path, n: int) -> Path:
-    for i in range(n):
-        img = np.zeros((48, 64, 3), np.uint8)
-        img[:] = (20, 200, 40)
-        img[12:36, 16 + i:40 + i] = (150, 90, 60)
-        write_image(folder / f"p{i}.png", img)
-    return folder
-
-
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and not p.name.endswith(".csv")}
@@ -116,7 +107,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_remove_and_variants_on_ray_write_the_local_outputs(tmp_path):
     pytest.importorskip("ray")
-    src = _photos(tmp_path / "in", 4)
+    src = screen_photos(tmp_path / "in", 4)
     for engine in ("local", "ray"):
         assert main(["remove", str(src), "-o", str(tmp_path / f"r-{engine}"), "--backend", "chroma", "--mode",
                      "color", "--engine", engine, "-w", "2"]) == 0

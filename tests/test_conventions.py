@@ -13,24 +13,13 @@ import typer.main
 import bglab
 from bglab.cli import app, main
 from bglab.colors import DEFAULT_COLOR, DEFAULT_COLOR_NAME, parse_color
-from bglab.io import read_image, write_image
+from bglab.io import read_image
 from bglab.remove import RemoveOptions
-from tests.conftest import csv_rows
+from tests.conftest import csv_rows, screen_photos
 
 COMMANDS = typer.main.get_command(app).commands  # name -> click command (groups: name -> group)
 LEAVES = sorted([(n,) for n, c in COMMANDS.items() if not hasattr(c, "commands")]
                 + [(n, s) for n, c in COMMANDS.items() for s in getattr(c, "commands", {})])
-
-
-def _photos(folder: Path, n: int = 3) -> Path:
-    """``n`` small photos: a brown square on a green screen (chroma keys it; any backend finds it)."""
-    folder.mkdir(parents=True)
-    for i in range(n):
-        img = np.zeros((48, 64, 3), np.uint8)
-        img[:] = (20, 200, 40)
-        img[12:36, 16 + i:40 + i] = (150, 90, 60)
-        write_image(folder / f"p{i}.png", img)
-    return folder
 
 
 def test_version(capsys):
@@ -94,7 +83,7 @@ def test_one_default_colour():
 
 
 def test_remove_colour_mode_and_flag(tmp_path):
-    src = _photos(tmp_path / "in", 1)
+    src = screen_photos(tmp_path / "in", 1)
     out = tmp_path / "out"
     assert main(["remove", str(src), "-o", str(out), "--backend", "chroma", "--mode", "colour",
                  "--colour", "red"]) == 0
@@ -103,7 +92,7 @@ def test_remove_colour_mode_and_flag(tmp_path):
 
 
 def test_swap_without_background_fails_before_any_work(tmp_path, capsys):
-    src = _photos(tmp_path / "in", 1)
+    src = screen_photos(tmp_path / "in", 1)
     out = tmp_path / "out"
     assert main(["remove", str(src), "-o", str(out), "--mode", "swap"]) == 2
     err = capsys.readouterr().err
@@ -113,7 +102,7 @@ def test_swap_without_background_fails_before_any_work(tmp_path, capsys):
 
 
 def test_remove_workers_processes_same_outputs(tmp_path):
-    src = _photos(tmp_path / "in", 4)
+    src = screen_photos(tmp_path / "in", 4)
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["remove", str(src), "-o", str(one), "--backend", "chroma"]) == 0
     assert main(["remove", str(src), "-o", str(two), "--backend", "chroma", "--workers", "2"]) == 0
@@ -129,13 +118,13 @@ def test_remove_files_workers_needs_a_backend_name(tmp_path):
     from bglab.remove import collect_inputs, remove_files
     from bglab.segment import create
 
-    src = _photos(tmp_path / "in", 2)
+    src = screen_photos(tmp_path / "in", 2)
     with pytest.raises(ConfigError, match="by name"):
         remove_files(collect_inputs([src]), tmp_path / "o", create("chroma"), RemoveOptions(), workers=2)
 
 
 def test_key_workers_is_a_deprecated_spelling_of_threads(tmp_path, capsys):
-    src = _photos(tmp_path / "in", 2)
+    src = screen_photos(tmp_path / "in", 2)
     assert main(["key", str(src), str(tmp_path / "m"), "--workers", "2", "--no-sheet",
                  "--entry-side", "none"]) == 0
     assert "--workers (key) is deprecated; use --threads" in capsys.readouterr().err
@@ -148,7 +137,7 @@ def test_install_hint_keeps_its_brackets(tmp_path, capsys):
 
     if is_available("rembg")[0]:
         pytest.skip("rembg is installed here")
-    src = _photos(tmp_path / "in", 1)
+    src = screen_photos(tmp_path / "in", 1)
     assert main(["remove", str(src), "-o", str(tmp_path / "o"), "--backend", "rembg"]) == 2
     assert "pip install 'bglab[rembg]'" in capsys.readouterr().err
 
@@ -159,7 +148,7 @@ def test_rembg_with_model_path_runs_without_rembg(tmp_path):
     model = Path(MODELS_DIR) / U2NETP_FILE
     if not model.is_file():
         pytest.skip("u2netp.onnx not installed (make models)")
-    src = _photos(tmp_path / "in", 1)
+    src = screen_photos(tmp_path / "in", 1)
     assert main(["remove", str(src), "-o", str(tmp_path / "o"), "--backend", "rembg",
                  "-O", f"model_path={model}"]) == 0
     assert (tmp_path / "o" / "p0.png").is_file()

@@ -10,7 +10,8 @@ segmenter on the whole image). Measured in ``docs/segmenters.md`` and ``docs/seg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +84,21 @@ class BoxPrompted(SegmenterBase):
         return segment_in_boxes(img, boxes, self.inner)
 
 
-def box_prompted(inner: Segmenter, runtime: Runtime | None, locator: str | None, *, box_margin: float = 0.1,
-                 no_box: str = "empty", takes: Sequence[str] = (), **locator_options: Any) -> Segmenter:
-    """``inner`` itself without a locator (then any other option is refused, naming ``takes``, the backend's
-    own options); else wrapped in :class:`BoxPrompted` with the named locator (from the registry with
-    ``locator_options``)."""
+def box_prompted(name: str, make: Callable[[], Segmenter], factory: Callable[..., Any], runtime: Runtime | None,
+                 locator: str | None, *, box_margin: float = 0.1, no_box: str = "empty", **locator_options: Any
+                 ) -> Segmenter:
+    """Backend ``name``'s segmenter, ``make()``, itself without a locator, else wrapped in :class:`BoxPrompted`
+    with the named locator (from the registry with ``locator_options``). Without a locator any other option is
+    refused before anything is loaded, naming the keyword options of ``factory`` (the registry's factory)."""
     if locator is None:
         if locator_options:
-            raise BackendError(f"bad options for backend {inner.name!r}: unknown {', '.join(sorted(locator_options))}",
-                               hint=f"{inner.name} takes: {', '.join(takes)}, locator (+ the locator's options), "
+            own = [p.name for p in inspect.signature(factory).parameters.values()
+                   if p.kind is p.KEYWORD_ONLY and p.name not in ("locator", "box_margin", "no_box")]
+            raise BackendError(f"bad options for backend {name!r}: unknown {', '.join(sorted(locator_options))}",
+                               hint=f"{name} takes: {', '.join(own)}, locator (+ the locator's options), "
                                     "box_margin, no_box")
-        return inner
+        return make()
     from bglab.segment import registry
 
     loc = registry.create(locator, kind="locator", runtime=runtime, **locator_options)
-    return BoxPrompted(inner, loc, box_margin=float(box_margin), no_box=str(no_box))
+    return BoxPrompted(make(), loc, box_margin=float(box_margin), no_box=str(no_box))

@@ -158,9 +158,13 @@ def create(runtime: Runtime, *, model_path: str | Path | None = None, verify: bo
     path = find_model(model_path)
     if verify or model_path is None:
         verify_model(path)
-    net = U2NetOnnx(path, runtime, size=int(size), flip=_bool(flip), normalize=str(normalize))
-    seg = GeneralSegmenter(net, threshold=float(threshold), keep=float(keep), fill_holes=_bool(fill_holes))
-    return box_prompted(seg, runtime, locator, box_margin=float(box_margin), no_box=str(no_box), **locator_options)
+
+    def make() -> GeneralSegmenter:
+        net = U2NetOnnx(path, runtime, size=int(size), flip=_bool(flip), normalize=str(normalize))
+        return GeneralSegmenter(net, threshold=float(threshold), keep=float(keep), fill_holes=_bool(fill_holes))
+
+    return box_prompted("u2netp", make, create, runtime, locator, box_margin=float(box_margin), no_box=str(no_box),
+                        **locator_options)
 
 
 def _bool(v: Any) -> bool:

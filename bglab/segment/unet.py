@@ -217,10 +217,9 @@ def create(runtime: Runtime | None = None, *, model: str | None = None, size: in
            **locator_options: Any) -> Segmenter:
     """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file; with
     ``locator=NAME`` it runs on that locator's padded boxes (:mod:`bglab.segment.boxprompt`)."""
-    seg = UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
-                        unverified=bool(unverified))
-    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box,
-                        takes=("model", "size", "threshold", "batch_size", "unverified"), **locator_options)
+    return box_prompted("unet", lambda: UNetSegmenter(model, runtime, size=size, threshold=threshold,
+                                                      batch_size=batch_size, unverified=bool(unverified)),
+                        create, runtime, locator, box_margin=box_margin, no_box=no_box, **locator_options)
 
 
 def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
@@ -229,7 +228,7 @@ def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, s
     """Factory for ``unet-effnet``: the shipped v4 model (pretrained EfficientNet-Lite0 encoder + U-Net
     decoder, ``hand_unet_effnet.onnx``), same code path and checks as ``unet``; input sides multiples of 32.
     ``locator=mediapipe-hands no_box=full`` runs it on MediaPipe's hand boxes (real scenes: docs/segmenter-v4.md)."""
-    seg = UNetSegmenter(model, runtime, size=size, threshold=threshold, batch_size=batch_size,
-                        default_model=EFFNET_MODEL, name="unet-effnet")
-    return box_prompted(seg, runtime, locator, box_margin=box_margin, no_box=no_box,
-                        takes=("model", "size", "threshold", "batch_size"), **locator_options)
+    return box_prompted("unet-effnet", lambda: UNetSegmenter(model, runtime, size=size, threshold=threshold,
+                                                             batch_size=batch_size, default_model=EFFNET_MODEL,
+                                                             name="unet-effnet"),
+                        create_effnet, runtime, locator, box_margin=box_margin, no_box=no_box, **locator_options)

@@ -37,12 +37,13 @@ class Worker(Protocol):
 
 
 def check_engine(engine: str, engine_options: Mapping[str, Any] | None = None) -> None:
-    """Refuse an unknown engine, and an unreachable Ray cluster, before anything is written."""
+    """Refuse an unknown engine, a missing Ray and an unreachable Ray cluster, before anything is written."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
     if engine == "ray":
-        from bglab.engines.ray_engine import check_address
+        from bglab.engines.ray_engine import _import_ray, check_address
 
+        _import_ray()
         check_address(dict(engine_options or {}).get("address"))
 
 

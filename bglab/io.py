@@ -760,6 +760,17 @@ def atomic_write_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
 
+
+def atomic_write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write one array as ``.npy`` atomically, without pickles (folders made as needed)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
     """Write UTF-8 `text` to `path` atomically, like `atomic_write_bytes`.
 

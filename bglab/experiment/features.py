@@ -56,8 +56,11 @@ class FeatureCache:
                                              for i in range(0, x.shape[0], self.batch)])
         return self._maps[key]
 
+    def _path(self, key: str) -> Path | None:
+        return None if self.folder is None else self.folder / key[:2] / f"{key}.npy"
+
     def _load(self, key: str, n_feat: int | None) -> np.ndarray | None:
-        path = None if self.folder is None else self.folder / key[:2] / f"{key}.npy"
+        path = self._path(key)
         if path is None or not path.is_file():
             return None
         try:
@@ -69,15 +72,11 @@ class FeatureCache:
         return row
 
     def _save(self, key: str, row: np.ndarray) -> None:
-        if self.folder is None:
-            return
-        from bglab.io import atomic_write_bytes
+        path = self._path(key)
+        if path is not None:
+            from bglab.io import atomic_write_npy
 
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(row, dtype=np.float32), allow_pickle=False)
-        path = self.folder / key[:2] / f"{key}.npy"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
+            atomic_write_npy(path, np.ascontiguousarray(row, dtype=np.float32))
 
     def __call__(self, x: Any) -> Any:
         import torch

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from bglab.batch import check_engine
 from bglab.errors import BglabError, ConfigError
 from bglab.experiment.augment import apply_bg_swap, augment_selected, bg_swap_plan
 from bglab.experiment.checkpoints import checkpoint_state, load_checkpoint, restore_optimizer, save_checkpoint
@@ -596,14 +597,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     preflight(cfg)  # sources, arms, backends: before anything is written
     log = log or (lambda s: None)
     parallel_runs = max(1, int(parallel_runs))
-    if engine not in ("local", "ray"):
-        raise ConfigError(f"unknown engine {engine!r}", hint="use local or ray")
-    if engine == "ray":
-        from bglab.engines.ray_engine import _import_ray, check_address
-
-        _import_ray()  # clear errors before anything is written
-        check_address(dict(engine_options or {}).get("address"))
-    elif str(device).lower() != "cpu" and parallel_runs > 1:
+    check_engine(engine, engine_options)  # unknown engine, no Ray, a silent cluster: before anything is written
+    if engine == "local" and str(device).lower() != "cpu" and parallel_runs > 1:
         raise ConfigError("--parallel-runs runs CPU processes", hint="use --device cpu, or --parallel-runs 1")
     if (parallel_runs > 1 or engine == "ray") and (max_epochs is not None or on_epoch is not None):
         raise ConfigError("an epoch budget (--max-epochs) needs one run at a time",

@@ -34,13 +34,12 @@ from bglab.segment.registry import Runtime
 
 
 HAND_BACKEND = "unet-effnet"  # the hand branch's model, run on the hands' boxes
-HAND_BOX_MARGIN = 0.15  # the boxes' padding, as ``unet-effnet -O locator=...``'s default
 
 
 class BoxedHands:
     """The hand branch: ``segmenter`` on each hand's padded box, the boxes from ``landmarker``'s landmarks."""
 
-    def __init__(self, landmarker: Any, segmenter: Any, box_margin: float = HAND_BOX_MARGIN) -> None:
+    def __init__(self, landmarker: Any, segmenter: Any, box_margin: float) -> None:
         self.landmarker = landmarker
         self.segmenter = segmenter
         self.box_margin = float(box_margin)
@@ -144,9 +143,11 @@ def create(runtime: Runtime, *, hands: str = "auto", model_path: str | None = No
     if mode != "off":
         ok, why = registry.is_available("mediapipe-hands")
         if ok:
+            from bglab.segment.unet import BOX_MARGIN
+
             hand = BoxedHands(registry.create("mediapipe-hands", kind="locator", runtime=runtime,
                                               min_confidence=min_confidence),
-                              registry.create(HAND_BACKEND, runtime=runtime))
+                              registry.create(HAND_BACKEND, runtime=runtime), BOX_MARGIN)
         elif mode == "on":
             raise BackendError(f"auto with hands=on needs MediaPipe: {why}",
                                hint="pip install 'bglab[hands]', or use hands=auto / hands=off")

@@ -40,6 +40,9 @@ from bglab.segment.registry import Runtime
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "hand_unet.onnx"
 EFFNET_MODEL = MODELS_DIR / "hand_unet_effnet.onnx"
+# box prompts (``-O locator=NAME``): padding of each box on top of the locator's own (MediaPipe's: 0.1), picked
+# among 0.15 / 0.3 / 0.5 on the first half of hands_wild (docs/segmenter-v4.md); auto's hand branch uses it too
+BOX_MARGIN = 0.15
 _DEFAULTS = {"size": 160, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "threshold": 0.5,
              "multiple": 1}
 MIN_SIDE = 16
@@ -213,7 +216,7 @@ class UNetSegmenter(SegmenterBase):
 
 def create(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
            threshold: float | None = None, batch_size: int = 8, unverified: bool = False,
-           locator: str | None = None, box_margin: float = 0.15, no_box: str = "empty",
+           locator: str | None = None, box_margin: float = BOX_MARGIN, no_box: str = "empty",
            **locator_options: Any) -> Segmenter:
     """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file; with
     ``locator=NAME`` it runs on that locator's padded boxes (:mod:`bglab.segment.boxprompt`)."""
@@ -224,7 +227,7 @@ def create(runtime: Runtime | None = None, *, model: str | None = None, size: in
 
 def create_effnet(runtime: Runtime | None = None, *, model: str | None = None, size: int | None = None,
                   threshold: float | None = None, batch_size: int = 8, locator: str | None = None,
-                  box_margin: float = 0.15, no_box: str = "empty", **locator_options: Any) -> Segmenter:
+                  box_margin: float = BOX_MARGIN, no_box: str = "empty", **locator_options: Any) -> Segmenter:
     """Factory for ``unet-effnet``: the shipped v4 model (pretrained EfficientNet-Lite0 encoder + U-Net
     decoder, ``hand_unet_effnet.onnx``), same code path and checks as ``unet``; input sides multiples of 32.
     ``locator=mediapipe-hands no_box=full`` runs it on MediaPipe's hand boxes (real scenes: docs/segmenter-v4.md)."""

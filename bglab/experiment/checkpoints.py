@@ -33,32 +33,29 @@ def save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[s
     atomic_write_text(path.with_suffix(".json"), json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def checkpoint_state(path: str | Path) -> dict[str, Any]:
-    """The state of a run checkpoint from its header alone (no tensor is read: resume checks every run)."""
+def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run checkpoint's state and (with ``tensors``) every tensor, in one pass over the file."""
     from safetensors import safe_open
 
-    p = Path(path)
     try:
-        with safe_open(str(p), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            found = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118 - no iterator
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise BglabError(f"cannot read checkpoint: {exc}", path=p, hint="delete it to retrain this run") from None
+        raise BglabError(f"cannot read checkpoint: {exc}", path=path, hint="delete it to retrain this run") from None
     if "bglab" not in meta:
-        raise BglabError("checkpoint has no bglab state", path=p, hint="delete it to retrain this run")
-    return json.loads(meta["bglab"])
+        raise BglabError("checkpoint has no bglab state", path=path, hint="delete it to retrain this run")
+    return json.loads(meta["bglab"]), found
+
+
+def checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The state of a run checkpoint from its header alone (no tensor is read: resume checks every run)."""
+    return _read(Path(path), tensors=False)[0]
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(state, model_state_dict, optimizer_tensors)`` of a run checkpoint (safetensors; no pickle)."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    state = checkpoint_state(p)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise BglabError(f"cannot read checkpoint: {exc}", path=p, hint="delete it to retrain this run") from None
+    state, tensors = _read(Path(path), tensors=True)
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
     return state, model, optim

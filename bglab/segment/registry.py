@@ -26,10 +26,14 @@ DEFAULT_SEGMENTER = "unet"
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how backends run: CPU threads per session and ONNX Runtime providers (one place to set them)."""
+    """Where and how backends run: CPU threads per session, the device and ONNX Runtime providers (one place to
+    set them). ``device``: ``cpu`` (the default: ``providers`` as given), ``cuda`` (``CUDAExecutionProvider``
+    first; an error when this onnxruntime lacks it) or ``auto`` (CUDA where available, else the CPU);
+    :func:`bglab.segment.onnxrt.session_providers` turns it into the providers a session gets."""
 
     threads: int = 0  # 0 = library default (all cores)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    device: str = "cpu"
 
     @classmethod
     def from_env(cls) -> Runtime:

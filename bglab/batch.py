@@ -47,17 +47,20 @@ def check_engine(engine: str, engine_options: Mapping[str, Any] | None = None) -
         check_address(dict(engine_options or {}).get("address"))
 
 
-def session_runtime(threads: int) -> Any:
+def session_runtime(threads: int, device: str = "cpu") -> Any:
     """The backend :class:`~bglab.segment.Runtime` of one worker: ``threads`` CPU threads (OpenCV's too), or
-    the environment's default with 0."""
+    the environment's default with 0, on ``device`` (``cpu`` | ``cuda`` | ``auto``: the ONNX Runtime providers,
+    :func:`bglab.segment.onnxrt.session_providers`)."""
+    from dataclasses import replace
+
     from bglab.segment import Runtime
 
     if threads <= 0:
-        return Runtime.from_env()
+        return replace(Runtime.from_env(), device=device)
     import cv2
 
     cv2.setNumThreads(threads)
-    return Runtime(threads=threads)
+    return Runtime(threads=threads, device=device)
 
 
 # one worker per pool process, built by the pool's initializer

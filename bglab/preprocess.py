@@ -549,7 +549,8 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
     n = 1 if engine == "ray" else (int(threads) if threads is not None else (1 if pooled else 0))
     journal.open()
     try:
-        report.interrupted = run_batch(todo, partial(Worker, dict(resolved), str(dst), n, max_pixels, device), on_chunk,
+        report.interrupted = run_batch(todo, partial(Worker, dict(resolved), str(dst), n, max_pixels, device),
+                                       on_chunk,
                                        workers=int(workers), chunk=int(chunk), engine=engine,
                                        engine_options=engine_options, threads=max(n, 1), preload=_PRELOAD,
                                        kept="samples")

@@ -180,10 +180,33 @@ def test_tune_top_trains_only_the_top(small_root: Path, tmp_path: Path) -> None:
     ({"model": {"name": "efficientnet-lite0", "tune": "middle"}}, "model.tune: unknown value"),
     ({"model": {"name": "efficientnet-lite0", "pretrained": False}}, "randomly initialised"),
     ({"model": {"name": "efficientnet-lite0", "widths": [8]}}, "model.widths: unknown option"),
+    ({"model": {"name": "efficientnet-lite0", "resolution": 64}}, r"model.resolution: 64 does not suit"),
+    ({"model": {"name": "efficientnet-lite0", "resolution": 128.5}}, r"model.resolution: 128.5"),
 ])
 def test_bad_model_settings_are_config_errors(small_root: Path, change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(head_config(small_root, **change))
+
+
+def test_resolution_resizes_inside_the_model_and_names_its_features() -> None:
+    """``resolution``: the backbone sees the input resized to that side (antialiased), equal to feeding it the
+    resized image; its cached features are named apart from the full-size ones; input sizes the backbone
+    could not take alone are accepted when the resolution suits it."""
+    from bglab.train.classifiers import build_classifier
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 224, 224) * 2 - 1
+    small = build_classifier("efficientnet-lite0", 3, 3, 224, resolution=128).eval()
+    full = build_classifier("efficientnet-lite0", 3, 3, 128).eval()
+    full.load_state_dict(small.state_dict())
+    resized = torch.nn.functional.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False,
+                                              antialias=True)
+    with torch.no_grad():
+        assert torch.allclose(small(x), full(resized), atol=1e-5)
+        assert small.maps(x).shape[-2:] == (4, 4)
+    assert small.weights_id.endswith("|128px") and full.weights_id == small.weights_id[:-len("|128px")]
+    assert build_classifier("efficientnet-lite0", 3, 3, 224, resolution=224).weights_id == full.weights_id
+    assert build_classifier("efficientnet-lite0", 3, 3, 64, resolution=96).resolution == 96
 
 
 def test_variant_naming_another_classifier_starts_from_its_defaults(small_root: Path) -> None:
@@ -289,6 +312,41 @@ def test_rps_pretrained_quick_profile_on_shared_data(shared_data: Path, tmp_path
               and r["distortion"] == "clean" and r["epoch"] == "5"]
     assert len(webcam) == 4 and min(webcam) >= 0.75
     assert "Study: background" in (tmp_path / "quick" / "report.html").read_text()
+
+
+def test_rps_pretrained_tuned_restates_the_arms_it_shares() -> None:
+    """The fine-tuning study keeps rps-reference's preprocessing for the arms it shares (so a run directory of
+    rps-pretrained lends it its arm caches), trains the top at 128 px, and its quick profile runs without
+    MediaPipe."""
+    from bglab.experiment.config import load_experiment_config
+
+    root = REPO / "bglab" / "configs"
+    ref = load_experiment_config(root / "rps-reference.yaml")
+    tuned = load_experiment_config(root / "rps-pretrained-tuned.yaml")
+    quick = load_experiment_config(root / "rps-pretrained-tuned.yaml", quick=True)
+    assert tuned.arms.keys() == {"original", "crop+remove"}
+    assert all(tuned.arms[a].steps == ref.arms[a].steps for a in tuned.arms)
+    assert tuned.protocols == ref.protocols and (tuned.size, tuned.channels) == (224, 3)
+    assert tuned.variants["base"].model["tune"] == "top" and tuned.variants["base"].model["resolution"] == 128
+    assert len(tuned.runs()) == 2 * 2 * 3 and len(quick.runs()) == 2 * 2 and quick.size == 96
+    steps = [s for a in quick.used_arms() for s in quick.arms[a].steps]
+    assert "mediapipe" not in json.dumps(steps) and "hand-grabcut" not in json.dumps(steps)
+
+
+@pytest.mark.slow  # fine-tuning: about 2 min on 2 cores
+def test_rps_pretrained_tuned_quick_profile_on_shared_data(shared_data: Path, tmp_path: Path) -> None:
+    """The CI-sized fine-tuning study: every run finishes, the top of the backbone trains, and the models beat
+    chance on held-out webcam hands (the full study's figures are in docs/pretrained.md)."""
+    from bglab.experiment.config import load_experiment_config
+    from bglab.experiment.runner import run_experiment
+
+    cfg = load_experiment_config(REPO / "bglab" / "configs" / "rps-pretrained-tuned.yaml", quick=True)
+    summary = run_experiment(cfg, tmp_path / "quick")
+    assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == 4
+    rows = csv_rows(tmp_path / "quick" / "metrics.csv")
+    webcam = [float(r["accuracy"]) for r in rows if r["split"] == "test" and r["test_set"] == "webcam"
+              and r["distortion"] == "clean" and r["epoch"] == "2"]
+    assert len(webcam) == 2 and min(webcam) >= 0.6
 
 
 def test_feature_cache_keys_images_not_batches(tmp_path: Path) -> None:

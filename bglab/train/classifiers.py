@@ -131,20 +131,30 @@ class PretrainedClassifier(nn.Module):
     """An ImageNet-pretrained backbone (:func:`bglab.nets.build_backbone`) + dropout + a new linear head.
 
     Input ``(N, 1 | 3, size, size)`` in [-1, 1] (bglab's normalisation), mapped inside to the weights' own
-    ``(pixel - 127) / 128``; grey input is replicated to 3 channels. ``tune`` freezes what does not train, and
+    ``(pixel - 127) / 128``; grey input is replicated to 3 channels. ``resolution`` (default: ``size``) is the
+    side the backbone sees: other inputs are resized to it inside the model (antialiased), so one arm cache at
+    224 px can feed a cheaper 128 px fine-tune. ``tune`` freezes what does not train, and
     frozen batch-norm layers stay in eval mode in ``train()`` (their ImageNet statistics are kept).
     """
 
     def __init__(self, num_classes: int, in_ch: int = 3, size: int = 224, *, backbone: str = "efficientnet-lite0",
-                 pretrained: bool | str = True, tune: str = "head", dropout: float = 0.2) -> None:
+                 pretrained: bool | str = True, tune: str = "head", dropout: float = 0.2,
+                 resolution: int | None = None) -> None:
         super().__init__()
         from bglab.nets import BACKBONES, build_backbone
 
         spec = BACKBONES[backbone]
         lo, hi = 96, 2 * spec.resolution
-        if not lo <= size <= hi:
+        if resolution is None and not lo <= size <= hi:
             raise ConfigError(f"model: input size {size} does not suit {backbone}",
-                              hint=f"use input.size in [{lo}, {hi}] (its weights were trained at {spec.resolution})")
+                              hint=f"use input.size in [{lo}, {hi}] (its weights were trained at {spec.resolution})"
+                                   " or set model.resolution")
+        res = int(size) if resolution is None else resolution
+        if isinstance(res, bool) or not isinstance(res, int) or not lo <= res <= hi:
+            raise ConfigError(f"model.resolution: {res!r} does not suit {backbone}",
+                              hint=f"use an integer in [{lo}, {hi}] (its weights were trained at {spec.resolution})")
+        #: the side the backbone sees (inputs of another size are resized to it)
+        self.resolution = res
         if in_ch not in (1, 3):
             raise ConfigError(f"model: {backbone} takes 1 (grey, replicated) or 3 channels, not {in_ch}")
         if tune not in _TUNES:
@@ -164,8 +174,8 @@ class PretrainedClassifier(nn.Module):
             wid = sha256_file(Path(pretrained).expanduser())
         else:
             wid = "random-init"
-        #: which weights the backbone holds (names a frozen backbone's cached features)
-        self.weights_id = f"{backbone}|{wid}"
+        #: which weights the backbone holds and at which side it sees the images (names cached features)
+        self.weights_id = f"{backbone}|{wid}" + ("" if res == int(size) else f"|{res}px")
         self.backbone.fc = nn.Identity()  # the ImageNet classifier is not used
         self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(self.backbone.num_features, num_classes))
         frozen: list[nn.Module] = []
@@ -199,6 +209,9 @@ class PretrainedClassifier(nn.Module):
 
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.resolution, self.resolution):
+            x = nn.functional.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
+                                          align_corners=False, antialias=True)
         return ((x + 1.0) * 127.5 - MEAN_RGB) / STD_RGB
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,9 +236,9 @@ class ClassifierSpec:
 
 def _lite(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, in_ch: int = 3, size: int = 224, *, pretrained: bool | str = True,
-              tune: str = "head", dropout: float = 0.2) -> nn.Module:
+              tune: str = "head", dropout: float = 0.2, resolution: int | None = None) -> nn.Module:
         return PretrainedClassifier(num_classes, in_ch, size, backbone=name, pretrained=pretrained, tune=tune,
-                                    dropout=dropout)
+                                    dropout=dropout, resolution=resolution)
 
     return build
 

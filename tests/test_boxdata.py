@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bglab.boxdata import (
+from bglab.data.boxdata import (
     KINDS,
     BoxAnnotation,
     check_boxes,
@@ -22,9 +22,9 @@ from bglab.boxdata import (
     write_boxes_csv,
     write_clean_manifest,
 )
-from bglab.boxes import Box
-from bglab.cli import main
-from bglab.dataset import read_manifest, split
+from bglab.ops.box import Box
+from bglab.cli.app import main
+from bglab.data.dataset import read_manifest, split
 from bglab.errors import DatasetError
 from tests.conftest import shared_path
 

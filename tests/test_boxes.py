@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bglab.boxes import Box, box_iou_matrix, iou
+from bglab.ops.box import Box, box_iou_matrix, iou
 from bglab.errors import BoxError
 
 # ------------------------------------------------------------------ hand-computed

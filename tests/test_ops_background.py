@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bglab.boxes import Box
+from bglab.ops.box import Box
 from bglab.errors import BglabError, BoxError, MaskError
 from bglab.ops.background import (
     blur_background,

@@ -691,7 +691,7 @@ def _clean_json(x: Any) -> Any:
 def write_report(out: str | Path, cfg: ExperimentConfig, *, data_info: Mapping[str, Any] | None = None,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Analyse the run directory, write ``summary.json`` and ``report.html``; return the summary."""
-    from bglab.io import atomic_write_text
+    from bglab.io.files import atomic_write_text
 
     out = Path(out)
     if data_info is None and (out / "data.json").is_file():

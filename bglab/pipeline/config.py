@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bglab.configfile import read_config_file
+from bglab.io.configfile import read_config_file
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
 

@@ -50,10 +50,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bglab.io.files import decode_image, encode_image, read_mask  # noqa: E402
-from bglab.ops.metrics import seg_scores, summarize  # noqa: E402
-from bglab.ops.background import cutout  # noqa: E402
 from bglab.foreground.registry import Runtime  # noqa: E402
+from bglab.io.files import decode_image, encode_image, read_mask  # noqa: E402
+from bglab.ops.background import cutout  # noqa: E402
+from bglab.ops.metrics import seg_scores, summarize  # noqa: E402
 
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 U2NETP = DATA.parent / "anchors" / "u2netp.onnx"  # the shared anchor copy (comparison only; never shipped)

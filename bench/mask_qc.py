@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bglab.background.remove import RemoveOptions, prepare_mask
 from bglab.io.files import list_images, read_image, read_mask
 from bglab.ops.qc import QCRules, check_batch, check_mask
-from bglab.background.remove import RemoveOptions, prepare_mask
 
 REPO = Path(__file__).resolve().parents[1]
 

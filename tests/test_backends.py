@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.ops.box import Box
 from bglab.errors import BackendError, ConfigError, MaskError
-from bglab.io.files import read_image, read_mask, write_mask
-from bglab.ops.metrics import seg_scores
-from bglab.ops.mask import as_soft
 from bglab.foreground import create, is_available
 from bglab.foreground.grabcut import GrabCutSegmenter
+from bglab.io.files import read_image, read_mask, write_mask
+from bglab.ops.box import Box
+from bglab.ops.mask import as_soft
+from bglab.ops.metrics import seg_scores
 from tests.conftest import SHARED, shared_path
 
 PETS = ["Abyssinian_1", "Bengal_10", "american_bulldog_100"]

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bglab.ops.box import Box, box_iou_matrix, iou
 from bglab.errors import BoxError
+from bglab.ops.box import Box, box_iou_matrix, iou
 
 # ------------------------------------------------------------------ hand-computed
 

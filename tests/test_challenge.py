@@ -12,11 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bglab import ops  # noqa: E402
-from bglab.ops.box import Box  # noqa: E402
-from bglab.experiment.challenge import ChallengeError, find_runs, run_challenge, score_predictions  # noqa: E402
 from bglab.cli.app import main  # noqa: E402
 from bglab.data.dataset import read_imagefolder  # noqa: E402
+from bglab.experiment.challenge import ChallengeError, find_runs, run_challenge, score_predictions  # noqa: E402
 from bglab.io.files import read_image, read_mask, write_image  # noqa: E402
+from bglab.ops.box import Box  # noqa: E402
 
 CLASSES = ["cat", "dog", "fox"]
 S = 16

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from bglab.errors import ConfigError
-from bglab.foreground.key import QCRules, key_folder
 from bglab.foreground import Segmenter, create
-from bglab.ops.color import despill
 from bglab.foreground.chroma import ChromaKeySegmenter, estimate_key, parse_key
+from bglab.foreground.key import QCRules, key_folder
+from bglab.ops.color import despill
 from tests.conftest import shared_path
 
 SKIN = (224, 172, 140)

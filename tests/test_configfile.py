@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bglab.io.configfile import read_config_file
 from bglab.errors import ConfigError
+from bglab.io.configfile import read_config_file
 
 
 @pytest.mark.parametrize(("name", "text"), [("c.yaml", "a: 1\nb: [x]\n"), ("c.toml", 'a = 1\nb = ["x"]\n'),

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 import yaml
 
-from bglab.ops.box import Box
 from bglab.errors import BackendError, BglabError, ConfigError
-from bglab.io.files import write_image, write_mask
-from bglab.pipeline import STEP_NAMES, Pipeline
 from bglab.foreground import backends, create, is_available, resolve
+from bglab.io.files import write_image, write_mask
+from bglab.ops.box import Box
+from bglab.pipeline import STEP_NAMES, Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 U2NETP = REPO / "bglab" / "models" / "u2netp.onnx"

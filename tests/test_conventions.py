@@ -11,10 +11,10 @@ import pytest
 import typer.main
 
 import bglab
+from bglab.background.remove import RemoveOptions
 from bglab.cli.app import app, main
 from bglab.io.colors import DEFAULT_COLOR, DEFAULT_COLOR_NAME, parse_color
 from bglab.io.files import read_image
-from bglab.background.remove import RemoveOptions
 from tests.conftest import csv_rows, screen_photos
 
 COMMANDS = typer.main.get_command(app).commands  # name -> click command (groups: name -> group)
@@ -114,8 +114,8 @@ def test_remove_workers_processes_same_outputs(tmp_path):
 
 
 def test_remove_files_workers_needs_a_backend_name(tmp_path):
-    from bglab.errors import ConfigError
     from bglab.background.remove import collect_inputs, remove_files
+    from bglab.errors import ConfigError
     from bglab.foreground import create
 
     src = screen_photos(tmp_path / "in", 2)

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bglab.ops.box import Box
 from bglab.data.dataset import (
     ManifestProblem,
     Sample,
@@ -32,6 +31,7 @@ from bglab.data.dataset import (
     write_manifest,
 )
 from bglab.errors import ConfigError, DatasetError
+from bglab.ops.box import Box
 from tests.conftest import shared_path
 
 # ------------------------------------------------------------------------------------------------ helpers

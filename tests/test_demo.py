@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bglab.experiment import demo as dx
 from bglab.cli.app import main
+from bglab.experiment import demo as dx
 from bglab.experiment.config import parse_config
 from bglab.io.files import read_image, write_image
 

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bglab.data.boxdata import BoxAnnotation
-from bglab.ops.box import Box
 from bglab.cli.app import main
-from bglab.train.detect import crop_with_context, make_crops, scores, split_items
+from bglab.data.boxdata import BoxAnnotation
 from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.foreground import Locator, create
+from bglab.ops.box import Box
+from bglab.train.detect import crop_with_context, make_crops, scores, split_items
 from bglab.train.detector import (
     BoxLabelNet,
     box_iou_xyxy,

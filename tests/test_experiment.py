@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
+from bglab.data.dataset import Sample  # noqa: E402
 from bglab.errors import ConfigError  # noqa: E402
 from bglab.experiment import stats  # noqa: E402
-from bglab.data.dataset import Sample  # noqa: E402
 from bglab.experiment.config import load_experiment_config, parse_config  # noqa: E402
 from tests.conftest import csv_rows  # noqa: E402
 
@@ -521,8 +521,8 @@ def test_affine_and_photometric_augmentation_are_seeded_and_bounded() -> None:
     change intensities within their ranges; configs without them resolve as before."""
     import torch
 
-    from bglab.experiment.config import AugmentConfig, resolved_config
     from bglab.experiment.augment import augment
+    from bglab.experiment.config import AugmentConfig, resolved_config
 
     x = torch.zeros(8, 1, 16, 16)
     x[:, :, 4:12, 6:10] = 0.8  # a bright bar in the middle
@@ -549,8 +549,8 @@ def test_rot90_augmentation_is_seeded_and_keeps_old_run_configs() -> None:
     """rot90 turns square images by multiples of 90 degrees (seeded); configs without it resolve as before."""
     import torch
 
-    from bglab.experiment.config import AugmentConfig, resolved_config
     from bglab.experiment.augment import augment
+    from bglab.experiment.config import AugmentConfig, resolved_config
 
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4) / 32
     aug = AugmentConfig(p=1.0, rot90=True)
@@ -662,10 +662,10 @@ def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys
         capsys.readouterr()
         assert main(["eval-cls", str(out), str(data_root / "clutter"), "--json", *extra]) == 0
         scores[bool(extra)] = json.loads(capsys.readouterr().out)["runs"][0]
-    from bglab.experiment.evaluate import evaluate_run_dir
+    from bglab.data.dataset import read_imagefolder
     from bglab.experiment.config import ArmConfig
     from bglab.experiment.data import prepare_arm
-    from bglab.data.dataset import read_imagefolder
+    from bglab.experiment.evaluate import evaluate_run_dir
 
     samples = read_imagefolder(data_root / "clutter")
     arm = cfg.arms["keyed"]

@@ -454,8 +454,8 @@ def test_pets3_matrix_quick_profile(shared_data: Path, tmp_path: Path) -> None:
 
     import yaml
 
-    from bglab.experiment.runner import run_experiment
     from bglab.background.variants import generate_variants, parse_kinds
+    from bglab.experiment.runner import run_experiment
 
     sub = tmp_path / "pets3"  # 12 photos per class, with their masks
     for cls in ("Abyssinian", "Bengal", "american_bulldog"):

@@ -15,15 +15,15 @@ import cv2
 import numpy as np
 import pytest
 
-from bglab.foreground import fetch_models
-from bglab.ops.box import Box
-from bglab.foreground.boxprompt import BoxPrompted
 from bglab.errors import BackendError, BglabError, ConfigError, ModelIntegrityError
-from bglab.ops.mask import component_count, coverage
-from bglab.ops.qc import mask_flags
+from bglab.foreground import fetch_models
 from bglab.foreground import create, is_available
 from bglab.foreground import general as G
 from bglab.foreground.auto import AutoSegmenter
+from bglab.foreground.boxprompt import BoxPrompted
+from bglab.ops.box import Box
+from bglab.ops.mask import component_count, coverage
+from bglab.ops.qc import mask_flags
 
 INSTALLED = fetch_models.MODELS_DIR / fetch_models.U2NETP_FILE
 WHY = f"{INSTALLED} not installed: run `python -m bglab.foreground.fetch_models` (make test does)"
@@ -367,8 +367,8 @@ def test_eval_seg_backends_side_by_side(shared_data: Path, tmp_path: Path) -> No
 # ------------------------------------------------------------------------------------------- variants from u2netp
 @needs_model
 def test_variants_from_u2netp_masks_on_pets3(shared_data: Path, tmp_path: Path) -> None:
-    from bglab.io.files import read_image, read_mask
     from bglab.background.variants import generate_variants
+    from bglab.io.files import read_image, read_mask
 
     pets = shared_data / "pets3"
     if not pets.is_dir():
@@ -456,8 +456,8 @@ def test_auto_decides_pets_general_and_hands_wild_hands(shared_data: Path) -> No
 
 def test_auto_hand_branch_is_v4_on_mediapipe_boxes(shared_data: Path) -> None:
     """On a real hand photo, auto's hand branch gives exactly ``unet-effnet -O locator=mediapipe-hands``."""
-    from bglab.io.files import read_image
     from bglab.foreground import is_available
+    from bglab.io.files import read_image
 
     ok, why = is_available("mediapipe-hands")
     if not ok:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from bglab.errors import BackendError, ConfigError
-from bglab.io.files import read_image, read_mask, write_image
-from bglab.foreground.key import QCRules, key_folder
-from bglab.ops.metrics import seg_scores
 from bglab.foreground import is_available
 from bglab.foreground.handcut import BONES, PALM, HandGrabCut, hand_seed
+from bglab.foreground.key import QCRules, key_folder
+from bglab.io.files import read_image, read_mask, write_image
+from bglab.ops.metrics import seg_scores
 from tests.conftest import shared_path
 
 SKIN = (225, 170, 140)

@@ -99,8 +99,8 @@ def test_h01_remove_report_may_not_replace_an_input(tmp_path, capsys):
 
 
 def test_h01_variants_and_key_use_the_same_check(tmp_path):
-    from bglab.foreground.key import key_folder
     from bglab.background.variants import generate_variants
+    from bglab.foreground.key import key_folder
 
     src = _tree(tmp_path / "pets")
     before = _snapshot(src)
@@ -543,9 +543,9 @@ def test_h08_epochs_are_bounded(tmp_path):
 
 def test_h08_sizes_and_widths_are_bounded(tmp_path):
     from bglab.experiment.config import load_experiment_config
+    from bglab.foreground import create
     from bglab.io.limits import MAX_OUTPUT_SIDE, MAX_UNET_SIZE, MAX_WIDTH
     from bglab.pipeline import Pipeline
-    from bglab.foreground import create
 
     with pytest.raises(ConfigError, match=r"resize\.size"):
         Pipeline.from_config({"steps": [{"resize": {"size": MAX_OUTPUT_SIDE + 1}}]})

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from bglab.io import files as bio
 from bglab.errors import BglabError, ConfigError, DatasetError, ImageReadError, ImageWriteError, MaskError
+from bglab.io import files as bio
 
 # --------------------------------------------------------------------------------------------------------------
 # the bad-input corpus

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.ops.box import Box
-from bglab.errors import ConfigError
-from bglab.io.files import read_image
 from bglab.cli.preprocess import apply_overrides
-from bglab.pipeline import Pipeline, StepResult, sample_seed
+from bglab.errors import ConfigError
 from bglab.foreground import registry
+from bglab.io.files import read_image
+from bglab.ops.box import Box
+from bglab.pipeline import Pipeline, StepResult, sample_seed
 from tests.conftest import shared_path
 
 # ------------------------------------------------------------------------------------------- helpers

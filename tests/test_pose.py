@@ -9,9 +9,9 @@ import pytest
 
 from bglab import ops
 from bglab.errors import BackendError, ConfigError
+from bglab.foreground import is_available
 from bglab.ops.mask import ParameterError
 from bglab.pipeline import Pipeline
-from bglab.foreground import is_available
 from tests.conftest import shared_path
 from tests.test_handcut import FakeLandmarker, _landmarks
 

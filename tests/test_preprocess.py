@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bglab.batch.engine import Journal
 from bglab.errors import ConfigError, DatasetError
 from bglab.io.files import read_image, write_image
 from bglab.pipeline import Pipeline
-from bglab.batch.engine import Journal
 from bglab.pipeline.preprocess import preprocess, read_output_manifest
 from tests.conftest import shared_path
 

@@ -137,8 +137,8 @@ def test_head_runs_embed_augmented_images_afresh(small_root: Path, head_run, tmp
 
 
 def test_challenge_runs_on_a_pretrained_run(head_run, small_root: Path) -> None:
-    from bglab.experiment.challenge import run_challenge
     from bglab.data.dataset import read_imagefolder
+    from bglab.experiment.challenge import run_challenge
     from bglab.foreground import create
 
     out, _ = head_run

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bglab.background.remove import RemoveOptions, remove_files
 from bglab.cli.app import main
 from bglab.errors import ConfigError
 from bglab.ops.qc import QCRules, check_batch, check_mask, median_outliers
-from bglab.background.remove import RemoveOptions, remove_files
 from tests.conftest import shared_path
 
 # sxsw photos (real backgrounds) where the default U-Net's refined mask covers < 4 % of the image (measured

@@ -103,9 +103,9 @@ def seg():
 
 
 def test_unet_is_default_and_shipped_model_verified(seg):
-    from bglab.io.files import sha256_file
     from bglab.foreground import DEFAULT_SEGMENTER
     from bglab.foreground.unet import DEFAULT_MODEL
+    from bglab.io.files import sha256_file
 
     assert DEFAULT_SEGMENTER == "unet" and seg.name == "unet"
     info = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())

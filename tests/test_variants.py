@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bglab.ops.box import Box
 from bglab.cli.app import app
 from bglab.data.dataset import Sample, read_imagefolder
 from bglab.errors import BglabError, ConfigError
 from bglab.io.files import read_image, read_mask, write_image, write_mask
+from bglab.ops.box import Box
 from tests.conftest import csv_rows
 from bglab.background.variants import (
     KINDS,

@@ -16,9 +16,9 @@ from typing import Any, Literal
 import numpy as np
 
 from bglab import ops
-from bglab.ops.box import Box
-from bglab.io.colors import DEFAULT_COLOR
 from bglab.errors import BglabError, ConfigError
+from bglab.io.colors import DEFAULT_COLOR
+from bglab.ops.box import Box
 
 Mode = Literal["cutout", "mask", "color", "blur", "swap", "crop"]
 MODES: tuple[str, ...] = ("cutout", "mask", "color", "blur", "swap", "crop")

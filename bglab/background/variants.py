@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from bglab import ops
-from bglab.ops.box import Box
 from bglab.data.dataset import MASKS_DIR, Sample
 from bglab.errors import BglabError, ConfigError, MaskError
+from bglab.ops.box import Box
 
 __all__ = [
     "BOX_KINDS",

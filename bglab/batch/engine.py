@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from bglab.errors import BglabError, ConfigError
 from bglab.batch.pool import run_pool, terminate_as_interrupt
+from bglab.errors import BglabError, ConfigError
 
 __all__ = ["ENGINES", "JOURNAL_DIR", "Journal", "Worker", "check_engine", "run_batch", "write_csv"]
 

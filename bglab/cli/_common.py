@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
-from bglab.io.colors import parse_color
 from bglab.errors import ConfigError, safe_text
+from bglab.io.colors import parse_color
 
 __all__ = ["console", "deprecated_flag", "err_console", "esc", "parse_color", "parse_options", "print_failed",
            "progress_bar"]

@@ -62,9 +62,9 @@ def challenge(
     """
     from rich.table import Table
 
-    from bglab.experiment.challenge import broken_sheet, held_out, run_challenge
     from bglab.cli._common import console, err_console, parse_options, print_failed, progress_bar
     from bglab.data.dataset import read_imagefolder
+    from bglab.experiment.challenge import broken_sheet, held_out, run_challenge
 
     if threads:
         import torch

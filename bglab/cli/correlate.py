@@ -41,8 +41,8 @@ def correlate(
 
     Exit code 0 when every image was written (or existed), 1 when any failed, 2 on a usage error.
     """
-    from bglab.cli._common import deprecated_flag
     from bglab.background.correlated import SPLITS, build_study, plan_study
+    from bglab.cli._common import deprecated_flag
 
     threads = int(deprecated_flag("--workers/-j (correlate)", "--threads", workers_old, threads))  # type: ignore[arg-type]
 

@@ -40,9 +40,9 @@ def demo(
     import numpy as np
 
     from bglab import ops
-    from bglab.io.files import list_images, read_image, write_image
     from bglab.background.remove import RemoveOptions, apply_mode, prepare_mask
     from bglab.foreground import DEFAULT_SEGMENTER, create
+    from bglab.io.files import list_images, read_image, write_image
     from bglab.ops.viz import contact_sheet, overlay_mask
 
     data = sample_data_dir()

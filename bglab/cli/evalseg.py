@@ -14,10 +14,10 @@ from typing import Annotated, Any
 import typer
 
 from bglab.errors import ConfigError, DatasetError
-from bglab.ops.metrics import json_safe
-from bglab.foreground.registry import choices_help
 from bglab.foreground.evaluate import (QC_FLAGS, EvalFailure, EvalItem, EvalResult, evaluate_segmenter, options_for,
-                                    pair_by_stem, parse_backend_list, worst_sheet)
+                                       pair_by_stem, parse_backend_list, worst_sheet)
+from bglab.foreground.registry import choices_help
+from bglab.ops.metrics import json_safe
 
 def eval_seg(
     images: Annotated[Path, typer.Option("--images", help="Folder of images.")],
@@ -52,8 +52,8 @@ def eval_seg(
     from rich.table import Table
 
     from bglab.cli._common import console, err_console, parse_options, progress_bar
-    from bglab.io.files import list_images, write_image
     from bglab.foreground import DEFAULT_SEGMENTER, create
+    from bglab.io.files import list_images, write_image
 
     if backend is not None and backends is not None:
         raise ConfigError("give --backend or --backends, not both")

@@ -29,8 +29,8 @@ def init(
     """
     from bglab.cli._common import console, esc
     from bglab.errors import ConfigError
-    from bglab.io.files import atomic_write_text
     from bglab.experiment.templates import KINDS, config_kind, init_config, shipped_configs
+    from bglab.io.files import atomic_write_text
 
     if kind not in KINDS:
         raise ConfigError(f"unknown config kind {kind!r}", hint=f"choose one of: {', '.join(KINDS)}")

@@ -65,8 +65,8 @@ def preprocess(
     Kill it at any time and run it again: finished samples are skipped. Exit code 0 when nothing failed
     (samples where no box was found are results, not failures), 1 when any sample failed.
     """
-    from bglab.io.colors import parse_color
     from bglab.cli._common import deprecated_flag
+    from bglab.io.colors import parse_color
     from bglab.pipeline import Pipeline, load_config
     from bglab.pipeline.preprocess import preprocess as run, summary_table
 

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from bglab.cli._common import console, err_console, esc, parse_options, print_failed, \
     progress_bar
-from bglab.io.colors import DEFAULT_COLOR_NAME, parse_color
 from bglab.foreground.registry import choices_help
+from bglab.io.colors import DEFAULT_COLOR_NAME, parse_color
 
 
 def remove(
@@ -60,12 +60,12 @@ def remove(
     130 when interrupted (Ctrl+C or SIGTERM: the report is still written). OUT may not be, hold or lie inside
     an input folder.
     """
-    from bglab.batch.engine import check_engine
-    from bglab.io.files import check_separate, prepare_output_dir, read_image
-    from bglab.batch.pool import terminate_as_interrupt
-    from bglab.foreground.qc import backend_hint, check_on_suspect, rules_from
     from bglab.background.remove import RemoveOptions, check_request, collect_inputs_checked, remove_files
+    from bglab.batch.engine import check_engine
+    from bglab.batch.pool import terminate_as_interrupt
     from bglab.foreground import DEFAULT_SEGMENTER, Runtime, create
+    from bglab.foreground.qc import backend_hint, check_on_suspect, rules_from
+    from bglab.io.files import check_separate, prepare_output_dir, read_image
 
     opts = RemoveOptions(mode=mode, color=parse_color(color), blur=blur, fit=fit, margin=margin,  # type: ignore[arg-type]
                          threshold=threshold, refine=refine, min_region=min_region,

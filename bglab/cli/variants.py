@@ -117,8 +117,8 @@ def variants(
 
 def _from_config(ctx: typer.Context, config: str, **given: object) -> tuple:
     """The flags' values with the config file's filling in every flag left at its default."""
-    from bglab.experiment.templates import find_config
     from bglab.background.variants import load_variants_config
+    from bglab.experiment.templates import find_config
 
     raw = load_variants_config(find_config(config))
     out = []

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from bglab.ops.box import Box
 from bglab.data.dataset import Sample, write_manifest
 from bglab.errors import BglabError, BoxError, ConfigError, DatasetError
 from bglab.io.files import IMAGE_SUFFIXES, atomic_write_text
+from bglab.ops.box import Box
 
 __all__ = [
     "CSV_COLUMNS", "FATAL_KINDS", "KINDS", "BoxAnnotation", "BoxCheckReport", "BoxIssue", "check_boxes",

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
-from bglab.ops.box import Box
 from bglab.errors import BglabError, ConfigError, DatasetError
 from bglab.io.files import IMAGE_SUFFIXES, atomic_write_text
+from bglab.ops.box import Box
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

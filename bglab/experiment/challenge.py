@@ -91,8 +91,8 @@ def _key(s: Sample) -> str:
 def _load_one(s: Sample, segmenter: Any, max_pixels: int | None) -> ChallengeItem | tuple[str, str]:
     """A ready item, or ``("skipped" | "failed", reason)``."""
     from bglab import ops
-    from bglab.ops.box import Box
     from bglab.io.files import read_image, read_mask
+    from bglab.ops.box import Box
 
     try:
         image = read_image(s.path, max_pixels=max_pixels)

@@ -35,8 +35,8 @@ import numpy as np
 from bglab.data.dataset import Sample, combine, read_imagefolder, read_manifest
 from bglab.data.dataset import split as split_samples
 from bglab.errors import BglabError, DatasetError
-from bglab.io.files import atomic_write_npz
 from bglab.experiment.config import ArmConfig, ExperimentConfig, ProtocolConfig, SourceConfig
+from bglab.io.files import atomic_write_npz
 
 __all__ = ["ArmImages", "ExperimentData", "ProtocolData", "arm_masks", "counterparts", "distorted", "load_data",
            "load_sources", "make_protocol", "prepare_arm", "sample_key"]
@@ -250,8 +250,8 @@ class _ArmWorker:
     """The arm's pipeline (its backends opened once per process) over chunks of jobs."""
 
     def __init__(self, pipeline: Mapping[str, Any], threads: int) -> None:
-        from bglab.pipeline import Pipeline
         from bglab.foreground import Runtime
+        from bglab.pipeline import Pipeline
 
         self.pipe = Pipeline.from_config(pipeline, runtime=Runtime(threads=threads))
 
@@ -447,8 +447,8 @@ def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int, errors: list
 def distorted(images: np.ndarray, keys: Sequence[str], spec: Mapping[str, float], seed: int, name: str
               ) -> np.ndarray:
     """Copies of ``images`` under one distortion (pixel ``dropout`` then Gaussian ``noise``), seeded per image."""
-    from bglab.ops.distort import gaussian_noise, pixel_dropout
     from bglab.io.seeds import sample_seed
+    from bglab.ops.distort import gaussian_noise, pixel_dropout
 
     out = np.empty_like(images)
     p, sigma = float(spec.get("dropout", 0.0)), float(spec.get("noise", 0.0))

@@ -100,8 +100,8 @@ def build_new_backgrounds(test_dir: str | Path, backgrounds: Sequence[str | Path
     """
     from bglab import ops
     from bglab.data.dataset import read_imagefolder
-    from bglab.io.files import atomic_write_text, read_image, write_image
     from bglab.foreground.chroma import ChromaKeySegmenter
+    from bglab.io.files import atomic_write_text, read_image, write_image
 
     if per_image < 1:
         raise ConfigError(f"per_image must be >= 1, got {per_image}")
@@ -281,8 +281,8 @@ def write_examples_sheet(cfg: Any, test_dir: Path, new_backgrounds: Path, path: 
     """
     from bglab.data.dataset import read_imagefolder
     from bglab.io.files import read_image, write_image
-    from bglab.pipeline import Pipeline
     from bglab.ops.viz import contact_sheet
+    from bglab.pipeline import Pipeline
 
     pipes = {a: Pipeline.from_config(cfg.arms[a].pipeline) for a in ARMS}
     by_class: dict[str, list[Any]] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bglab.foreground.base import Locator, Segmenter, SegmenterBase
 from bglab.foreground.registry import (DEFAULT_SEGMENTER, BackendInfo, Runtime, backends, choices_help, create,
-                                   is_available, path_options, register, resolve)
+                                       is_available, path_options, register, resolve)
 
 register(BackendInfo("unet", "segmenter", "bglab.foreground.unet", "create",
                      "bglab's own hand U-Net (ONNX Runtime, shipped in the package); the default",

@@ -98,8 +98,8 @@ def decide(paths: Sequence[str | Path], *, runtime: Runtime | None = None, min_c
     """``("on" | "off", images with a hand, images looked at)``: ``on`` when MediaPipe finds a hand in at least
     ``share`` of a sample of ``paths``; ``off`` without MediaPipe, or when no sampled image can be read."""
     from bglab.errors import BglabError
-    from bglab.io.files import read_image
     from bglab.foreground import registry
+    from bglab.io.files import read_image
 
     if not registry.is_available("mediapipe-hands")[0]:
         return "off", 0, 0

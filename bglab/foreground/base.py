@@ -14,8 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from bglab.ops.box import Box
 from bglab.errors import BackendError
+from bglab.ops.box import Box
 
 
 @runtime_checkable

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from bglab.ops.box import Box
 from bglab.errors import BackendError, ConfigError
 from bglab.foreground.base import Locator, Segmenter, SegmenterBase, rgb_input
 from bglab.foreground.registry import Runtime
+from bglab.ops.box import Box
 
 NO_BOX = ("empty", "full")
 

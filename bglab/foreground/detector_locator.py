@@ -28,9 +28,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bglab.ops.box import Box
 from bglab.errors import BackendError, BoxError, ConfigError
 from bglab.foreground.registry import Runtime
+from bglab.ops.box import Box
 
 PAD_VALUE = 114
 

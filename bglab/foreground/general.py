@@ -38,9 +38,9 @@ import cv2
 import numpy as np
 
 from bglab.errors import BackendError, ConfigError, ModelIntegrityError
-from bglab.foreground.fetch_models import INSTALL_COMMAND, MODELS_DIR, U2NETP_FILE, U2NETP_SHA256, sha256_path
 from bglab.foreground.base import Segmenter, SegmenterBase, rgb_input
 from bglab.foreground.boxprompt import box_prompted
+from bglab.foreground.fetch_models import INSTALL_COMMAND, MODELS_DIR, U2NETP_FILE, U2NETP_SHA256, sha256_path
 from bglab.foreground.registry import Runtime
 from bglab.foreground.rembg_backend import U2NetOnnx, u2net_home
 

@@ -14,10 +14,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bglab.ops.box import Box
 from bglab.errors import ConfigError
 from bglab.foreground.base import Locator, SegmenterBase, rgb_input
 from bglab.foreground.registry import Runtime
+from bglab.ops.box import Box
 
 
 class GrabCutSegmenter(SegmenterBase):

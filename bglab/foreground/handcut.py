@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 
 from bglab.errors import BackendError, ConfigError
-from bglab.ops.mask import ParameterError
-from bglab.ops.pose import BONES, PALM, check_landmarks
 from bglab.foreground.base import SegmenterBase, rgb_input
 from bglab.foreground.grabcut import cut, downscale
 from bglab.foreground.mediapipe import MediaPipeHands  # light: mediapipe itself is imported when a graph is built
 from bglab.foreground.registry import Runtime, check_options
+from bglab.ops.mask import ParameterError
+from bglab.ops.pose import BONES, PALM, check_landmarks
 
 
 

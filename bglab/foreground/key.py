@@ -169,8 +169,8 @@ def _read_previous(dst: Path) -> dict[str, KeyItem]:
 
 def _key_one(seg: Any, src: Path, dst: Path, rel: str, qc: QCRules,
              previous: Mapping[str, KeyItem]) -> KeyItem:
-    from bglab.io.files import read_image, write_mask
     from bglab.foreground.chroma import ChromaKeySegmenter
+    from bglab.io.files import read_image, write_mask
 
     ok_path, rej_path = mask_path(dst, rel), mask_path(dst, rel, "rejected")
     for status, p in (("ok", ok_path), ("rejected", rej_path)):
@@ -230,8 +230,8 @@ def key_folder(
     ``progress(done, total, item)`` is called after each image. ``threads`` > 1 keys images in threads.
     """
     from bglab.batch.engine import run_batch, write_csv
-    from bglab.io.files import check_separate, list_images, prepare_output_dir
     from bglab.foreground import create
+    from bglab.io.files import check_separate, list_images, prepare_output_dir
 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from bglab.ops.box import Box
 from bglab.errors import BackendError, ConfigError, MaskError
 from bglab.foreground.base import Segmenter, SegmenterBase
 from bglab.foreground.registry import Runtime
+from bglab.ops.box import Box
 
 DEFAULT_MASK_SUFFIXES: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg")
 _MASK_DIR_NAMES = ("masks", "mask", "gt_mask", "gt_masks", "labels", "alpha")

@@ -27,10 +27,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bglab.ops.box import Box
 from bglab.errors import BackendError, ConfigError
 from bglab.foreground.base import SegmenterBase, rgb_input
 from bglab.foreground.registry import Runtime
+from bglab.ops.box import Box
 
 # cv2.rotate codes for quarter turns clockwise (k = 1, 2, 3)
 _TURNS = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bglab.errors import BackendError, ConfigError
-from bglab.ops.qc import FLAGS, MaskCheck, QCRules, check_batch, check_mask, median_outliers
 from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
+from bglab.ops.qc import FLAGS, MaskCheck, QCRules, check_batch, check_mask, median_outliers
 
 __all__ = ["FLAGS", "ON_SUSPECT", "MaskCheck", "QCRules", "backend_hint", "check_batch", "check_mask",
            "check_on_suspect", "flags_of", "median_outliers", "rules_from", "set_segment_qc",

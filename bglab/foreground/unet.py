@@ -31,11 +31,11 @@ import cv2
 import numpy as np
 
 from bglab.errors import BackendError, ModelIntegrityError
-from bglab.io.files import sha256_file
 from bglab.foreground.base import Segmenter, SegmenterBase
 from bglab.foreground.boxprompt import box_prompted
 from bglab.foreground.onnxrt import open_session
 from bglab.foreground.registry import Runtime
+from bglab.io.files import sha256_file
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "hand_unet.onnx"

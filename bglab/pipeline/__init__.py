@@ -40,12 +40,12 @@ Masks and boxes follow the image through ``crop`` and ``resize``; the box report
 the input image's pixels.
 """
 
+from bglab.io.seeds import sample_seed
 from bglab.pipeline.chain import FORMATS, Pipeline
 from bglab.pipeline.config import CONFIG_VERSION, STEP_NAMES, load_config, step_entries
 from bglab.pipeline.state import STATUSES, SampleState, StepResult
 from bglab.pipeline.steps import (BACKGROUND_MODES, ON_MISSING, BackgroundStep, CropStep, DistortStep, GreyStep,
                                   LocateStep, PoseStep, ResizeStep, SegmentStep, Step)
-from bglab.io.seeds import sample_seed
 
 __all__ = [
     "BACKGROUND_MODES", "CONFIG_VERSION", "FORMATS", "ON_MISSING", "STATUSES", "STEP_NAMES", "BackgroundStep",

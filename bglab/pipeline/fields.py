@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bglab.io.colors import parse_color
-from bglab.io.configfile import check_bool, check_number, config_error
 from bglab.errors import BackendError, ConfigError
 from bglab.errors import short_repr as _r
+from bglab.io.colors import parse_color
+from bglab.io.configfile import check_bool, check_number, config_error
 
 
 def check_keys(where: str, cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:

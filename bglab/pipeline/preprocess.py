@@ -46,12 +46,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bglab.data.dataset import Sample
-from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
-from bglab.io.files import prepare_output_dir, remove_temp_files
 from bglab.batch.engine import JOURNAL_DIR, Journal, check_engine, run_batch, write_csv
 from bglab.batch.pool import terminate_as_interrupt
+from bglab.data.dataset import Sample
+from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
 from bglab.foreground import Runtime
+from bglab.io.files import prepare_output_dir, remove_temp_files
 
 __all__ = [
     "Item", "PreprocessReport", "collect_samples", "plan", "preprocess", "summarize",

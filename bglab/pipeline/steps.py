@@ -12,15 +12,15 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from bglab import ops
-from bglab.ops.box import Box
-from bglab.io.configfile import config_error
 from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
+from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
+from bglab.io.configfile import config_error
 from bglab.io.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.io.seeds import sample_seed
+from bglab.ops.box import Box
 from bglab.pipeline.fields import backend_name, backend_options, boolean, check_keys, choice, colour, number
 from bglab.pipeline.state import SampleState
-from bglab.io.seeds import sample_seed
-from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
 
 ON_MISSING: tuple[str, ...] = ("keep", "skip", "mask-box")
 BACKGROUND_MODES: tuple[str, ...] = ("remove", "colour", "blur", "swap", "keep")

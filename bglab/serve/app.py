@@ -449,10 +449,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """Build the app (API, web page, docs) for ``settings`` (defaults: :class:`ServerSettings`)."""
     import bglab
     from bglab import ops
-    from bglab.io.colors import parse_color
-    from bglab.io.files import decode_image, encode_image
     from bglab.background.remove import RemoveOptions, apply_mode, prepare_mask
     from bglab.foreground import backends as registered, is_available
+    from bglab.io.colors import parse_color
+    from bglab.io.files import decode_image, encode_image
 
     s = settings or ServerSettings()
     models = ModelCache(s.session_threads)

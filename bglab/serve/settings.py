@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from bglab.errors import BackendError, ConfigError
-from bglab.io.limits import MAX_THREADS, MAX_WORKERS
 from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
+from bglab.io.limits import MAX_THREADS, MAX_WORKERS
 
 ENV_PREFIX = "BGLAB_SERVE_"
 

@@ -52,10 +52,10 @@ import cv2
 import numpy as np
 
 from bglab.data.boxdata import BoxAnnotation, check_boxes, read_boxes, to_samples
-from bglab.ops.box import Box
 from bglab.data.dataset import split
 from bglab.errors import BglabError, ConfigError, DatasetError
 from bglab.io.files import atomic_write_text, read_image
+from bglab.ops.box import Box
 from bglab.ops.metrics import json_safe
 
 __all__ = [

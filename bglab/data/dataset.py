@@ -92,6 +92,11 @@ class Sample:
             object.__setattr__(self, "group", _derived_group(self.label, self.path))
 
 
+def sample_key(s: Sample) -> str:
+    """The sample's stable key: ``origin/label/filename`` (also the seed of its random distortions)."""
+    return f"{s.origin}/{s.label}/{Path(s.path).name}"
+
+
 def _sort_key(s: Sample) -> tuple[str, str, str, str]:
     return (s.origin, s.label, str(s.path), s.group)
 

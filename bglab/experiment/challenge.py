@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bglab.data.dataset import Sample
+from bglab.data.dataset import Sample, sample_key
 from bglab.errors import BglabError, DatasetError
 
 __all__ = ["MODES", "ChallengeError", "ChallengeItem", "ChallengeResult", "RunModel", "broken_sheet",
@@ -84,10 +84,6 @@ class ChallengeItem:
         return out
 
 
-def _key(s: Sample) -> str:
-    return f"{s.origin}/{s.label}/{Path(s.path).name}"
-
-
 def _load_one(s: Sample, segmenter: Any, max_pixels: int | None) -> ChallengeItem | tuple[str, str]:
     """A ready item, or ``("skipped" | "failed", reason)``."""
     from bglab import ops
@@ -119,7 +115,7 @@ def _load_one(s: Sample, segmenter: Any, max_pixels: int | None) -> ChallengeIte
     if box is None:
         return ("skipped", f"{s.path}: empty mask (no foreground pixel)")
     background = ops.fill_box(image, box, mode="tiles", mask=mask)
-    return ChallengeItem(s, _key(s), image, np.asarray(mask, np.float32), background)
+    return ChallengeItem(s, sample_key(s), image, np.asarray(mask, np.float32), background)
 
 
 def load_items(samples: Sequence[Sample], *, max_fg: int | None, max_bg: int | None, seed: int = 0,

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bglab.data.dataset import Sample, combine, read_imagefolder, read_manifest
+from bglab.data.dataset import Sample, combine, read_imagefolder, read_manifest, sample_key
 from bglab.data.dataset import split as split_samples
 from bglab.errors import BglabError, DatasetError
 from bglab.experiment.config import ArmConfig, ExperimentConfig, ProtocolConfig, SourceConfig
@@ -42,16 +42,6 @@ __all__ = ["ArmImages", "ExperimentData", "ProtocolData", "arm_masks", "counterp
            "load_sources", "make_protocol", "prepare_arm", "sample_key"]
 
 Progress = Callable[[str, int, int], None]
-
-
-def sample_key(s: Sample) -> str:
-    """``origin/label/filename``: the sample's stable key (and the seed of its distortions)."""
-    try:
-        from bglab.pipeline.preprocess import sample_key as _key
-
-        return _key(s)
-    except ImportError:  # pragma: no cover - preprocess is part of bglab
-        return f"{s.origin}/{s.label}/{Path(s.path).name}"
 
 
 def _limit(samples: list[Sample], per_class: int, seed: int, source: str) -> list[Sample]:

@@ -48,7 +48,7 @@ from typing import Any
 
 from bglab.batch.engine import JOURNAL_DIR, Journal, check_engine, run_batch, write_csv
 from bglab.batch.pool import terminate_as_interrupt
-from bglab.data.dataset import Sample
+from bglab.data.dataset import Sample, sample_key
 from bglab.errors import BglabError, ConfigError, DatasetError, safe_text
 from bglab.foreground import Runtime
 from bglab.io.files import prepare_output_dir, remove_temp_files
@@ -127,11 +127,6 @@ class Item:
 def _safe(name: str) -> str:
     s = _UNSAFE.sub("_", str(name)).strip("._") or "_"
     return s
-
-
-def sample_key(s: Sample) -> str:
-    """The sample's stable key: ``origin/label/filename`` (also the seed of its random distortions)."""
-    return f"{s.origin}/{s.label}/{Path(s.path).name}"
 
 
 def plan(samples: Iterable[Sample], fmt: str = "png") -> tuple[list[Item], list[dict[str, Any]]]:

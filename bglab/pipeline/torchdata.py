@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bglab.data.dataset import Sample
+from bglab.data.dataset import Sample, sample_key
 from bglab.errors import ConfigError
 from bglab.pipeline import Pipeline, StepResult
 
@@ -92,7 +92,6 @@ class PipelineDataset(Dataset):
     def result(self, index: int) -> StepResult:
         """The full pipeline result of one sample (image, box, found flag, coverage, timings)."""
         from bglab.io.files import read_image
-        from bglab.pipeline.preprocess import sample_key
 
         self._open()
         s = self.samples[index]

@@ -9,7 +9,6 @@ change that? (:mod:`bglab.experiment.demo`; the run directory and HTML report ar
 from __future__ import annotations
 
 import time
-from importlib import resources
 from pathlib import Path
 
 import typer
@@ -18,11 +17,6 @@ from rich.table import Table
 from bglab.cli._common import console
 from bglab.errors import BglabError
 from bglab.foreground.registry import choices_help
-
-
-def sample_data_dir() -> Path:
-    """Folder of the photos embedded in the package (with their licence files)."""
-    return Path(str(resources.files("bglab") / "sample_data"))
 
 
 def demo(
@@ -41,6 +35,7 @@ def demo(
 
     from bglab import ops
     from bglab.background.remove import RemoveOptions, apply_mode, prepare_mask
+    from bglab.experiment.demo import sample_data_dir
     from bglab.foreground import DEFAULT_SEGMENTER, create
     from bglab.io.files import list_images, read_image, write_image
     from bglab.ops.viz import contact_sheet, overlay_mask

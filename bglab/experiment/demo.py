@@ -37,7 +37,7 @@ import numpy as np
 from bglab.errors import BglabError, ConfigError
 
 __all__ = ["DEMO_NAME", "DemoCell", "DemoResult", "NewBackgroundsReport", "build_new_backgrounds", "demo_config",
-           "demo_data_dir", "demo_backgrounds", "run_demo_experiment", "write_examples_sheet"]
+           "demo_data_dir", "demo_backgrounds", "run_demo_experiment", "sample_data_dir", "write_examples_sheet"]
 
 DEMO_NAME = "bglab-demo"
 ARMS = ("original", "remove")
@@ -47,18 +47,19 @@ COMPOSITES_CSV = "composites.csv"
 Log = Callable[[str], None]
 
 
-def _sample_data() -> Path:
+def sample_data_dir() -> Path:
+    """Folder of the photos embedded in the package (with their licence files)."""
     return Path(str(resources.files("bglab") / "sample_data"))
 
 
 def demo_data_dir() -> Path:
     """The embedded demo set: ``train/<class>/*.jpg``, ``test/<class>/*.jpg``, ``backgrounds/*.jpg``."""
-    return _sample_data() / "demo"
+    return sample_data_dir() / "demo"
 
 
 def demo_backgrounds() -> list[Path]:
     """Every embedded background photo (the demo's and the remove / swap demo's), sorted by file name."""
-    data = _sample_data()
+    data = sample_data_dir()
     files = [*(data / "backgrounds").glob("*.jpg"), *(demo_data_dir() / "backgrounds").glob("*.jpg")]
     return sorted(files, key=lambda p: p.name)
 

@@ -234,14 +234,16 @@ def _process_file(src: Path, dst: Path, segmenter: Any, job: _FileJob) -> FileRe
 
 
 class _RemoveWorker:
-    """One segmenter (a ready one, or built by name with ``threads`` CPU threads; 0: the backend's default)
-    that turns chunks of (input, output) pairs into :class:`FileResult` records."""
+    """One segmenter (a ready one, or built by name with ``threads`` CPU threads, 0: the backend's default, on
+    ``device``) that turns chunks of (input, output) pairs into :class:`FileResult` records."""
 
-    def __init__(self, segmenter: Any, options: Mapping[str, Any], threads: int, job: _FileJob) -> None:
+    def __init__(self, segmenter: Any, options: Mapping[str, Any], threads: int, job: _FileJob,
+                 device: str = "cpu") -> None:
         if isinstance(segmenter, str):
             from bglab.foreground import Runtime, create
 
-            segmenter = create(segmenter, kind="segmenter", runtime=Runtime.for_threads(threads), **dict(options))
+            segmenter = create(segmenter, kind="segmenter", runtime=Runtime.for_threads(threads, device),
+                               **dict(options))
         self.segmenter, self.job = segmenter, job
 
     def process(self, pairs: Sequence[tuple[Path, Path]]) -> list[FileResult]:
@@ -270,6 +272,7 @@ def remove_files(
     threads: int = 0,
     engine: str = "local",
     engine_options: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> BatchReport:
     """Run background removal over ``items`` (from :func:`collect_inputs`) into ``out_dir``.
 
@@ -280,7 +283,7 @@ def remove_files(
     ``segmenter``: a ready segmenter, or a backend name (built with ``backend_options``). ``workers > 1`` and
     ``engine="ray"`` need a name: each worker process / Ray actor of the batch engine
     (:func:`bglab.batch.engine.run_batch`, as ``preprocess``) builds its own session with ``threads`` CPU threads
-    (0: 1 per worker).
+    (0: 1 per worker) on ``device`` (``cpu`` | ``cuda`` | ``auto``; a ready segmenter keeps its own).
 
     ``out_dir`` may not overlap an input folder (refused before anything is written, with ``overwrite`` too).
     Outputs that already exist are skipped (so an interrupted run resumes) unless ``overwrite``; temp files
@@ -304,6 +307,9 @@ def remove_files(
         raise ConfigError("workers > 1 and the ray engine need the backend by name (each worker builds its own)",
                           hint="pass the backend name, e.g. remove_files(..., 'unet', opts, workers=2)")
     check_engine(engine, engine_options)  # before anything is written
+    from bglab.foreground.onnxrt import check_device
+
+    device = check_device(device)  # cuda without onnxruntime-gpu: before anything is written
     from bglab.foreground import qc as _qc
 
     policy = _qc.check_on_suspect(on_suspect)
@@ -335,7 +341,7 @@ def remove_files(
         todo.append((src, dst))
     pooled = engine == "ray" or (workers > 1 and len(todo) > 1)
     make_worker = partial(_RemoveWorker, segmenter, dict(backend_options or {}),
-                          max(int(threads), 1) if pooled else 0, job)
+                          max(int(threads), 1) if pooled else 0, job, device)
     report.interrupted = run_batch(todo, make_worker, lambda _, results: [record(r) for r in results],
                                    workers=workers if pooled else 1, engine=engine, engine_options=engine_options,
                                    threads=max(int(threads), 1), preload=_PRELOAD)

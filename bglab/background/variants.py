@@ -391,10 +391,10 @@ def _out_paths(kind: Kind, label: str, stem: str) -> tuple[str, str]:
 class _Worker:
     """Loads images, masks and boxes (GT, backend or locator) and writes the variants of one image at a time."""
 
-    def __init__(self, config: Mapping[str, Any], threads: int = 0) -> None:
+    def __init__(self, config: Mapping[str, Any], threads: int = 0, device: str = "cpu") -> None:
         from bglab.foreground import Runtime, create
 
-        runtime = Runtime.for_threads(threads)
+        runtime = Runtime.for_threads(threads, device)
         self.dst = Path(config["dst"])
         self.size: int | None = config["size"]
         self.blur: float = config["blur"]
@@ -557,6 +557,7 @@ def generate_variants(
     on_suspect: str = "keep",
     engine: str = "local",
     engine_options: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> VariantsReport:
     """Write the requested variants of every image of the ImageFolder ``src`` into ``dst`` (see module doc).
 
@@ -565,7 +566,7 @@ def generate_variants(
     rows)`` is called once with ``done=0`` and after each image. Bad images never stop the run. ``qc``:
     QC rule overrides for backend masks (``True``: the defaults, ``False``: no QC); ``on_suspect``: keep |
     skip | fail (see the module doc). ``workers`` processes, or Ray actors with ``engine="ray"``
-    (:func:`bglab.batch.engine.run_batch`).
+    (:func:`bglab.batch.engine.run_batch`); ``device``: where the ONNX backends run, ``cpu`` | ``cuda`` | ``auto``.
     """
     from bglab.batch.engine import check_engine, run_batch, write_csv
     from bglab.data.dataset import read_imagefolder
@@ -583,6 +584,9 @@ def generate_variants(
     if not (math.isfinite(float(blur)) and blur >= 0):
         raise ConfigError(f"blur must be >= 0 (a Gaussian sigma in pixels), got {blur}")
     check_engine(engine, engine_options)  # an unknown engine or a silent Ray cluster: before anything is written
+    from bglab.foreground.onnxrt import check_device
+
+    device = check_device(device)  # cuda without onnxruntime-gpu: before anything is written
     check_separate([src], dst)  # the shared check: DST = SRC, DST inside SRC, SRC inside DST
     _check_backend(backend, "segmenter", backend_options)
     _check_backend(locator, "locator")
@@ -670,7 +674,7 @@ def generate_variants(
                 progress(count["done"], total, job_rows)
 
     chunk = max(1, min(8, len(jobs) // (int(workers) * 4))) if pooled else 1  # small chunks: balanced workers
-    interrupted = run_batch(jobs, partial(_Worker, config, 1 if pooled else 0), on_chunk, workers=int(workers),
+    interrupted = run_batch(jobs, partial(_Worker, config, 1 if pooled else 0, device), on_chunk, workers=int(workers),
                             chunk=chunk, engine=engine, engine_options=engine_options, threads=1, preload=_PRELOAD)
     report = VariantsReport(rows=[rows[k] for k in sorted(rows)], images=total, interrupted=interrupted)
     if backend and qc_options is not None:

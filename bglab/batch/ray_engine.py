@@ -102,8 +102,11 @@ def _init(ray: Any, workers: int, num_cpus: float, address: str | None,
 
 def run_chunks(chunks: Sequence[Sequence[Any]], make_worker: Callable[[], Any], *, workers: int = 1,
                address: str | None = None, num_cpus: float = 1, runtime_env: Mapping[str, Any] | None = None,
-               ) -> Iterator[tuple[list[Any], list[Any]]]:
+               num_gpus: float = 0) -> Iterator[tuple[list[Any], list[Any]]]:
     """Yield ``(chunk, records)`` for each chunk as Ray Data streams them back (``map_batches`` over actors).
+
+    ``num_gpus`` per actor (e.g. 0.25: four actors share a GPU): Ray hides the GPUs from actors that ask for
+    none, so ``--device cuda`` / ``auto`` on Ray needs it.
 
     ``chunks`` hold picklable items; ``make_worker()`` (picklable) builds, once per actor, an object whose
     ``process(items)`` returns the chunk's records (the engine knows nothing of what the work is).
@@ -121,7 +124,7 @@ def run_chunks(chunks: Sequence[Sequence[Any]], make_worker: Callable[[], Any], 
         rows = [{"chunk": pickle.dumps(list(c))} for c in chunks]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _ChunkUDF, batch_size=1, concurrency=max(int(workers), 1), num_cpus=num_cpus,
-            fn_constructor_kwargs={"make_worker": make_worker})
+            **({"num_gpus": float(num_gpus)} if num_gpus else {}), fn_constructor_kwargs={"make_worker": make_worker})
         try:
             for row in ds.iter_rows():
                 yield pickle.loads(row["chunk"]), pickle.loads(row["records"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
@@ -13,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bglab.errors import ConfigError, safe_text
 from bglab.io.colors import parse_color
 
-__all__ = ["console", "deprecated_flag", "err_console", "esc", "parse_color", "parse_options", "print_failed",
-           "progress_bar"]
+__all__ = ["console", "deprecated_flag", "device_option", "err_console", "esc", "parse_color", "parse_options",
+           "print_failed", "progress_bar"]
 
 # soft_wrap: long paths and messages stay on one line in logs instead of being cut at 80 columns.
 # emoji=False: a file called ":x:.jpg" is printed as it is, not as an emoji.
@@ -32,6 +33,16 @@ def esc(value: object) -> str:
 def print_failed(con: Console, text: object, label: str = "failed", style: str = "red") -> None:
     """One ``failed <message>`` line, the message escaped (see :func:`esc`)."""
     con.print(f"[{style}]{label}[/] {esc(text)}", highlight=False, emoji=False)
+
+
+def device_option() -> Any:
+    """The one ``--device`` of the commands that run ONNX Runtime models (remove, preprocess, variants, eval-seg,
+    serve): the same names and default as the training commands' ``--device`` (``bglab experiment``). The value
+    goes to :class:`bglab.foreground.Runtime` (``device``); :func:`bglab.foreground.onnxrt.check_device` refuses
+    ``cuda`` without onnxruntime-gpu before any work."""
+    return typer.Option("cpu", "--device",
+                        help="Where ONNX models run: cpu | cuda (needs onnxruntime-gpu and a CUDA driver) | auto "
+                             "(CUDA where available, else the CPU); docs/scaling.md.")
 
 
 def deprecated_flag(old: str, new: str, old_value: object, new_value: object) -> object:

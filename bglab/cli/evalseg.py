@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from bglab.cli._common import device_option
 from bglab.errors import ConfigError, DatasetError
 from bglab.foreground.evaluate import (QC_FLAGS, EvalFailure, EvalItem, EvalResult, evaluate_segmenter, options_for,
                                        pair_by_stem, parse_backend_list, worst_sheet)
@@ -38,6 +40,7 @@ def eval_seg(
         "--limit", help="Score only the first N pairs (sorted by file name).")] = None,
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Prediction threshold (foreground: > threshold).")] = 0.5,
+    device: str = device_option(),
 ) -> None:
     """Score segmenters against ground-truth masks: mean IoU / F1 / precision / recall, pooled IoU, speed, and
     mask QC counts (predictions that are empty, tiny, full, or fragmented).
@@ -52,8 +55,11 @@ def eval_seg(
     from rich.table import Table
 
     from bglab.cli._common import console, err_console, parse_options, progress_bar
-    from bglab.foreground import DEFAULT_SEGMENTER, create
+    from bglab.foreground import DEFAULT_SEGMENTER, Runtime, create
+    from bglab.foreground.onnxrt import check_device
     from bglab.io.files import list_images, write_image
+
+    runtime = replace(Runtime.from_env(), device=check_device(device))  # cuda without onnxruntime-gpu: refused
 
     if backend is not None and backends is not None:
         raise ConfigError("give --backend or --backends, not both")
@@ -80,7 +86,7 @@ def eval_seg(
     for label, name in runs:  # open every backend first: a bad name or option fails before any work
         per_label[label] = resolve(name, per_label[label], [im for im, _ in pairs])  # auto: per data set
         t_load = time.perf_counter()
-        segmenters[label] = create(name, kind="segmenter", **per_label[label])
+        segmenters[label] = create(name, kind="segmenter", runtime=runtime, **per_label[label])
         load_s[label] = time.perf_counter() - t_load
     keep = max(0, sheet_rows) if sheet is not None else 0
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from bglab.cli._common import console, err_console, esc, parse_options, print_failed, progress_bar
+from bglab.cli._common import console, device_option, err_console, esc, parse_options, print_failed, progress_bar
 from bglab.errors import ConfigError
 from bglab.foreground.registry import choices_help
 
@@ -26,6 +26,7 @@ def preprocess(
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="CPU threads per worker's backend session (0: all cores with 1 worker, "
                                      "1 per worker with several)."),
+    device: str = device_option(),
     size: int = typer.Option(None, "--size", help="Resize to SIZE x SIZE, keeping the aspect ratio (padded)."),
     grey: bool = typer.Option(False, "--grey", "--gray", help="Convert to greyscale."),
     crop: bool = typer.Option(False, "--crop", help="Crop to the located box (else the mask's box)."),
@@ -107,7 +108,7 @@ def preprocess(
 
         rep = run(srcs, dst, cfg, workers=workers, chunk=chunk, engine=engine, threads=threads or None,
                   overwrite=overwrite, limit=limit, manifest=manifest or None, on_start=start, on_progress=tick,
-                  engine_options=parse_options(engine_option))
+                  engine_options=parse_options(engine_option), device=device)
     for p in rep.problems:
         print_failed(err_console, p, "manifest row skipped:", "yellow")
     console.print(summary_table(rep.summary, title=f"bglab preprocess ({pipe!r})"))  # escapes its cells

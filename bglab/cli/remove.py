@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from bglab.cli._common import console, err_console, esc, parse_options, print_failed, \
+from bglab.cli._common import console, device_option, err_console, esc, parse_options, print_failed, \
     progress_bar
 from bglab.foreground.registry import choices_help
 from bglab.io.colors import DEFAULT_COLOR_NAME, parse_color
@@ -47,6 +48,7 @@ def remove(
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="CPU threads per backend session (0: all cores with 1 worker, 1 per worker "
                                      "with several)."),
+    device: str = device_option(),
     engine: str = typer.Option("local", "--engine", help="local (process pool) | ray (extra 'ray'; docs/scaling.md)."),
     engine_option: list[str] = typer.Option(None, "--engine-option",
                                             help="Engine option key=value, e.g. address=ray://head:10001."),
@@ -75,6 +77,9 @@ def remove(
     rules = rules_from(parse_options(qc_option))
     engine_options = parse_options(engine_option)
     check_engine(engine, engine_options)  # an unknown engine or a silent Ray cluster: before anything is written
+    from bglab.foreground.onnxrt import check_device
+
+    device = check_device(device)  # cuda without onnxruntime-gpu: before anything is written
     check_separate(inputs, out)  # before anything is read or written, --overwrite or not
     if report is not None:
         check_separate(inputs, report, what="report file")  # never an input, nor inside an input folder
@@ -95,7 +100,8 @@ def remove(
     name = backend or DEFAULT_SEGMENTER
     options = resolve(name, parse_options(option), [f for f, _ in items])  # auto: decided once for the data set
     # built here even with --workers N: a missing extra or model file is one error before the progress bar
-    segmenter = create(name, kind="segmenter", runtime=Runtime(threads=threads) if threads else None, **options)
+    runtime = Runtime(threads=threads, device=device) if threads else replace(Runtime.from_env(), device=device)
+    segmenter = create(name, kind="segmenter", runtime=runtime, **options)
     t_load = time.perf_counter() - t_load
     t0 = time.perf_counter()
     with progress_bar() as progress:
@@ -113,7 +119,7 @@ def remove(
             rep = remove_files(items, out, name if by_name else segmenter, opts, background=bg, fmt=fmt,
                                overwrite=overwrite, on_progress=tick, problems=problems, qc=rules,
                                on_suspect=policy, workers=workers, backend_options=options, threads=threads,
-                               engine=engine, engine_options=engine_options)
+                               engine=engine, engine_options=engine_options, device=device)
     rep.write_csv(report or Path(out) / "remove_report.csv")
     elapsed = time.perf_counter() - t0
     table = Table(title=esc(f"bglab remove ({segmenter.name}, mode {opts.mode}, {workers} worker(s))"))

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from bglab.cli._common import err_console, esc
+from bglab.cli._common import device_option, err_console, esc
 from bglab.foreground.registry import choices_help
 
 
@@ -35,6 +35,7 @@ def serve(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request (waiting included); 504 after."),
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="CPU threads per model session; 0 = CPU cores / workers."),
+    device: str = device_option(),
     allow_host: list[str] = typer.Option(None, "--allow-host",
                                          help="Host header names the server answers to (repeatable; '*' = any); "
                                               "default: the --host address (127.0.0.1, localhost and ::1 on "
@@ -65,7 +66,7 @@ def serve(
         host=host, port=port, workers=workers, backend=backend or DEFAULT_SEGMENTER, backends=tuple(allow or ()),
         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, concurrency=concurrency, queue=queue,
         timeout=timeout, threads=threads, allowed_hosts=tuple(allow_host or ()), read_timeout=read_timeout,
-        keep_alive=keep_alive,
+        keep_alive=keep_alive, device=device,
     )
     resolve(settings.backend, "segmenter", available=True)  # a clear error before the server starts
     if host not in ("127.0.0.1", "localhost", "::1"):

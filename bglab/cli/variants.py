@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bglab.cli._common import console, err_console, esc, parse_options, print_failed, progress_bar
+from bglab.cli._common import console, device_option, err_console, esc, parse_options, print_failed, progress_bar
 from bglab.io.colors import parse_color
 
 
@@ -30,6 +30,7 @@ def variants(
                                 help="Locator backend for the fg box; default: the mask's box."),
     seed: int = typer.Option(0, "--seed", help="Seed for Mixed-* pairs and random bg-color colours."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (or Ray actors with --engine ray)."),
+    device: str = device_option(),
     engine: str = typer.Option("local", "--engine", help="local (process pool) | ray (extra 'ray'; docs/scaling.md)."),
     engine_option: list[str] = typer.Option(None, "--engine-option",
                                             help="Engine option key=value, e.g. address=ray://head:10001."),
@@ -81,7 +82,7 @@ def variants(
         rep = generate_variants(src, dst, kind_list, backend=backend, backend_options=option_map,
                                 locator=locator, seed=seed, workers=workers, size=size, color=rgb, blur=blur,
                                 overwrite=overwrite, progress=tick, qc=qc_map, on_suspect=on_suspect,
-                                engine=engine, engine_options=parse_options(engine_option))
+                                engine=engine, engine_options=parse_options(engine_option), device=device)
     elapsed = time.perf_counter() - t0
     table = Table(title=esc(f"bglab variants ({rep.images} images, masks: {backend or 'mask files'})"))
     table.add_column("kind")

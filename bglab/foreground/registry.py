@@ -13,7 +13,7 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from bglab.errors import BackendError
@@ -26,10 +26,14 @@ DEFAULT_SEGMENTER = "unet"
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how backends run: CPU threads per session and ONNX Runtime providers (one place to set them)."""
+    """Where and how backends run: CPU threads per session, the device and ONNX Runtime providers (one place to
+    set them). ``device``: ``cpu`` (the default: ``providers`` as given), ``cuda`` (``CUDAExecutionProvider``
+    first; an error when this onnxruntime lacks it) or ``auto`` (CUDA where available, else the CPU);
+    :func:`bglab.foreground.onnxrt.session_providers` turns it into the providers a session gets."""
 
     threads: int = 0  # 0 = library default (all cores)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    device: str = "cpu"
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -40,14 +44,15 @@ class Runtime:
         return cls(threads=threads, providers=providers)
 
     @classmethod
-    def for_threads(cls, threads: int) -> Runtime:
-        """The runtime of one batch worker: ``threads`` CPU threads (OpenCV's too), or :meth:`from_env` with 0."""
+    def for_threads(cls, threads: int, device: str = "cpu") -> Runtime:
+        """The runtime of one batch worker: ``threads`` CPU threads (OpenCV's too), or the environment's default
+        with 0, on ``device`` (``cpu`` | ``cuda`` | ``auto``: :func:`bglab.foreground.onnxrt.session_providers`)."""
         if threads <= 0:
-            return cls.from_env()
+            return replace(cls.from_env(), device=device)
         import cv2
 
         cv2.setNumThreads(threads)
-        return cls(threads=threads)
+        return cls(threads=threads, device=device)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from bglab.errors import BackendError
 from bglab.foreground.base import SegmenterBase, rgb_input
-from bglab.foreground.onnxrt import open_session
+from bglab.foreground.onnxrt import open_session, session_providers
 from bglab.foreground.registry import Runtime
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -135,7 +135,7 @@ def create(
         ) from None
     try:
         try:
-            session = new_session(model, providers=list(runtime.providers))
+            session = new_session(model, providers=session_providers(runtime))
         except TypeError:  # older rembg without ``providers``
             session = new_session(model)
     except Exception as exc:  # noqa: BLE001 - rembg may try (and fail) to fetch a file whose checksum differs

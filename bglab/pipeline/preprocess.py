@@ -175,10 +175,10 @@ class Worker:
     """One pipeline session that reads, processes and writes chunks of items (in a pool process or here)."""
 
     def __init__(self, config: Mapping[str, Any], dst: str | Path, threads: int = 0,
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, device: str = "cpu") -> None:
         from bglab.pipeline import Pipeline
 
-        self.pipeline = Pipeline.from_config(dict(config), runtime=Runtime.for_threads(threads)).open()
+        self.pipeline = Pipeline.from_config(dict(config), runtime=Runtime.for_threads(threads, device)).open()
         self.dst = Path(dst)
         self.max_pixels = max_pixels
 
@@ -397,12 +397,15 @@ def preprocess(
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     engine_options: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> PreprocessReport:
     """Run the pipeline over every sample of ``sources`` into ``dst``; see the module doc for the layout.
 
     ``on_start(total, resumed)`` is called once before processing, ``on_progress(record)`` per finished
     sample. Returns the report; ``report.exit_code`` is 1 when any sample failed. ``threads``: CPU threads
     of each worker's backend session (default: all cores with one worker, 1 per worker with several).
+    ``device``: where the ONNX backends run, ``cpu`` | ``cuda`` | ``auto`` (not part of the pipeline's config:
+    a resumed run may change it).
     """
     from bglab.pipeline import Pipeline
 
@@ -418,6 +421,9 @@ def preprocess(
     pipe = Pipeline.from_config(config)  # validates; no backend is opened here
     resolved = pipe.to_config()
     check_engine(engine, engine_options)  # an unknown engine or a silent Ray cluster: before anything is written
+    from bglab.foreground.onnxrt import check_device
+
+    device = check_device(device)  # cuda without onnxruntime-gpu: before anything is written
     _check_separate(sources, (), Path(dst))  # folders first: before reading them (DST = SRC, nested)
     samples, problems = collect_samples(sources, manifest=manifest)
     if limit is not None and int(limit) < len(samples):
@@ -437,7 +443,7 @@ def preprocess(
             return _preprocess_locked(pipe, resolved, items, clashes, problems, dst, journal, t_start,
                                       workers=workers, chunk=chunk, engine=engine, threads=threads,
                                       overwrite=overwrite, max_pixels=max_pixels, on_start=on_start,
-                                      on_progress=on_progress, engine_options=engine_options)
+                                      on_progress=on_progress, engine_options=engine_options, device=device)
     finally:
         _unlock(lock)
 
@@ -499,7 +505,7 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
                        chunk: int, engine: str, threads: int | None, overwrite: bool, max_pixels: int | None,
                        on_start: Callable[[int, int], None] | None,
                        on_progress: Callable[[dict[str, Any]], None] | None,
-                       engine_options: Mapping[str, Any] | None) -> PreprocessReport:
+                       engine_options: Mapping[str, Any] | None, device: str = "cpu") -> PreprocessReport:
     from bglab.io.files import atomic_write_text
 
     _check_dst_config(dst, resolved, journal, overwrite)
@@ -539,7 +545,8 @@ def _preprocess_locked(pipe: Any, resolved: Mapping[str, Any], items: list[Item]
     n = 1 if engine == "ray" else (int(threads) if threads is not None else (1 if pooled else 0))
     journal.open()
     try:
-        report.interrupted = run_batch(todo, partial(Worker, dict(resolved), str(dst), n, max_pixels), on_chunk,
+        report.interrupted = run_batch(todo, partial(Worker, dict(resolved), str(dst), n, max_pixels, device),
+                                       on_chunk,
                                        workers=int(workers), chunk=int(chunk), engine=engine,
                                        engine_options=engine_options, threads=max(n, 1), preload=_PRELOAD,
                                        kept="samples")

@@ -247,12 +247,12 @@ class LimitsMiddleware:
 class ModelCache:
     """One segmenter per backend name in this process, created on first use (thread-safe) and kept."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, device: str = "cpu") -> None:
         from bglab.foreground import Runtime
 
         self.runtime = Runtime.from_env()
-        if threads:
-            self.runtime = Runtime(threads=threads, providers=self.runtime.providers)
+        self.runtime = Runtime(threads=threads or self.runtime.threads, providers=self.runtime.providers,
+                               device=device)
         self._models: dict[str, Any] = {}
         self._stamps: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
@@ -455,7 +455,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     from bglab.io.files import decode_image, encode_image
 
     s = settings or ServerSettings()
-    models = ModelCache(s.session_threads)
+    models = ModelCache(s.session_threads, s.device)
     runner = JobRunner(s.concurrency, s.queue)
 
     @asynccontextmanager

@@ -49,6 +49,7 @@ class ServerSettings:
     queue: int = 8  # requests allowed to wait for a slot per process; more get 503 + Retry-After
     timeout: float = 60.0  # seconds per request (waiting + processing) before 504
     threads: int = 0  # CPU threads per model session; 0 = cores / workers
+    device: str = "cpu"  # where ONNX models run: cpu | cuda | auto (bglab.foreground.onnxrt.check_device)
     # Host header allow-list (DNS rebinding: a web page must not drive a local server under another name).
     # () = the bound address only (127.0.0.1, localhost and ::1 for a loopback server; any Host when bound to
     # 0.0.0.0 / ::); "*" = any Host. Port suffixes are ignored.
@@ -73,6 +74,9 @@ class ServerSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message, hint="see `bglab serve --help`")
+        from bglab.foreground.onnxrt import check_device
+
+        object.__setattr__(self, "device", check_device(self.device))  # cuda without onnxruntime-gpu: refused
         if reads_files(self.backend):
             raise ConfigError(f"backend {self.backend!r} cannot be served",
                               hint="it reads files by path; serve a model backend such as unet or chroma")

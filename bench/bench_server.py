@@ -145,7 +145,7 @@ def _free_port() -> int:
 
 
 def start_server(args: argparse.Namespace, workers: int, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bglab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "bglab.cli.app", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--backend", args.backend, "--threads", str(args.threads),
            "--concurrency", str(args.concurrency), "--queue", str(args.clients * 2), "--log-level", "warning"]
     with open(log, "wb") as fh:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from bglab.experiment.config import load_experiment_config  # noqa: E402
 from bglab.experiment.report import bg_gap, matrix_accuracies  # noqa: E402
-from bglab.templates import find_config  # noqa: E402
+from bglab.experiment.templates import find_config  # noqa: E402
 
 PAIRS = {"ground truth": ("mixed-same", "mixed-rand"), "u2netp": ("u2-mixed-same", "u2-mixed-rand")}
 

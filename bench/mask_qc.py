@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bglab.io import list_images, read_image, read_mask
+from bglab.background.remove import RemoveOptions, prepare_mask
+from bglab.io.files import list_images, read_image, read_mask
 from bglab.ops.qc import QCRules, check_batch, check_mask
-from bglab.remove import RemoveOptions, prepare_mask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    from bglab.segment import create, is_available
+    from bglab.foreground import create, is_available
 
     data: Path = args.data
     opts = RemoveOptions()

@@ -37,7 +37,7 @@ def main() -> int:
     only = set(a.only.split(","))
     if "segment" in only:
         if not keyed.is_dir():  # held-out webcam masks come from the chroma key, as in training
-            codes.append(run([py, "-m", "bglab.cli", "key", str(SHARED / "data/rps/webcam"), str(keyed)]))
+            codes.append(run([py, "-m", "bglab.cli.app", "key", str(SHARED / "data/rps/webcam"), str(keyed)]))
         quick = ["--limit", "10", "--repeats", "1"] if a.quick else []
         codes.append(run([py, "bench/bench_segment.py", "--keyed", str(keyed), "--out",
                           str(OUT / "segment.json"), *quick]))

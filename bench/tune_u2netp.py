@@ -28,11 +28,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bglab.io import read_image, read_mask  # noqa: E402
-from bglab.metrics import seg_scores, summarize  # noqa: E402
-from bglab.segment.general import clean_mask, find_model  # noqa: E402
-from bglab.segment.registry import Runtime  # noqa: E402
-from bglab.segment.rembg_backend import U2NetOnnx  # noqa: E402
+from bglab.foreground.general import clean_mask, find_model  # noqa: E402
+from bglab.foreground.registry import Runtime  # noqa: E402
+from bglab.foreground.rembg_backend import U2NetOnnx  # noqa: E402
+from bglab.io.files import read_image, read_mask  # noqa: E402
+from bglab.ops.metrics import seg_scores, summarize  # noqa: E402
 
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -9,12 +9,12 @@ The small public API: read and write images safely, segment them with any backen
 >>> mask = seg.predict(img)                                    # float32 (H, W) in [0, 1]
 """
 
-from bglab.boxes import Box
+from bglab.background.remove import RemoveOptions, apply_mode, remove_background
 from bglab.errors import BackendError, BglabError, BoxError, ImageReadError, ImageWriteError, MaskError
-from bglab.io import read_image, read_mask, write_image, write_mask
-from bglab.remove import RemoveOptions, apply_mode, remove_background
-from bglab.segment import backends as list_backends
-from bglab.segment import create as create_backend
+from bglab.foreground import backends as list_backends
+from bglab.foreground import create as create_backend
+from bglab.io.files import read_image, read_mask, write_image, write_mask
+from bglab.ops.box import Box
 
 __version__ = "0.1.0"
 

@@ -9,10 +9,10 @@ Usage::
             with pytest.raises(ImageReadError, match=re.escape(case.path.name)):
                 read_image(case.path)
 
-Each `BadCase` says what `bglab.io.read_image(path)` (role "image") or `bglab.io.read_mask(path, shape=...)` with
-the shape of the `pairs_with` image (role "mask") must do: "ok" with `shape`, or "error" (ImageReadError for
-images, MaskError for masks) whose message contains `message`. Everything is generated (no downloads), in well
-under a second.
+Each `BadCase` says what `bglab.io.files.read_image(path)` (role "image") or
+`bglab.io.files.read_mask(path, shape=...)` with the shape of the `pairs_with` image (role "mask") must do: "ok"
+with `shape`, or "error" (ImageReadError for images, MaskError for masks) whose message contains `message`.
+Everything is generated (no downloads), in well under a second.
 """
 
 from __future__ import annotations

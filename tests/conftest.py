@@ -38,7 +38,7 @@ def screen_photos(folder: Path, n: int = 3) -> Path:
     """``n`` small photos ``p{i}.png``: a brown square on a green screen (chroma keys it; any backend finds it)."""
     import numpy as np
 
-    from bglab.io import write_image
+    from bglab.io.files import write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):

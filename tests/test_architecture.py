@@ -31,7 +31,7 @@ def test_contracts_catch_an_upward_import(tmp_path: Path) -> None:
     pkg = tmp_path / "bglab"
     shutil.copytree(ROOT / "bglab", pkg, ignore=shutil.ignore_patterns("__pycache__", "models", "sample_data", "web"))
     with open(pkg / "ops" / "color.py", "a", encoding="utf-8") as fh:
-        fh.write("\nfrom bglab.commands import _common  # noqa: E402,F401\n")
+        fh.write("\nfrom bglab.cli import _common  # noqa: E402,F401\n")
     proc = subprocess.run([_lint_imports(), "--no-cache", "--config", str(ROOT / ".importlinter")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(tmp_path),
                                                                              "PATH": "/usr/bin:/bin"})

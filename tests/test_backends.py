@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.boxes import Box
 from bglab.errors import BackendError, ConfigError, MaskError
-from bglab.io import read_image, read_mask, write_mask
-from bglab.metrics import seg_scores
+from bglab.foreground import create, is_available
+from bglab.foreground.grabcut import GrabCutSegmenter
+from bglab.io.files import read_image, read_mask, write_mask
+from bglab.ops.box import Box
 from bglab.ops.mask import as_soft
-from bglab.segment import create, is_available
-from bglab.segment.grabcut import GrabCutSegmenter
+from bglab.ops.metrics import seg_scores
 from tests.conftest import SHARED, shared_path
 
 PETS = ["Abyssinian_1", "Bengal_10", "american_bulldog_100"]
@@ -35,8 +35,8 @@ def test_unknown_backend_names_the_choices() -> None:
 
 def test_unknown_option_names_the_accepted_ones() -> None:
     """A misspelt option is a clear BackendError listing the options, not a TypeError from inside the backend."""
-    from bglab.segment import handcut
-    from bglab.segment.registry import Runtime
+    from bglab.foreground import handcut
+    from bglab.foreground.registry import Runtime
 
     with pytest.raises(BackendError, match=r"bad options for backend 'unet'.*bogus.*takes: model, size, threshold"):
         create("unet", bogus=1)
@@ -146,9 +146,9 @@ def test_grabcut_rejects_bad_options() -> None:
 # ----------------------------------------------------------------------------- rembg
 @pytest.mark.skipif(not U2NETP.is_file(), reason=f"anchor model absent: {U2NETP}")
 def test_u2netp_onnx_without_rembg(shared_data: Path) -> None:
-    from bglab.segment.registry import Runtime
-    from bglab.segment.rembg_backend import U2NetOnnx
-    from bglab.segment.rembg_backend import create as create_rembg
+    from bglab.foreground.registry import Runtime
+    from bglab.foreground.rembg_backend import U2NetOnnx
+    from bglab.foreground.rembg_backend import create as create_rembg
 
     seg = create_rembg(Runtime(threads=1), model_path=str(U2NETP))
     assert isinstance(seg, U2NetOnnx) and seg.size == 320
@@ -160,9 +160,9 @@ def test_u2netp_onnx_without_rembg(shared_data: Path) -> None:
 
 
 def test_rembg_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bglab.segment.registry import Runtime
-    from bglab.segment.rembg_backend import U2NetOnnx
-    from bglab.segment.rembg_backend import create as create_rembg
+    from bglab.foreground.registry import Runtime
+    from bglab.foreground.rembg_backend import U2NetOnnx
+    from bglab.foreground.rembg_backend import create as create_rembg
 
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     with pytest.raises(BackendError, match=r"model u2netp not found offline; put u2netp\.onnx in \$U2NET_HOME"):
@@ -173,8 +173,8 @@ def test_rembg_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 # ----------------------------------------------------------------------------- mediapipe
 def test_mediapipe_missing_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bglab.segment import mediapipe as mp_backend
-    from bglab.segment.registry import Runtime
+    from bglab.foreground import mediapipe as mp_backend
+    from bglab.foreground.registry import Runtime
 
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # import now fails as if not installed
     with pytest.raises(BackendError, match="hands"):
@@ -219,7 +219,7 @@ def test_unrotate_maps_points_of_a_turned_image_back(k: int) -> None:
     """A marked pixel found in the cv2-turned image maps back to where it is in the original."""
     import cv2
 
-    from bglab.segment.mediapipe import _TURNS, unrotate
+    from bglab.foreground.mediapipe import _TURNS, unrotate
 
     h, w = 30, 50
     img = np.zeros((h, w), np.uint8)
@@ -236,7 +236,7 @@ def test_unrotate_maps_points_of_a_turned_image_back(k: int) -> None:
 def test_mediapipe_rotations_retry_only_when_nothing_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     """With rotations, an image without a hand is tried turned; the first turn that finds one wins and its
     points are turned back. A stand-in for the MediaPipe graph: it 'finds' a hand only in upright images."""
-    from bglab.segment import mediapipe as mp_backend
+    from bglab.foreground import mediapipe as mp_backend
 
     hands = object.__new__(mp_backend.MediaPipeHands)
     hands.rotations, hands.pad, hands.margin = True, 0.0, 0.1

@@ -1,4 +1,4 @@
-"""The batch engine (bglab.batch): chunks, order, bad items, interrupt + resume, local pool == Ray; and the
+"""The batch engine (bglab.batch.engine): chunks, order, bad items, interrupt + resume, local pool == Ray; and the
 commands on it (remove, variants) giving the same outputs with --engine ray as with the local engine."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.batch import Journal, run_batch
-from bglab.cli import main
+from bglab.batch.engine import Journal, run_batch
+from bglab.cli.app import main
 from bglab.errors import BackendError, ConfigError
-from bglab.io import write_image, write_mask
+from bglab.io.files import write_image, write_mask
 from tests.conftest import csv_rows, screen_photos
 
 
@@ -81,7 +81,7 @@ def test_unknown_engine_and_silent_cluster_are_refused_before_any_write(tmp_path
     assert main(["remove", str(src), "-o", str(out), "--backend", "chroma", "--engine", "ray",
                  "--engine-option", "address=127.0.0.1:1"]) != 0
     assert not out.exists()
-    from bglab.variants import generate_variants
+    from bglab.background.variants import generate_variants
 
     with pytest.raises(BackendError, match="does not answer"):
         generate_variants(src, tmp_path / "v", "only-fg", engine="ray", engine_options={"address": "127.0.0.1:1"})

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bglab.boxdata import (
+from bglab.cli.app import main
+from bglab.data.boxdata import (
     KINDS,
     BoxAnnotation,
     check_boxes,
@@ -22,10 +23,9 @@ from bglab.boxdata import (
     write_boxes_csv,
     write_clean_manifest,
 )
-from bglab.boxes import Box
-from bglab.cli import main
-from bglab.dataset import read_manifest, split
+from bglab.data.dataset import read_manifest, split
 from bglab.errors import DatasetError
+from bglab.ops.box import Box
 from tests.conftest import shared_path
 
 HEADER = "file,width,height,label,label_original,xmin,ymin,xmax,ymax\n"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bglab.boxes import Box, box_iou_matrix, iou
 from bglab.errors import BoxError
+from bglab.ops.box import Box, box_iou_matrix, iou
 
 # ------------------------------------------------------------------ hand-computed
 
@@ -88,6 +88,8 @@ def test_repair_rule() -> None:
     assert Box(10, 2, 10, 5).repair(10, 8) == Box(9, 2, 10, 5)
     assert Box(2, 8, 5, 8).repair(10, 8) == Box(2, 7, 5, 8)
     assert Box(4, 4, 4, 4).repair(10, 8) == Box(4, 4, 5, 5)
+    # an image under one pixel: the whole side (the widened box was empty before: hypothesis found it)
+    assert Box(0, 0, 0, 0).repair(1, 0.5) == Box(0, 0, 1, 0.5)
     # valid box unchanged
     assert Box(1, 1, 2, 2).repair(10, 8) == Box(1, 1, 2, 2)
 

@@ -12,11 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bglab import ops  # noqa: E402
-from bglab.boxes import Box  # noqa: E402
-from bglab.challenge import ChallengeError, find_runs, run_challenge, score_predictions  # noqa: E402
-from bglab.cli import main  # noqa: E402
-from bglab.dataset import read_imagefolder  # noqa: E402
-from bglab.io import read_image, read_mask, write_image  # noqa: E402
+from bglab.cli.app import main  # noqa: E402
+from bglab.data.dataset import read_imagefolder  # noqa: E402
+from bglab.experiment.challenge import ChallengeError, find_runs, run_challenge, score_predictions  # noqa: E402
+from bglab.io.files import read_image, read_mask, write_image  # noqa: E402
+from bglab.ops.box import Box  # noqa: E402
 
 CLASSES = ["cat", "dog", "fox"]
 S = 16
@@ -189,7 +189,7 @@ def test_on_a_run_directory_of_the_experiment_runner(tmp_path: Path) -> None:
     masked = run_challenge(tmp_path / "run", read_imagefolder(test), arm="masked", max_fg=4, max_bg=4)
     assert masked.info["mode"]["masked"]["mode"] == "full" and {r["arm"] for r in masked.runs} == {"masked"}
     # --test-set: exactly the run's held-out images, never its training images
-    from bglab.challenge import ChallengeError, held_out
+    from bglab.experiment.challenge import ChallengeError, held_out
 
     everything = read_imagefolder(src)
     val = held_out(tmp_path / "run", everything, "val")
@@ -290,7 +290,7 @@ def test_chroma_backend_makes_masks(tmp_path: Path) -> None:
             write_image(root / name / f"{name}_{i}.png", np.kron(img, np.ones((4, 4, 1), np.uint8)))
     run_dir = _write_run(tmp_path / "run")
     assert main(["challenge", str(run_dir), str(root), "--json"]) == 2  # no masks and no --backend
-    from bglab.segment import create
+    from bglab.foreground import create
 
     res = run_challenge(run_dir, read_imagefolder(root, mask_dir=None), segmenter=create("chroma", kind="segmenter"))
     assert len(res.foregrounds) == 6 and res.runs[0]["n_composites"] == 36

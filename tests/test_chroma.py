@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from bglab.errors import ConfigError
-from bglab.key import QCRules, key_folder
-from bglab.segment import Segmenter, create
+from bglab.foreground import Segmenter, create
+from bglab.foreground.chroma import ChromaKeySegmenter, estimate_key, parse_key
+from bglab.foreground.key import QCRules, key_folder
 from bglab.ops.color import despill
-from bglab.segment.chroma import ChromaKeySegmenter, estimate_key, parse_key
 from tests.conftest import shared_path
 
 SKIN = (224, 172, 140)
@@ -211,7 +211,7 @@ def test_key_command_exit_code_and_summary(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from bglab.commands.key import register
+    from bglab.cli.key import register
 
     app = typer.Typer()
     register(app)

@@ -11,7 +11,7 @@ import pytest
 import typer
 from PIL import Image
 
-from bglab.cli import app, main
+from bglab.cli.app import app, main
 from tests.conftest import shared_path
 
 

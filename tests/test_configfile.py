@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bglab.configfile import read_config_file
 from bglab.errors import ConfigError
+from bglab.io.configfile import read_config_file
 
 
 @pytest.mark.parametrize(("name", "text"), [("c.yaml", "a: 1\nb: [x]\n"), ("c.toml", 'a = 1\nb = ["x"]\n'),
@@ -37,7 +37,7 @@ def test_errors_name_the_file(tmp_path):
     ("0.5", {"text": True}, 0.5), (" 7 ", {"integer": True, "text": True}, 7),
 ])
 def test_check_number_reads(value, kw, want):
-    from bglab.configfile import check_number
+    from bglab.io.configfile import check_number
 
     got = check_number("a.b", value, **kw)
     assert got == want and type(got) is type(want)
@@ -55,14 +55,14 @@ def test_check_number_reads(value, kw, want):
     (2, {"hi": 1}, r"a.b: 2 is out of range \(use a value in \[-inf, 1\]\)"),
 ])
 def test_check_number_refuses_naming_the_key(value, kw, message):
-    from bglab.configfile import check_number
+    from bglab.io.configfile import check_number
 
     with pytest.raises(ConfigError, match=f"^{message}"):
         check_number("a.b", value, **kw)
 
 
 def test_check_bool_reads_text_only_where_declared():
-    from bglab.configfile import check_bool
+    from bglab.io.configfile import check_bool
 
     assert check_bool("k", True) is True and check_bool("k", "Yes", text=True) is True
     assert check_bool("k", "0", text=True) is False

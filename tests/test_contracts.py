@@ -1,6 +1,6 @@
 """Contracts every registered backend and every pipeline step keeps, parametrized over the registries.
 
-In the spirit of albumentations' tests over all transforms: a backend registered in ``bglab/segment/__init__.py``
+In the spirit of albumentations' tests over all transforms: a backend registered in ``bglab/foreground/__init__.py``
 or a step added to ``bglab.pipeline`` is covered the day it exists. Backends: the record's facts are true of the
 factory (path options are parameters, ``served`` follows ``reads_files``), a synthetic image gives a float32 mask
 in [0, 1] of the image's size (or boxes inside the image), batch == single, a misspelt option is refused
@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 import yaml
 
-from bglab.boxes import Box
 from bglab.errors import BackendError, BglabError, ConfigError
-from bglab.io import write_image, write_mask
+from bglab.foreground import backends, create, is_available, resolve
+from bglab.io.files import write_image, write_mask
+from bglab.ops.box import Box
 from bglab.pipeline import STEP_NAMES, Pipeline
-from bglab.segment import backends, create, is_available, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 U2NETP = REPO / "bglab" / "models" / "u2netp.onnx"
@@ -287,7 +287,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bglab.segment.base import SegmenterBase, rgb_input
+from bglab.foreground.base import SegmenterBase, rgb_input
 
 
 class LevelSegmenter(SegmenterBase):
@@ -310,8 +310,8 @@ def test_a_segmenter_with_a_path_option_is_one_file_and_one_registry_entry(
     """What docs/ARCHITECTURE.md promises: the new module plus one ``register`` line reach the CLI help, the
     pipeline, the experiment config's path resolution and the server, with nothing else edited."""
     from bglab.experiment.config import _resolve_step_paths
-    from bglab.segment import registry
-    from bglab.server.settings import ServerSettings
+    from bglab.foreground import registry
+    from bglab.serve.settings import ServerSettings
 
     (tmp_path / "level_backend.py").write_text(NEW_BACKEND)
     monkeypatch.syspath_prepend(str(tmp_path))

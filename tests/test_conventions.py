@@ -11,10 +11,10 @@ import pytest
 import typer.main
 
 import bglab
-from bglab.cli import app, main
-from bglab.colors import DEFAULT_COLOR, DEFAULT_COLOR_NAME, parse_color
-from bglab.io import read_image
-from bglab.remove import RemoveOptions
+from bglab.background.remove import RemoveOptions
+from bglab.cli.app import app, main
+from bglab.io.colors import DEFAULT_COLOR, DEFAULT_COLOR_NAME, parse_color
+from bglab.io.files import read_image
 from tests.conftest import csv_rows, screen_photos
 
 COMMANDS = typer.main.get_command(app).commands  # name -> click command (groups: name -> group)
@@ -60,7 +60,7 @@ def test_colour_spellings():
 
 
 def test_variant_kind_bg_colour():
-    from bglab.variants import parse_kinds
+    from bglab.background.variants import parse_kinds
 
     assert parse_kinds("bg-colour") == parse_kinds("bg-color")
 
@@ -70,11 +70,11 @@ def test_one_default_colour():
     assert parse_color(DEFAULT_COLOR_NAME) == DEFAULT_COLOR == RemoveOptions().color
     remove_opts = {p.name: p for p in COMMANDS["remove"].params}
     assert parse_color(remove_opts["color"].default) == DEFAULT_COLOR
-    html = (Path(bglab.__file__).parent / "web" / "index.html").read_text()
+    html = (Path(bglab.__file__).parent / "serve" / "web" / "index.html").read_text()
     page = re.search(r'id="color"[^>]*value="(#[0-9a-fA-F]{6})"', html).group(1)
     assert parse_color(page) == DEFAULT_COLOR
     pytest.importorskip("fastapi")
-    from bglab.server.app import create_app
+    from bglab.serve.app import create_app
 
     schema = create_app().openapi()["components"]["schemas"]
     form = next(v for k, v in schema.items() if "remove" in k.lower())
@@ -114,9 +114,9 @@ def test_remove_workers_processes_same_outputs(tmp_path):
 
 
 def test_remove_files_workers_needs_a_backend_name(tmp_path):
+    from bglab.background.remove import collect_inputs, remove_files
     from bglab.errors import ConfigError
-    from bglab.remove import collect_inputs, remove_files
-    from bglab.segment import create
+    from bglab.foreground import create
 
     src = screen_photos(tmp_path / "in", 2)
     with pytest.raises(ConfigError, match="by name"):
@@ -133,7 +133,7 @@ def test_key_workers_is_a_deprecated_spelling_of_threads(tmp_path, capsys):
 
 def test_install_hint_keeps_its_brackets(tmp_path, capsys):
     """Without rembg the hint says pip install 'bglab[rembg]' (Rich markup must not eat [rembg])."""
-    from bglab.segment import is_available
+    from bglab.foreground import is_available
 
     if is_available("rembg")[0]:
         pytest.skip("rembg is installed here")
@@ -143,7 +143,7 @@ def test_install_hint_keeps_its_brackets(tmp_path, capsys):
 
 
 def test_rembg_with_model_path_runs_without_rembg(tmp_path):
-    from bglab.fetch_models import MODELS_DIR, U2NETP_FILE
+    from bglab.foreground.fetch_models import MODELS_DIR, U2NETP_FILE
 
     model = Path(MODELS_DIR) / U2NETP_FILE
     if not model.is_file():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.correlated import (
+from bglab.background.correlated import (
     Crop,
     Family,
     assign_families,
@@ -25,7 +25,7 @@ from bglab.correlated import (
     split_families,
 )
 from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.io import read_image, write_image, write_mask
+from bglab.io.files import read_image, write_image, write_mask
 from tests.conftest import csv_rows
 
 CLASSES = ("a", "b", "c")
@@ -268,7 +268,7 @@ def test_plan_refuses_bad_arguments(tmp_path):
 
 
 def test_cli_end_to_end_exit_codes(tmp_path):
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     src, masks, bg = make_data(tmp_path, per_class=4)
     dst = tmp_path / "study"
@@ -291,7 +291,7 @@ def test_real_webcam_with_chroma_backend(tmp_path, shared_data):
         for p in sorted((webcam / c).glob("*.png"))[:3]:
             (src / c).mkdir(parents=True, exist_ok=True)
             shutil.copy(p, src / c / p.name)
-    from bglab.segment import create
+    from bglab.foreground import create
 
     plan = plan_study(src, backgrounds, backend="chroma", test_fraction=0.34)
     assert sorted(len(f.files) for f in plan.families.values()) == [8, 8, 9]

@@ -1,4 +1,4 @@
-"""Tests of bglab.dataset (folders, manifests, combine, split, counts) and the ``bglab dataset`` command."""
+"""Tests of bglab.data.dataset (folders, manifests, combine, split, counts) and the ``bglab dataset`` command."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bglab.boxes import Box
-from bglab.dataset import (
+from bglab.data.dataset import (
     ManifestProblem,
     Sample,
     Split,
@@ -32,6 +31,7 @@ from bglab.dataset import (
     write_manifest,
 )
 from bglab.errors import ConfigError, DatasetError
+from bglab.ops.box import Box
 from tests.conftest import shared_path
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -503,7 +503,7 @@ def test_counts_table_and_format() -> None:
 
 @pytest.fixture()
 def cli() -> typer.Typer:
-    from bglab.commands.dataset import register
+    from bglab.cli.dataset import register
 
     app = typer.Typer()
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bglab import demo_experiment as dx
-from bglab.cli import main
+from bglab.cli.app import main
+from bglab.experiment import demo as dx
 from bglab.experiment.config import parse_config
-from bglab.io import read_image, write_image
+from bglab.io.files import read_image, write_image
 
 CLASSES = ("paper", "rock", "scissors")
 GREEN = (40, 170, 60)

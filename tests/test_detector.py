@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bglab.boxdata import BoxAnnotation
-from bglab.boxes import Box
-from bglab.cli import main
-from bglab.detect import crop_with_context, make_crops, scores, split_items
+from bglab.cli.app import main
+from bglab.data.boxdata import BoxAnnotation
 from bglab.errors import BackendError, BglabError, ConfigError
-from bglab.segment import Locator, create
+from bglab.foreground import Locator, create
+from bglab.ops.box import Box
+from bglab.train.detect import crop_with_context, make_crops, scores, split_items
 from bglab.train.detector import (
     BoxLabelNet,
     box_iou_xyxy,
@@ -153,8 +153,8 @@ def _face_set(tmp_path: Path, n_images: int = 12) -> tuple[Path, Path]:
 
 def test_split_by_image_and_crops(tmp_path):
     csv_path, images = _face_set(tmp_path)
-    from bglab.boxdata import read_boxes
-    from bglab.detect import load_items
+    from bglab.data.boxdata import read_boxes
+    from bglab.train.detect import load_items
 
     anns = read_boxes(csv_path)
     sp = split_items(anns, seed=0)

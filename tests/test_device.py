@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from bglab.cli import app
+from bglab.cli.app import app
 from bglab.errors import BackendError, ConfigError
-from bglab.segment import Runtime
-from bglab.segment import onnxrt
+from bglab.foreground import Runtime
+from bglab.foreground import onnxrt
 from tests.conftest import screen_photos
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -91,11 +91,9 @@ def test_cuda_that_does_not_start_is_an_error_but_auto_falls_back(with_cuda, mon
         onnxrt.open_session(tmp_path / "m.onnx", Runtime(device="cuda"), hint="")
 
 
-def test_session_runtime_carries_the_device() -> None:
-    from bglab.batch import session_runtime
-
-    assert session_runtime(0, "auto").device == "auto"
-    assert session_runtime(1, "cuda").device == "cuda" and session_runtime(1).device == "cpu"
+def test_runtime_for_threads_carries_the_device() -> None:
+    assert Runtime.for_threads(0, "auto").device == "auto"
+    assert Runtime.for_threads(1, "cuda").device == "cuda" and Runtime.for_threads(1).device == "cpu"
 
 
 @pytest.mark.parametrize("command", ["remove", "preprocess", "variants", "eval-seg"])
@@ -116,7 +114,7 @@ def test_cli_cuda_without_onnxruntime_gpu_writes_nothing(command, without_cuda, 
 
 
 def test_serve_settings_check_and_carry_the_device(without_cuda) -> None:
-    from bglab.server.settings import ServerSettings
+    from bglab.serve.settings import ServerSettings
 
     with pytest.raises(ConfigError, match="onnxruntime-gpu"):
         ServerSettings(device="cuda")

@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bglab.commands import backends as backends_cmd
-from bglab.commands import evalseg
-from bglab.segment.evaluate import EvalFailure, EvalItem, evaluate_segmenter, pair_by_stem
-from bglab.io import read_image, read_mask
+from bglab.cli import backends as backends_cmd
+from bglab.cli import evalseg
+from bglab.foreground.evaluate import EvalFailure, EvalItem, evaluate_segmenter, pair_by_stem
+from bglab.io.files import read_image, read_mask
 
 
 def _app() -> typer.Typer:
@@ -147,7 +147,7 @@ def test_backends_command_lists_all() -> None:
 
 def test_cli_unknown_option_is_a_clear_error(hands_wild: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A misspelt backend option names the accepted ones (not an 'unexpected error: TypeError'), exit 2."""
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     code = main(["eval-seg", "--images", str(hands_wild / "images"), "--masks", str(hands_wild / "masks"),
                  "--backend", "unet", "-O", "sise=256", "--limit", "1"])

@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
+from bglab.data.dataset import Sample  # noqa: E402
 from bglab.errors import ConfigError  # noqa: E402
 from bglab.experiment import stats  # noqa: E402
-from bglab.dataset import Sample  # noqa: E402
 from bglab.experiment.config import load_experiment_config, parse_config  # noqa: E402
 from tests.conftest import csv_rows  # noqa: E402
 
@@ -59,7 +59,7 @@ def _image(cls: int, i: int, source: str, rng: np.random.Generator) -> np.ndarra
 
 def write_shapes(root: Path, per_class: int, seed: int) -> Path:
     """``root/{screen,clutter}/<class>/*.png``: ``per_class`` synthetic pictures per class and source."""
-    from bglab.io import write_image
+    from bglab.io.files import write_image
 
     rng = np.random.default_rng(seed)
     for source in ("screen", "clutter"):
@@ -322,7 +322,7 @@ def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
 
 
 def test_same_seed_same_initial_weights_across_arms() -> None:
-    from bglab.seeds import derive_seed, seed_everything
+    from bglab.io.seeds import derive_seed, seed_everything
     from bglab.train.classifiers import build_classifier
 
     nets = []
@@ -453,7 +453,7 @@ def test_report_is_self_contained_with_sections(reference_run: tuple[Path, dict]
 def test_cli_experiment_quick_and_eval_cls(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import yaml
 
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     raw = micro_config(data_root, arms={"original": []}, quick={"train": {"epochs": 1}})
     path = tmp_path / "micro.yaml"
@@ -483,7 +483,7 @@ def test_cli_experiment_quick_and_eval_cls(data_root: Path, tmp_path: Path, caps
 @pytest.mark.slow
 def test_reference_quick_profile_on_shared_data(shared_data: Path, tmp_path: Path) -> None:
     from bglab.experiment.runner import run_experiment
-    from bglab.segment.unet import DEFAULT_MODEL
+    from bglab.foreground.unet import DEFAULT_MODEL
 
     if not DEFAULT_MODEL.is_file():
         pytest.skip("the hand U-Net model is not built yet")
@@ -521,8 +521,8 @@ def test_affine_and_photometric_augmentation_are_seeded_and_bounded() -> None:
     change intensities within their ranges; configs without them resolve as before."""
     import torch
 
-    from bglab.experiment.config import AugmentConfig, resolved_config
     from bglab.experiment.augment import augment
+    from bglab.experiment.config import AugmentConfig, resolved_config
 
     x = torch.zeros(8, 1, 16, 16)
     x[:, :, 4:12, 6:10] = 0.8  # a bright bar in the middle
@@ -549,8 +549,8 @@ def test_rot90_augmentation_is_seeded_and_keeps_old_run_configs() -> None:
     """rot90 turns square images by multiples of 90 degrees (seeded); configs without it resolve as before."""
     import torch
 
-    from bglab.experiment.config import AugmentConfig, resolved_config
     from bglab.experiment.augment import augment
+    from bglab.experiment.config import AugmentConfig, resolved_config
 
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4) / 32
     aug = AugmentConfig(p=1.0, rot90=True)
@@ -623,7 +623,7 @@ def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys
     so arms compare on identical test images. eval-cls applies the steps only to a folder named --as-source."""
     import yaml
 
-    from bglab.cli import main
+    from bglab.cli.app import main
     from bglab.experiment.config import resolved_config
     from bglab.experiment.data import load_data
     from bglab.experiment.runner import run_experiment
@@ -662,10 +662,10 @@ def test_arm_steps_for_some_sources_only(data_root: Path, tmp_path: Path, capsys
         capsys.readouterr()
         assert main(["eval-cls", str(out), str(data_root / "clutter"), "--json", *extra]) == 0
         scores[bool(extra)] = json.loads(capsys.readouterr().out)["runs"][0]
-    from bglab.experiment.evaluate import evaluate_run_dir
+    from bglab.data.dataset import read_imagefolder
     from bglab.experiment.config import ArmConfig
     from bglab.experiment.data import prepare_arm
-    from bglab.dataset import read_imagefolder
+    from bglab.experiment.evaluate import evaluate_run_dir
 
     samples = read_imagefolder(data_root / "clutter")
     arm = cfg.arms["keyed"]
@@ -743,7 +743,7 @@ def test_ray_address_that_does_not_answer_fails_fast_and_writes_nothing(data_roo
 
     from bglab.errors import BackendError
     from bglab.experiment.runner import run_experiment
-    from bglab.preprocess import preprocess
+    from bglab.pipeline.preprocess import preprocess
 
     cfg = parse_config(micro_config(data_root))
     addr = f"127.0.0.1:{_closed_port()}"
@@ -768,7 +768,7 @@ def test_every_shipped_experiment_config_parses_full_and_quick(name: str) -> Non
     from bglab.experiment.config import load_experiment_config
 
     path = SHIPPED_CONFIGS / name
-    from bglab.templates import config_kind
+    from bglab.experiment.templates import config_kind
 
     if config_kind(path) != "experiment":
         pytest.skip(f"a {config_kind(path)} config")

@@ -57,7 +57,7 @@ def _fg(label: str, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A source tree (<class>/images + masks) and a variants tree with original, mixed-same, mixed-rand, only-bg-t."""
-    from bglab.io import write_image
+    from bglab.io.files import write_image
 
     root = tmp_path_factory.mktemp("matrix")
     src, var = root / "src", root / "variants"
@@ -173,7 +173,7 @@ def test_config_errors_name_the_key(trees: tuple[Path, Path], change: dict, key:
 def test_variant_arm_aligns_by_class_and_stem_and_leaves_out_missing(trees: tuple[Path, Path], tmp_path: Path
                                                                       ) -> None:
     from bglab.experiment.data import arm_masks, load_data
-    from bglab.io import read_image
+    from bglab.io.files import read_image
     from bglab.ops import resize_pad
 
     src, var = trees
@@ -206,7 +206,7 @@ def test_variant_arm_aligns_by_class_and_stem_and_leaves_out_missing(trees: tupl
 
     copy = tmp_path / "var2"
     shutil.copytree(var / "mixed-rand", copy / "mixed-rand")
-    from bglab.io import write_image
+    from bglab.io.files import write_image
 
     write_image(copy / "mixed-rand" / "cat" / "cat_05.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     cfg2 = parse_config(matrix_config(src, copy))
@@ -454,8 +454,8 @@ def test_pets3_matrix_quick_profile(shared_data: Path, tmp_path: Path) -> None:
 
     import yaml
 
+    from bglab.background.variants import generate_variants, parse_kinds
     from bglab.experiment.runner import run_experiment
-    from bglab.variants import generate_variants, parse_kinds
 
     sub = tmp_path / "pets3"  # 12 photos per class, with their masks
     for cls in ("Abyssinian", "Bengal", "american_bulldog"):
@@ -487,7 +487,7 @@ def test_cli_prints_bg_gap_lines(trees: tuple[Path, Path], matrix_run: tuple[Pat
                                  capsys: pytest.CaptureFixture) -> None:
     import yaml
 
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(matrix_config(*trees), sort_keys=False))  # the same arm order

@@ -1,6 +1,6 @@
 """The general-object backend (u2netp), its set-up step, ``auto``, box prompts, mask QC and bad input.
 
-Tests that run the network need the model installed by the set-up step (``python -m bglab.fetch_models``,
+Tests that run the network need the model installed by the set-up step (``python -m bglab.foreground.fetch_models``,
 run by ``make test``); they skip with that reason when it is absent.
 """
 
@@ -15,18 +15,18 @@ import cv2
 import numpy as np
 import pytest
 
-from bglab import fetch_models
-from bglab.boxes import Box
-from bglab.segment.boxprompt import BoxPrompted
 from bglab.errors import BackendError, BglabError, ConfigError, ModelIntegrityError
+from bglab.foreground import fetch_models
+from bglab.foreground import create, is_available
+from bglab.foreground import general as G
+from bglab.foreground.auto import AutoSegmenter
+from bglab.foreground.boxprompt import BoxPrompted
+from bglab.ops.box import Box
 from bglab.ops.mask import component_count, coverage
 from bglab.ops.qc import mask_flags
-from bglab.segment import create, is_available
-from bglab.segment import general as G
-from bglab.segment.auto import AutoSegmenter
 
 INSTALLED = fetch_models.MODELS_DIR / fetch_models.U2NETP_FILE
-WHY = f"{INSTALLED} not installed: run `python -m bglab.fetch_models` (make test does)"
+WHY = f"{INSTALLED} not installed: run `python -m bglab.foreground.fetch_models` (make test does)"
 needs_model = pytest.mark.skipif(not fetch_models.is_installed(fetch_models.MODELS_DIR), reason=WHY)
 
 
@@ -92,7 +92,7 @@ def test_missing_model_names_the_file_and_the_command(tmp_path: Path, monkeypatc
     with pytest.raises(BackendError) as info:
         create("u2netp")
     msg = str(info.value)
-    assert "python -m bglab.fetch_models" in msg and str(tmp_path / "models" / "u2netp.onnx") in msg
+    assert "python -m bglab.foreground.fetch_models" in msg and str(tmp_path / "models" / "u2netp.onnx") in msg
     with pytest.raises(BackendError, match="not found"):
         create("u2netp", model_path=tmp_path / "nope.onnx")
 
@@ -267,7 +267,7 @@ def test_auto_rule_hand_found_else_general() -> None:
 
 @needs_model
 def test_auto_without_mediapipe_is_the_general_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bglab.segment import registry
+    from bglab.foreground import registry
 
     real = registry.is_available
     monkeypatch.setattr(registry, "is_available", lambda name, **kw: (
@@ -284,8 +284,8 @@ def test_auto_without_mediapipe_is_the_general_model(monkeypatch: pytest.MonkeyP
 # ------------------------------------------------------------------------------------------- real data
 @needs_model
 def test_u2netp_on_pets3_sample(shared_data: Path) -> None:
-    from bglab.io import read_image, read_mask
-    from bglab.metrics import seg_scores
+    from bglab.io.files import read_image, read_mask
+    from bglab.ops.metrics import seg_scores
 
     pets = shared_data / "pets3"
     if not pets.is_dir():
@@ -307,7 +307,7 @@ def test_u2netp_is_registered_without_extras() -> None:
 
 # ------------------------------------------------------------------------------------------- eval-seg --backends
 def test_parse_backend_list_and_options_for() -> None:
-    from bglab.segment.evaluate import options_for, parse_backend_list
+    from bglab.foreground.evaluate import options_for, parse_backend_list
 
     assert parse_backend_list("unet, u2netp,boxed=grabcut") == [("unet", "unet"), ("u2netp", "u2netp"),
                                                                ("boxed", "grabcut")]
@@ -342,7 +342,7 @@ def test_eval_seg_backends_side_by_side(shared_data: Path, tmp_path: Path) -> No
 
     from typer.testing import CliRunner
 
-    from bglab.cli import app
+    from bglab.cli.app import app
 
     images, masks = _pets_sample(shared_data, tmp_path, per_breed=1)
     args = ["eval-seg", "--images", str(images), "--masks", str(masks), "--backends", "unet,u2netp,wide=grabcut",
@@ -367,8 +367,8 @@ def test_eval_seg_backends_side_by_side(shared_data: Path, tmp_path: Path) -> No
 # ------------------------------------------------------------------------------------------- variants from u2netp
 @needs_model
 def test_variants_from_u2netp_masks_on_pets3(shared_data: Path, tmp_path: Path) -> None:
-    from bglab.io import read_image, read_mask
-    from bglab.variants import generate_variants
+    from bglab.background.variants import generate_variants
+    from bglab.io.files import read_image, read_mask
 
     pets = shared_data / "pets3"
     if not pets.is_dir():
@@ -391,9 +391,9 @@ def test_variants_from_u2netp_masks_on_pets3(shared_data: Path, tmp_path: Path) 
 # ------------------------------------------------------------------------------------------- --backend auto in commands
 @needs_model
 def test_remove_and_preprocess_with_backend_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bglab.cli import main
-    from bglab.io import read_image, write_image
-    from bglab.preprocess import preprocess
+    from bglab.cli.app import main
+    from bglab.io.files import read_image, write_image
+    from bglab.pipeline.preprocess import preprocess
 
     src = tmp_path / "photos"
     for i, colour in enumerate(((200, 40, 30), (30, 60, 200))):
@@ -417,7 +417,7 @@ def test_remove_and_preprocess_with_backend_auto(tmp_path: Path, monkeypatch: py
 # ---------------------------------------------------------------------------------- auto: the data-set decision
 def test_auto_resolve_leaves_explicit_choices_and_other_backends(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from bglab.segment import auto, registry
+    from bglab.foreground import auto, registry
 
     paths = [tmp_path / "a.png"]
     assert auto.resolve("u2netp", {"threshold": 0.4}, paths) == {"threshold": 0.4}
@@ -431,7 +431,7 @@ def test_auto_resolve_leaves_explicit_choices_and_other_backends(tmp_path: Path,
 
 
 def test_auto_sample_is_spread_over_the_data_set() -> None:
-    from bglab.segment.auto import sample_paths
+    from bglab.foreground.auto import sample_paths
 
     paths = [Path(f"c{i // 50}/img_{i:03d}.jpg") for i in range(150)]
     got = sample_paths(list(reversed(paths)), 6)
@@ -440,7 +440,7 @@ def test_auto_sample_is_spread_over_the_data_set() -> None:
 
 
 def test_auto_decides_pets_general_and_hands_wild_hands(shared_data: Path) -> None:
-    from bglab.segment import auto
+    from bglab.foreground import auto
 
     if not is_available("mediapipe-hands")[0]:
         pytest.skip("MediaPipe (extra 'hands') not installed: auto is always the general model then")
@@ -456,8 +456,8 @@ def test_auto_decides_pets_general_and_hands_wild_hands(shared_data: Path) -> No
 
 def test_auto_hand_branch_is_v4_on_mediapipe_boxes(shared_data: Path) -> None:
     """On a real hand photo, auto's hand branch gives exactly ``unet-effnet -O locator=mediapipe-hands``."""
-    from bglab.io import read_image
-    from bglab.segment import is_available
+    from bglab.foreground import is_available
+    from bglab.io.files import read_image
 
     ok, why = is_available("mediapipe-hands")
     if not ok:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from bglab.errors import BackendError, ConfigError
-from bglab.io import read_image, read_mask, write_image
-from bglab.key import QCRules, key_folder
-from bglab.metrics import seg_scores
-from bglab.segment import is_available
-from bglab.segment.handcut import BONES, PALM, HandGrabCut, hand_seed
+from bglab.foreground import is_available
+from bglab.foreground.handcut import BONES, PALM, HandGrabCut, hand_seed
+from bglab.foreground.key import QCRules, key_folder
+from bglab.io.files import read_image, read_mask, write_image
+from bglab.ops.metrics import seg_scores
 from tests.conftest import shared_path
 
 SKIN = (225, 170, 140)
@@ -142,7 +142,7 @@ mediapipe_ok, mediapipe_why = is_available("hand-grabcut")
 @pytest.mark.skipif(not mediapipe_ok, reason=f"mediapipe not installed: {mediapipe_why}")
 def test_hand_grabcut_on_real_wild_scenes() -> None:
     """On the 30 hands_wild photos (EgoHands + hand-over-face) landmark-seeded GrabCut beats the box-seeded one."""
-    from bglab.segment import create
+    from bglab.foreground import create
 
     root = shared_path("hands_wild")
     seg = create("hand-grabcut")

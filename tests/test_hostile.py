@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bglab.cli import main
+from bglab.cli.app import main
 from bglab.errors import BglabError, ConfigError, DatasetError
 
 CHROMA = {"steps": [{"segment": {"backend": "chroma"}}, {"background": {"mode": "color", "color": "white"}}]}
@@ -77,7 +77,7 @@ def test_h01_remove_into_a_folder_inside_its_source_is_refused(tmp_path, capsys)
 
 
 def test_h01_preprocess_dst_equal_to_or_inside_src_is_refused(tmp_path, capsys):
-    from bglab.preprocess import preprocess
+    from bglab.pipeline.preprocess import preprocess
 
     src = _tree(tmp_path / "webcam")
     before = _snapshot(src)
@@ -99,8 +99,8 @@ def test_h01_remove_report_may_not_replace_an_input(tmp_path, capsys):
 
 
 def test_h01_variants_and_key_use_the_same_check(tmp_path):
-    from bglab.key import key_folder
-    from bglab.variants import generate_variants
+    from bglab.background.variants import generate_variants
+    from bglab.foreground.key import key_folder
 
     src = _tree(tmp_path / "pets")
     before = _snapshot(src)
@@ -128,7 +128,7 @@ def test_h02_non_utf8_file_name_remove_writes_its_report(tmp_path, capsys):
 
 
 def test_h02_non_utf8_file_name_preprocess_writes_its_manifest(tmp_path):
-    from bglab.preprocess import preprocess, read_output_manifest
+    from bglab.pipeline.preprocess import preprocess, read_output_manifest
 
     src = _tree(tmp_path / "webcam", n=1)
     _png(os.fsencode(src / "a") + b"/y\xff.png", seed=3)
@@ -188,7 +188,7 @@ def test_h03_markup_in_a_manifest_is_printed_literally(tmp_path, capsys):
 
 
 def test_h04_preprocess_keeps_the_users_tmp_files_and_cleans_its_own(tmp_path):
-    from bglab.preprocess import preprocess
+    from bglab.pipeline.preprocess import preprocess
 
     src = _tree(tmp_path / "webcam", n=1)
     dst = tmp_path / "out"
@@ -221,7 +221,7 @@ def test_h04_remove_cleans_its_own_dead_temp_files_on_rerun(tmp_path, capsys):
 
 
 def test_h04_temp_files_carry_the_bglab_pattern(tmp_path, monkeypatch):
-    import bglab.io as bio
+    import bglab.io.files as bio
 
     seen = []
     real = bio.tempfile.mkstemp
@@ -302,7 +302,7 @@ def test_h06_unreadable_sub_folder_is_a_failure(tmp_path, capsys):
 
 def test_h06_unreadable_folder_is_reported_by_listing(tmp_path, monkeypatch):
     """The same through the listing itself (works as root too: the walk's error is simulated)."""
-    import bglab.io as bio
+    import bglab.io.files as bio
 
     src = _tree(tmp_path / "in", n=1)
     real_walk = os.walk
@@ -329,7 +329,7 @@ def test_h06_symlink_loops_are_failures(tmp_path, capsys):
 
 
 def test_h06_output_name_clashes_are_reported_up_front(tmp_path):
-    from bglab.preprocess import preprocess
+    from bglab.pipeline.preprocess import preprocess
 
     src = tmp_path / "webcam"
     _png(src / "a" / "a b.png")
@@ -356,7 +356,7 @@ def test_h06_output_name_clashes_are_reported_up_front(tmp_path):
 
 _POOL_SCRIPT = textwrap.dedent("""
     import os, sys, time
-    from bglab.pool import run_pool
+    from bglab.batch.pool import run_pool
 
     def init():
         pass
@@ -369,7 +369,7 @@ _POOL_SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         it = run_pool(["pid", "pid", "sleep", "sleep"], work, workers=2, initializer=init, initargs=(),
-                      preload=["bglab.pool"])
+                      preload=["bglab.batch.pool"])
         pids = {next(it), next(it)}
         from multiprocessing import forkserver
         pids.add(forkserver._forkserver._forkserver_pid)
@@ -413,7 +413,7 @@ def test_h07_pool_workers_and_forkserver_die_with_their_parent(tmp_path, sig):
 
 
 def test_h07_sigterm_stops_preprocess_and_the_manifest_is_written(tmp_path):
-    from bglab.preprocess import preprocess, read_output_manifest
+    from bglab.pipeline.preprocess import preprocess, read_output_manifest
 
     src = _tree(tmp_path / "webcam", n=4)
     calls = {"n": 0}
@@ -433,7 +433,7 @@ def test_h07_sigterm_stops_preprocess_and_the_manifest_is_written(tmp_path):
 
 
 def test_h07_sigterm_stops_remove_and_the_report_is_written(tmp_path, capsys, monkeypatch):
-    import bglab.io as bio
+    import bglab.io.files as bio
 
     src = _tree(tmp_path / "in", n=3)
 
@@ -458,7 +458,7 @@ def test_h07_sigterm_stops_remove_and_the_report_is_written(tmp_path, capsys, mo
 
 
 def test_h07_sigterm_stops_variants_and_the_manifest_is_written(tmp_path):
-    from bglab.variants import generate_variants
+    from bglab.background.variants import generate_variants
 
     src = _tree(tmp_path / "pets", n=3)
     calls = {"n": 0}
@@ -478,7 +478,7 @@ def test_h07_sigterm_stops_variants_and_the_manifest_is_written(tmp_path):
 
 
 def test_h07_sigterm_stops_key_and_the_report_is_written(tmp_path):
-    from bglab.key import key_folder
+    from bglab.foreground.key import key_folder
 
     src = _tree(tmp_path / "screen", n=3)
 
@@ -543,9 +543,9 @@ def test_h08_epochs_are_bounded(tmp_path):
 
 def test_h08_sizes_and_widths_are_bounded(tmp_path):
     from bglab.experiment.config import load_experiment_config
-    from bglab.limits import MAX_OUTPUT_SIDE, MAX_UNET_SIZE, MAX_WIDTH
+    from bglab.foreground import create
+    from bglab.io.limits import MAX_OUTPUT_SIDE, MAX_UNET_SIZE, MAX_WIDTH
     from bglab.pipeline import Pipeline
-    from bglab.segment import create
 
     with pytest.raises(ConfigError, match=r"resize\.size"):
         Pipeline.from_config({"steps": [{"resize": {"size": MAX_OUTPUT_SIDE + 1}}]})
@@ -565,9 +565,9 @@ def test_h08_sizes_and_widths_are_bounded(tmp_path):
 
 def test_h08_counts_are_bounded(tmp_path):
     from bglab.experiment.config import load_experiment_config
-    from bglab.limits import MAX_WORKERS
-    from bglab.preprocess import preprocess
-    from bglab.server.settings import ServerSettings
+    from bglab.io.limits import MAX_WORKERS
+    from bglab.pipeline.preprocess import preprocess
+    from bglab.serve.settings import ServerSettings
 
     src = _tree(tmp_path / "webcam", n=1)
     for kw in ({"workers": MAX_WORKERS + 1}, {"chunk": 10**9}, {"threads": 10**9}):
@@ -582,8 +582,8 @@ def test_h08_counts_are_bounded(tmp_path):
 
 def test_h08_memory_bound_per_worker_is_the_pixel_limit(tmp_path, monkeypatch):
     """Each worker decodes one image at a time, refused from its header above BGLAB_MAX_PIXELS."""
-    from bglab.io import BYTES_PER_PIXEL_PEAK, DEFAULT_MAX_PIXELS
-    from bglab.preprocess import preprocess
+    from bglab.io.files import BYTES_PER_PIXEL_PEAK, DEFAULT_MAX_PIXELS
+    from bglab.pipeline.preprocess import preprocess
 
     assert DEFAULT_MAX_PIXELS * BYTES_PER_PIXEL_PEAK <= 3 * 2**30  # the documented bound: ~2.5 GB per worker
     src = tmp_path / "webcam"
@@ -614,7 +614,7 @@ def test_h09_read_only_dst_is_a_clean_error(tmp_path, capsys):
 
 
 def test_h09_read_only_dst_is_refused_by_the_shared_check(tmp_path, monkeypatch):
-    import bglab.io as bio
+    import bglab.io.files as bio
 
     monkeypatch.setattr(bio.os, "access", lambda *a, **k: False)
     with pytest.raises(ConfigError, match="not writable"):
@@ -678,8 +678,8 @@ def _client(**settings):
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    from bglab.server.app import create_app
-    from bglab.server.settings import ServerSettings
+    from bglab.serve.app import create_app
+    from bglab.serve.settings import ServerSettings
 
     return TestClient(create_app(ServerSettings(**settings)), raise_server_exceptions=False,
                       base_url="http://127.0.0.1:7860")
@@ -702,7 +702,7 @@ def test_h10_foreign_host_header_is_refused(tmp_path):
 def test_h10_healthz_reports_a_broken_default_model_without_install_paths(tmp_path, monkeypatch):
     import shutil
 
-    import bglab.segment.unet as unet
+    import bglab.foreground.unet as unet
 
     model = tmp_path / "deep" / "install" / "hand_unet.onnx"
     model.parent.mkdir(parents=True)
@@ -726,7 +726,7 @@ def test_h10_healthz_reports_a_broken_default_model_without_install_paths(tmp_pa
 
 def test_h10_error_messages_for_clients_carry_no_absolute_paths():
     from bglab.errors import BackendError
-    from bglab.server.app import public_message
+    from bglab.serve.app import public_message
 
     exc = BackendError("ONNX Runtime cannot load /opt/venv/lib/python3.11/site-packages/bglab/models/m.onnx",
                        path="/opt/venv/lib/python3.11/site-packages/bglab/models/m.onnx", hint="reinstall")
@@ -741,9 +741,9 @@ def test_h10_stalled_connections_are_closed(tmp_path, monkeypatch):
 
     import uvicorn
 
-    from bglab.server.app import create_app
-    from bglab.server.protocol import GuardedH11Protocol
-    from bglab.server.settings import ServerSettings
+    from bglab.serve.app import create_app
+    from bglab.serve.protocol import GuardedH11Protocol
+    from bglab.serve.settings import ServerSettings
 
     monkeypatch.setenv("BGLAB_SERVE_READ_TIMEOUT", "0.5")
     with socket.socket() as s:
@@ -784,7 +784,7 @@ def test_h10_stalled_connections_are_closed(tmp_path, monkeypatch):
 def test_h11_manifest_errors_do_not_quote_a_non_csv_file(tmp_path, capsys):
     secret = tmp_path / "passwd"
     secret.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
-    from bglab.dataset import read_manifest
+    from bglab.data.dataset import read_manifest
 
     with pytest.raises(DatasetError) as info:
         read_manifest(secret)
@@ -802,8 +802,8 @@ def test_h11_user_model_without_its_json_is_refused(tmp_path, capsys):
     import shutil
 
     from bglab.errors import ModelIntegrityError
-    from bglab.segment import create
-    from bglab.segment.unet import DEFAULT_MODEL
+    from bglab.foreground import create
+    from bglab.foreground.unet import DEFAULT_MODEL
 
     own = tmp_path / "mine.onnx"
     shutil.copy(DEFAULT_MODEL, own)

@@ -42,7 +42,7 @@ def test_hands_extra_keeps_one_opencv_and_an_onnx_protobuf() -> None:
 
 def test_mediapipe_native_logs_hidden_unless_debug(capfd: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from bglab.segment.mediapipe import quiet_native_logs
+    from bglab.foreground.mediapipe import quiet_native_logs
 
     monkeypatch.delenv("BGLAB_DEBUG", raising=False)
     with quiet_native_logs():
@@ -56,7 +56,7 @@ def test_mediapipe_native_logs_hidden_unless_debug(capfd: pytest.CaptureFixture[
 
 
 def test_debug_flag_sets_bglab_debug(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     monkeypatch.setenv("BGLAB_DEBUG", "0")  # recorded, so the test's "1" is undone afterwards
     assert main(["--debug", "--version"]) == 0

@@ -1,4 +1,5 @@
-"""bglab.io: every bad-input case gives ImageReadError naming the file or the documented result; writes are atomic."""
+"""bglab.io.files: every bad-input case gives ImageReadError naming the file or the documented result; writes are
+atomic."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from bglab import io as bio
 from bglab.errors import BglabError, ConfigError, DatasetError, ImageReadError, ImageWriteError, MaskError
+from bglab.io import files as bio
 
 # --------------------------------------------------------------------------------------------------------------
 # the bad-input corpus

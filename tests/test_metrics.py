@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bglab.errors import MaskError
-from bglab.metrics import SegScores, seg_scores, summarize
+from bglab.ops.metrics import SegScores, seg_scores, summarize
 
 
 def _m(rows: list[str]) -> np.ndarray:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bglab.boxes import Box
 from bglab.errors import BglabError, BoxError, MaskError
 from bglab.ops.background import (
     blur_background,
@@ -21,6 +20,7 @@ from bglab.ops.background import (
     remove_foreground,
     replace_background,
 )
+from bglab.ops.box import Box
 from bglab.ops.mask import ParameterError
 
 

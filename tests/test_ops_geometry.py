@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bglab.boxes import Box
 from bglab.errors import BglabError, BoxError, MaskError
+from bglab.ops.box import Box
 from bglab.ops.geometry import (
     PadTransform,
     box_to_pixels,

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.boxes import Box
+from bglab.cli.preprocess import apply_overrides
 from bglab.errors import ConfigError
-from bglab.io import read_image
-from bglab.commands.preprocess import apply_overrides
+from bglab.foreground import registry
+from bglab.io.files import read_image
+from bglab.ops.box import Box
 from bglab.pipeline import Pipeline, StepResult, sample_seed
-from bglab.segment import registry
 from tests.conftest import shared_path
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -179,7 +179,7 @@ def test_background_modes(tmp_path):
     blurred = run({"mode": "blur", "blur": 5})
     assert np.array_equal(blurred[20, 40], img[20, 40])  # the foreground stays sharp
     bg = np.full((10, 10, 3), 77, np.uint8)
-    from bglab.io import write_image
+    from bglab.io.files import write_image
 
     write_image(tmp_path / "bg.png", bg)
     swapped = run({"mode": "swap", "image": str(tmp_path / "bg.png")})
@@ -272,8 +272,8 @@ def test_pickled_pipeline_carries_no_session_and_reopens():
 
 def test_pipeline_dataset_matches_the_pipeline(tmp_path):
     torch = pytest.importorskip("torch")
-    from bglab.dataset import read_imagefolder
-    from bglab.torchdata import PipelineDataset
+    from bglab.data.dataset import read_imagefolder
+    from bglab.pipeline.torchdata import PipelineDataset
 
     samples = [s for s in read_imagefolder(shared_path("rps", "webcam")) if s.path.name < "0a"]
     assert len({s.label for s in samples}) == 3
@@ -297,7 +297,7 @@ def test_pipeline_dataset_matches_the_pipeline(tmp_path):
 @pytest.mark.slow
 def test_pipeline_dataset_in_dataloader_workers():
     torch = pytest.importorskip("torch")
-    from bglab.torchdata import PipelineDataset
+    from bglab.pipeline.torchdata import PipelineDataset
 
     ds = PipelineDataset(shared_path("rps", "webcam"), {"steps": [CHROMA, {"resize": {"size": 24}}]})
     ds.samples = ds.samples[::150]

@@ -9,9 +9,9 @@ import pytest
 
 from bglab import ops
 from bglab.errors import BackendError, ConfigError
+from bglab.foreground import is_available
 from bglab.ops.mask import ParameterError
 from bglab.pipeline import Pipeline
-from bglab.segment import is_available
 from tests.conftest import shared_path
 from tests.test_handcut import FakeLandmarker, _landmarks
 
@@ -126,7 +126,7 @@ def test_pose_step_config_errors() -> None:
 
 @pytest.mark.skipif(not is_available("mediapipe-hands")[0], reason="MediaPipe not installed (extra 'hands')")
 def test_pose_on_real_photos_finds_hands_and_aligns_them() -> None:
-    from bglab.io import read_image
+    from bglab.io.files import read_image
 
     folder = shared_path("rps", "webcam", "paper")
     files = sorted(Path(folder).glob("*.png"))[:4]

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bglab.batch.engine import Journal
 from bglab.errors import ConfigError, DatasetError
-from bglab.io import read_image, write_image
+from bglab.io.files import read_image, write_image
 from bglab.pipeline import Pipeline
-from bglab.batch import Journal
-from bglab.preprocess import preprocess, read_output_manifest
+from bglab.pipeline.preprocess import preprocess, read_output_manifest
 from tests.conftest import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_several_sources_keep_their_origin_and_csv_manifests(tmp_path):
 
 def test_skip_policy_and_exit_code(tmp_path, monkeypatch):
     from tests.test_pipeline import make_none_locator  # noqa: F401 - registered below
-    from bglab.segment import registry
+    from bglab.foreground import registry
 
     monkeypatch.setitem(registry._BACKENDS, "test-none", registry.BackendInfo(
         "test-none", "locator", "tests.test_pipeline", "make_none_locator", "finds nothing"))
@@ -132,7 +132,7 @@ def test_resume_skips_finished_samples_and_refuses_another_config(tmp_path):
         preprocess([src], dst, other)
     third = preprocess([src], dst, other, overwrite=True)
     assert third.processed == 6 and read_image(victim).shape == (8, 8, 3)
-    from bglab.preprocess import _lock, _unlock
+    from bglab.pipeline.preprocess import _lock, _unlock
 
     held = _lock(dst)  # another run writing to the same folder
     try:
@@ -162,7 +162,7 @@ def test_one_and_two_workers_give_identical_bytes(tmp_path):
 def test_sigkill_mid_run_then_resume(tmp_path):
     src = webcam_subset(tmp_path / "webcam", 20, size=(150, 100))  # 60 images
     dst = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bglab.cli", "preprocess", str(src), str(dst), "--workers", "2", "--chunk", "2",
+    cmd = [sys.executable, "-m", "bglab.cli.app", "preprocess", str(src), str(dst), "--workers", "2", "--chunk", "2",
            "--backend", "chroma", "--locator", "mask-box", "--background", "blur", "--crop", "--size", "64"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -194,7 +194,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
 
 def test_cli_end_to_end(tmp_path, capsys):
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     src = webcam_subset(tmp_path / "webcam", 2, size=(90, 60))
     cfg = tmp_path / "p.yaml"
@@ -261,7 +261,7 @@ def test_ray_engine_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_unet_outputs_identical_for_one_and_two_workers(tmp_path):
     from bglab.errors import BackendError
-    from bglab.segment import create
+    from bglab.foreground import create
 
     try:
         create("unet", kind="segmenter")

@@ -103,7 +103,7 @@ def test_head_runs_resume_and_are_deterministic(small_root: Path, head_run, tmp_
 
 
 def test_eval_cls_rebuilds_the_pretrained_model(head_run, small_root: Path, capsys) -> None:
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     out, _ = head_run
     capsys.readouterr()
@@ -137,9 +137,9 @@ def test_head_runs_embed_augmented_images_afresh(small_root: Path, head_run, tmp
 
 
 def test_challenge_runs_on_a_pretrained_run(head_run, small_root: Path) -> None:
-    from bglab.challenge import run_challenge
-    from bglab.dataset import read_imagefolder
-    from bglab.segment import create
+    from bglab.data.dataset import read_imagefolder
+    from bglab.experiment.challenge import run_challenge
+    from bglab.foreground import create
 
     out, _ = head_run
     res = run_challenge(out, read_imagefolder(small_root / "screen"), max_fg=3, max_bg=3,
@@ -221,7 +221,7 @@ def test_variant_naming_another_classifier_starts_from_its_defaults(small_root: 
 def _refused_before_run_dir(raw: dict, tmp_path: Path, capsys, message: str) -> None:
     import yaml
 
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -43,7 +43,7 @@ def test_tour_commands_parse_with_the_current_cli() -> None:
     """Every tour line names a command and flags the CLI has (checked without running them)."""
     import typer.main
 
-    from bglab.cli import app
+    from bglab.cli.app import app
 
     commands = typer.main.get_command(app).commands
     tour = tour_commands()
@@ -56,7 +56,7 @@ def test_tour_commands_parse_with_the_current_cli() -> None:
 
 def _photos(root: Path) -> None:
     """Two classes of 10 small photos: a coloured square on a plain, random-tone background."""
-    from bglab.io import write_image
+    from bglab.io.files import write_image
 
     rng = np.random.default_rng(0)
     for c, col in (("cats", (200, 120, 40)), ("dogs", (60, 90, 200))):
@@ -70,7 +70,7 @@ def _photos(root: Path) -> None:
 
 @pytest.mark.slow
 def test_the_tour_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     _photos(tmp_path)
     monkeypatch.chdir(tmp_path)

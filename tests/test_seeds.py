@@ -1,4 +1,4 @@
-"""bglab.seeds (every random stream's seed) and train.state.save_tensors (the one atomic checkpoint writer)."""
+"""bglab.io.seeds (every random stream's seed) and train.state.save_tensors (the one atomic checkpoint writer)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.seeds import derive_seed, sample_seed, seed_everything
+from bglab.io.seeds import derive_seed, sample_seed, seed_everything
 
 
 def test_seeds_are_stable_across_versions_and_machines() -> None:

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("albumentations")
 pytest.importorskip("safetensors")
 
-from bglab.io import sha256_file  # noqa: E402
+from bglab.io.files import sha256_file  # noqa: E402
 from bglab.train import composite as C  # noqa: E402
 from bglab.train import segtrain as S  # noqa: E402
 from bglab.train.unet import UNet  # noqa: E402
@@ -95,9 +95,9 @@ def test_list_keyed_respects_qc_and_split_is_seeded(fake_data):
 
 def test_real_photos_jpg_masks_png_and_grouped_split_like_the_experiment(fake_data, tmp_path):
     """Real-scene photos (.jpg, Roboflow ``.rf.`` copies) match their .png masks by stem, and split_grouped gives
-    exactly the parts bglab.dataset.split gives a source of that name: copies of one photo never cross parts."""
-    from bglab.dataset import read_imagefolder
-    from bglab.dataset import split as split_samples
+    exactly the parts bglab.data.dataset.split gives a source of that name: copies of one photo never cross parts."""
+    from bglab.data.dataset import read_imagefolder
+    from bglab.data.dataset import split as split_samples
 
     rng = np.random.default_rng(5)
     photos, masks = tmp_path / "sx", tmp_path / "sx-masks"
@@ -259,7 +259,7 @@ def test_export_matches_torch_and_backend_loads_it(fake_data, tmp_path):
     info = S.export_onnx(out, tmp_path / "m.onnx", size=48, log=lambda s: None)
     assert info["export"]["max_abs_diff_vs_torch"] < 1e-4
     assert info["sha256"] == sha256_file(tmp_path / "m.onnx") and info["input"]["size"] == 48
-    from bglab.segment.unet import create
+    from bglab.foreground.unet import create
 
     seg = create(model=str(tmp_path / "m.onnx"))
     assert seg.size == 48
@@ -289,7 +289,7 @@ def test_failed_export_leaves_no_file_behind(fake_data, tmp_path, monkeypatch):
 
 def test_cli_train_export_and_ablate_tiny(fake_data, tmp_path):
     pytest.importorskip("onnx")
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     common = ["--keyed", str(fake_data["keyed"]), "--images", str(fake_data["images"]),
               "--data-root", str(fake_data["data"]), "--size", "32", "--samples-per-epoch", "4",

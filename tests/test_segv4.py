@@ -121,7 +121,7 @@ def test_train_effnet_resume_export_onnx_and_backend(fake_data, tmp_path):  # no
     assert info["export"]["max_abs_diff_vs_torch"] < 1e-4
     # the backend (same code path as unet) equals torch on two image sizes (inputs 96x64 and 64x96 -> other
     # multiples of 32 than the traced one)
-    from bglab.segment.unet import create_effnet
+    from bglab.foreground.unet import create_effnet
 
     seg = create_effnet(model=str(tmp_path / "v4.onnx"))
     assert seg.multiple == 32 and seg.name == "unet-effnet"
@@ -158,7 +158,7 @@ def test_unknown_encoder_is_refused(fake_data, tmp_path):  # noqa: F811
 
 @needs_weights
 def test_cli_encoder_options_and_ablation_rows_with_test_sets(fake_data, tmp_path):  # noqa: F811
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     common = ["--keyed", str(fake_data["keyed"]), "--images", str(fake_data["images"]),
               "--data-root", str(fake_data["data"]), "--samples-per-epoch", "4", "--val-composites", "4",
@@ -275,7 +275,7 @@ def test_scene_spec_switches_and_v3_mix_is_default(fake_data, tmp_path):  # noqa
 
 # ----------------------------------------------------------------------------------------------- backend
 def test_input_shape_rounds_to_multiples():
-    from bglab.segment.unet import input_shape
+    from bglab.foreground.unet import input_shape
 
     assert input_shape(288, 512, 320, 32) == (192, 320)
     assert input_shape(1, 1, 256, 32) == (256, 256)
@@ -284,7 +284,7 @@ def test_input_shape_rounds_to_multiples():
 
 
 def test_unet_effnet_is_registered_and_not_the_default():
-    from bglab.segment import DEFAULT_SEGMENTER, backends
+    from bglab.foreground import DEFAULT_SEGMENTER, backends
 
     names = [b.name for b in backends("segmenter")]
     assert "unet-effnet" in names and "unet" in names
@@ -297,14 +297,14 @@ needs_v4 = pytest.mark.skipif(not V4.is_file(), reason="v4 model not shipped in 
 
 @pytest.fixture(scope="module")
 def v4():
-    from bglab.segment import create
+    from bglab.foreground import create
 
     return create("unet-effnet")
 
 
 @needs_v4
 def test_shipped_v4_is_verified_small_and_carded(v4):
-    from bglab.io import sha256_file
+    from bglab.io.files import sha256_file
 
     info = json.loads(V4.with_suffix(".json").read_text())
     assert info["sha256"] == sha256_file(V4) and V4.stat().st_size <= 25 * 1024 * 1024
@@ -314,7 +314,7 @@ def test_shipped_v4_is_verified_small_and_carded(v4):
 
 @needs_v4
 def test_v4_corrupt_file_is_refused_by_checksum(tmp_path):
-    from bglab.segment.unet import UNetSegmenter
+    from bglab.foreground.unet import UNetSegmenter
 
     bad = tmp_path / "hand_unet_effnet.onnx"
     data = bytearray(V4.read_bytes())
@@ -340,7 +340,7 @@ def test_v4_tiny_huge_and_greyscale_inputs(v4, shape):
 
 @needs_v4
 def test_v4_no_hand_gives_an_empty_mask_reported_as_such(v4, tmp_path):
-    from bglab.cli import main
+    from bglab.cli.app import main
     from bglab.ops.mask import coverage
 
     grey = np.full((240, 320, 3), 128, np.uint8)
@@ -373,7 +373,7 @@ def test_v4_several_hands_and_a_webcam_hand(v4):
 
 
 def test_bad_model_size_option_is_refused(tmp_path):
-    from bglab.segment.unet import DEFAULT_MODEL, UNetSegmenter
+    from bglab.foreground.unet import DEFAULT_MODEL, UNetSegmenter
 
     if not V4.is_file():
         pytest.skip("v4 model not shipped")
@@ -396,7 +396,7 @@ def test_v4_by_name_in_a_preprocessing_pipeline():
 def test_v4_box_prompt_masks_only_inside_the_boxes_and_no_box_falls_back(v4, tmp_path):
     """``-O locator=NAME``: v4 runs on each padded box crop (nothing outside it is foreground); where the
     locator finds nothing, ``no_box=empty`` gives an empty mask and ``no_box=full`` the whole-image mask."""
-    from bglab.segment import create
+    from bglab.foreground import create
 
     img, _ = _hand_photo(np.random.default_rng(3), 160, 200)
     csv = tmp_path / "boxes.csv"

@@ -28,10 +28,10 @@ with warnings.catch_warnings():
 from badinput import make_bad_corpus, png_bytes  # noqa: E402
 
 from bglab.errors import ConfigError  # noqa: E402
-from bglab.segment import registry  # noqa: E402
-from bglab.segment.base import SegmenterBase  # noqa: E402
-from bglab.server.app import LimitsMiddleware, create_app  # noqa: E402
-from bglab.server.settings import ServerSettings  # noqa: E402
+from bglab.foreground import registry  # noqa: E402
+from bglab.foreground.base import SegmenterBase  # noqa: E402
+from bglab.serve.app import LimitsMiddleware, create_app  # noqa: E402
+from bglab.serve.settings import ServerSettings  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
 
 
@@ -151,7 +151,7 @@ def test_sxsw_jpeg_without_screen(client):
 
 
 def test_default_unet_backend_serves_a_mask():
-    from bglab.segment.unet import DEFAULT_MODEL
+    from bglab.foreground.unet import DEFAULT_MODEL
 
     if not DEFAULT_MODEL.exists():
         pytest.skip(f"the U-Net model is not trained yet ({DEFAULT_MODEL} missing)")
@@ -394,7 +394,7 @@ def test_pages_are_offline_and_safe(client):
         assert "default-src 'self'" in resp.headers["content-security-policy"]
         assert resp.headers["x-content-type-options"] == "nosniff"
         assert "/static/app.js" in resp.text
-    web = Path(__file__).resolve().parents[1] / "bglab" / "web"
+    web = Path(__file__).resolve().parents[1] / "bglab" / "serve" / "web"
     for f in ("index.html", "app.js", "style.css"):
         text = (web / f).read_text()
         assert "http://" not in text and "https://" not in text, f"{f} must not load anything external"
@@ -420,14 +420,14 @@ def test_settings_env_roundtrip():
 def test_serve_command_options_all_have_help():
     import inspect
 
-    from bglab.commands.serve import serve
+    from bglab.cli.serve import serve
 
     for name, param in inspect.signature(serve).parameters.items():
         assert getattr(param.default, "help", None), f"--{name} has no help text"
 
 
 def test_serve_command_refuses_bad_settings_before_starting(capsys):
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     assert main(["serve", "--backend", "nope"]) == 2
     assert main(["serve", "--backend", "mask-files"]) == 2

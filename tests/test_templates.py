@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.cli import main
+from bglab.background.variants import load_variants_config
+from bglab.cli.app import main
 from bglab.errors import ConfigError
 from bglab.experiment.config import load_experiment_config
-from bglab.io import write_image
+from bglab.experiment.templates import config_kind, configs_dir, find_config, init_config, shipped_configs
+from bglab.io.files import write_image
 from bglab.pipeline import Pipeline, load_config
-from bglab.templates import config_kind, configs_dir, find_config, init_config, shipped_configs
-from bglab.variants import load_variants_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bglab.cli import main
+from bglab.background.remove import RemoveOptions, remove_files
+from bglab.cli.app import main
 from bglab.errors import ConfigError
 from bglab.ops.qc import QCRules, check_batch, check_mask, median_outliers
-from bglab.remove import RemoveOptions, remove_files
 from tests.conftest import shared_path
 
 # sxsw photos (real backgrounds) where the default U-Net's refined mask covers < 4 % of the image (measured
@@ -166,7 +166,7 @@ class NoHand:
 
 
 def make_nohand_grabcut(runtime=None, **options):  # noqa: ANN001, ANN201 - a registry factory for the tests
-    from bglab.segment.handcut import HandGrabCut
+    from bglab.foreground.handcut import HandGrabCut
 
     seg = HandGrabCut(NoHand())
     seg.name = "hand-grabcut"
@@ -176,7 +176,7 @@ def make_nohand_grabcut(runtime=None, **options):  # noqa: ANN001, ANN201 - a re
 @pytest.fixture()
 def nohand_backend(monkeypatch) -> str:
     """``hand-grabcut`` as registered, with a landmarker that never finds a hand (no MediaPipe needed)."""
-    from bglab.segment import registry
+    from bglab.foreground import registry
 
     monkeypatch.setitem(registry._BACKENDS, "hand-grabcut", registry.BackendInfo(
         "hand-grabcut", "segmenter", "tests.test_trust_masks", "make_nohand_grabcut", "no hand ever"))
@@ -185,7 +185,7 @@ def nohand_backend(monkeypatch) -> str:
 
 def test_hand_grabcut_without_a_hand_is_not_found_not_an_empty_cutout(tmp_path: Path) -> None:
     """Issue 18: hand-grabcut where MediaPipe finds no hand wrote a fully transparent PNG marked ``done``."""
-    from bglab.segment.handcut import HandGrabCut
+    from bglab.foreground.handcut import HandGrabCut
 
     src = shared_path("backgrounds")
     items = [(f, Path(f.name)) for f in sorted(src.glob("mate__*.jpg"))[:3]]
@@ -207,7 +207,7 @@ def _sxsw_imagefolder(tmp_path: Path, n_good: int = 10) -> tuple[Path, list[str]
 
 def test_preprocess_found_counts_only_masks_that_passed_qc(tmp_path: Path, capsys) -> None:
     """Issue 18: ``found 18 / found % 100.0`` while one output was nearly all black."""
-    from bglab.preprocess import read_output_manifest
+    from bglab.pipeline.preprocess import read_output_manifest
 
     src, bad = _sxsw_imagefolder(tmp_path)
     dst = tmp_path / "out"
@@ -276,7 +276,7 @@ def _photo_classes(tmp_path: Path, n: int = 9) -> Path:
 def test_variants_with_chroma_on_photos_are_suspect(tmp_path: Path, capsys) -> None:
     """Chroma on 9 ordinary photos: most masks are full; the sky of one looks like a screen, so only the batch
     pass (coverage far from the others') flags that one."""
-    from bglab.variants import generate_variants
+    from bglab.background.variants import generate_variants
 
     src = _photo_classes(tmp_path)
     rep = generate_variants(src, tmp_path / "v", "only-fg", backend="chroma", size=32)
@@ -289,7 +289,7 @@ def test_variants_with_chroma_on_photos_are_suspect(tmp_path: Path, capsys) -> N
 
 
 def test_variants_without_a_hand_are_not_found(tmp_path: Path, nohand_backend: str) -> None:
-    from bglab.variants import generate_variants
+    from bglab.background.variants import generate_variants
 
     rep = generate_variants(_photo_classes(tmp_path, 2), tmp_path / "v", "original,only-fg", backend=nohand_backend)
     assert [r.status for r in rep.rows] == ["not-found"] * 4 and not list((tmp_path / "v").rglob("*.png"))
@@ -318,8 +318,8 @@ def test_server_reports_mask_qc_in_json_and_headers() -> None:
     pytest.importorskip("httpx", reason="httpx (extra 'dev') is needed by FastAPI's TestClient")
     from fastapi.testclient import TestClient
 
-    from bglab.server.app import create_app
-    from bglab.server.settings import ServerSettings
+    from bglab.serve.app import create_app
+    from bglab.serve.settings import ServerSettings
 
     client = TestClient(create_app(ServerSettings(backend="chroma")), raise_server_exceptions=False,
                         base_url="http://127.0.0.1")

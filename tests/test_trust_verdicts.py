@@ -110,7 +110,7 @@ def _write(path: Path, raw: dict) -> Path:
 def test_experiment_command_prints_the_table_and_an_inconclusive_verdict(data_root: Path, tmp_path: Path,  # noqa: F811
                                                                           capsys) -> None:
     """Issue 18: 2 seeds, barely trained: the terminal printed only a REJECTED line; the report [0.0, 100.0]."""
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     raw = micro_config(data_root, seeds=[0, 1], evaluate={"distortions": {}, "bootstrap": 200},
                        train={"epochs": 2, "batch_size": 16, "lr": 0.0003, "eval_every": 1})
@@ -135,7 +135,7 @@ def test_experiment_command_prints_the_table_and_an_inconclusive_verdict(data_ro
 
 def test_quick_without_a_quick_section_is_refused(data_root: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
     """Issue 18: ``--quick`` on a config without ``quick:`` silently ran the full profile."""
-    from bglab.cli import main
+    from bglab.cli.app import main
     from bglab.experiment.config import parse_config
 
     with pytest.raises(ConfigError, match="no quick: section") as info:
@@ -152,7 +152,7 @@ def test_bad_source_or_missing_backend_fails_before_the_run_directory(data_root:
     """Issue 18: a bad source path failed only after the run directory was created."""
     from bglab.experiment.config import parse_config
     from bglab.experiment.runner import run_experiment
-    from bglab.segment import registry
+    from bglab.foreground import registry
 
     raw = micro_config(data_root)
     raw["sources"]["clutter"] = {"path": str(tmp_path / "no-such-folder")}
@@ -161,7 +161,7 @@ def test_bad_source_or_missing_backend_fails_before_the_run_directory(data_root:
         run_experiment(parse_config(raw), out)
     assert not out.exists()
     monkeypatch.setitem(registry._BACKENDS, "needs-extra", registry.BackendInfo(
-        "needs-extra", "segmenter", "bglab.segment.chroma", "create", "test", extra="x",
+        "needs-extra", "segmenter", "bglab.foreground.chroma", "create", "test", extra="x",
         requires=("bglab_no_such_module",)))
     raw = micro_config(data_root, arms={"original": [], "odd": [{"segment": {"backend": "needs-extra"}},
                                                                  {"background": {"mode": "remove"}}]})

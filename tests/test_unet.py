@@ -97,15 +97,15 @@ def test_dice_loss_is_zero_for_perfect_logits():
 # ----------------------------------------------------------------------------------------------- backend
 @pytest.fixture(scope="module")
 def seg():
-    from bglab.segment import create
+    from bglab.foreground import create
 
     return create("unet")
 
 
 def test_unet_is_default_and_shipped_model_verified(seg):
-    from bglab.io import sha256_file
-    from bglab.segment import DEFAULT_SEGMENTER
-    from bglab.segment.unet import DEFAULT_MODEL
+    from bglab.foreground import DEFAULT_SEGMENTER
+    from bglab.foreground.unet import DEFAULT_MODEL
+    from bglab.io.files import sha256_file
 
     assert DEFAULT_SEGMENTER == "unet" and seg.name == "unet"
     info = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
@@ -116,7 +116,7 @@ def test_unet_is_default_and_shipped_model_verified(seg):
 
 
 def test_corrupt_or_replaced_model_is_refused(tmp_path):
-    from bglab.segment.unet import DEFAULT_MODEL, UNetSegmenter
+    from bglab.foreground.unet import DEFAULT_MODEL, UNetSegmenter
 
     bad = tmp_path / "hand_unet.onnx"
     data = bytearray(DEFAULT_MODEL.read_bytes())
@@ -132,7 +132,7 @@ def test_corrupt_or_replaced_model_is_refused(tmp_path):
 
 
 def test_user_model_without_json_is_refused_unless_unverified(tmp_path):
-    from bglab.segment.unet import DEFAULT_MODEL, UNetSegmenter
+    from bglab.foreground.unet import DEFAULT_MODEL, UNetSegmenter
 
     own = tmp_path / "mine.onnx"
     shutil.copy(DEFAULT_MODEL, own)
@@ -198,7 +198,7 @@ def test_tiny_odd_and_greyscale_inputs(seg, shape):
 
 
 def test_huge_input_and_threshold(seg):
-    from bglab.segment import create
+    from bglab.foreground import create
 
     huge = np.full((2400, 3200, 3), 100, np.uint8)
     assert seg.predict(huge).shape == (2400, 3200)

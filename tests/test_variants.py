@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bglab.boxes import Box
-from bglab.cli import app
-from bglab.dataset import Sample, read_imagefolder
+from bglab.cli.app import app
+from bglab.data.dataset import Sample, read_imagefolder
 from bglab.errors import BglabError, ConfigError
-from bglab.io import read_image, read_mask, write_image, write_mask
+from bglab.io.files import read_image, read_mask, write_image, write_mask
+from bglab.ops.box import Box
 from tests.conftest import csv_rows
-from bglab.variants import (
+from bglab.background.variants import (
     KINDS,
     Kind,
     VariantSkipped,
@@ -343,7 +343,7 @@ def test_usage_errors(pets_like: Path, tmp_path: Path) -> None:
         generate_variants(pets_like, tmp_path / "d", "only-fg", backend="nope")
     with pytest.raises(BglabError, match="not a locator"):
         generate_variants(pets_like, tmp_path / "d", "only-fg", locator="chroma")
-    from bglab.cli import main
+    from bglab.cli.app import main
 
     assert main(["variants", str(pets_like), str(tmp_path / "d"), "--kinds", "bogus"]) == 2
 

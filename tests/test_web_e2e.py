@@ -40,7 +40,7 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "BGLAB_THREADS": "1"}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "bglab.cli", "serve", "--backend", "chroma",
+        proc = subprocess.Popen([sys.executable, "-m", "bglab.cli.app", "serve", "--backend", "chroma",
                                  "--port", str(port), "--log-level", "warning"],
                                 stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
@@ -126,7 +126,7 @@ def test_web_page_with_keyboard(server, browser):
     sizes = page.evaluate("['original', 'mask', 'result'].map(id => { const i = document.getElementById(id);"
                           " return [i.naturalWidth, i.naturalHeight]; })")
     assert sizes == [[300, 200]] * 3
-    # the background at the left edge is the page's default colour, white (bglab.colors); the hand is kept
+    # the background at the left edge is the page's default colour, white (bglab.io.colors); the hand is kept
     corner = page.evaluate("""() => { const i = document.getElementById('result');
         const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
         const g = c.getContext('2d'); g.drawImage(i, 0, 0); return Array.from(g.getImageData(2, 100, 1, 1).data); }""")

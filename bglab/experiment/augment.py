@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bglab.seeds import derive_seed
+from bglab.io.seeds import derive_seed
 
 __all__ = ["apply_bg_swap", "augment", "augment_selected", "bg_swap_plan"]
 

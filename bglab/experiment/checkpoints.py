@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bglab.errors import BglabError
-from bglab.io import atomic_write_text
+from bglab.io.files import atomic_write_text
 
 __all__ = ["build_run_model", "checkpoint_state", "load_checkpoint", "restore_optimizer", "save_checkpoint"]
 

@@ -56,11 +56,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bglab.configfile import check_bool, check_number, config_error, read_config_file
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
-from bglab.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_THREADS
-from bglab.segment.registry import path_options
+from bglab.foreground.registry import path_options
+from bglab.io.configfile import check_bool, check_number, config_error, read_config_file
+from bglab.io.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_THREADS
 
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",

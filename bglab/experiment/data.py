@@ -32,26 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from bglab.dataset import Sample, combine, read_imagefolder, read_manifest
-from bglab.dataset import split as split_samples
+from bglab.data.dataset import Sample, combine, read_imagefolder, read_manifest, sample_key
+from bglab.data.dataset import split as split_samples
 from bglab.errors import BglabError, DatasetError
-from bglab.io import atomic_write_npz
 from bglab.experiment.config import ArmConfig, ExperimentConfig, ProtocolConfig, SourceConfig
+from bglab.io.files import atomic_write_npz
 
 __all__ = ["ArmImages", "ExperimentData", "ProtocolData", "arm_masks", "counterparts", "distorted", "load_data",
            "load_sources", "make_protocol", "prepare_arm", "sample_key"]
 
 Progress = Callable[[str, int, int], None]
-
-
-def sample_key(s: Sample) -> str:
-    """``origin/label/filename``: the sample's stable key (and the seed of its distortions)."""
-    try:
-        from bglab.preprocess import sample_key as _key
-
-        return _key(s)
-    except ImportError:  # pragma: no cover - preprocess is part of bglab
-        return f"{s.origin}/{s.label}/{Path(s.path).name}"
 
 
 def _limit(samples: list[Sample], per_class: int, seed: int, source: str) -> list[Sample]:
@@ -114,7 +104,7 @@ class ArmImages:
 
 def _stem_index(folder: Path) -> dict[str, Path]:
     """stem -> image file in ``folder`` (first by name when several extensions share a stem)."""
-    from bglab.dataset import IMAGE_SUFFIXES
+    from bglab.data.dataset import IMAGE_SUFFIXES
 
     out: dict[str, Path] = {}
     if folder.is_dir():
@@ -128,10 +118,10 @@ def counterparts(root: Path, samples: Sequence[Sample], sub: str = "images") -> 
     """Each sample's file in another tree: ``root/<label>/<sub>/<stem>.*``, else ``root/<label>/<stem>.*``.
 
     ``sub="masks"`` finds the masks: ``bglab variants``' sibling mask tree (``DST/_masks/<kind>/<label>/``, see
-    :func:`bglab.dataset.masks_root`), else ``root/<label>/masks/<stem>.*`` (trees written before the sibling
+    :func:`bglab.data.dataset.masks_root`), else ``root/<label>/masks/<stem>.*`` (trees written before the sibling
     layout). None where there is none.
     """
-    from bglab.dataset import masks_root
+    from bglab.data.dataset import masks_root
 
     index: dict[str, dict[str, Path]] = {}
     out: list[Path | None] = []
@@ -172,7 +162,7 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
                 threads: int = 0, progress: Progress | None = None, chunk: int = 16, workers: int = 1) -> ArmImages:
     """Run the arm's pipeline on every sample (or read the cache); failed samples get ``ok=False``.
 
-    ``workers`` > 1 preprocesses chunks in that many processes (one thread each, bglab.batch); the images are
+    ``workers`` > 1 preprocesses chunks in that many processes (one thread each, bglab.batch.engine); the images are
     the same as with one worker (every step is seeded per sample), so the cache does not depend on it. An arm
     with ``sources`` runs its steps on those sources' samples and resize / grey alone on the others."""
 
@@ -227,7 +217,7 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
                              f".* in {arm.source_dir} (arm {arm.name})")
         good = [i for i in idx if files[i] is not None]
         jobs.append((idx, good, [files[i] for i in good], [keys[i] for i in good]))
-    from bglab.batch import run_batch
+    from bglab.batch.engine import run_batch
 
     pooled = workers > 1 and len(jobs) > 1
     done = {"n": 0}
@@ -238,7 +228,7 @@ def prepare_arm(arm: ArmConfig, samples: Sequence[Sample], *, size: int, channel
             progress(arm.name, done["n"], len(samples))
 
     if run_batch(jobs, partial(_ArmWorker, arm.pipeline, 1 if pooled else threads), on_chunk,
-                 workers=workers if pooled else 1, preload=["bglab.pipeline", "bglab.segment"], kept="arms"):
+                 workers=workers if pooled else 1, preload=["bglab.pipeline", "bglab.foreground"], kept="arms"):
         raise KeyboardInterrupt  # an unfinished arm is never cached
     if cache is not None:
         atomic_write_npz(cache, images=images, ok=ok, errors=np.array(errors, dtype=str),
@@ -250,8 +240,8 @@ class _ArmWorker:
     """The arm's pipeline (its backends opened once per process) over chunks of jobs."""
 
     def __init__(self, pipeline: Mapping[str, Any], threads: int) -> None:
+        from bglab.foreground import Runtime
         from bglab.pipeline import Pipeline
-        from bglab.segment import Runtime
 
         self.pipe = Pipeline.from_config(pipeline, runtime=Runtime(threads=threads))
 
@@ -265,7 +255,7 @@ class _ArmWorker:
 def _arm_chunk(job: tuple[list[int], list[int], list[Path], list[str]], pipe: Any) -> tuple[list[int], list[Any]]:
     """Read and preprocess one chunk with ``pipe``: (chunk indices, per good index an image array or an error
     string)."""
-    from bglab.io import read_image
+    from bglab.io.files import read_image
 
     idx, good, files, keys = job
     batch, ids, bkeys, srcs, out = [], [], [], [], {}
@@ -419,7 +409,7 @@ def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int, errors: list
     sample's ``mask_path``; masks are resize-padded like the images (``bglab.ops.resize_mask_pad``). An arm
     whose own steps crop cannot map a mask: every ``has`` is False and ``reason`` says why (empty otherwise).
     """
-    from bglab.io import read_mask
+    from bglab.io.files import read_mask
     from bglab.ops import resize_mask_pad
 
     masks = np.zeros((len(samples), size, size), bool)
@@ -447,8 +437,8 @@ def arm_masks(arm: ArmConfig, samples: Sequence[Sample], size: int, errors: list
 def distorted(images: np.ndarray, keys: Sequence[str], spec: Mapping[str, float], seed: int, name: str
               ) -> np.ndarray:
     """Copies of ``images`` under one distortion (pixel ``dropout`` then Gaussian ``noise``), seeded per image."""
+    from bglab.io.seeds import sample_seed
     from bglab.ops.distort import gaussian_noise, pixel_dropout
-    from bglab.seeds import sample_seed
 
     out = np.empty_like(images)
     p, sigma = float(spec.get("dropout", 0.0)), float(spec.get("noise", 0.0))

@@ -24,7 +24,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     import numpy as np
     import torch
 
-    from bglab.dataset import read_imagefolder
+    from bglab.data.dataset import read_imagefolder
     from bglab.experiment.checkpoints import build_run_model, load_checkpoint
     from bglab.experiment.config import ArmConfig, arm_pipeline
     from bglab.experiment.data import prepare_arm

@@ -74,7 +74,7 @@ class FeatureCache:
     def _save(self, key: str, row: np.ndarray) -> None:
         path = self._path(key)
         if path is not None:
-            from bglab.io import atomic_write_npy
+            from bglab.io.files import atomic_write_npy
 
             atomic_write_npy(path, np.ascontiguousarray(row, dtype=np.float32))
 

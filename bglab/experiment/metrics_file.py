@@ -16,7 +16,7 @@ METRIC_COLUMNS = ("protocol", "arm", "variant", "seed", "epoch", "split", "test_
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write metric rows as CSV (columns in :data:`METRIC_COLUMNS`, missing cells empty), atomically."""
-    from bglab.io import atomic_write_text
+    from bglab.io.files import atomic_write_text
 
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), lineterminator="\n")

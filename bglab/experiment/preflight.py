@@ -37,8 +37,8 @@ def _backends(pipeline: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def preflight(cfg: Any) -> None:
     """Check sources, arms and backends of ``cfg`` (an :class:`ExperimentConfig`); raise on the first problem."""
+    from bglab.foreground import is_available
     from bglab.pipeline import Pipeline
-    from bglab.segment import is_available
 
     for name in cfg.used_sources():
         src = cfg.sources[name]

@@ -23,12 +23,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
-from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.checks import (MIN_SEEDS, accuracy_interval, chance_check, chance_rate, checked_verdict,
                                      min_detectable_difference, seeds_check, training_check)
+from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
 from bglab.experiment.figures import (confusion_fig, curves_fig, diff_fig, matrix_fig, per_class_fig, robust_fig,
                                       sheet_b64)
+from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.stats import Comparison, compare, t_interval
 
 __all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "render_html", "write_report"]
@@ -691,7 +691,7 @@ def _clean_json(x: Any) -> Any:
 def write_report(out: str | Path, cfg: ExperimentConfig, *, data_info: Mapping[str, Any] | None = None,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Analyse the run directory, write ``summary.json`` and ``report.html``; return the summary."""
-    from bglab.io import atomic_write_text
+    from bglab.io.files import atomic_write_text
 
     out = Path(out)
     if data_info is None and (out / "data.json").is_file():

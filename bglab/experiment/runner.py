@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bglab.batch import check_engine
+from bglab.batch.engine import check_engine
 from bglab.errors import BglabError, ConfigError
 from bglab.experiment.augment import apply_bg_swap, augment_selected, bg_swap_plan
 from bglab.experiment.checkpoints import checkpoint_state, load_checkpoint, restore_optimizer, save_checkpoint
@@ -50,8 +50,8 @@ from bglab.experiment.config import ExperimentConfig, RunKey, TrainConfig, Varia
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
 from bglab.experiment.inference import as_float, normalise, predict, to_tensor
 from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
-from bglab.io import atomic_write_bytes, atomic_write_npz, atomic_write_text
-from bglab.seeds import derive_seed, seed_everything
+from bglab.io.files import atomic_write_bytes, atomic_write_npz, atomic_write_text
+from bglab.io.seeds import derive_seed, seed_everything
 
 __all__ = ["METRIC_COLUMNS", "RunResult", "collect_metrics", "derive_seed", "run_experiment"]
 
@@ -587,7 +587,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     arms (same images as one; training is unaffected). ``parallel_runs``: train this many runs at once, each
     in its own process with ``threads`` torch threads (the same figures, bit for bit, as one after the other at
     those threads; not with ``max_epochs`` / ``on_epoch``). ``engine``: ``local`` (processes on this machine)
-    or ``ray`` (:mod:`bglab.engines.ray_runs`: Ray actors, ``engine_options`` such as ``address``; a failed run
+    or ``ray`` (:mod:`bglab.batch.ray_runs`: Ray actors, ``engine_options`` such as ``address``; a failed run
     is retried once, then listed in ``summary["failed"]`` while the others go on).
     """
     import torch
@@ -661,7 +661,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
         results = [RunResult(k, "skipped", 0, 0.0) for k in cfg.runs() if k not in todo]
         log(f"training {len(todo)} run(s), {parallel_runs} at a time ({threads} thread(s) each, {engine})")
         if engine == "ray":
-            from bglab.engines.ray_runs import train_runs
+            from bglab.batch.ray_runs import train_runs
 
             done, failed = train_runs(_pool_run, todo, initializer=_pool_init,
                                       initargs=(cfg, out, session, device, threads), threads=threads,
@@ -670,7 +670,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
             results += done
             complete = not failed
         else:
-            from bglab.pool import run_pool
+            from bglab.batch.pool import run_pool
 
             for res, lines in run_pool(todo, _pool_run, workers=min(parallel_runs, max(1, len(todo))),
                                        initializer=_pool_init, initargs=(cfg, out, session, device, threads),

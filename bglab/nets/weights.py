@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from bglab.errors import ConfigError
-from bglab.io import sha256_file
+from bglab.io.files import sha256_file
 from bglab.nets.efficientnet_lite import LiteSpec, map_reference_keys
 
 __all__ = ["WeightsError", "load_into", "read_weights_file", "reference_weights", "reference_weights_path"]

@@ -185,10 +185,10 @@ class Box:
             )
         b = self.clamp(width, height)
         x0, y0, x1, y1 = b.xyxy
-        if x1 == x0:
-            x0, x1 = (x0, x0 + 1) if x0 + 1 <= width else (max(0.0, x1 - 1), x1)
+        if x1 == x0:  # at 0 in an image under 1 px wide: the whole width
+            x0, x1 = (x0, x0 + 1) if x0 + 1 <= width else (max(0.0, x1 - 1), x1 or width)
         if y1 == y0:
-            y0, y1 = (y0, y0 + 1) if y0 + 1 <= height else (max(0.0, y1 - 1), y1)
+            y0, y1 = (y0, y0 + 1) if y0 + 1 <= height else (max(0.0, y1 - 1), y1 or height)
         return Box(x0, y0, x1, y1)
 
     # ----------------------------------------------------------------- transforms

@@ -1,4 +1,4 @@
-"""Colour spill: suppress a screen's colour on the foreground (colours users type are read by bglab.colors)."""
+"""Colour spill: suppress a screen's colour on the foreground (colours users type are read by bglab.io.colors)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Preprocessing pipelines: an ordered list of named steps applied to one image (or a batch) in memory.
 
 One :class:`Pipeline` object serves the CLI (``bglab preprocess``), the Python API and
-:class:`bglab.torchdata.PipelineDataset`. It is pure of file I/O except for the backend sessions it opens
+:class:`bglab.pipeline.torchdata.PipelineDataset`. It is pure of file I/O except for the backend sessions it opens
 (and a ``swap`` background image, read once). Steps, in any order the data allow:
 
 ``locate``      a box from any locator backend (``mediapipe-hands``, ``mask-box``, ``full``, ...), optional
@@ -18,7 +18,7 @@ One :class:`Pipeline` object serves the CLI (``bglab preprocess``), the Python A
                 ``on_suspect``: ``keep`` (default; output made), ``skip`` (no output) or ``fail``.
 ``background``  ``remove`` (colour fill, or RGBA cut-out with ``alpha: true``), ``colour``, ``blur``,
                 ``swap`` (``image:`` a file or a folder, picked per sample by seed) or ``keep``; the
-                compositing is :func:`bglab.remove.apply_mode`, the same code as ``bglab remove``.
+                compositing is :func:`bglab.background.remove.apply_mode`, the same code as ``bglab remove``.
                 ``on_empty: keep`` leaves the image unchanged when the mask found nothing (a segmenter
                 that missed the object would otherwise blank the whole image); default ``apply``.
 ``crop``        ``to: auto|box|mask`` (auto: the located box, else the mask's box), ``margin``, ``square``;
@@ -40,12 +40,12 @@ Masks and boxes follow the image through ``crop`` and ``resize``; the box report
 the input image's pixels.
 """
 
+from bglab.io.seeds import sample_seed
 from bglab.pipeline.chain import FORMATS, Pipeline
 from bglab.pipeline.config import CONFIG_VERSION, STEP_NAMES, load_config, step_entries
 from bglab.pipeline.state import STATUSES, SampleState, StepResult
 from bglab.pipeline.steps import (BACKGROUND_MODES, ON_MISSING, BackgroundStep, CropStep, DistortStep, GreyStep,
                                   LocateStep, PoseStep, ResizeStep, SegmentStep, Step)
-from bglab.seeds import sample_seed
 
 __all__ = [
     "BACKGROUND_MODES", "CONFIG_VERSION", "FORMATS", "ON_MISSING", "STATUSES", "STEP_NAMES", "BackgroundStep",

@@ -12,7 +12,7 @@ import numpy as np
 
 from bglab.errors import BglabError, ConfigError
 from bglab.errors import short_repr as _r
-from bglab.limits import MAX_SEED
+from bglab.io.limits import MAX_SEED
 from bglab.pipeline.config import CONFIG_VERSION, TOP_KEYS, load_config, step_entries
 from bglab.pipeline.fields import check_keys, choice, number
 from bglab.pipeline.state import SampleState, StepResult
@@ -121,7 +121,7 @@ class Pipeline:
             self.runtime = runtime
         if self._opened_pid == os.getpid():
             return self
-        from bglab.segment import Runtime
+        from bglab.foreground import Runtime
 
         rt = self.runtime or Runtime.from_env()
         for st in self.steps:
@@ -211,7 +211,7 @@ def _check_input(image: Any) -> None:
     a = np.asarray(image)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] == 0 or a.shape[1] == 0:
         raise BglabError(f"pipeline input must be an RGB uint8 (H, W, 3) image, got {a.dtype} {a.shape}",
-                         hint="read images with bglab.io.read_image")
+                         hint="read images with bglab.io.files.read_image")
 
 
 def _result(s: SampleState) -> StepResult:

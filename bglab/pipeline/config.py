@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bglab.configfile import read_config_file
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
+from bglab.io.configfile import read_config_file
 
 CONFIG_VERSION = 1
 STEP_NAMES: tuple[str, ...] = ("locate", "segment", "background", "crop", "pose", "resize", "grey", "distort")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bglab.colors import parse_color
-from bglab.configfile import check_bool, check_number, config_error
 from bglab.errors import BackendError, ConfigError
 from bglab.errors import short_repr as _r
+from bglab.io.colors import parse_color
+from bglab.io.configfile import check_bool, check_number, config_error
 
 
 def check_keys(where: str, cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -59,8 +59,8 @@ def backend_options(where: str, value: Any) -> dict[str, Any]:
 
 
 def backend_name(where: str, value: Any, kind: str) -> str:
-    """A registered backend of ``kind`` (:func:`bglab.segment.resolve`), the error naming the config key."""
-    from bglab.segment import backends, resolve
+    """A registered backend of ``kind`` (:func:`bglab.foreground.resolve`), the error naming the config key."""
+    from bglab.foreground import backends, resolve
 
     name = str(value).strip()
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from bglab import ops
-from bglab.boxes import Box
+from bglab.ops.box import Box
 
 STATUSES: tuple[str, ...] = ("done", "suspect", "not-found", "skipped", "failed")
 

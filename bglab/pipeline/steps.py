@@ -12,15 +12,15 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from bglab import ops
-from bglab.boxes import Box
-from bglab.configfile import config_error
 from bglab.errors import BackendError, BglabError, ConfigError
 from bglab.errors import short_repr as _r
-from bglab.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
+from bglab.io.configfile import config_error
+from bglab.io.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.io.seeds import sample_seed
+from bglab.ops.box import Box
 from bglab.pipeline.fields import backend_name, backend_options, boolean, check_keys, choice, colour, number
 from bglab.pipeline.state import SampleState
-from bglab.seeds import sample_seed
-from bglab.segment.registry import DEFAULT_SEGMENTER, resolve
 
 ON_MISSING: tuple[str, ...] = ("keep", "skip", "mask-box")
 BACKGROUND_MODES: tuple[str, ...] = ("remove", "colour", "blur", "swap", "keep")
@@ -100,7 +100,7 @@ class SegmentStep(Step):
 
     def ensure_masks(self, states: list[SampleState]) -> None:
         """Give every state without a mask this step's refined mask (one batched backend call)."""
-        from bglab.remove import RemoveOptions, prepare_mask
+        from bglab.background.remove import RemoveOptions, prepare_mask
 
         todo = [s for s in states if s.mask is None]
         if not todo:
@@ -125,7 +125,7 @@ class SegmentStep(Step):
 
 def _qc_config(where: str, cfg: Mapping[str, Any]) -> tuple[Any, Any, str]:
     """The segment step's ``qc`` (True, False or rule overrides) and ``on_suspect``, checked."""
-    from bglab.qc import check_on_suspect, rules_from
+    from bglab.foreground.qc import check_on_suspect, rules_from
 
     raw = cfg.get("qc", True)
     try:
@@ -145,7 +145,7 @@ def _qc_config(where: str, cfg: Mapping[str, Any]) -> tuple[Any, Any, str]:
 
 def _apply_qc(s: SampleState, mask: np.ndarray, image: np.ndarray, step: SegmentStep) -> None:
     """Mask QC of one sample: not-found (no foreground) or suspect, and the step's ``on_suspect`` policy."""
-    from bglab.qc import check_mask, uses_screen
+    from bglab.foreground.qc import check_mask, uses_screen
 
     chk = check_mask(mask, step.qc_rules, image=image, screen=uses_screen(step.backend))
     if chk.status == "not-found":
@@ -279,7 +279,7 @@ class BackgroundStep(Step):
             raise config_error(where, "mode 'swap' needs image: a background file or a folder of them")
         if self.alpha and self.mode != "remove":
             raise config_error(f"{where}.alpha", "alpha output only applies to mode 'remove'")
-        from bglab.remove import RemoveOptions
+        from bglab.background.remove import RemoveOptions
 
         mode = {"remove": "cutout" if self.alpha else "color", "colour": "color", "blur": "blur",
                 "swap": "swap", "keep": "color"}[self.mode]
@@ -306,9 +306,9 @@ class BackgroundStep(Step):
     def open(self, pipe: PipelineView, runtime: Any) -> None:
         if self.mode != "swap":
             return
-        from bglab.io import list_images
+        from bglab.io.files import list_images
 
-        from bglab.io import image_size, read_image
+        from bglab.io.files import image_size, read_image
 
         p = Path(self.image).expanduser()  # type: ignore[arg-type]
         if p.is_dir():
@@ -324,7 +324,7 @@ class BackgroundStep(Step):
             raise ConfigError("background image not found", path=p, hint="set background.image to a file or folder")
 
     def _background(self, key: str, seed: int) -> np.ndarray:
-        from bglab.io import read_image
+        from bglab.io.files import read_image
 
         i = sample_seed(seed, key, "background") % len(self._backgrounds)
         path = self._backgrounds[i]
@@ -339,7 +339,7 @@ class BackgroundStep(Step):
             return
         if self.on_empty == "keep" and s.mask is not None and not (s.mask >= 0.5).any():
             return
-        from bglab.remove import apply_mode
+        from bglab.background.remove import apply_mode
 
         bg = self._background(s.key, pipe.seed) if self.mode == "swap" else None
         s.image = apply_mode(np.ascontiguousarray(s.image[..., :3]), s.mask, self.opts,  # type: ignore[arg-type]
@@ -516,7 +516,7 @@ STEP_TYPES: dict[str, type[Step]] = {c.name: c for c in (LocateStep, SegmentStep
 
 
 def _create(name: str, kind: str, runtime: Any, options: Mapping[str, Any]) -> Any:
-    from bglab.segment import create
+    from bglab.foreground import create
 
     try:
         return create(name, kind=kind, runtime=runtime, **options)  # type: ignore[arg-type]

@@ -169,7 +169,7 @@ class PretrainedClassifier(nn.Module):
         if pretrained is True:
             wid = spec.sha256
         elif pretrained:
-            from bglab.io import sha256_file
+            from bglab.io.files import sha256_file
 
             wid = sha256_file(Path(pretrained).expanduser())
         else:
@@ -264,9 +264,9 @@ def classifier_spec(name: str) -> ClassifierSpec:
 
 
 def _width(key: str, value: Any) -> int:
-    """A channel / unit count in [1, MAX_WIDTH] (see :mod:`bglab.limits`)."""
+    """A channel / unit count in [1, MAX_WIDTH] (see :mod:`bglab.io.limits`)."""
     from bglab.errors import short_repr
-    from bglab.limits import MAX_WIDTH
+    from bglab.io.limits import MAX_WIDTH
 
     try:
         ok = not isinstance(value, bool) and isinstance(value, int | float) and int(value) == value \
@@ -275,7 +275,7 @@ def _width(key: str, value: Any) -> int:
         ok = False
     if not ok:
         raise ConfigError(f"{key}: {short_repr(value)} is not an integer in [1, {MAX_WIDTH}]",
-                          hint="each block width costs memory quadratically; see bglab.limits")
+                          hint="each block width costs memory quadratically; see bglab.io.limits")
     return int(value)
 
 

@@ -127,10 +127,10 @@ def split_records(records: Sequence[KeyedRecord], seed: int = 0, val: float = 0.
 def split_grouped(records: Sequence[KeyedRecord], fractions: Sequence[float], *, origin: str,
                   seed: int = 0) -> dict[str, list[KeyedRecord]]:
     """Split records the way ``bglab experiment`` splits a source named ``origin`` with these fractions and
-    ``split_seed`` = ``seed`` (:func:`bglab.dataset.split`: stratified by class, Roboflow ``.rf.`` copies of one
+    ``split_seed`` = ``seed`` (:func:`bglab.data.dataset.split`: stratified by class, Roboflow ``.rf.`` copies of one
     photo kept together), so a segmenter trained on the train part never saw that experiment's test images."""
-    from bglab.dataset import Sample
-    from bglab.dataset import split as split_samples
+    from bglab.data.dataset import Sample
+    from bglab.data.dataset import split as split_samples
 
     by_path = {r.image: r for r in records}
     sp = split_samples([Sample(r.image, r.cls, origin) for r in records], fractions=fractions, seed=seed)

@@ -157,7 +157,7 @@ def mass_inside(heat: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 def overlay_heat(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
     """RGB uint8: ``image`` (grey / RGB / float) blended with the jet colour map of ``heat`` (resized to it)."""
-    from bglab.viz import to_rgb
+    from bglab.ops.viz import to_rgb
 
     img = to_rgb(np.asarray(image))
     hm = np.asarray(heat, np.float32)
@@ -172,7 +172,7 @@ def overlay_heat(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5) -> 
 def overlay_sheet(images: Sequence[np.ndarray] | np.ndarray, heats: Sequence[np.ndarray] | np.ndarray,
                   titles: Sequence[str] | None = None, ncols: int = 8, *, cell: int = 128) -> np.ndarray:
     """Contact sheet (RGB uint8) of image | Grad-CAM overlay pairs, ``ncols`` pairs per row, captioned by titles."""
-    from bglab.viz import contact_sheet
+    from bglab.ops.viz import contact_sheet
 
     imgs = list(images)
     hts = list(heats)

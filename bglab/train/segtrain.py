@@ -30,8 +30,8 @@ import torch
 from safetensors.torch import load_file
 
 from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.io import atomic_write_text, sha256_file
-from bglab.seeds import seed_everything
+from bglab.io.files import atomic_write_text, sha256_file
+from bglab.io.seeds import seed_everything
 from bglab.train import composite as C
 from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, save_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
@@ -597,7 +597,7 @@ def predict_image(model: torch.nn.Module, image: np.ndarray, *, size: int, arch:
     """Hand probability (H, W) for one RGB uint8 image, pre-processed exactly as the ``unet`` backend does."""
     import cv2
 
-    from bglab.segment.unet import as_rgb, input_shape
+    from bglab.foreground.unet import as_rgb, input_shape
 
     rgb = as_rgb(image)
     h, w = rgb.shape[:2]

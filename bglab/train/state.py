@@ -21,11 +21,12 @@ __all__ = ["from_json_float", "load_optimizer", "optimizer_tensors", "save_tenso
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
                  ) -> Path:
-    """Write ``tensors`` (moved to the CPU) as one safetensors file, atomically (:func:`bglab.io.atomic_write_bytes`:
-    an interrupted save leaves the previous checkpoint, never half a file); returns the path."""
+    """Write ``tensors`` (moved to the CPU) as one safetensors file, atomically
+    (:func:`bglab.io.files.atomic_write_bytes`: an interrupted save leaves the previous checkpoint, never half a
+    file); returns the path."""
     from safetensors.torch import save
 
-    from bglab.io import atomic_write_bytes
+    from bglab.io.files import atomic_write_bytes
 
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                 metadata=dict(metadata) if metadata is not None else None)

@@ -1,0 +1,1 @@
+"""The one batch engine (``engine``): chunks of items through a worker, in a process ``pool`` or on Ray."""

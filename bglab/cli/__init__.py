@@ -1,0 +1,1 @@
+"""The ``bglab`` command: the Typer ``app`` and one module per command, each exposing ``register(app)``."""

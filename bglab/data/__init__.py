@@ -1,0 +1,1 @@
+"""Data sets: ImageFolder trees and CSV manifests (``dataset``), box annotations (``boxdata``)."""

@@ -9,6 +9,12 @@ pets3`` then reports the chosen defaults on all 599, split into the tuning half 
 is picked on the held-out half or on the hand sets.
 
     .venv/bin/python bench/tune_u2netp.py --every 2 --out bench/results/tune_u2netp.json
+
+A second stage, ``--refine``, keeps the first stage's flip averaging and raw sigmoid and searches the edge
+snapping by a guided filter (``guided`` radius, ``guided_eps``) with the threshold and ``keep`` through the
+backend's own ``postprocess``, on the same 151 tuning images:
+
+    .venv/bin/python bench/tune_u2netp.py --every 2 --refine --out bench/results/tune_u2netp_refine.json
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bglab.foreground.general import clean_mask, find_model  # noqa: E402
+from bglab.foreground.general import clean_mask, find_model, postprocess  # noqa: E402
 from bglab.foreground.registry import Runtime  # noqa: E402
 from bglab.foreground.rembg_backend import U2NetOnnx  # noqa: E402
 from bglab.io.files import read_image, read_mask  # noqa: E402
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--all", action="store_true", help="also compute the held-out half's maps (2x the CPU)")
     ap.add_argument("--every", type=int, default=1, help="only every K-th image of the chosen images")
+    ap.add_argument("--refine", action="store_true", help="second stage: guided-filter edge snapping")
     args = ap.parse_args(argv)
     items = [it for it in pets3(args.data) if args.all or is_tuning(it[0])][:: max(1, args.every)]
     if not items:
@@ -79,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         np.savez_compressed(args.cache, keys=keys, plain=np.stack([maps[k] for k in keys]),
                             flip=np.stack([flips[k] for k in keys]))
     truths = {k: read_mask(m) for k, _, m in items}
+    img_paths = {k: p for k, p, _ in items}
     grid = {"flip": [False, True], "normalize": ["none", "minmax"], "threshold": [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5],
             "keep": [0.0, 0.1, 1.0], "fill_holes": [False, True]}
+    if args.refine:  # the first stage's winners kept; the edge snapping searched with the threshold and keep
+        grid = {"flip": [True], "normalize": ["none"], "threshold": [0.03, 0.05, 0.08, 0.1, 0.15], "keep": [0.1, 1.0],
+                "fill_holes": [True], "guided": [0, 3, 4, 6], "guided_eps": [0.01, 0.03, 0.1, 0.3]}
     combos = [dict(zip(grid, c, strict=True)) for c in itertools.product(*grid.values())]
     per: list[dict[str, object]] = [{} for _ in combos]
     for k, _, _ in items:  # image-major: each full-size map is made once, then every combination is scored
@@ -93,12 +104,22 @@ def main(argv: list[str] | None = None) -> int:
                     lo, hi = float(p.min()), float(p.max())
                     p = (p - lo) / (hi - lo) if hi > lo else np.zeros_like(p)
                 full[(flip, norm)] = np.clip(cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+        image = read_image(img_paths[k]) if args.refine else None
         for i, cfg in enumerate(combos):
-            m = clean_mask(full[(cfg["flip"], cfg["normalize"])], threshold=cfg["threshold"], keep=cfg["keep"],
-                           fill_holes=cfg["fill_holes"])
+            if args.refine:
+                if cfg["guided"] == 0 and cfg["guided_eps"] != grid["guided_eps"][0]:
+                    continue  # eps means nothing without the filter
+                m = postprocess(image, full[(cfg["flip"], cfg["normalize"])], size=320, guided=cfg["guided"],
+                                guided_eps=cfg["guided_eps"], threshold=cfg["threshold"], keep=cfg["keep"],
+                                fill_holes=cfg["fill_holes"])
+            else:
+                m = clean_mask(full[(cfg["flip"], cfg["normalize"])], threshold=cfg["threshold"], keep=cfg["keep"],
+                               fill_holes=cfg["fill_holes"])
             per[i][k] = seg_scores(m, truths[k])
     rows = []
     for cfg, scores in zip(combos, per, strict=True):
+        if not scores:
+            continue
         tune = summarize([s for k, s in scores.items() if is_tuning(k)])
         held = summarize([s for k, s in scores.items() if not is_tuning(k)])
         allx = summarize(list(scores.values()))
@@ -106,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
                      "all_iou": round(allx.iou, 4), "all_f1": round(allx.f1, 4), "n_tune": tune.n,
                      "n_heldout": held.n})
     rows.sort(key=lambda r: -r["tune_iou"])
-    rembg = next(r for r in rows if not r["flip"] and r["normalize"] == "minmax" and r["threshold"] == 0.5
-                 and r["keep"] == 0.0 and not r["fill_holes"])
+    rembg = next((r for r in rows if not r["flip"] and r["normalize"] == "minmax" and r["threshold"] == 0.5
+                  and r["keep"] == 0.0 and not r["fill_holes"]), None)
+    if rembg is None:  # --refine: compare with the first stage's choice instead
+        rembg = next(r for r in rows if r["guided"] == 0 and r["threshold"] == 0.1 and r["keep"] == 0.1)
     best = rows[0]
     print(f"{'flip':5s} {'norm':7s} {'thr':>4s} {'keep':>4s} {'fill':5s} {'tune':>6s} {'held':>6s} {'all':>6s}")
     for r in [*rows[:12], rembg]:
-        print(f"{r['flip']!s:5s} {r['normalize']:7s} {r['threshold']:4.1f} {r['keep']:4.1f} {r['fill_holes']!s:5s} "
+        snap = f" guided {r['guided']} eps {r['guided_eps']}" if "guided" in r else ""
+        print(f"{r['flip']!s:5s} {r['normalize']:7s} {r['threshold']:4.2f} {r['keep']:4.1f} {r['fill_holes']!s:5s}{snap} "
               f"{r['tune_iou']:6.4f} {r['heldout_iou']:6.4f} {r['all_iou']:6.4f}")
-    print(f"rembg's settings: all {rembg['all_iou']:.4f}; best on the tuning half: {best}")
+    print(f"{'first stage' if args.refine else 'rembg'}'s settings: all {rembg['all_iou']:.4f}; best on the tuning half: {best}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({

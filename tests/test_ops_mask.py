@@ -17,6 +17,7 @@ from bglab.ops.mask import (
     coverage,
     feather,
     fill_holes,
+    guided_filter,
     keep_components,
     keep_largest_component,
     refine,
@@ -216,3 +217,39 @@ def test_refine_soft_edge_keeps_antialiased_border():
     soft = refine(m, soft_edge=True)
     assert hard[5, 9] == 0 and soft[5, 9] == np.float32(0.3)
     assert soft[0, 0] == 0 and soft[5, 5] == 1
+
+
+# ------------------------------------------------------------------ guided_filter
+
+
+def test_guided_filter_snaps_a_blurry_edge_to_the_image_edge() -> None:
+    """A sharp image edge and a mask blurred across it: the filtered mask's 0.5 crossing moves onto the image
+    edge, flat regions keep their value, and radius 0 is a copy."""
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, 30:] = 200
+    truth = np.zeros((40, 60), np.float32)
+    truth[:, 30:] = 1.0
+    blurry = np.clip((np.arange(60, dtype=np.float32) - 21) / 12, 0, 1)[None].repeat(40, 0)  # 0.5 3 px off
+
+    out = guided_filter(img, blurry, radius=6, eps=0.01)
+    assert out.dtype == np.float32 and out.shape == blurry.shape and 0.0 <= out.min() <= out.max() <= 1.0
+    assert np.abs((out > 0.5) ^ (truth > 0.5)).sum() < np.abs((blurry > 0.5) ^ (truth > 0.5)).sum()
+    assert (out[:, :12] < 0.05).all() and (out[:, 45:] > 0.95).all()
+    np.testing.assert_array_equal(guided_filter(img, blurry, radius=0), blurry)
+    flat = np.full((10, 10), 0.3, np.float32)
+    np.testing.assert_allclose(guided_filter(np.full((10, 10), 7, np.uint8), flat, radius=2), flat, atol=1e-6)
+
+
+@pytest.mark.parametrize(("radius", "eps", "shape"), [(-1, 0.1, (8, 8)), (2, 0.0, (8, 8)), (2, float("nan"), (8, 8)),
+                                                      (2, 0.1, (8, 9))])
+def test_guided_filter_bad_parameters(radius: int, eps: float, shape: tuple[int, int]) -> None:
+    with pytest.raises(ParameterError):
+        guided_filter(np.zeros(shape, np.uint8), np.zeros((8, 8), np.float32), radius, eps)
+
+
+def test_guided_filter_takes_grey_rgba_and_16_bit_guides() -> None:
+    m = np.zeros((12, 12), np.float32)
+    m[:, 6:] = 1
+    for img in (np.zeros((12, 12), np.uint8), np.zeros((12, 12, 4), np.uint8), np.zeros((12, 12), np.uint16)):
+        img[..., :, 6:] = np.iinfo(img.dtype).max
+        assert guided_filter(img, m, 2, 0.01).shape == (12, 12)

@@ -22,6 +22,7 @@ __all__ = [
     "coverage",
     "feather",
     "fill_holes",
+    "guided_filter",
     "keep_components",
     "keep_largest_component",
     "refine",
@@ -166,6 +167,33 @@ def feather(mask: np.ndarray, radius: float) -> np.ndarray:
         return soft
     out = cv2.GaussianBlur(soft, (0, 0), sigmaX=r, sigmaY=r, borderType=cv2.BORDER_REPLICATE)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def guided_filter(image: np.ndarray, mask: np.ndarray, radius: int, eps: float = 0.1) -> np.ndarray:
+    """Snap a soft mask's edges to the image's (He et al., guided image filtering, 2010): locally the output is
+    a linear function of the grey image fitted to the mask in each (2 radius + 1)^2 window, so a blurry edge
+    follows the object's outline; ``eps`` (on [0, 1] grey) sets how strong an image edge must be to be
+    followed. Returns float32 in [0, 1]; radius 0 = unchanged copy."""
+    r, e = int(radius), float(eps)
+    if r < 0 or not (np.isfinite(e) and e > 0):
+        raise ParameterError(f"guided filter: radius must be >= 0 and eps > 0, got {radius!r}, {eps!r}")
+    soft = as_soft(mask)
+    img = np.asarray(image)
+    if img.shape[:2] != soft.shape:
+        raise ParameterError(f"guided filter: image {img.shape[:2]} and mask {soft.shape} differ in size")
+    if r == 0 or soft.size == 0:
+        return soft.copy()
+    grey = img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
+    scale = 65535.0 if grey.dtype == np.uint16 else 255.0 if grey.dtype == np.uint8 else 1.0
+    g = grey.astype(np.float32) / scale
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+    mg, mp = mean(g), mean(soft)
+    a = (mean(g * soft) - mg * mp) / (mean(g * g) - mg * mg + e)
+    b = mp - a * mg
+    return np.clip(mean(a) * g + mean(b), 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def refine(

@@ -8,6 +8,7 @@ values also come from ``--set key=value``) also reads ``"0.5"`` and ``"yes"`` (:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ class Field:
     what: str = ""
 
     def read(self, where: str, value: Any, *, text: bool) -> Any:
-        key = f"{where}.{self.name}"
+        key = f"{where}.{self.name}" if where else self.name
         if self.optional and value is None:
             return None
         if self.parse is not None:
@@ -77,11 +78,24 @@ class Schema:
     ``unknown_at_key``: an unknown key is reported as ``where.key: unknown key`` (experiment configs) rather
     than ``where: unknown key 'key'`` (pipeline configs)."""
 
-    def __init__(self, *fields: Field, text: bool = False, unknown_at_key: bool = False) -> None:
+    def __init__(self, *fields: Field, text: bool = False, unknown_at_key: bool = False, make: Any = dict) -> None:
         self.fields = fields
         self.text = text
         self.unknown_at_key = unknown_at_key
+        self.make = make
         self.keys: tuple[str, ...] = tuple(k for f in fields for k in (f.name, *f.aliases))
+
+    @classmethod
+    def of(cls, dc: type, **kw: Any) -> Schema:
+        """The schema of a dataclass whose fields are made by :func:`declare` (:meth:`build` makes one)."""
+        kinds = {"float": "float", "int": "int", "bool": "bool", "str": "str"}
+        fields = [dataclasses.replace(d, name=f.name, kind=d.kind or kinds.get(str(f.type), "any"))
+                  for f in dataclasses.fields(dc) if (d := f.metadata.get("field")) is not None]
+        return cls(*fields, make=dc, **kw)
+
+    def build(self, where: str, cfg: Mapping[str, Any]) -> Any:
+        """``make(**parse(where, cfg))``: the dataclass of :meth:`of`."""
+        return self.make(**self.parse(where, cfg))
 
     def check_keys(self, where: str, cfg: Mapping[str, Any]) -> None:
         for k in cfg:
@@ -108,6 +122,14 @@ class Schema:
         vals = values if isinstance(values, Mapping) else {f.name: getattr(values, f.name) for f in self.fields}
         return {f.name: (f.dump(vals[f.name]) if f.dump else vals[f.name])
                 for f in self.fields if f.write is None or f.write(vals)}
+
+
+def declare(default: Any = None, kind: str = "", *, factory: Callable[[], Any] | None = None, **kw: Any) -> Any:
+    """A dataclass field that is also a config :class:`Field` (``kind`` from the annotation when not given)."""
+    meta = {"field": Field("", kind, default, **kw)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def colour(key: str, value: Any) -> tuple[int, int, int]:

@@ -250,6 +250,18 @@ def test_step_fields_are_declared_once_and_each_refuses_a_bad_value(name: str) -
         assert exc.value.hint, f"{name}.{f.name}: no hint"
 
 
+def test_serve_settings_refuse_each_declared_range() -> None:
+    from bglab.serve.settings import SETTINGS, ServerSettings
+
+    ranged = [f for f in SETTINGS.fields if f.lo is not None or f.hi is not None]
+    assert {f.name for f in ranged} >= {"port", "workers", "timeout", "keep_alive"}
+    for f in ranged:
+        bad = f.hi + 1 if f.hi is not None else f.lo - (f.kind != "float")  # a float (seconds) must be > lo
+        with pytest.raises(ConfigError, match=rf"^{f.name} must be ") as exc:
+            ServerSettings(**{f.name: bad})
+        assert exc.value.hint
+
+
 # ---------------------------------------------------------------------------------------- shipped configs
 
 # sha256 (first 16 hex digits) of each shipped config as resolved, with its paths written without the

@@ -83,9 +83,7 @@ def _mapping(key: str, value: Any, *, allow_none: bool = True) -> dict[str, Any]
 
 
 def _keys(key: str, cfg: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    for k in cfg:
-        if k not in allowed:
-            raise _err(f"{key}.{k}" if key else k, "unknown key", f"allowed keys: {', '.join(allowed)}")
+    Schema(*map(Field, allowed), unknown_at_key=True).check_keys(key, cfg)
 
 
 def _name(key: str, value: Any) -> str:

@@ -17,9 +17,9 @@ from bglab.errors import short_repr as _r
 from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
 from bglab.io.configfile import config_error
 from bglab.io.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.io.schema import Field, Schema
 from bglab.io.seeds import sample_seed
 from bglab.ops.box import Box
-from bglab.io.schema import Field, Schema
 from bglab.pipeline.state import SampleState
 
 ON_MISSING: tuple[str, ...] = ("keep", "skip", "mask-box")

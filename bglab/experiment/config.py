@@ -657,7 +657,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
             raise _err("quick.quick", "not allowed")
         raw = deep_merge(raw, q)
     base = Path(base_dir)
-    top = TOP.parse("", raw)
+    top = TOP.parse("", {k: v for k, v in raw.items() if k in TOP.keys})  # the keys were checked before quick
     size, channels = _build(INPUT, "input", raw.get("input")).values()
     if channels == 2:
         raise _err("input.channels", "must be 1 (grey) or 3 (RGB)")

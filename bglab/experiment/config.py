@@ -97,8 +97,6 @@ def _int(key: str, value: Any, lo: int | None = None, hi: int | None = None) -> 
     return check_number(key, value, lo=lo, hi=hi, integer=True)  # type: ignore[no-any-return]
 
 
-
-
 def _build(schema: Schema, key: str, value: Any) -> Any:
     """The mapping ``value`` (None: every default) read by ``schema``, its errors naming ``key``."""
     return schema.build(key, _mapping(key, value))
@@ -195,18 +193,18 @@ class AugmentConfig:
     """On-the-fly training augmentation (seeded): each image is augmented with probability ``p``."""
 
     p: float = declare(0.5, lo=0.0, hi=1.0)
-    noise: float = declare(0.0, lo=0.0, hi=255.0)      # Gaussian noise SD in 0..255 units
-    dropout: float = declare(0.0, lo=0.0, hi=1.0)      # probability of removing a pixel
-    flip: bool = declare(False)      # horizontal flip with probability 0.5
-    rot90: bool = declare(False)     # rotation by a random multiple of 90 degrees (with flip: all 8 orientations)
-    bg_swap: float = declare(0.0, lo=0.0, hi=1.0)    # probability of pasting the fg on another image's background
+    noise: float = declare(0.0, lo=0.0, hi=255.0)  # Gaussian noise SD in 0..255 units
+    dropout: float = declare(0.0, lo=0.0, hi=1.0)  # probability of removing a pixel
+    flip: bool = declare(False)  # horizontal flip with probability 0.5
+    rot90: bool = declare(False)  # rotation by a random multiple of 90 degrees (with flip: all 8 orientations)
+    bg_swap: float = declare(0.0, lo=0.0, hi=1.0)  # probability of pasting the fg on another image's background
     # arm whose images are the backgrounds (e.g. only-bg-t); None: the arm itself
     bg_from: str | None = declare(None, optional=True, parse=lambda w, v: _name(f"{w}.bg_from", v))
-    rotate: float = declare(0.0, lo=0.0, hi=180.0)     # random rotation within +-rotate degrees
-    scale: float = declare(0.0, lo=0.0, hi=0.9)     # random zoom by a factor in [1 - scale, 1 + scale]
-    shift: float = declare(0.0, lo=0.0, hi=0.5)     # random shift by up to this fraction of the image size, per axis
+    rotate: float = declare(0.0, lo=0.0, hi=180.0)  # random rotation within +-rotate degrees
+    scale: float = declare(0.0, lo=0.0, hi=0.9)  # random zoom by a factor in [1 - scale, 1 + scale]
+    shift: float = declare(0.0, lo=0.0, hi=0.5)  # random shift by up to this fraction of the image size, per axis
     brightness: float = declare(0.0, lo=0.0, hi=1.0)  # brightness multiplied by a factor in [1 - b, 1 + b]
-    contrast: float = declare(0.0, lo=0.0, hi=1.0)    # contrast around the image mean scaled by [1 - c, 1 + c]
+    contrast: float = declare(0.0, lo=0.0, hi=1.0)  # contrast around the image mean scaled by [1 - c, 1 + c]
 
     @property
     def geometric(self) -> bool:

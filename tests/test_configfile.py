@@ -72,18 +72,21 @@ def test_check_bool_reads_text_only_where_declared():
 
 
 def test_pipeline_and_experiment_configs_share_the_rules():
-    """The same field checks behind both configs: the pipeline also reads text (its values come from --set),
-    the experiment config does not; the messages are the same."""
-    from bglab.experiment.config import _float
+    """The same declared fields (bglab.io.schema) behind both configs: the pipeline also reads text (its values
+    come from --set; declared text=True), the experiment config does not; the messages are the same."""
+    from bglab.experiment.config import TRAIN
+    from bglab.io.schema import Field
     from bglab.pipeline import Pipeline
 
     steps = [{"locate": {"backend": "full"}}, {"crop": {"margin": "0.5", "square": "yes"}}]
     crop = Pipeline.from_config({"steps": steps}).steps[1].to_config()
     assert crop["margin"] == 0.5 and crop["square"] is True
     with pytest.raises(ConfigError, match=r"^train.lr: expected a number, got '0.5'"):
-        _float("train.lr", "0.5")
+        TRAIN.build("train", {"lr": "0.5"})
+    with pytest.raises(ConfigError, match=r"^train.augment.flip: expected true or false, got 'yes'"):
+        TRAIN.build("train", {"augment": {"flip": "yes"}})
     with pytest.raises(ConfigError, match=r"steps\[0\]\.crop\.margin: -1 is out of range") as pipe_err:
         Pipeline.from_config({"steps": [{"crop": {"margin": -1}}]})  # checked before the steps' order
     with pytest.raises(ConfigError, match=r"train.lr: -1 is out of range") as exp_err:
-        _float("train.lr", -1, 0)
+        Field("lr", "float", lo=0).read("train", -1, text=False)
     assert pipe_err.value.hint == exp_err.value.hint == "use a value in [0, inf]"

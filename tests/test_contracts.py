@@ -231,6 +231,37 @@ def test_step_refuses_a_wrongly_typed_value_naming_the_key(name: str) -> None:
             Pipeline.from_config({"steps": [*before, {name: {**body, key: {"not": "a value"}}}]})
 
 
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_step_fields_are_declared_once_and_each_refuses_a_bad_value(name: str) -> None:
+    """The step's keys, parsing and to_config all come from its schema: the step parses its own to_config back
+    to the same step, and every declared number / choice refuses a value out of its range / choices."""
+    *before, last = STEP_SAMPLES[name]
+    step = next(st for st in Pipeline.from_config({"steps": STEP_SAMPLES[name]}).steps if st.name == name)
+    assert step.keys == step.schema.keys
+    assert type(step)(step.to_config(), "again").to_config() == step.to_config()
+    body = dict(last[name]) if isinstance(last, dict) else {}
+    for f in step.schema.fields:
+        bad = ("not-a-choice" if f.kind == "choice" else f.lo - 1 if f.lo is not None
+               else f.hi + 1 if f.hi is not None else None)
+        if bad is None:
+            continue
+        with pytest.raises(ConfigError, match=rf"steps\[{len(before)}\]\.{name}\.{f.name}: ") as exc:
+            Pipeline.from_config({"steps": [*before, {name: {**body, f.name: bad}}]})
+        assert exc.value.hint, f"{name}.{f.name}: no hint"
+
+
+def test_serve_settings_refuse_each_declared_range() -> None:
+    from bglab.serve.settings import SETTINGS, ServerSettings
+
+    ranged = [f for f in SETTINGS.fields if f.lo is not None or f.hi is not None]
+    assert {f.name for f in ranged} >= {"port", "workers", "timeout", "keep_alive"}
+    for f in ranged:
+        bad = f.hi + 1 if f.hi is not None else f.lo - (f.kind != "float")  # a float (seconds) must be > lo
+        with pytest.raises(ConfigError, match=rf"^{f.name} must be ") as exc:
+            ServerSettings(**{f.name: bad})
+        assert exc.value.hint
+
+
 # ---------------------------------------------------------------------------------------- shipped configs
 
 # sha256 (first 16 hex digits) of each shipped config as resolved, with its paths written without the

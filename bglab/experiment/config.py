@@ -52,15 +52,16 @@ import copy
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
 from bglab.foreground.registry import path_options
-from bglab.io.configfile import check_bool, check_number, config_error, read_config_file
+from bglab.io.configfile import check_number, config_error, read_config_file
 from bglab.io.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_THREADS
+from bglab.io.schema import Field, Schema, declare
 
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
@@ -70,10 +71,6 @@ __all__ = [
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 PARTS = ("train", "val", "test")
-_TOP_KEYS = ("name", "seeds", "split_seed", "threads", "input", "sources", "protocols", "arms", "model", "train",
-             "variants", "evaluate", "studies", "baseline", "quick", "saliency")
-
-
 _err = config_error
 
 
@@ -86,9 +83,7 @@ def _mapping(key: str, value: Any, *, allow_none: bool = True) -> dict[str, Any]
 
 
 def _keys(key: str, cfg: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    for k in cfg:
-        if k not in allowed:
-            raise _err(f"{key}.{k}" if key else k, "unknown key", f"allowed keys: {', '.join(allowed)}")
+    Schema(*map(Field, allowed), unknown_at_key=True).check_keys(key, cfg)
 
 
 def _name(key: str, value: Any) -> str:
@@ -102,11 +97,9 @@ def _int(key: str, value: Any, lo: int | None = None, hi: int | None = None) -> 
     return check_number(key, value, lo=lo, hi=hi, integer=True)  # type: ignore[no-any-return]
 
 
-def _float(key: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
-    return check_number(key, value, lo=lo, hi=hi)  # type: ignore[no-any-return]
-
-
-_bool = check_bool
+def _build(schema: Schema, key: str, value: Any) -> Any:
+    """The mapping ``value`` (None: every default) read by ``schema``, its errors naming ``key``."""
+    return schema.build(key, _mapping(key, value))
 
 
 def _names(key: str, value: Any, known: Mapping[str, Any], what: str) -> tuple[str, ...]:
@@ -199,18 +192,19 @@ class ArmConfig:
 class AugmentConfig:
     """On-the-fly training augmentation (seeded): each image is augmented with probability ``p``."""
 
-    p: float = 0.5
-    noise: float = 0.0      # Gaussian noise SD in 0..255 units
-    dropout: float = 0.0    # probability of removing a pixel
-    flip: bool = False      # horizontal flip with probability 0.5
-    rot90: bool = False     # rotation by a random multiple of 90 degrees (with flip: all 8 orientations)
-    bg_swap: float = 0.0    # probability of pasting the foreground on another training image's background
-    bg_from: str | None = None  # arm whose images are the backgrounds (e.g. only-bg-t); None: the arm itself
-    rotate: float = 0.0     # random rotation within +-rotate degrees
-    scale: float = 0.0      # random zoom by a factor in [1 - scale, 1 + scale]
-    shift: float = 0.0      # random shift by up to this fraction of the image size, per axis
-    brightness: float = 0.0  # brightness multiplied by a factor in [1 - brightness, 1 + brightness]
-    contrast: float = 0.0    # contrast around the image mean scaled by a factor in [1 - contrast, 1 + contrast]
+    p: float = declare(0.5, lo=0.0, hi=1.0)
+    noise: float = declare(0.0, lo=0.0, hi=255.0)  # Gaussian noise SD in 0..255 units
+    dropout: float = declare(0.0, lo=0.0, hi=1.0)  # probability of removing a pixel
+    flip: bool = declare(False)  # horizontal flip with probability 0.5
+    rot90: bool = declare(False)  # rotation by a random multiple of 90 degrees (with flip: all 8 orientations)
+    bg_swap: float = declare(0.0, lo=0.0, hi=1.0)  # probability of pasting the fg on another image's background
+    # arm whose images are the backgrounds (e.g. only-bg-t); None: the arm itself
+    bg_from: str | None = declare(None, optional=True, parse=lambda w, v: _name(f"{w}.bg_from", v))
+    rotate: float = declare(0.0, lo=0.0, hi=180.0)  # random rotation within +-rotate degrees
+    scale: float = declare(0.0, lo=0.0, hi=0.9)  # random zoom by a factor in [1 - scale, 1 + scale]
+    shift: float = declare(0.0, lo=0.0, hi=0.5)  # random shift by up to this fraction of the image size, per axis
+    brightness: float = declare(0.0, lo=0.0, hi=1.0)  # brightness multiplied by a factor in [1 - b, 1 + b]
+    contrast: float = declare(0.0, lo=0.0, hi=1.0)  # contrast around the image mean scaled by [1 - c, 1 + c]
 
     @property
     def geometric(self) -> bool:
@@ -224,15 +218,16 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    eval_every: int = 10
-    checkpoint_every: int = 1
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    schedule: str = "constant"  # learning rate per epoch: constant, or cosine (lr -> 0 over the epochs)
+    epochs: int = declare(100, lo=1, hi=MAX_EPOCHS)
+    batch_size: int = declare(64, lo=1, hi=MAX_BATCH_SIZE)
+    lr: float = declare(1e-3, lo=1e-9, hi=MAX_LR)
+    weight_decay: float = declare(0.0, lo=0.0)
+    optimizer: str = declare("adam", "choice", choices=("adam", "sgd"), what="optimizer")
+    eval_every: int = declare(10, lo=1)
+    checkpoint_every: int = declare(1, lo=1)
+    augment: AugmentConfig = declare(factory=AugmentConfig, parse=lambda w, v: _build(AUGMENT, f"{w}.augment", v))
+    # learning rate per epoch: constant, or cosine (lr -> 0 over the epochs)
+    schedule: str = declare("constant", "choice", choices=("constant", "cosine"), what="learning-rate schedule")
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (1-based): a pure function of the epoch, so a resumed run matches."""
@@ -254,11 +249,11 @@ class VariantConfig:
 class EvalConfig:
     """Distorted copies of every test set (``bglab.ops.distort``, fixed per-image seed)."""
 
-    distortions: dict[str, dict[str, float]]
-    seed: int = 1234
-    bootstrap: int = 2000
-    alpha: float = 0.05
-    distortion_curves: bool = False  # distorted copies scored every eval (True) or at the final epoch only
+    distortions: dict[str, dict[str, float]] = declare(factory=dict, parse=lambda w, v: _distortions(w, v))
+    seed: int = declare(1234, lo=0, hi=MAX_SEED)
+    bootstrap: int = declare(2000, lo=100, hi=MAX_BOOTSTRAP)
+    alpha: float = declare(0.05, lo=1e-6, hi=0.5)
+    distortion_curves: bool = declare(False)  # distorted copies scored every eval (True) or at the final epoch only
 
 
 @dataclass(frozen=True)
@@ -277,8 +272,8 @@ class StudyConfig:
 class SaliencyConfig:
     """Grad-CAM at the final epoch: ``n`` sheet images per class of ``test_set`` (None: each protocol's first)."""
 
-    n: int = 8
-    test_set: str | None = None
+    n: int = declare(8, lo=0, hi=64)
+    test_set: str | None = declare(None, "str", optional=True)
 
 
 @dataclass(frozen=True, order=True)
@@ -355,6 +350,26 @@ class ExperimentConfig:
 
 # ------------------------------------------------------------------------------------------------ parse
 
+AUGMENT, TRAIN, EVAL, SALIENCY = (Schema.of(c, unknown_at_key=True)
+                                  for c in (AugmentConfig, TrainConfig, EvalConfig, SaliencyConfig))
+DISTORTION = Schema(Field("dropout", "float", 0.0, lo=0.0, hi=1.0), Field("noise", "float", 0.0, lo=0.0, hi=255.0),
+                    unknown_at_key=True)
+INPUT = Schema(Field("size", "int", 64, lo=8, hi=1024), Field("channels", "int", 1, lo=1, hi=3), unknown_at_key=True)
+
+
+def _seeds(where: str, value: Any) -> tuple[int, ...]:
+    value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(value, list) or not value:
+        raise _err("seeds", f"expected a non-empty list of integers, got {_r(value)}")
+    return tuple(dict.fromkeys(_int(f"seeds[{i}]", s, lo=0, hi=MAX_SEED) for i, s in enumerate(value)))
+
+
+TOP = Schema(Field("name", default="experiment", parse=lambda w, v: _name("name", v)),
+             Field("seeds", default=[0], parse=_seeds), Field("split_seed", "int", 0, lo=0, hi=MAX_SEED),
+             Field("threads", "int", 0, lo=0, hi=MAX_THREADS),
+             *(Field(k) for k in ("input", "sources", "protocols", "arms", "model", "train", "variants", "evaluate",
+                                  "studies", "baseline", "quick", "saliency")), unknown_at_key=True)
+
 
 def _under(base: Path, path: str) -> Path:
     """``path`` (``~`` expanded) as it is when absolute, else resolved against ``base`` (the config's folder)."""
@@ -385,7 +400,7 @@ def _parse_sources(raw: Any, base: Path) -> dict[str, SourceConfig]:
 def _fractions(key: str, value: Any) -> tuple[float, float, float]:
     if not isinstance(value, list | tuple) or len(value) not in (2, 3):
         raise _err(key, f"expected [train, val, test] fractions, got {_r(value)}", "e.g. [0.7, 0.15, 0.15]")
-    fr = [_float(f"{key}[{i}]", f, lo=0.0, hi=1.0) for i, f in enumerate(value)]
+    fr = [check_number(f"{key}[{i}]", f, lo=0.0, hi=1.0) for i, f in enumerate(value)]
     if len(fr) == 2:
         fr.append(0.0)
     if abs(sum(fr) - 1.0) > 1e-6:
@@ -528,44 +543,6 @@ def _relative_made_absolute(value: Any, base: Path) -> Any:
     return value
 
 
-def _parse_train(key: str, cfg: Mapping[str, Any]) -> TrainConfig:
-    _keys(key, cfg, ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "eval_every", "checkpoint_every",
-                     "augment", "schedule"))
-    aug = _mapping(f"{key}.augment", cfg.get("augment"))
-    _keys(f"{key}.augment", aug, ("p", "noise", "dropout", "flip", "rot90", "bg_swap", "bg_from", "rotate", "scale",
-                                  "shift", "brightness", "contrast"))
-    bg_from = aug.get("bg_from")
-    augment = AugmentConfig(
-        p=_float(f"{key}.augment.p", aug.get("p", 0.5), 0.0, 1.0),
-        noise=_float(f"{key}.augment.noise", aug.get("noise", 0.0), 0.0, 255.0),
-        dropout=_float(f"{key}.augment.dropout", aug.get("dropout", 0.0), 0.0, 1.0),
-        flip=_bool(f"{key}.augment.flip", aug.get("flip", False)),
-        rot90=_bool(f"{key}.augment.rot90", aug.get("rot90", False)),
-        bg_swap=_float(f"{key}.augment.bg_swap", aug.get("bg_swap", 0.0), 0.0, 1.0),
-        bg_from=None if bg_from is None else _name(f"{key}.augment.bg_from", bg_from),
-        rotate=_float(f"{key}.augment.rotate", aug.get("rotate", 0.0), 0.0, 180.0),
-        scale=_float(f"{key}.augment.scale", aug.get("scale", 0.0), 0.0, 0.9),
-        shift=_float(f"{key}.augment.shift", aug.get("shift", 0.0), 0.0, 0.5),
-        brightness=_float(f"{key}.augment.brightness", aug.get("brightness", 0.0), 0.0, 1.0),
-        contrast=_float(f"{key}.augment.contrast", aug.get("contrast", 0.0), 0.0, 1.0))
-    opt = str(cfg.get("optimizer", "adam")).lower()
-    if opt not in ("adam", "sgd"):
-        raise _err(f"{key}.optimizer", f"unknown optimizer {_r(opt)}", "use adam or sgd")
-    schedule = str(cfg.get("schedule", "constant")).lower()
-    if schedule not in ("constant", "cosine"):
-        raise _err(f"{key}.schedule", f"unknown learning-rate schedule {_r(schedule)}", "use constant or cosine")
-    epochs = _int(f"{key}.epochs", cfg.get("epochs", 100), lo=1, hi=MAX_EPOCHS)
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=_int(f"{key}.batch_size", cfg.get("batch_size", 64), lo=1, hi=MAX_BATCH_SIZE),
-        lr=_float(f"{key}.lr", cfg.get("lr", 1e-3), lo=1e-9, hi=MAX_LR),
-        weight_decay=_float(f"{key}.weight_decay", cfg.get("weight_decay", 0.0), lo=0.0),
-        optimizer=opt,
-        eval_every=_int(f"{key}.eval_every", cfg.get("eval_every", 10), lo=1),
-        checkpoint_every=_int(f"{key}.checkpoint_every", cfg.get("checkpoint_every", 1), lo=1),
-        augment=augment, schedule=schedule)
-
-
 def _variant_model(base: Mapping[str, Any], own: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
     """A variant's model options: the config's ``model`` with the variant's merged in, on top of the named
     classifier's defaults. A variant that names another classifier starts from that classifier's defaults
@@ -610,31 +587,21 @@ def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any]
             raise _err(key, exc.message, exc.hint) from None
         except (TypeError, ValueError) as exc:
             raise _err(f"{key}.model", str(exc)) from None
-        out[name] = VariantConfig(name, m, _parse_train(f"{key}.train" if "train" in v else "train", t))
+        out[name] = VariantConfig(name, m, TRAIN.build(f"{key}.train" if "train" in v else "train", t))
     return out
 
 
-def _parse_eval(raw: Any) -> EvalConfig:
-    cfg = _mapping("evaluate", raw)
-    _keys("evaluate", cfg, ("distortions", "seed", "bootstrap", "alpha", "distortion_curves"))
-    dist_raw = _mapping("evaluate.distortions", cfg.get("distortions"))
+def _distortions(where: str, raw: Any) -> dict[str, dict[str, float]]:
     dist: dict[str, dict[str, float]] = {}
-    for name, d in dist_raw.items():
-        key = f"evaluate.distortions.{name}"
+    for name, d in _mapping(f"{where}.distortions", raw).items():
+        key = f"{where}.distortions.{name}"
         _name(key, name)
         if name == "clean":
             raise _err(key, "'clean' is reserved for the undistorted test set")
-        d = _mapping(key, d, allow_none=False)
-        _keys(key, d, ("dropout", "noise"))
-        dd = {"dropout": _float(f"{key}.dropout", d.get("dropout", 0.0), 0.0, 1.0),
-              "noise": _float(f"{key}.noise", d.get("noise", 0.0), 0.0, 255.0)}
-        if dd["dropout"] == 0 and dd["noise"] == 0:
+        dist[name] = DISTORTION.parse(key, _mapping(key, d, allow_none=False))
+        if dist[name]["dropout"] == 0 and dist[name]["noise"] == 0:
             raise _err(key, "distorts nothing", "give dropout (probability) and/or noise (SD, 0..255)")
-        dist[name] = dd
-    return EvalConfig(dist, seed=_int("evaluate.seed", cfg.get("seed", 1234), lo=0, hi=MAX_SEED),
-                      bootstrap=_int("evaluate.bootstrap", cfg.get("bootstrap", 2000), lo=100, hi=MAX_BOOTSTRAP),
-                      alpha=_float("evaluate.alpha", cfg.get("alpha", 0.05), 1e-6, 0.5),
-                      distortion_curves=_bool("evaluate.distortion_curves", cfg.get("distortion_curves", False)))
+    return dist
 
 
 def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, Any], variants: Mapping[str, Any],
@@ -677,7 +644,7 @@ def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, An
 def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: bool = False) -> ExperimentConfig:
     """Validate a raw config mapping (``quick``: apply its ``quick:`` overrides first)."""
     raw = _mapping("config", raw, allow_none=False)
-    _keys("", raw, _TOP_KEYS)
+    TOP.check_keys("", raw)
     if quick:
         if not raw.get("quick"):
             raise ConfigError("--quick: this config has no quick: section, so there is no quick profile to apply",
@@ -688,17 +655,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
             raise _err("quick.quick", "not allowed")
         raw = deep_merge(raw, q)
     base = Path(base_dir)
-    name = _name("name", raw.get("name", "experiment"))
-    seeds_raw = raw.get("seeds", [0])
-    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
-        seeds_raw = [seeds_raw]
-    if not isinstance(seeds_raw, list) or not seeds_raw:
-        raise _err("seeds", f"expected a non-empty list of integers, got {_r(seeds_raw)}")
-    seeds = tuple(dict.fromkeys(_int(f"seeds[{i}]", s, lo=0, hi=MAX_SEED) for i, s in enumerate(seeds_raw)))
-    inp = _mapping("input", raw.get("input"))
-    _keys("input", inp, ("size", "channels"))
-    size = _int("input.size", inp.get("size", 64), lo=8, hi=1024)
-    channels = _int("input.channels", inp.get("channels", 1), lo=1, hi=3)
+    top = TOP.parse("", {k: v for k, v in raw.items() if k in TOP.keys})  # the keys were checked before quick
+    size, channels = _build(INPUT, "input", raw.get("input")).values()
     if channels == 2:
         raise _err("input.channels", "must be 1 (grey) or 3 (RGB)")
     sources = _parse_sources(raw.get("sources"), base)
@@ -706,7 +664,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     arms = _parse_arms(raw.get("arms"), size, channels, base, sources)
     model = _mapping("model", raw.get("model"))
     train = _mapping("train", raw.get("train"))
-    _parse_train("train", train)  # validates the defaults themselves
+    TRAIN.build("train", train)  # validates the defaults themselves
     variants = _parse_variants(raw.get("variants"), model, train, size, channels, base)
     studies = _parse_studies(raw.get("studies"), protocols, arms, variants)
     baseline = str(raw.get("baseline", next(iter(arms))))
@@ -719,25 +677,20 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
                        f"defined: {', '.join(arms)}")
     saliency = _parse_saliency(raw.get("saliency"), protocols)
     return ExperimentConfig(
-        name=name, seeds=seeds, split_seed=_int("split_seed", raw.get("split_seed", 0), lo=0, hi=MAX_SEED),
-        threads=_int("threads", raw.get("threads", 0), lo=0, hi=MAX_THREADS), size=size, channels=channels,
-        sources=sources,
-        protocols=protocols, arms=arms, variants=variants, evaluate=_parse_eval(raw.get("evaluate")),
-        studies=studies, baseline=baseline, raw=raw, quick=quick, saliency=saliency)
+        name=top["name"], seeds=top["seeds"], split_seed=top["split_seed"], threads=top["threads"], size=size,
+        channels=channels, sources=sources, protocols=protocols, arms=arms, variants=variants,
+        evaluate=_build(EVAL, "evaluate", raw.get("evaluate")), studies=studies, baseline=baseline, raw=raw,
+        quick=quick, saliency=saliency)
 
 
 def _parse_saliency(raw: Any, protocols: Mapping[str, ProtocolConfig]) -> SaliencyConfig | None:
     if raw is None:
         return None
-    cfg = _mapping("saliency", raw)
-    _keys("saliency", cfg, ("n", "test_set"))
-    ts = cfg.get("test_set")
-    if ts is not None:
-        ts = str(ts)
-        known = {t for p in protocols.values() for t in p.test_sets}
-        if ts not in known:
-            raise _err("saliency.test_set", f"unknown test set {_r(ts)}", f"defined: {', '.join(sorted(known))}")
-    return SaliencyConfig(n=_int("saliency.n", cfg.get("n", 8), lo=0, hi=64), test_set=ts)
+    sal = _build(SALIENCY, "saliency", raw)
+    known = {t for p in protocols.values() for t in p.test_sets}
+    if sal.test_set is not None and sal.test_set not in known:
+        raise _err("saliency.test_set", f"unknown test set {_r(sal.test_set)}", f"defined: {', '.join(sorted(known))}")
+    return sal
 
 
 def row_label(cfg: ExperimentConfig, arm: str, variant: str) -> str:

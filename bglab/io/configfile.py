@@ -1,9 +1,9 @@
 """Configuration files: read one (YAML, TOML or JSON) into a mapping, and check its fields.
 
-The field checks (:func:`check_number`, :func:`check_bool`) are shared by the pipeline and experiment
-configs, so a number or a true/false is read by one set of rules and refused with one set of messages, each
-naming the key. The one difference is declared, not re-implemented: ``text=True`` (pipeline configs, whose
-values also come from ``--set key=value`` on the command line) also reads ``"0.5"`` and ``"yes"``.
+The field checks (:func:`check_number`, :func:`check_bool`) behind every declared field
+(:mod:`bglab.io.schema`), so a number or a true/false is read by one set of rules and refused with one set of
+messages, each naming the key. The one difference is declared, not re-implemented: ``text=True`` (pipeline
+configs, whose values also come from ``--set key=value``) also reads ``"0.5"`` and ``"yes"``.
 """
 
 from __future__ import annotations

@@ -13,12 +13,24 @@ import numpy as np
 from bglab.errors import BglabError, ConfigError
 from bglab.errors import short_repr as _r
 from bglab.io.limits import MAX_SEED
-from bglab.pipeline.config import CONFIG_VERSION, TOP_KEYS, load_config, step_entries
-from bglab.pipeline.fields import check_keys, choice, number
+from bglab.io.schema import Field, Schema
+from bglab.pipeline.config import CONFIG_VERSION, load_config, step_entries
 from bglab.pipeline.state import SampleState, StepResult
 from bglab.pipeline.steps import STEP_TYPES, BackgroundStep, CropStep, DistortStep, LocateStep, SegmentStep, Step
 
 FORMATS: tuple[str, ...] = ("png", "webp", "jpg")
+OUTPUT = Schema(Field("format", "choice", "png", choices=(*FORMATS, "jpeg")),
+                Field("quality", "int", 95, lo=1, hi=100), text=True)
+
+
+def _version(where: str, version: Any) -> int:
+    if version != CONFIG_VERSION:
+        raise ConfigError(f"config.version: {_r(version)} is not supported", hint=f"use version: {CONFIG_VERSION}")
+    return CONFIG_VERSION
+
+
+TOP = Schema(Field("version", default=CONFIG_VERSION, parse=_version), Field("seed", "int", 0, lo=0, hi=MAX_SEED),
+             Field("steps"), Field("output"), text=True)
 
 
 class Pipeline:
@@ -28,11 +40,9 @@ class Pipeline:
                  runtime: Any = None) -> None:
         self.steps = list(steps)
         self.seed = int(seed)
-        out = dict(output or {})
-        check_keys("output", out, ("format", "quality"))
-        self.format = choice("output", "format", out.get("format", "png"), (*FORMATS, "jpeg"))
-        self.format = "jpg" if self.format == "jpeg" else self.format
-        self.quality = number("output", "quality", out.get("quality", 95), lo=1, hi=100, integer=True)
+        out = OUTPUT.parse("output", dict(output or {}))
+        self.format = "jpg" if out["format"] == "jpeg" else out["format"]
+        self.quality = out["quality"]
         self.runtime = runtime
         self._opened_pid: int | None = None
         self._validate()
@@ -48,20 +58,14 @@ class Pipeline:
             config = load_config(config)
         if not isinstance(config, Mapping):
             raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
-        check_keys("config", config, TOP_KEYS)
-        version = config.get("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            raise ConfigError(f"config.version: {_r(version)} is not supported",
-                              hint=f"use version: {CONFIG_VERSION}")
-        seed = number("config", "seed", config.get("seed", 0), lo=0, hi=MAX_SEED, integer=True)
-        steps = [STEP_TYPES[name](cfg, where) for name, cfg, where in step_entries(config.get("steps"))]
-        return cls(steps, seed=seed, output=config.get("output"), runtime=runtime)
+        top = TOP.parse("config", config)
+        steps = [STEP_TYPES[name](cfg, where) for name, cfg, where in step_entries(top["steps"])]
+        return cls(steps, seed=top["seed"], output=top["output"], runtime=runtime)
 
     def to_config(self) -> dict[str, Any]:
         """The resolved config (every default written out); ``from_config(to_config())`` is equivalent."""
         return {"version": CONFIG_VERSION, "seed": self.seed,
-                "steps": [{st.name: st.to_config()} for st in self.steps],
-                "output": {"format": self.format, "quality": self.quality}}
+                "steps": [{st.name: st.to_config()} for st in self.steps], "output": OUTPUT.to_config(self)}
 
     def to_yaml(self) -> str:
         import yaml

@@ -12,7 +12,6 @@ from bglab.io.configfile import read_config_file
 
 CONFIG_VERSION = 1
 STEP_NAMES: tuple[str, ...] = ("locate", "segment", "background", "crop", "pose", "resize", "grey", "distort")
-TOP_KEYS = ("version", "seed", "steps", "output")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

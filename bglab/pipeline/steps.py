@@ -17,9 +17,9 @@ from bglab.errors import short_repr as _r
 from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
 from bglab.io.configfile import config_error
 from bglab.io.limits import MAX_OUTPUT_SIDE, MAX_SEED
+from bglab.io.schema import Field, Schema
 from bglab.io.seeds import sample_seed
 from bglab.ops.box import Box
-from bglab.pipeline.fields import backend_name, backend_options, boolean, check_keys, choice, colour, number
 from bglab.pipeline.state import SampleState
 
 ON_MISSING: tuple[str, ...] = ("keep", "skip", "mask-box")
@@ -37,15 +37,55 @@ class PipelineView(Protocol):
     def segment_step(self) -> SegmentStep | None: ...
 
 
+def backend_options(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise config_error(f"{where}.options", f"expected a mapping of backend options, got {_r(value)}")
+    return {str(k).replace("-", "_"): v for k, v in value.items()}
+
+
+def backend_name(where: str, value: Any, kind: str) -> str:
+    """A registered backend of ``kind`` (:func:`bglab.foreground.resolve`), the error naming the config key."""
+    from bglab.foreground import backends, resolve
+
+    name = str(value).strip()
+    try:
+        return resolve(name, kind).name  # type: ignore[arg-type]
+    except BackendError:
+        names = [b.name for b in backends(kind)]  # type: ignore[arg-type]
+        raise config_error(f"{where}.backend", f"unknown {kind} {_r(name)}",
+                           f"choose one of: {', '.join(names)}") from None
+
+
+def _backend(kind: str, default: str) -> tuple[Field, Field]:
+    """A step's ``backend`` (a registered ``kind``) and its ``options``."""
+    return (Field("backend", default=default, parse=lambda w, v: backend_name(w, v, kind)),
+            Field("options", parse=backend_options, dump=dict))
+
+
 class Step:
-    """Base of every step: parsed from a config mapping, written back by :meth:`to_config`."""
+    """Base of every step: its settings declared once in ``schema`` (parsing, key checks and :meth:`to_config`
+    derived from it; the values become attributes); :meth:`check` adds the checks across settings."""
 
     name: ClassVar[str] = ""
+    schema: ClassVar[Schema] = Schema()
     keys: ClassVar[tuple[str, ...]] = ()
     batched: ClassVar[bool] = False
 
-    def to_config(self) -> dict[str, Any]:  # pragma: no cover - every step overrides
-        raise NotImplementedError
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.keys = cls.schema.keys
+
+    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
+        self.__dict__.update(self.schema.parse(where, cfg))
+        self.check(where)
+
+    def check(self, where: str) -> None:
+        """Checks across settings and derived state, after the fields are read."""
+
+    def to_config(self) -> dict[str, Any]:
+        return self.schema.to_config(self)
 
     def open(self, pipe: PipelineView, runtime: Any) -> None:
         """Create backend sessions (called once per process, lazily)."""
@@ -63,28 +103,17 @@ class Step:
 
 class SegmentStep(Step):
     name = "segment"
-    keys = ("backend", "options", "threshold", "refine", "feather", "input", "qc", "on_suspect")
+    schema = Schema(*_backend("segmenter", DEFAULT_SEGMENTER), Field("threshold", "float", 0.5, lo=0, hi=1),
+                    Field("refine", "bool", True), Field("feather", "float", 0.0, lo=0),
+                    Field("input", "choice", "auto", choices=SEGMENT_INPUTS),
+                    # qc / on_suspect written only when set, so earlier resolved configs stay equal
+                    Field("qc", default=True, write=lambda v: v["qc"] is not True),
+                    Field("on_suspect", default="keep", write=lambda v: v["on_suspect"] != "keep"), text=True)
     batched = True
+    segmenter: Any = None
 
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        self.backend = backend_name(where, cfg.get("backend", DEFAULT_SEGMENTER), "segmenter")
-        self.options = backend_options(where, cfg.get("options"))
-        self.threshold = number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
-        self.refine = boolean(where, "refine", cfg.get("refine", True))
-        self.feather = number(where, "feather", cfg.get("feather", 0.0), lo=0)
-        self.input = choice(where, "input", cfg.get("input", "auto"), SEGMENT_INPUTS)
-        self.qc_options, self.qc_rules, self.on_suspect = _qc_config(where, cfg)
-        self.segmenter: Any = None
-
-    def to_config(self) -> dict[str, Any]:
-        out = {"backend": self.backend, "options": dict(self.options), "threshold": self.threshold,
-               "refine": self.refine, "feather": self.feather, "input": self.input}
-        if self.qc_options is not True:  # written only when set, so earlier resolved configs stay equal
-            out["qc"] = self.qc_options
-        if self.on_suspect != "keep":
-            out["on_suspect"] = self.on_suspect
-        return out
+    def check(self, where: str) -> None:
+        self.qc, self.qc_rules, self.on_suspect = _qc_config(where, self.qc, self.on_suspect)
 
     def open(self, pipe: PipelineView, runtime: Any) -> None:
         self.segmenter = _create(self.backend, "segmenter", runtime, self.options)
@@ -123,11 +152,10 @@ class SegmentStep(Step):
         self.ensure_masks(states)
 
 
-def _qc_config(where: str, cfg: Mapping[str, Any]) -> tuple[Any, Any, str]:
+def _qc_config(where: str, raw: Any, on_suspect: Any) -> tuple[Any, Any, str]:
     """The segment step's ``qc`` (True, False or rule overrides) and ``on_suspect``, checked."""
     from bglab.foreground.qc import check_on_suspect, rules_from
 
-    raw = cfg.get("qc", True)
     try:
         if isinstance(raw, bool):
             rules = rules_from() if raw else None
@@ -135,7 +163,7 @@ def _qc_config(where: str, cfg: Mapping[str, Any]) -> tuple[Any, Any, str]:
             rules, raw = rules_from(raw), {str(k).replace("-", "_"): v for k, v in raw.items()}
         else:
             raise config_error(f"{where}.qc", f"expected true, false or a mapping of QC rules, got {raw!r}")
-        policy = check_on_suspect(cfg.get("on_suspect", "keep"))
+        policy = check_on_suspect(on_suspect)
     except ConfigError as exc:
         if exc.message.startswith(where):
             raise
@@ -166,34 +194,16 @@ def _apply_qc(s: SampleState, mask: np.ndarray, image: np.ndarray, step: Segment
 
 class LocateStep(Step):
     name = "locate"
-    keys = ("backend", "options", "fallback", "margin", "on_missing", "threshold")
+    schema = Schema(*_backend("locator", "mediapipe-hands"),
+                    Field("fallback", parse=lambda w, v: _fallbacks(w, v),
+                          dump=lambda fb: [{"backend": b, "options": dict(o)} for b, o in fb]),
+                    Field("margin", "float", 0.0, lo=0), Field("on_missing", "choice", "keep", choices=ON_MISSING),
+                    Field("threshold", "float", 0.5, lo=0, hi=1), text=True)
     batched = True
+    fallback: list[tuple[str, dict[str, Any]]]
 
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        self.backend = backend_name(where, cfg.get("backend", "mediapipe-hands"), "locator")
-        self.options = backend_options(where, cfg.get("options"))
-        fb = cfg.get("fallback") or []
-        if isinstance(fb, str | Mapping):
-            fb = [fb]
-        self.fallback: list[tuple[str, dict[str, Any]]] = []
-        for i, f in enumerate(fb):
-            w = f"{where}.fallback[{i}]"
-            if isinstance(f, Mapping):
-                check_keys(w, f, ("backend", "options"))
-                self.fallback.append((backend_name(w, f.get("backend"), "locator"),
-                                      backend_options(w, f.get("options"))))
-            else:
-                self.fallback.append((backend_name(w, f, "locator"), {}))
-        self.margin = number(where, "margin", cfg.get("margin", 0.0), lo=0)
-        self.on_missing = choice(where, "on_missing", cfg.get("on_missing", "keep"), ON_MISSING)
-        self.threshold = number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
+    def check(self, where: str) -> None:
         self.locators: list[Any] = []
-
-    def to_config(self) -> dict[str, Any]:
-        return {"backend": self.backend, "options": dict(self.options),
-                "fallback": [{"backend": b, "options": dict(o)} for b, o in self.fallback],
-                "margin": self.margin, "on_missing": self.on_missing, "threshold": self.threshold}
 
     def _specs(self) -> list[tuple[str, dict[str, Any]]]:
         return [(self.backend, self.options), *self.fallback]
@@ -262,19 +272,18 @@ class LocateStep(Step):
 
 class BackgroundStep(Step):
     name = "background"
-    keys = ("mode", "color", "colour", "blur", "alpha", "image", "fit", "on_empty")
+    schema = Schema(
+        Field("mode", "choice", "remove", choices=BACKGROUND_MODES),
+        Field("color", "colour", lambda v: "black" if v["mode"] == "remove" else "white", aliases=("colour",),
+              write=lambda v: v["mode"] in ("remove", "colour"), dump=list),
+        Field("blur", "float", 15.0, lo=0, write=lambda v: v["mode"] == "blur"),
+        Field("alpha", "bool", False, write=lambda v: v["mode"] == "remove"),
+        Field("image", parse=lambda w, v: None if v in (None, "") else str(v), write=lambda v: v["mode"] == "swap"),
+        Field("fit", "choice", "cover", choices=("cover", "stretch", "tile"), write=lambda v: v["mode"] == "swap"),
+        Field("on_empty", "choice", "apply", choices=("apply", "keep"), write=lambda v: v["on_empty"] != "apply"),
+        text=True)
 
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        self.mode = choice(where, "mode", cfg.get("mode", "remove"), BACKGROUND_MODES)
-        col = cfg.get("colour", cfg.get("color", "black" if self.mode == "remove" else "white"))
-        self.color = colour(where, "color", col)
-        self.blur = number(where, "blur", cfg.get("blur", 15.0), lo=0)
-        self.alpha = boolean(where, "alpha", cfg.get("alpha", False))
-        self.fit = choice(where, "fit", cfg.get("fit", "cover"), ("cover", "stretch", "tile"))
-        self.on_empty = choice(where, "on_empty", cfg.get("on_empty", "apply"), ("apply", "keep"))
-        img = cfg.get("image")
-        self.image = None if img in (None, "") else str(img)
+    def check(self, where: str) -> None:
         if self.mode == "swap" and self.image is None:
             raise config_error(where, "mode 'swap' needs image: a background file or a folder of them")
         if self.alpha and self.mode != "remove":
@@ -287,21 +296,6 @@ class BackgroundStep(Step):
                                   refine=False)
         self._backgrounds: list[Path] = []
         self._cache: dict[Path, np.ndarray] = {}
-
-    def to_config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mode": self.mode}
-        if self.mode in ("remove", "colour"):
-            out["color"] = list(self.color)
-        if self.mode == "remove":
-            out["alpha"] = self.alpha
-        if self.mode == "blur":
-            out["blur"] = self.blur
-        if self.mode == "swap":
-            out["image"] = self.image
-            out["fit"] = self.fit
-        if self.on_empty != "apply":
-            out["on_empty"] = self.on_empty
-        return out
 
     def open(self, pipe: PipelineView, runtime: Any) -> None:
         if self.mode != "swap":
@@ -348,17 +342,8 @@ class BackgroundStep(Step):
 
 class CropStep(Step):
     name = "crop"
-    keys = ("to", "margin", "square", "threshold")
-
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        self.to = choice(where, "to", cfg.get("to", "auto"), CROP_TARGETS)
-        self.margin = number(where, "margin", cfg.get("margin", 0.1), lo=0)
-        self.square = boolean(where, "square", cfg.get("square", False))
-        self.threshold = number(where, "threshold", cfg.get("threshold", 0.5), lo=0, hi=1)
-
-    def to_config(self) -> dict[str, Any]:
-        return {"to": self.to, "margin": self.margin, "square": self.square, "threshold": self.threshold}
+    schema = Schema(Field("to", "choice", "auto", choices=CROP_TARGETS), Field("margin", "float", 0.1, lo=0),
+                    Field("square", "bool", False), Field("threshold", "float", 0.5, lo=0, hi=1), text=True)
 
     def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         box = s.box if self.to in ("auto", "box") else None
@@ -378,26 +363,13 @@ class CropStep(Step):
 
 class PoseStep(Step):
     name = "pose"
-    keys = ("backend", "options", "size", "align", "thickness", "margin", "on_missing", "with_photo")
-
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        self.with_photo = boolean(where, "with_photo", cfg.get("with_photo", False))
-        self.backend = backend_name(where, cfg.get("backend", "mediapipe-hands"), "locator")
-        self.options = backend_options(where, cfg.get("options"))
-        self.size = number(where, "size", cfg.get("size", 128), lo=8, hi=MAX_OUTPUT_SIDE, integer=True)
-        self.align = boolean(where, "align", cfg.get("align", True))
-        self.thickness = number(where, "thickness", cfg.get("thickness", 1 / 32), lo=0.001, hi=0.5)
-        self.margin = number(where, "margin", cfg.get("margin", 0.1), lo=0)
-        self.on_missing = choice(where, "on_missing", cfg.get("on_missing", "blank"), ("blank", "keep", "skip"))
-        self.landmarker: Any = None
-
-    def to_config(self) -> dict[str, Any]:
-        out = {"backend": self.backend, "options": dict(self.options), "size": self.size, "align": self.align,
-               "thickness": self.thickness, "margin": self.margin, "on_missing": self.on_missing}
-        if self.with_photo:  # written only when set, so pipelines resolved before it keep their config
-            out["with_photo"] = True
-        return out
+    schema = Schema(*_backend("locator", "mediapipe-hands"),
+                    Field("size", "int", 128, lo=8, hi=MAX_OUTPUT_SIDE), Field("align", "bool", True),
+                    Field("thickness", "float", 1 / 32, lo=0.001, hi=0.5), Field("margin", "float", 0.1, lo=0),
+                    Field("on_missing", "choice", "blank", choices=("blank", "keep", "skip")),
+                    # written only when set, so pipelines resolved before it keep their config
+                    Field("with_photo", "bool", False, write=lambda v: v["with_photo"]), text=True)
+    landmarker: Any = None
 
     def open(self, pipe: PipelineView, runtime: Any) -> None:
         lm = _create(self.backend, "locator", runtime, self.options)
@@ -432,29 +404,11 @@ class PoseStep(Step):
 
 class ResizeStep(Step):
     name = "resize"
-    keys = ("size", "pad_color", "pad_colour", "interpolation")
-
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        if "size" not in cfg:
-            raise config_error(where, "missing key 'size'", "e.g. size: 64 or size: [96, 64] (width, height)")
-        size = cfg["size"]
-        if isinstance(size, Sequence) and not isinstance(size, str):
-            if len(size) != 2:
-                raise config_error(f"{where}.size", f"expected an int or [width, height], got {_r(size)}")
-            self.size: tuple[int, int] = (
-                number(where, "size", size[0], lo=1, hi=MAX_OUTPUT_SIDE, integer=True),
-                number(where, "size", size[1], lo=1, hi=MAX_OUTPUT_SIDE, integer=True))
-        else:
-            n = number(where, "size", size, lo=1, hi=MAX_OUTPUT_SIDE, integer=True)
-            self.size = (n, n)
-        self.pad_color = colour(where, "pad_color", cfg.get("pad_colour", cfg.get("pad_color", "black")))
-        self.interpolation = choice(where, "interpolation", cfg.get("interpolation", "auto"),
-                                     ("auto", *ops.INTERPOLATIONS))
-
-    def to_config(self) -> dict[str, Any]:
-        size: Any = self.size[0] if self.size[0] == self.size[1] else list(self.size)
-        return {"size": size, "pad_color": list(self.pad_color), "interpolation": self.interpolation}
+    schema = Schema(Field("size", parse=lambda w, v: _size(w, v), dump=lambda s: s[0] if s[0] == s[1] else list(s),
+                          required="e.g. size: 64 or size: [96, 64] (width, height)"),
+                    Field("pad_color", "colour", "black", aliases=("pad_colour",), dump=list),
+                    Field("interpolation", "choice", "auto", choices=("auto", *ops.INTERPOLATIONS)), text=True)
+    size: tuple[int, int]
 
     def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         interp = self.interpolation
@@ -471,14 +425,7 @@ class ResizeStep(Step):
 
 class GreyStep(Step):
     name = "grey"
-    keys = ("keep_channels",)
-
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        self.keep_channels = boolean(where, "keep_channels", cfg.get("keep_channels", False))
-
-    def to_config(self) -> dict[str, Any]:
-        return {"keep_channels": self.keep_channels}
+    schema = Schema(Field("keep_channels", "bool", False), text=True)
 
     def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         s.image = ops.to_grey(s.image, keep_channels=self.keep_channels)
@@ -486,21 +433,10 @@ class GreyStep(Step):
 
 class DistortStep(Step):
     name = "distort"
-    keys = ("dropout", "noise", "seed")
-
-    def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
-        check_keys(where, cfg, self.keys)
-        self.dropout = number(where, "dropout", cfg.get("dropout", 0.0), lo=0, hi=1)
-        self.noise = number(where, "noise", cfg.get("noise", 0.0), lo=0)
-        seed = cfg.get("seed")
-        self.seed = None if seed is None else number(where, "seed", seed, lo=0, hi=MAX_SEED, integer=True)
-        self.index = 0  # position in the pipeline, part of the per-sample seed
-
-    def to_config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"dropout": self.dropout, "noise": self.noise}
-        if self.seed is not None:
-            out["seed"] = self.seed
-        return out
+    schema = Schema(Field("dropout", "float", 0.0, lo=0, hi=1), Field("noise", "float", 0.0, lo=0),
+                    Field("seed", "int", None, lo=0, hi=MAX_SEED, optional=True, write=lambda v: v["seed"] is not None),
+                    text=True)
+    index = 0  # position in the pipeline, part of the per-sample seed
 
     def run_one(self, s: SampleState, pipe: PipelineView) -> None:
         seed = pipe.seed if self.seed is None else self.seed
@@ -513,6 +449,34 @@ class DistortStep(Step):
 
 STEP_TYPES: dict[str, type[Step]] = {c.name: c for c in (LocateStep, SegmentStep, BackgroundStep, CropStep,
                                                            PoseStep, ResizeStep, GreyStep, DistortStep)}
+
+
+def _fallbacks(where: str, fb: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The locate step's ``fallback``: backend names or ``{backend, options}`` mappings, tried in order."""
+    fb = [fb] if fb and isinstance(fb, str | Mapping) else (fb or [])
+    out = []
+    for i, f in enumerate(fb):
+        w = f"{where}.fallback[{i}]"
+        if isinstance(f, Mapping):
+            _FALLBACK.check_keys(w, f)
+            out.append((backend_name(w, f.get("backend"), "locator"), backend_options(w, f.get("options"))))
+        else:
+            out.append((backend_name(w, f, "locator"), {}))
+    return out
+
+
+_FALLBACK = Schema(Field("backend"), Field("options"))
+
+
+def _size(where: str, size: Any) -> tuple[int, int]:
+    """The resize step's ``size``: one side or ``[width, height]``."""
+    side = Field("size", "int", lo=1, hi=MAX_OUTPUT_SIDE)
+    if isinstance(size, Sequence) and not isinstance(size, str):
+        if len(size) != 2:
+            raise config_error(f"{where}.size", f"expected an int or [width, height], got {_r(size)}")
+        return (side.read(where, size[0], text=True), side.read(where, size[1], text=True))
+    n = side.read(where, size, text=True)
+    return (n, n)
 
 
 def _create(name: str, kind: str, runtime: Any, options: Mapping[str, Any]) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from bglab.errors import BackendError, ConfigError
 from bglab.foreground.registry import DEFAULT_SEGMENTER, resolve
 from bglab.io.limits import MAX_THREADS, MAX_WORKERS
+from bglab.io.schema import Schema, declare
 
 ENV_PREFIX = "BGLAB_SERVE_"
 
@@ -38,42 +39,32 @@ def reads_files(name: str) -> bool:
 class ServerSettings:
     """Everything the HTTP server needs; defaults are safe for a laptop on loopback."""
 
-    host: str = "127.0.0.1"
-    port: int = 7860
-    workers: int = 1
-    backend: str = DEFAULT_SEGMENTER  # default segmenter when a request names none
-    backends: tuple[str, ...] = ()  # allow-list of segmenters clients may ask for; () = every registered one
-    max_upload_bytes: int = 20 * 1024 * 1024  # whole request body (image + background + form fields)
-    max_pixels: int = 40_000_000  # decoded image size (header check, before decoding): 40 MP
-    concurrency: int = 1  # images processed at once per process (threads doing CPU work)
-    queue: int = 8  # requests allowed to wait for a slot per process; more get 503 + Retry-After
-    timeout: float = 60.0  # seconds per request (waiting + processing) before 504
-    threads: int = 0  # CPU threads per model session; 0 = cores / workers
-    device: str = "cpu"  # where ONNX models run: cpu | cuda | auto (bglab.foreground.onnxrt.check_device)
+    host: str = declare("127.0.0.1")
+    port: int = declare(7860, lo=1, hi=65535)
+    workers: int = declare(1, lo=1, hi=MAX_WORKERS)
+    backend: str = declare(DEFAULT_SEGMENTER)  # default segmenter when a request names none
+    backends: tuple[str, ...] = declare(())  # allow-list of segmenters clients may ask for; () = every registered one
+    max_upload_bytes: int = declare(20 * 1024 * 1024, lo=1024)  # whole request body (image + background + fields)
+    max_pixels: int = declare(40_000_000, lo=1)  # decoded image size (header check, before decoding): 40 MP
+    concurrency: int = declare(1, lo=1, hi=MAX_THREADS)  # images processed at once per process (CPU threads)
+    queue: int = declare(8, lo=0)  # requests allowed to wait for a slot per process; more get 503 + Retry-After
+    timeout: float = declare(60.0, lo=0)  # seconds (> 0) per request (waiting + processing) before 504
+    threads: int = declare(0, lo=0, hi=MAX_THREADS)  # CPU threads per model session; 0 = cores / workers
+    device: str = declare("cpu")  # where ONNX models run: cpu | cuda | auto (bglab.foreground.onnxrt.check_device)
     # Host header allow-list (DNS rebinding: a web page must not drive a local server under another name).
     # () = the bound address only (127.0.0.1, localhost and ::1 for a loopback server; any Host when bound to
     # 0.0.0.0 / ::); "*" = any Host. Port suffixes are ignored.
-    allowed_hosts: tuple[str, ...] = ()
-    read_timeout: float = 30.0  # seconds a request body may stall between chunks before 408
-    keep_alive: float = 5.0  # seconds an idle (or never used) connection is kept open (uvicorn)
+    allowed_hosts: tuple[str, ...] = declare(())
+    read_timeout: float = declare(30.0, lo=0)  # seconds (> 0) a request body may stall between chunks before 408
+    keep_alive: float = declare(5.0, lo=0)  # seconds (> 0) an idle (or never used) connection is kept open
 
     def __post_init__(self) -> None:
-        checks = [
-            (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
-            (1 <= self.workers <= MAX_WORKERS, f"workers must be in [1, {MAX_WORKERS}], got {self.workers}"),
-            (self.max_upload_bytes >= 1024, f"max upload must be >= 1024 bytes, got {self.max_upload_bytes}"),
-            (self.max_pixels >= 1, f"max pixels must be >= 1, got {self.max_pixels}"),
-            (1 <= self.concurrency <= MAX_THREADS,
-             f"concurrency must be in [1, {MAX_THREADS}], got {self.concurrency}"),
-            (self.queue >= 0, f"queue must be >= 0, got {self.queue}"),
-            (self.timeout > 0, f"timeout must be > 0 seconds, got {self.timeout}"),
-            (0 <= self.threads <= MAX_THREADS, f"threads must be in [0, {MAX_THREADS}], got {self.threads}"),
-            (self.read_timeout > 0, f"read timeout must be > 0 seconds, got {self.read_timeout}"),
-            (self.keep_alive > 0, f"keep-alive must be > 0 seconds, got {self.keep_alive}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message, hint="see `bglab serve --help`")
+        for f in SETTINGS.fields:  # the declared ranges; a float setting (seconds) must be above its lo
+            v, lo, hi = getattr(self, f.name), f.lo, f.hi
+            if lo is not None and (v < lo or (f.kind == "float" and v == lo)) or hi is not None and v > hi:
+                span = (f"in [{lo}, {hi}]" if hi is not None else f"> {lo} seconds" if f.kind == "float"
+                        else f">= {lo}")
+                raise ConfigError(f"{f.name} must be {span}, got {v}", hint="see `bglab serve --help`")
         from bglab.foreground.onnxrt import check_device
 
         object.__setattr__(self, "device", check_device(self.device))  # cuda without onnxruntime-gpu: refused
@@ -141,3 +132,6 @@ class ServerSettings:
             except ValueError:
                 raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {f.name}") from None
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+SETTINGS = Schema.of(ServerSettings)

@@ -123,6 +123,8 @@ def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None =
         else:
             raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox, X+hands or X+hands/full")
         return create(base, runtime=runtime, **loc)
+    if name == "u2netp-unsnapped":  # u2netp without the guided-filter edge snapping (its defaults before it)
+        return create("u2netp", runtime=runtime, guided=0)
     if name == "u2netp-anchor":  # the shared anchor file with rembg's own settings (the 0.775)
         from bglab.foreground.rembg_backend import U2NetOnnx
 

@@ -135,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'flip':5s} {'norm':7s} {'thr':>4s} {'keep':>4s} {'fill':5s} {'tune':>6s} {'held':>6s} {'all':>6s}")
     for r in [*rows[:12], rembg]:
         snap = f" guided {r['guided']} eps {r['guided_eps']}" if "guided" in r else ""
-        print(f"{r['flip']!s:5s} {r['normalize']:7s} {r['threshold']:4.2f} {r['keep']:4.1f} {r['fill_holes']!s:5s}{snap} "
-              f"{r['tune_iou']:6.4f} {r['heldout_iou']:6.4f} {r['all_iou']:6.4f}")
-    print(f"{'first stage' if args.refine else 'rembg'}'s settings: all {rembg['all_iou']:.4f}; best on the tuning half: {best}")
+        print(f"{r['flip']!s:5s} {r['normalize']:7s} {r['threshold']:4.2f} {r['keep']:4.1f} "
+              f"{r['fill_holes']!s:5s}{snap} {r['tune_iou']:6.4f} {r['heldout_iou']:6.4f} {r['all_iou']:6.4f}")
+    print(f"{'first stage' if args.refine else 'rembg'}'s settings: all {rembg['all_iou']:.4f}; "
+          f"best on the tuning half: {best}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({

@@ -123,8 +123,8 @@ def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None =
         else:
             raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox, X+hands or X+hands/full")
         return create(base, runtime=runtime, **loc)
-    if name == "u2netp-unsnapped":  # u2netp without the guided-filter edge snapping (its defaults before it)
-        return create("u2netp", runtime=runtime, guided=0)
+    if name == "u2netp-unsnapped":  # u2netp's defaults before the guided-filter edge snapping
+        return create("u2netp", runtime=runtime, guided=0, threshold=0.1)
     if name == "u2netp-anchor":  # the shared anchor file with rembg's own settings (the 0.775)
         from bglab.foreground.rembg_backend import U2NetOnnx
 
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped = {}
     kept: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (backend, set) -> masks, for auto's reuse
     for name in names:
-        base = name.partition("+")[0]
+        base = "u2netp" if name == "u2netp-unsnapped" else name.partition("+")[0]
         if name == "u2netp-anchor" and not args.u2netp.is_file():
             skipped[name] = f"{args.u2netp} not found"
             continue

@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = {"flip": [True], "normalize": ["none"], "threshold": [0.1, 0.15, 0.2], "keep": [0.1],
                 "fill_holes": [True], "guided": [0, 3, 4, 6], "guided_eps": [0.01, 0.02, 0.05, 0.1, 0.3]}
     combos = [dict(zip(grid, c, strict=True)) for c in itertools.product(*grid.values())]
+    if args.refine:  # eps means nothing without the filter: one unfiltered row per threshold
+        combos = [c for c in combos if c["guided"] > 0 or c["guided_eps"] == grid["guided_eps"][0]]
     per: list[dict[str, object]] = [{} for _ in combos]
     per_band: list[dict[str, object]] = [{} for _ in combos]  # --refine: scored with the boundary band left out
     for k, _, _ in items:  # image-major: each full-size map is made once, then every combination is scored
@@ -113,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         image = read_image(img_paths[k]) if args.refine else None
         for i, cfg in enumerate(combos):
             if args.refine:
-                if cfg["guided"] == 0 and cfg["guided_eps"] != grid["guided_eps"][0]:
-                    continue  # eps means nothing without the filter
                 m = postprocess(image, full[(cfg["flip"], cfg["normalize"])], size=320, guided=cfg["guided"],
                                 guided_eps=cfg["guided_eps"], threshold=cfg["threshold"], keep=cfg["keep"],
                                 fill_holes=cfg["fill_holes"])
@@ -127,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
                 per_band[i][k] = seg_scores(np.where(care, m, 0), np.where(care, truths[k], 0))
     rows = []
     for i, (cfg, scores) in enumerate(zip(combos, per, strict=True)):
-        if not scores:
-            continue
         band = {"band_iou": round(summarize(list(per_band[i].values())).iou, 4)} if args.refine else {}
         tune = summarize([s for k, s in scores.items() if is_tuning(k)])
         held = summarize([s for k, s in scores.items() if not is_tuning(k)])
@@ -137,14 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                      "all_iou": round(allx.iou, 4), "all_f1": round(allx.f1, 4), "n_tune": tune.n,
                      "n_heldout": held.n})
     rows.sort(key=lambda r: -r["tune_iou"])
-    rembg = next((r for r in rows if not r["flip"] and r["normalize"] == "minmax" and r["threshold"] == 0.5
-                  and r["keep"] == 0.0 and not r["fill_holes"]), None)
-    if rembg is None:  # --refine: compare with the first stage's choice instead
+    if args.refine:  # the reference row is the first stage's choice; the winner may not lose band IoU to it
         rembg = next(r for r in rows if r["guided"] == 0 and r["threshold"] == 0.1)
-    best = rows[0]
-    if args.refine:
-        first = next(r for r in rows if r["guided"] == 0 and r["threshold"] == 0.1)
-        best = next(r for r in rows if r["band_iou"] >= first["band_iou"])
+        best = next(r for r in rows if r["band_iou"] >= rembg["band_iou"])
+    else:
+        rembg = next(r for r in rows if not r["flip"] and r["normalize"] == "minmax" and r["threshold"] == 0.5
+                     and r["keep"] == 0.0 and not r["fill_holes"])
+        best = rows[0]
     print(f"{'flip':5s} {'norm':7s} {'thr':>4s} {'keep':>4s} {'fill':5s} {'tune':>6s} {'held':>6s} {'all':>6s}")
     for r in [*rows[:12], rembg]:
         snap = f" guided {r['guided']} eps {r['guided_eps']} band {r['band_iou']:.4f}" if "guided" in r else ""

@@ -145,14 +145,15 @@ class PretrainedClassifier(nn.Module):
 
         spec = BACKBONES[backbone]
         lo, hi = 96, 2 * spec.resolution
-        if resolution is None and not lo <= size <= hi:
-            raise ConfigError(f"model: input size {size} does not suit {backbone}",
-                              hint=f"use input.size in [{lo}, {hi}] (its weights were trained at {spec.resolution})"
-                                   " or set model.resolution")
-        res = int(size) if resolution is None else resolution
+        trained = f"(its weights were trained at {spec.resolution})"
+        if resolution is None:  # the backbone sees the input as it comes
+            res, what = int(size), f"model: input size {size}"
+            fix = f"use input.size in [{lo}, {hi}] {trained} or set model.resolution"
+        else:
+            res, what = resolution, f"model.resolution: {resolution!r}"
+            fix = f"use an integer in [{lo}, {hi}] {trained}"
         if isinstance(res, bool) or not isinstance(res, int) or not lo <= res <= hi:
-            raise ConfigError(f"model.resolution: {res!r} does not suit {backbone}",
-                              hint=f"use an integer in [{lo}, {hi}] (its weights were trained at {spec.resolution})")
+            raise ConfigError(f"{what} does not suit {backbone}", hint=fix)
         #: the side the backbone sees (inputs of another size are resized to it)
         self.resolution = res
         if in_ch not in (1, 3):

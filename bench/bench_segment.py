@@ -26,9 +26,10 @@ images; predict-only times are reported too. GrabCut (seconds per wild image) ge
 
 Backend names are registry names, plus ``u2netp-anchor`` (the shared anchor file through rembg's settings, as
 the old bench ran it), ``unet@FILE``, ``unet-effnet@FILE`` (a candidate v4 model before it ships) and box
-prompts ``X+gtbox`` / ``X+hands`` / ``X+hands/full`` (X = ``u2netp``, ``grabcut``, ``unet``, ``unet-effnet``):
-the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand boxes, refined
-into a mask by X (``/full``: X on the whole image where MediaPipe finds no hand).
+prompts ``X+gtbox`` / ``X+hands`` / ``X+hands/full`` / ``X+handtiles`` (X = ``u2netp``, ``grabcut``, ``unet``,
+``unet-effnet``): the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand
+boxes, refined into a mask by X (``/full``: X on the whole image where MediaPipe finds no hand; ``handtiles``:
+MediaPipe with auto's hand-branch settings, up to 4 hands, also in 2 x 2 tiles).
 ``auto``'s branches reuse the masks of ``u2netp`` / ``unet-effnet+hands`` computed earlier in the same run when
 both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing subset);
 its data-set decision (``hands`` on / off) is made per set as the commands make it.
@@ -103,7 +104,7 @@ def webcam_test_set(data: Path, keyed: Path, split: Path | None) -> list[tuple[s
 
 
 # ----------------------------------------------------------------------------------------------- backends
-AUTO_HAND = "unet-effnet+hands"  # what auto's hand branch computes (v4 on MediaPipe's hand boxes)
+AUTO_HAND = "unet-effnet+handtiles"  # what auto's hand branch computes (v4 on MediaPipe's hand boxes, tiled)
 
 
 def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None = None):  # noqa: ANN201
@@ -120,8 +121,12 @@ def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None =
             loc = {"locator": "mask-box", "segmenter": "mask-files", "masks": str(masks)}
         elif boxes in ("hands", "hands/full"):
             loc = {"locator": "mediapipe-hands", **({"no_box": "full"} if boxes.endswith("/full") else {})}
+        elif boxes == "handtiles":
+            from bglab.foreground.auto import HAND_LOCATOR
+
+            loc = {"locator": "mediapipe-hands", **HAND_LOCATOR}
         else:
-            raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox, X+hands or X+hands/full")
+            raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox, X+hands, X+hands/full or X+handtiles")
         return create(base, runtime=runtime, **loc)
     if name == "u2netp-unsnapped":  # u2netp's defaults before the guided-filter edge snapping
         return create("u2netp", runtime=runtime, guided=0, threshold=0.1)
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if name != "u2netp-anchor" and not name.startswith(("unet@", "unet-effnet@")):
             try:
                 ok, why = registry.is_available(base)
-                if ok and name.endswith("+hands"):
+                if ok and name.endswith(("+hands", "+hands/full", "+handtiles")):
                     ok, why = registry.is_available("mediapipe-hands")
             except Exception as exc:  # noqa: BLE001 - unknown backend
                 ok, why = False, str(exc)

@@ -239,7 +239,7 @@ def test_mediapipe_rotations_retry_only_when_nothing_is_found(monkeypatch: pytes
     from bglab.foreground import mediapipe as mp_backend
 
     hands = object.__new__(mp_backend.MediaPipeHands)
-    hands.rotations, hands.pad, hands.margin = True, 0.0, 0.1
+    hands.rotations, hands.pad, hands.margin, hands.tiles = True, 0.0, 0.1, 1
     seen: list[tuple[int, int]] = []
     tall = np.array([[1.0, 1.0]] * 21)
 
@@ -255,3 +255,77 @@ def test_mediapipe_rotations_retry_only_when_nothing_is_found(monkeypatch: pytes
     seen.clear()
     hands.rotations = False
     assert hands.landmarks(wide) == [] and seen == [(20, 40)]
+
+
+def test_tile_grid_covers_the_image_with_overlapping_tiles() -> None:
+    from bglab.foreground.mediapipe import TILE_OVERLAP, tile_grid
+
+    for h, w, n in [(288, 512, 2), (216, 384, 3), (31, 17, 2), (100, 100, 4)]:
+        tiles = tile_grid(h, w, n)
+        assert len(tiles) == n * n
+        covered = np.zeros((h, w), np.int32)
+        for x0, y0, x1, y1 in tiles:
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            covered[y0:y1, x0:x1] += 1
+        assert covered.min() >= 1  # nothing left unseen
+        x0, _, x1, _ = tiles[0]
+        nx0 = tiles[1][0]
+        assert abs((x1 - nx0) - TILE_OVERLAP * (x1 - x0)) <= 1.5  # neighbours share TILE_OVERLAP of a tile
+
+
+def test_merge_hands_keeps_the_whole_images_hands_and_adds_only_new_ones() -> None:
+    from bglab.foreground.mediapipe import merge_hands, overlaps
+
+    def hand(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        return np.array([[x0, y0], [x1, y1]] + [[(x0 + x1) / 2, (y0 + y1) / 2]] * 19)
+
+    whole = [(0.6, hand(10, 10, 50, 50))]
+    fingers = (0.99, hand(12, 12, 30, 30))  # a tile saw only part of the same hand: inside it
+    same = (0.9, hand(14, 8, 54, 52))       # the same hand again (IoU > 0.3)
+    other = (0.5, hand(100, 100, 120, 130))  # a small hand the whole image missed
+    other_again = (0.4, hand(101, 99, 121, 131))  # ... seen by two overlapping tiles
+    assert overlaps(whole[0][1], fingers[1]) and overlaps(whole[0][1], same[1])
+    assert not overlaps(whole[0][1], other[1])
+    got = merge_hands(whole, [other_again, fingers, same, other])
+    assert [s for s, _ in got] == [0.6, 0.5]  # the whole image's hand first, then the new one (best of its copies)
+    assert merge_hands([], [other]) == [other] and merge_hands(whole, []) == whole
+
+
+def test_mediapipe_tiles_find_hands_in_tiles_and_map_them_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for the graph that 'finds' a hand only in images narrower than 40 px (i.e. in tiles):
+    with tiles=2 each tile's hand comes back in whole-image pixels, duplicates on the seams merged."""
+    from bglab.foreground import mediapipe as mp_backend
+
+    hands = object.__new__(mp_backend.MediaPipeHands)
+    hands.rotations, hands.pad, hands.margin, hands.tiles = False, 0.0, 0.1, 2
+    pts = np.array([[2.0, 2.0], [6.0, 6.0]] + [[4.0, 4.0]] * 19)
+
+    def fake(img: np.ndarray) -> list:
+        return [(0.8, pts.copy())] if img.shape[1] < 40 else []
+
+    monkeypatch.setattr(hands, "_landmarks", fake)
+    found = hands.landmarks(np.zeros((40, 60, 3), np.uint8))
+    starts = sorted((int(xy[0, 0]) - 2, int(xy[0, 1]) - 2) for _, xy in found)
+    assert starts == sorted((x0, y0) for x0, y0, _, _ in mp_backend.tile_grid(40, 60, 2))
+    hands.tiles = 1
+    assert hands.landmarks(np.zeros((40, 60, 3), np.uint8)) == []
+
+
+@pytest.mark.parametrize("bad", [0, 5, 1.5, "two", None])
+def test_mediapipe_tiles_must_be_a_small_whole_number(bad: object) -> None:
+    from bglab.foreground.mediapipe import MediaPipeHands
+
+    with pytest.raises(ConfigError, match="tiles must be an integer"):
+        MediaPipeHands(tiles=bad)  # refused before MediaPipe is imported
+
+
+@pytest.mark.skipif(not mediapipe_ok, reason=f"mediapipe not installed: {mediapipe_why}")
+def test_mediapipe_tiles_find_the_small_hands_of_a_wide_scene(shared_data: Path) -> None:
+    """hands_wild 12 (cards at a table: four hands, two of them small across the table): the whole image gives
+    one hand, the 2 x 2 tiles find more, each box inside the image."""
+    image = read_image(shared_data / "hands_wild" / "images" / "12.jpg")
+    h, w = image.shape[:2]
+    one = create("mediapipe-hands", kind="locator", max_hands=4).locate(image)
+    tiled = create("mediapipe-hands", kind="locator", max_hands=4, tiles=2).locate(image)
+    assert len(tiled) >= len(one) + 2, (len(one), len(tiled))
+    assert all(b.is_valid and 0 <= b.x0 < b.x1 <= w and 0 <= b.y0 < b.y1 <= h for b in tiled)

@@ -469,7 +469,9 @@ def test_auto_decides_pets_general_and_hands_wild_hands(shared_data: Path) -> No
 
 
 def test_auto_hand_branch_is_v4_on_mediapipe_boxes(shared_data: Path) -> None:
-    """On a real hand photo, auto's hand branch gives exactly ``unet-effnet -O locator=mediapipe-hands``."""
+    """On a real hand photo, auto's hand branch gives exactly ``unet-effnet -O locator=mediapipe-hands`` with its
+    locator settings (:data:`bglab.foreground.auto.HAND_LOCATOR`: up to 4 hands, 2 x 2 tiles)."""
+    from bglab.foreground.auto import HAND_LOCATOR
     from bglab.foreground import is_available
     from bglab.io.files import read_image
 
@@ -480,4 +482,4 @@ def test_auto_hand_branch_is_v4_on_mediapipe_boxes(shared_data: Path) -> None:
     seg = create("auto", hands="on")
     m = seg.predict(img)
     assert seg.choices == {"unet-effnet": 1} and m.shape == img.shape[:2] and m.max() > 0.5
-    assert np.array_equal(m, create("unet-effnet", locator="mediapipe-hands").predict(img))
+    assert np.array_equal(m, create("unet-effnet", locator="mediapipe-hands", **HAND_LOCATOR).predict(img))

@@ -8,7 +8,8 @@ The rule (measured in ``docs/segmenters.md``; ``bench/bench_segment.py --backend
    not (``hands=off``); the decision is written into the run's options (``preprocess``'s pipeline.yaml).
    Without MediaPipe (extra ``hands``) it is always ``hands=off``: nothing optional is needed.
 2. **Each image**: with ``hands=on`` (or ``hands=auto`` on a single image, e.g. through the library or the
-   server), the hands MediaPipe finds are cut out by the hand U-Net v4 (``unet-effnet``) run on each hand's
+   server), the hands MediaPipe finds (in the whole image and in 2 x 2 overlapping tiles: :data:`HAND_LOCATOR`)
+   are cut out by the hand U-Net v4 (``unet-effnet``) run on each hand's
    padded box, the boxes taken from those same landmarks (``unet-effnet -O locator=mediapipe-hands``; it
    beat ``hand-grabcut`` on real scenes and on the webcam set, and is faster: ``docs/segmenter-v4.md``); an
    image without a hand, and every image with ``hands=off``, goes to the general-object model ``u2netp``.
@@ -34,6 +35,9 @@ from bglab.foreground.registry import Runtime
 
 
 HAND_BACKEND = "unet-effnet"  # the hand branch's model, run on the hands' boxes
+# the hand branch's MediaPipe settings: up to 4 hands, also looked for in 2 x 2 overlapping tiles (small hands of
+# wide scenes; bglab.foreground.mediapipe). Chosen a priori, measured in docs/segmenter-v4.md.
+HAND_LOCATOR = {"max_hands": 4, "tiles": 2}
 
 
 class BoxedHands:
@@ -146,7 +150,7 @@ def create(runtime: Runtime, *, hands: str = "auto", model_path: str | None = No
             from bglab.foreground.unet import BOX_MARGIN
 
             hand = BoxedHands(registry.create("mediapipe-hands", kind="locator", runtime=runtime,
-                                              min_confidence=min_confidence),
+                                              min_confidence=min_confidence, **HAND_LOCATOR),
                               registry.create(HAND_BACKEND, runtime=runtime), BOX_MARGIN)
         elif mode == "on":
             raise BackendError(f"auto with hands=on needs MediaPipe: {why}",

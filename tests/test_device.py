@@ -134,3 +134,43 @@ def test_remove_outputs_unchanged_on_the_cpu(tmp_path) -> None:
         outs[device] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
     assert len(outs[None]) == 2
     assert outs[None] == outs["cpu"] == outs["auto"]
+
+
+# ------------------------------------------------------------------ torch training (experiment, train-seg)
+@pytest.mark.parametrize(("name", "gpu", "want"), [("cpu", True, "cpu"), ("auto", False, "cpu"),
+                                                   ("AUTO", True, "cuda"), ("cuda", True, "cuda"),
+                                                   ("cuda:1", True, "cuda:1")])
+def test_training_device_rule(monkeypatch, name: str, gpu: bool, want: str) -> None:
+    import torch
+
+    from bglab.train.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    assert resolve_device(name) == want
+
+
+def test_training_device_refuses_cuda_without_a_gpu_and_unknown_names(monkeypatch) -> None:
+    import torch
+
+    from bglab.train.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="torch sees no GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+
+
+def test_train_seg_with_cuda_but_no_gpu_writes_nothing(monkeypatch, tmp_path) -> None:
+    """``bglab train-seg --device cuda`` on a machine without a GPU: a clear error before the run folder exists
+    (the data is never read: the paths here do not exist)."""
+    import torch
+
+    pytest.importorskip("albumentations")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train-seg", "--keyed", str(tmp_path / "k"), "--images", str(tmp_path / "i"),
+                                   "--out", str(out), "--device", "cuda"])
+    assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
+    assert "torch sees no GPU" in str(res.exception)
+    assert not out.exists()

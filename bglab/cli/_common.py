@@ -15,7 +15,7 @@ from bglab.errors import ConfigError, safe_text
 from bglab.io.colors import parse_color
 
 __all__ = ["console", "deprecated_flag", "device_option", "err_console", "esc", "parse_color", "parse_options",
-           "print_failed", "progress_bar"]
+           "print_failed", "progress_bar", "train_device_option"]
 
 # soft_wrap: long paths and messages stay on one line in logs instead of being cut at 80 columns.
 # emoji=False: a file called ":x:.jpg" is printed as it is, not as an emoji.
@@ -43,6 +43,14 @@ def device_option() -> Any:
     return typer.Option("cpu", "--device",
                         help="Where ONNX models run: cpu | cuda (needs onnxruntime-gpu and a CUDA driver) | auto "
                              "(CUDA where available, else the CPU); docs/scaling.md.")
+
+
+def train_device_option() -> Any:
+    """The one ``--device`` of the training commands (experiment, train-seg, train-det): where torch trains,
+    resolved by :func:`bglab.train.device.resolve_device` before anything is written."""
+    return typer.Option("cpu", "--device",
+                        help="Where torch trains: cpu (bit-reproducible at a fixed --threads) | cuda | auto "
+                             "(the GPU where torch sees one, else the CPU); docs/scaling.md.")
 
 
 def deprecated_flag(old: str, new: str, old_value: object, new_value: object) -> object:

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from bglab.cli._common import train_device_option
+
 
 def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, or the name of a shipped one (rps-reference; "
@@ -39,8 +41,7 @@ def experiment(
         "--engine-option", help="Engine option key=value, e.g. address=auto.")] = None,
     max_epochs: Annotated[int | None, typer.Option(
         "--max-epochs", help="Stop after training this many epochs in total (resume later).", min=1)] = None,
-    device: Annotated[str, typer.Option(
-        "--device", help="cpu (bit-reproducible at a fixed --threads), cuda or auto.")] = "cpu",
+    device: str = train_device_option(),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every epoch.")] = False,
 ) -> None:
     """Train and compare the preprocessing arms of an experiment; writes metrics, checkpoints and a report.

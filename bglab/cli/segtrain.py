@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from bglab.cli._common import train_device_option
 from bglab.errors import BackendError, ConfigError
 
 
@@ -99,6 +100,7 @@ def register(app: typer.Typer) -> None:
         scenes: bool = typer.Option(False, "--scenes/--no-scenes",
                                     help="v4 scene kinds: hand over face, egocentric forearms, hard negatives, "
                                          "pale hands, + photometric realism."),
+        device: str = train_device_option(),
     ) -> None:
         """Train the hand U-Net on keyed webcam hands composited onto real photos (and, with
         --real-images / --real-masks, on pseudo-labelled real-scene photos and their cut-out hands); from
@@ -126,7 +128,7 @@ def register(app: typer.Typer) -> None:
                           real_images=str(real_images) if real_images else None,
                           real_masks=str(real_masks) if real_masks else None,
                           real_split=_fractions(real_split), p_real=p_real, encoder=encoder,
-                          encoder_lr=encoder_lr, scenes=scenes,
+                          encoder_lr=encoder_lr, scenes=scenes, device=device,
                           command=_command_line(ctx))
         train(cfg, resume=resume, progress=True)
 

@@ -52,6 +52,7 @@ from bglab.experiment.inference import as_float, normalise, predict, to_tensor
 from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
 from bglab.io.files import atomic_write_bytes, atomic_write_npz, atomic_write_text
 from bglab.io.seeds import derive_seed, seed_everything
+from bglab.train.device import resolve_device
 
 __all__ = ["METRIC_COLUMNS", "RunResult", "collect_metrics", "derive_seed", "run_experiment"]
 
@@ -615,24 +616,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | 
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, out, max_epochs=max_epochs, log=log, report=report, on_epoch=on_epoch,
-                    device=_device(device), workers=max(1, int(workers)), parallel_runs=parallel_runs,
+                    device=resolve_device(device), workers=max(1, int(workers)), parallel_runs=parallel_runs,
                     threads=torch.get_num_threads(), engine=engine, engine_options=engine_options)
     finally:  # leave the process as it was (library use, tests)
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1], warn_only=before[2])
-
-
-def _device(name: str) -> str:
-    import torch
-
-    name = str(name).lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"unknown device {name!r}", hint="use cpu, cuda or auto")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but torch sees no GPU", hint="use --device cpu")
-    return name
 
 
 def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, report: bool,

@@ -78,6 +78,7 @@ class TrainConfig:
     encoder: str = "none"  # "none": the from-scratch U-Net; "efficientnet-lite0": pretrained encoder + decoder
     encoder_lr: float = 0.3  # the pretrained encoder's learning rate as a fraction of --lr
     scenes: bool = False  # v4 scene kinds (hand over face, egocentric, hard negatives, pale) + photometric realism
+    device: str = "cpu"  # cpu | cuda | auto (bglab.train.device); may change on --resume
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -158,7 +159,8 @@ def mask_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 def save_weights(model: torch.nn.Module, path: Path, arch: dict[str, Any]) -> None:
-    save_tensors(path, model.state_dict(), {"arch": json.dumps(arch)})
+    """The model's weights (CPU copies, whatever device it trains on) with its architecture."""
+    save_tensors(path, {k: v.detach().cpu() for k, v in model.state_dict().items()}, {"arch": json.dumps(arch)})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -284,17 +286,17 @@ def _fixed_photos(pairs: Sequence[tuple[np.ndarray, np.ndarray]], size: int) -> 
 # ----------------------------------------------------------------------------------------------- training
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, kind: np.ndarray | None = None,
-             batch: int = 32, threshold: float = 0.5) -> dict[str, float]:
+             batch: int = 32, threshold: float = 0.5, device: str = "cpu") -> dict[str, float]:
     """Validation loss and mean per-image F1 / IoU (overall, and per kind when given)."""
     model.eval()
     losses, f1s, ious = [], [], []
     for i in range(0, len(x), batch):
-        xb = torch.from_numpy(x[i:i + batch])
-        yb = torch.from_numpy(y[i:i + batch])
+        xb = torch.from_numpy(x[i:i + batch]).to(device)
+        yb = torch.from_numpy(y[i:i + batch]).to(device)
         logits = model(xb)
         losses.append(float(bce_dice_loss(logits, yb)) * len(xb))
-        pb = (torch.sigmoid(logits) > threshold).numpy()
-        for p, g in zip(pb, yb.numpy() > 0.5, strict=True):
+        pb = (torch.sigmoid(logits) > threshold).cpu().numpy()
+        for p, g in zip(pb, yb.cpu().numpy() > 0.5, strict=True):
             s = mask_scores(p[0], g[0])
             f1s.append(s["f1"])
             ious.append(s["iou"])
@@ -328,6 +330,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     """Train (or resume) into ``cfg.out``; returns the final state (best loss / epoch, elapsed, stop reason)."""
     import cv2
 
+    from bglab.train.device import resolve_device
+
+    device = resolve_device(cfg.device)  # cuda without a GPU: refused before the run folder is made
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -349,6 +354,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     data.train.mean, data.train.std = norm
     val_x = renormalise(data.val_x, data.norm, norm)
     n_params = count_params(model)
+    model.to(device)  # before the optimizer and the checkpoint load, so its state lands on the same device
     if hasattr(model, "encoder_parameters"):  # pretrained encoder: a smaller step than the new decoder
         opt = torch.optim.Adam([{"params": model.decoder_parameters(), "lr": cfg.lr},
                                 {"params": model.encoder_parameters(), "lr": cfg.lr * cfg.encoder_lr}], lr=cfg.lr)
@@ -373,7 +379,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             csv.writer(fh).writerow(LOG_FIELDS)
     kind = f"EffUNet ({cfg.encoder}, {'pretrained' if fresh else 'from checkpoint'})" if cfg.encoder != "none" \
         else "UNet"
-    log(f"model: {kind} {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32)")
+    log(f"model: {kind} {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32) on {device}")
     budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=cfg.batch, shuffle=False, num_workers=cfg.workers, drop_last=False,
@@ -395,6 +401,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             tot, n = 0.0, 0
             task = prog.add_task(f"epoch {epoch}", total=len(loader)) if prog is not None else None
             for xb, yb in loader:
+                xb, yb = xb.to(device), yb.to(device)
                 loss = bce_dice_loss(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -410,7 +417,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                 prog.remove_task(task)
             if n == 0:
                 break
-            ev = evaluate(model, val_x, data.val_y, data.val_kind)
+            ev = evaluate(model, val_x, data.val_y, data.val_kind, device=device)
             epoch_s = time.time() - t0
             state["elapsed_s"] = elapsed0 + (time.time() - t_session)
             improved = ev["val_loss"] < state["best_loss"] - 1e-4

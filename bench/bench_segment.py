@@ -110,12 +110,8 @@ AUTO_HAND = "unet-effnet+handtiles"  # what auto's hand branch computes (v4 on M
 def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None = None):  # noqa: ANN201
     from bglab.foreground import create
 
-    if name.startswith("unet-effnet@"):  # a candidate v4 model (EfficientNet-Lite0 U-Net) before it ships
-        from bglab.foreground.unet import create_effnet
-
-        return create_effnet(runtime, model=name.split("@", 1)[1])
     if "+" in name:  # box prompts: X+gtbox (box of the truth mask), X+hands (MediaPipe's hand boxes; no hand:
-        # empty mask), X+hands/full (no hand: X on the whole image)
+        # empty mask), X+hands/full (no hand: X on the whole image), X+handtiles (auto's hand-branch locator)
         base, _, boxes = name.partition("+")
         if boxes == "gtbox":
             loc = {"locator": "mask-box", "segmenter": "mask-files", "masks": str(masks)}
@@ -127,7 +123,15 @@ def make_backend(name: str, runtime: Runtime, u2netp: Path, masks: Path | None =
             loc = {"locator": "mediapipe-hands", **HAND_LOCATOR}
         else:
             raise SystemExit(f"unknown box prompt {name!r}: use X+gtbox, X+hands, X+hands/full or X+handtiles")
+        if base.startswith("unet-effnet@"):  # a candidate v4 model on boxes
+            from bglab.foreground.unet import create_effnet
+
+            return create_effnet(runtime, model=base.split("@", 1)[1], **loc)
         return create(base, runtime=runtime, **loc)
+    if name.startswith("unet-effnet@"):  # a candidate v4 model (EfficientNet-Lite0 U-Net) before it ships
+        from bglab.foreground.unet import create_effnet
+
+        return create_effnet(runtime, model=name.split("@", 1)[1])
     if name == "u2netp-unsnapped":  # u2netp's defaults before the guided-filter edge snapping
         return create("u2netp", runtime=runtime, guided=0, threshold=0.1)
     if name == "u2netp-anchor":  # the shared anchor file with rembg's own settings (the 0.775)
@@ -300,11 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     skipped = {}
     kept: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (backend, set) -> masks, for auto's reuse
     for name in names:
-        base = "u2netp" if name == "u2netp-unsnapped" else name.partition("+")[0]
+        base = "u2netp" if name == "u2netp-unsnapped" else name.partition("+")[0].partition("@")[0]
         if name == "u2netp-anchor" and not args.u2netp.is_file():
             skipped[name] = f"{args.u2netp} not found"
             continue
-        if name != "u2netp-anchor" and not name.startswith(("unet@", "unet-effnet@")):
+        if name != "u2netp-anchor":  # a candidate file (X@FILE) is checked when it is opened
             try:
                 ok, why = registry.is_available(base)
                 if ok and name.endswith(("+hands", "+hands/full", "+handtiles")):

@@ -27,8 +27,8 @@ images; predict-only times are reported too. GrabCut (seconds per wild image) ge
 Backend names are registry names, plus ``u2netp-anchor`` (the shared anchor file through rembg's settings, as
 the old bench ran it), ``unet@FILE``, ``unet-effnet@FILE`` (a candidate v4 model before it ships) and box
 prompts ``X+gtbox`` / ``X+hands`` / ``X+hands/full`` / ``X+handtiles`` (X = ``u2netp``, ``grabcut``, ``unet``,
-``unet-effnet``, ``unet-effnet@FILE``): the box of the ground-truth mask (what an annotated box / ``box-csv`` gives) or MediaPipe's hand
-boxes, refined into a mask by X (``/full``: X on the whole image where MediaPipe finds no hand; ``handtiles``:
+``unet-effnet``, ``unet-effnet@FILE``): the box of the ground-truth mask (what an annotated box / ``box-csv``
+gives) or MediaPipe's hand boxes, refined into a mask by X (``/full``: X on the whole image where MediaPipe finds no hand; ``handtiles``:
 MediaPipe with auto's hand-branch settings, up to 4 hands, also in 2 x 2 tiles).
 ``auto``'s branches reuse the masks of ``u2netp`` / ``unet-effnet+hands`` computed earlier in the same run when
 both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing subset);

@@ -28,9 +28,9 @@ Backend names are registry names, plus ``u2netp-anchor`` (the shared anchor file
 the old bench ran it), ``unet@FILE``, ``unet-effnet@FILE`` (a candidate v4 model before it ships) and box
 prompts ``X+gtbox`` / ``X+hands`` / ``X+hands/full`` / ``X+handtiles`` (X = ``u2netp``, ``grabcut``, ``unet``,
 ``unet-effnet``, ``unet-effnet@FILE``): the box of the ground-truth mask (what an annotated box / ``box-csv``
-gives) or MediaPipe's hand boxes, refined into a mask by X (``/full``: X on the whole image where MediaPipe finds no hand; ``handtiles``:
-MediaPipe with auto's hand-branch settings, up to 4 hands, also in 2 x 2 tiles).
-``auto``'s branches reuse the masks of ``u2netp`` / ``unet-effnet+hands`` computed earlier in the same run when
+gives) or MediaPipe's hand boxes, refined into a mask by X (``/full``: X on the whole image where MediaPipe finds
+no hand; ``handtiles``: MediaPipe with auto's hand-branch settings, up to 4 hands, also in 2 x 2 tiles).
+``auto``'s branches reuse the masks of ``u2netp`` / ``unet-effnet+handtiles`` computed earlier in the same run when
 both ran (MediaPipe's detection still runs per image; checked equal to a live run on the timing subset);
 its data-set decision (``hands`` on / off) is made per set as the commands make it.
 ``--timing-subset N``: passes after the first time only the first N images of each set (CPU budget).

@@ -268,7 +268,8 @@ class MediaPipeHands:
             self._hands.process(np.zeros((64, 64, 3), np.uint8))  # opens the graph's models (their log lines)
 
     def landmarks(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
-        """Every hand found as (confidence, (21, 2) float x, y in pixels of ``image``), most confident first.
+        """Every hand found as (confidence, (21, 2) float x, y in pixels of ``image``), most confident first
+        (with ``tiles``: the whole image's hands first, then the tiles' new ones).
 
         The 21 points follow MediaPipe's order (0 wrist, 4 thumb tip, 8 / 12 / 16 / 20 finger tips); points of a
         hand that leaves the frame may lie outside the image."""

@@ -50,17 +50,19 @@ def _steps(config: str, variant: str, threads: int, images: int, seed: int, star
     x = torch.rand(bs, ch, size, size)
     y = torch.randint(0, 3, (bs,))
     model.train()
-    for _ in range(2):  # warm-up (allocations, kernel choice)
+
+    def step() -> None:
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
+
+    for _ in range(2):  # warm-up (allocations, kernel choice)
+        step()
     if start is not None:
         start.wait()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     for _ in range(max(1, images // bs)):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        step()
     return time.perf_counter() - t0
 
 

@@ -46,7 +46,7 @@ def device_option() -> Any:
 
 
 def train_device_option() -> Any:
-    """The one ``--device`` of the training commands (experiment, train-seg, train-det): where torch trains,
+    """The one ``--device`` of the training commands (experiment, train-seg): where torch trains,
     resolved by :func:`bglab.train.device.resolve_device` before anything is written."""
     return typer.Option("cpu", "--device",
                         help="Where torch trains: cpu (bit-reproducible at a fixed --threads) | cuda | auto "

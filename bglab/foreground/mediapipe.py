@@ -70,20 +70,17 @@ def tile_grid(h: int, w: int, n: int, overlap: float = TILE_OVERLAP) -> list[tup
     return tiles
 
 
-def _extent(xy: np.ndarray) -> tuple[float, float, float, float]:
-    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-    return float(x0), float(y0), float(x1), float(y1)
+def extent(xy: np.ndarray) -> Box:
+    """The box spanned by a hand's landmarks (no margin)."""
+    return Box(*xy.min(axis=0), *xy.max(axis=0))
 
 
 def overlaps(a: np.ndarray, b: np.ndarray, iou: float = 0.3, inside: float = 0.5) -> bool:
     """Whether two hands' landmark extents are one hand seen twice: IoU above ``iou``, or more than ``inside``
     of either lying in the other (a tile that shows only the fingers of a hand found whole)."""
-    ax0, ay0, ax1, ay1 = _extent(a)
-    bx0, by0, bx1, by1 = _extent(b)
-    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
-    area_a = max((ax1 - ax0) * (ay1 - ay0), 1e-9)
-    area_b = max((bx1 - bx0) * (by1 - by0), 1e-9)
-    return inter / (area_a + area_b - inter) > iou or inter / min(area_a, area_b) > inside
+    box_a, box_b = extent(a), extent(b)
+    smaller = min(box_a.area, box_b.area)
+    return box_a.iou(box_b) > iou or (smaller > 0 and box_a.intersection_area(box_b) / smaller > inside)
 
 
 def merge_hands(first: Sequence[tuple[float, np.ndarray]], more: Sequence[tuple[float, np.ndarray]]
@@ -315,7 +312,7 @@ class MediaPipeHands:
         h, w = shape[:2]
         boxes = []
         for xy in hands:
-            box = Box(*xy.min(axis=0), *xy.max(axis=0)).pad(self.margin, relative=True).clamp(w, h)
+            box = extent(xy).pad(self.margin, relative=True).clamp(w, h)
             if box.is_valid:
                 boxes.append(box)
         return boxes

@@ -271,15 +271,14 @@ class MediaPipeHands:
         The 21 points follow MediaPipe's order (0 wrist, 4 thumb tip, 8 / 12 / 16 / 20 finger tips); points of a
         hand that leaves the frame may lie outside the image."""
         img = rgb_input(image, "mediapipe-hands")
+        h, w = img.shape[:2]
         found = self._landmarks(img)
         if self.tiles > 1:
-            h, w = img.shape[:2]
             more = [(score, xy + (x0, y0)) for x0, y0, x1, y1 in tile_grid(h, w, self.tiles)
                     for score, xy in self._landmarks(np.ascontiguousarray(img[y0:y1, x0:x1]))]
             found = merge_hands(found, more)
         if found or not self.rotations:
             return found
-        h, w = img.shape[:2]
         for k, code in _TURNS.items():
             found = self._landmarks(np.ascontiguousarray(cv2.rotate(img, code)))
             if found:

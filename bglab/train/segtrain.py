@@ -296,7 +296,7 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, kind: np.ndar
         logits = model(xb)
         losses.append(float(bce_dice_loss(logits, yb)) * len(xb))
         pb = (torch.sigmoid(logits) > threshold).cpu().numpy()
-        for p, g in zip(pb, yb.cpu().numpy() > 0.5, strict=True):
+        for p, g in zip(pb, y[i:i + batch] > 0.5, strict=True):  # the host copy of yb
             s = mask_scores(p[0], g[0])
             f1s.append(s["f1"])
             ious.append(s["iou"])

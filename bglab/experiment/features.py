@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FeatureCache", "onnx_embedder"]
+__all__ = ["FeatureCache", "StackedFeatures", "onnx_embedder"]
 
 
 class FeatureCache:
@@ -109,6 +109,25 @@ class FeatureCache:
         if not rows:
             return torch.zeros((0, 0), dtype=torch.float32)
         return torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
+
+
+class StackedFeatures:
+    """Several feature caches side by side: ``cache(x)`` is their features concatenated per image (``hand-pose``:
+    the landmark features, then the fallback backbone's)."""
+
+    def __init__(self, parts: list[FeatureCache]) -> None:
+        self.parts = parts
+        self.identity = " + ".join(p.identity for p in parts)
+
+    def embed(self, x: Any) -> Any:
+        import torch
+
+        return torch.cat([p.embed(x).float().cpu() for p in self.parts], dim=1)
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        return torch.cat([p(x) for p in self.parts], dim=1)
 
 
 def onnx_embedder(model: Any, shape: tuple[int, int, int], threads: int = 0) -> Callable[[Any], Any]:

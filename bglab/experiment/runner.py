@@ -244,7 +244,7 @@ def _evaluate_epoch(net: Any, model: Any, key: RunKey, cfg: ExperimentConfig, ev
         for es in extras.matrix:  # the same test images through every test arm (clean, final model)
             npz = folder / "matrix" / f"{es.test_set}__{es.test_arm}.npz"
             rows.append({**_score(net, es, row, device, npz), "test_arm": es.test_arm})
-        if extras.saliency is not None:
+        if extras.saliency is not None and not hasattr(model, "pose_features"):  # hand-pose: no image maps
             _saliency(model, extras.saliency, cfg, folder, device, featurise)
     return rows
 
@@ -540,38 +540,51 @@ def _pool_run(key: RunKey) -> tuple[RunResult, list[str]]:
 
 def _featuriser(cfg: ExperimentConfig, variant: str, n_classes: int, out: Path, device: str,
                 made: dict[str, Any], log: Log) -> Any:
-    """The feature cache of a ``tune: head`` variant (None for every other variant), one per variant."""
-    from bglab.experiment.features import FeatureCache
+    """The feature cache of a ``tune: head`` variant (None for every other variant), one per variant: the
+    frozen backbone's features, or for ``hand-pose`` its landmark features beside its fallback's."""
+    from bglab.experiment.features import FeatureCache, StackedFeatures
 
     var = cfg.variants[variant]
     if var.model.get("tune") != "head":
         return None
     if variant not in made:
-        import torch
-
-        from bglab.experiment.features import onnx_embedder
-
         model = _build(var, n_classes, cfg).eval()
-        if device == "cpu":  # ONNX Runtime: ~4x faster on a CPU than torch's depthwise convolutions
-            run = onnx_embedder(model, (cfg.channels, cfg.size, cfg.size), threads=torch.get_num_threads())
-            engine = "onnxruntime"
-        else:
-            model.to(device)
-
-            def run(x: Any) -> Any:
-                return model.features(x.to(device))
-
-            engine = device
-
-        def embed(xb: Any) -> Any:
-            return run(normalise(as_float(xb)))
-
-        def maps(xb: Any) -> Any:
-            return model.maps(normalise(as_float(xb)).to(device))
-
-        made[variant] = FeatureCache(f"{model.weights_id}|{engine}", embed, out / "cache" / "features", log=log,
-                                     maps=maps)
+        folder = out / "cache" / "features"
+        pose = getattr(model, "pose_features", None)
+        if pose is None:
+            made[variant] = _backbone_features(model, cfg, folder, device, log)
+        else:  # hand-pose: MediaPipe runs on the CPU whatever the device
+            parts = [FeatureCache(model.pose_id, lambda xb: pose(normalise(as_float(xb))), folder, log=log)]
+            if model.fallback is not None:
+                parts.append(_backbone_features(model.fallback, cfg, folder, device, log))
+            made[variant] = StackedFeatures(parts)
     return made[variant]
+
+
+def _backbone_features(model: Any, cfg: ExperimentConfig, folder: Path, device: str, log: Log) -> Any:
+    """The cache of a pretrained classifier's frozen backbone features (ONNX Runtime on a CPU)."""
+    import torch
+
+    from bglab.experiment.features import FeatureCache, onnx_embedder
+
+    if device == "cpu":  # ONNX Runtime: ~4x faster on a CPU than torch's depthwise convolutions
+        run = onnx_embedder(model, (cfg.channels, cfg.size, cfg.size), threads=torch.get_num_threads())
+        engine = "onnxruntime"
+    else:
+        model.to(device)
+
+        def run(x: Any) -> Any:
+            return model.features(x.to(device))
+
+        engine = device
+
+    def embed(xb: Any) -> Any:
+        return run(normalise(as_float(xb)))
+
+    def maps(xb: Any) -> Any:
+        return model.maps(normalise(as_float(xb)).to(device))
+
+    return FeatureCache(f"{model.weights_id}|{engine}", embed, folder, log=log, maps=maps)
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | None = None,

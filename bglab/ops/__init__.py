@@ -27,7 +27,7 @@ from bglab.ops.geometry import (
     resize_pad,
     to_grey,
 )
-from bglab.ops.pose import align_landmarks, draw_pose
+from bglab.ops.pose import POSE_FEATURES, align_landmarks, draw_pose, pose_features
 from bglab.ops.mask import (
     ParameterError,
     as_soft,
@@ -43,8 +43,10 @@ from bglab.ops.mask import (
 )
 
 __all__ = [
+    "POSE_FEATURES",
     "align_landmarks",
     "draw_pose",
+    "pose_features",
     "FIT_MODES",
     "INTERPOLATIONS",
     "PadTransform",

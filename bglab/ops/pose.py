@@ -65,3 +65,33 @@ def draw_pose(xy: np.ndarray, size: int = 128, *, align: bool = True, thickness:
         cv2.line(canvas, (int(fixed[i, 0]), int(fixed[i, 1])), (int(fixed[j, 0]), int(fixed[j, 1])), 255, width,
                  cv2.LINE_AA, shift=4)
     return canvas
+
+
+# The fingers as chains of points from the wrist to the tip (thumb, index, middle, ring, little).
+FINGERS: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (0, 9, 10, 11, 12), (0, 13, 14, 15, 16), (0, 17, 18, 19, 20),
+)
+TIPS: tuple[int, ...] = (4, 8, 12, 16, 20)
+#: length of :func:`pose_features`: 3 joint angles + 2 extension ratios per finger, 10 tip-to-tip distances
+POSE_FEATURES = 5 * 3 + 5 * 2 + 10
+
+
+def pose_features(xy: np.ndarray) -> np.ndarray:
+    """What a hand's 21 landmarks say about its pose, as ``POSE_FEATURES`` float32 numbers that do not change
+    with the hand's position, size, in-plane rotation or mirror image (so not with the camera's viewpoint
+    in the image plane): per finger the cosines of its three joint angles (bent or straight) and its tip's
+    distance from the wrist and from the finger's base, then the distances between every two finger tips
+    (spread); distances in units of the palm (wrist to middle knuckle)."""
+    a = check_landmarks(xy)
+    palm = max(float(np.linalg.norm(a[9] - a[0])), 1e-6)
+    out: list[float] = []
+    for chain in FINGERS:
+        for i, j, k in zip(chain, chain[1:], chain[2:], strict=False):
+            u, v = a[i] - a[j], a[k] - a[j]
+            out.append(float(np.dot(u, v) / max(float(np.linalg.norm(u) * np.linalg.norm(v)), 1e-12)))
+        out.append(float(np.linalg.norm(a[chain[-1]] - a[0])) / palm)
+        out.append(float(np.linalg.norm(a[chain[-1]] - a[chain[1]])) / palm)
+    for n, i in enumerate(TIPS):
+        for j in TIPS[n + 1:]:
+            out.append(float(np.linalg.norm(a[i] - a[j])) / palm)
+    return np.asarray(out, np.float32)

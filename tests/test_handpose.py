@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from conftest import csv_rows, quick_study, shared_path
 
 torch = pytest.importorskip("torch")
 
@@ -202,14 +202,8 @@ def test_study_with_hand_pose_trains_heads_on_cached_landmark_features(fake_medi
     assert summary["complete"] is True and set(summary["runs"].values()) == {"done"}
     assert any("embedded (hand-pose)" in line for line in logs)
     assert list((tmp_path / "run" / "cache" / "features").rglob("*.npy"))
-    rows = [r for r in summary_rows(tmp_path / "run") if r["split"] == "test"]
+    rows = [r for r in csv_rows(tmp_path / "run" / "metrics.csv") if r["split"] == "test"]
     assert rows and float(rows[-1]["accuracy"]) == 1.0  # a hand <=> class b; the prior takes class a
-
-
-def summary_rows(run: Path) -> list[dict[str, str]]:
-    from conftest import csv_rows
-
-    return csv_rows(run / "metrics.csv")
 
 
 def test_real_webcam_hands_give_landmark_features() -> None:
@@ -253,16 +247,6 @@ def test_rps_handpose_quick_profile_on_shared_data(tmp_path: Path) -> None:
     """The small study with the real MediaPipe: every run finishes and held-out webcam hands are read by pose
     far above chance."""
     pytest.importorskip("mediapipe")
-    from conftest import csv_rows
-
-    from bglab.experiment.config import load_experiment_config
-    from bglab.experiment.runner import run_experiment
-
     shared_path("rps", "webcam")
-    cfg = load_experiment_config(Path(__file__).resolve().parents[1] / "bglab" / "configs" / "rps-handpose.yaml",
-                                 quick=True)
-    summary = run_experiment(cfg, tmp_path / "quick")
-    assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == 4
-    webcam = [float(r["accuracy"]) for r in csv_rows(tmp_path / "quick" / "metrics.csv") if r["split"] == "test"
-              and r["test_set"] == "webcam" and r["epoch"] == "10"]
+    webcam = quick_study("rps-handpose.yaml", tmp_path / "quick", runs=4, epoch=10)
     assert len(webcam) == 2 and min(webcam) >= 0.75

@@ -17,7 +17,7 @@ from bglab.errors import ConfigError  # noqa: E402
 from bglab.experiment.config import parse_config  # noqa: E402
 from bglab.nets import BACKBONES, WeightsError  # noqa: E402
 from bglab.nets.weights import reference_weights_path  # noqa: E402
-from tests.conftest import csv_rows  # noqa: E402
+from tests.conftest import csv_rows, quick_study  # noqa: E402
 from tests.test_experiment import micro_config, write_shapes  # noqa: E402
 
 try:
@@ -298,23 +298,10 @@ def test_shipped_pretrained_configs_restate_their_base_with_the_backbone() -> No
     assert pets.variants["bgswap"].train.augment.bg_swap == 0.5 and pets.variants["base"].model["tune"] == "head"
 
 
-def _quick_study(config: str, out: Path, runs: int, epoch: int) -> list[float]:
-    """Run a shipped config's --quick profile; check every one of its ``runs`` runs finished; return the clean
-    held-out webcam accuracies at ``epoch`` (its last)."""
-    from bglab.experiment.config import load_experiment_config
-    from bglab.experiment.runner import run_experiment
-
-    cfg = load_experiment_config(REPO / "bglab" / "configs" / config, quick=True)
-    summary = run_experiment(cfg, out)
-    assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == runs
-    return [float(r["accuracy"]) for r in csv_rows(out / "metrics.csv") if r["split"] == "test"
-            and r["test_set"] == "webcam" and r["distortion"] == "clean" and r["epoch"] == str(epoch)]
-
-
 def test_rps_pretrained_quick_profile_on_shared_data(shared_data: Path, tmp_path: Path) -> None:
     """The CI-sized pretrained study: every run finishes and the pretrained heads beat chance on held-out
     webcam hands by far (the full study's figures are in docs/pretrained.md)."""
-    webcam = _quick_study("rps-pretrained.yaml", tmp_path / "quick", runs=8, epoch=5)
+    webcam = quick_study("rps-pretrained.yaml", tmp_path / "quick", runs=8, epoch=5)
     assert len(webcam) == 4 and min(webcam) >= 0.75
     assert "Study: background" in (tmp_path / "quick" / "report.html").read_text()
 
@@ -342,7 +329,7 @@ def test_rps_pretrained_tuned_restates_the_arms_it_shares() -> None:
 def test_rps_pretrained_tuned_quick_profile_on_shared_data(shared_data: Path, tmp_path: Path) -> None:
     """The CI-sized fine-tuning study: every run finishes and the models beat chance on held-out webcam hands
     (that only the top trains: test_tune_top_trains_only_the_top; the full study: docs/pretrained.md)."""
-    webcam = _quick_study("rps-pretrained-tuned.yaml", tmp_path / "quick", runs=4, epoch=2)
+    webcam = quick_study("rps-pretrained-tuned.yaml", tmp_path / "quick", runs=4, epoch=2)
     assert len(webcam) == 2 and min(webcam) >= 0.6
 
 

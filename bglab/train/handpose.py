@@ -99,14 +99,8 @@ class HandPoseClassifier(nn.Module):
             n_image = fallback.backbone.num_features
         #: the landmark features' identity (names their cached rows)
         self.pose_id = f"hand-pose|v{_VERSION}|" + ",".join(f"{k}={v}" for k, v in sorted(LANDMARKER.items()))
-        self.weights_id = self.pose_id + ("" if self.fallback is None else f"|{self.fallback.weights_id}")
         self.head = PoseHead(num_classes, n_image, dropout=dropout, landmark_dropout=landmark_dropout)
         self._landmarker: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:  # the MediaPipe graph stays in its process
-        state = self.__dict__.copy()
-        state["_landmarker"] = None
-        return state
 
     def close(self) -> None:
         """Release the MediaPipe graph (made again on the next use)."""

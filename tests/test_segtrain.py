@@ -143,6 +143,65 @@ def test_real_samples_are_drawn_and_prepare_data_validates_on_them(fake_data, tm
         S.prepare_data(_tiny_cfg(fake_data, tmp_path / "x", real_images=str(fake_data["images"])))
 
 
+def test_several_real_sets_each_split_and_any_folder_names(fake_data, tmp_path):
+    """Two pseudo-labelled real sets (one sorted into classes, one in a single plain folder like the face-mask
+    photos) join the training and validation data; their masks pair with their photos set by set."""
+    flat_img, flat_mask = tmp_path / "flat" / "images", tmp_path / "flat_masks" / "images"
+    flat_img.mkdir(parents=True)
+    flat_mask.mkdir(parents=True)
+    (tmp_path / "flat_masks" / "_rejected").mkdir()  # bglab key's reject folder is not a class
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        img, m = _hand_photo(rng)
+        cv2.imwrite(str(flat_img / f"p{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(flat_mask / f"p{i}.png"), m)
+    recs = C.list_keyed(tmp_path / "flat_masks", tmp_path / "flat", classes=None)
+    assert len(recs) == 12 and {r.cls for r in recs} == {"images"}
+    assert [r.cls for r in C.list_keyed(fake_data["keyed"], fake_data["images"], classes=None)] == \
+        [r.cls for r in C.list_keyed(fake_data["keyed"], fake_data["images"])], "RPS classes keep their order"
+    one = S.prepare_data(_tiny_cfg(fake_data, tmp_path / "a", real_images=str(fake_data["images"]),
+                                   real_masks=str(fake_data["keyed"])), log=lambda s: None)
+    two = S.prepare_data(_tiny_cfg(fake_data, tmp_path / "b", real_images=[str(fake_data["images"]),
+                                                                           str(tmp_path / "flat")],
+                                   real_masks=[str(fake_data["keyed"]), str(tmp_path / "flat_masks")]),
+                         log=lambda s: None)
+    assert two.counts["real_train"] > one.counts["real_train"] and two.counts["real_val"] > one.counts["real_val"]
+    assert set(one.splits["real_train"]) < set(two.splits["real_train"]), "the first set splits as it did alone"
+    assert any(k.startswith("images/") for k in two.splits["real_train"])
+    with pytest.raises(S.ConfigError, match="2 --real-images folder"):
+        _tiny_cfg(fake_data, tmp_path / "c", real_images=[str(fake_data["images"]), str(tmp_path / "flat")],
+                  real_masks=[str(fake_data["keyed"])]).real_sets()
+
+
+def test_init_warm_starts_from_a_checkpoint_and_refuses_a_foreign_one(fake_data, tmp_path):
+    S.train(_tiny_cfg(fake_data, tmp_path / "first", epochs=1), progress=False, log=lambda s: None)
+    ckpt = tmp_path / "first" / "best.safetensors"
+    saved = S.read_init(_tiny_cfg(fake_data, tmp_path / "x", init=str(ckpt)))
+    assert saved is not None and any(k.endswith("weight") for k in saved)
+    # lr 0: the warm-started run's weights are the checkpoint's (batch-norm running statistics aside)
+    msgs: list[str] = []
+    S.train(_tiny_cfg(fake_data, tmp_path / "second", epochs=1, lr=0.0, init=str(ckpt)), progress=False,
+            log=msgs.append)
+    assert any("warm start" in m for m in msgs)
+    from safetensors.torch import load_file
+
+    after = load_file(str(tmp_path / "second" / "last.safetensors"))
+    convs = [k for k in saved if k.endswith(".weight") and saved[k].ndim == 4]
+    assert convs and all(torch.equal(after[k], saved[k]) for k in convs)
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["init"] == str(ckpt)
+    # refused before the run folder exists: another architecture (keys listed), not a checkpoint, missing file
+    with pytest.raises(S.ConfigError, match="base: 4 in the file vs 8 asked"):
+        S.train(_tiny_cfg(fake_data, tmp_path / "no1", base=8, init=str(ckpt)), progress=False, log=lambda s: None)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(S.BglabError, match="not a readable safetensors"):
+        S.train(_tiny_cfg(fake_data, tmp_path / "no2", init=str(junk)), progress=False, log=lambda s: None)
+    with pytest.raises(S.BglabError, match="not found"):
+        S.train(_tiny_cfg(fake_data, tmp_path / "no3", init=str(tmp_path / "nope.safetensors")), progress=False,
+                log=lambda s: None)
+    assert not any((tmp_path / n).exists() for n in ("no1", "no2", "no3"))
+
+
 def test_make_hand_finds_arm_side_and_despills():
     img, m = _hand_photo(np.random.default_rng(1))
     img[m > 0] = (200, 230, 150)  # green spill on the hand
@@ -300,6 +359,13 @@ def test_cli_train_export_and_ablate_tiny(fake_data, tmp_path):
     conf = json.loads((tmp_path / "r" / "config.json").read_text())
     assert conf["skip"] == "add" and conf["batchnorm"] is False and "train-seg" in conf["command"]
     assert main(["export-seg", str(tmp_path / "r"), str(tmp_path / "r.onnx")]) == 0
+    # warm start + two real sets (repeatable options, paired in order)
+    real = ["--real-images", str(fake_data["images"]), "--real-masks", str(fake_data["keyed"])]
+    rc = main(["train-seg", *common, "--out", str(tmp_path / "r2"), "--epochs", "1", "--depth", "2", "--base", "4",
+               "--skip", "add", "--no-batchnorm", "--dropout", "0.1", "--no-faces", "--threads", "1",
+               "--init", str(tmp_path / "r" / "last.safetensors"), *real, *real])
+    conf2 = json.loads((tmp_path / "r2" / "config.json").read_text())
+    assert rc == 0 and conf2["init"].endswith("last.safetensors") and len(conf2["real_masks"]) == 2
     assert json.loads((tmp_path / "r.json").read_text())["arch"]["skip"] == "add"
     assert main(["train-seg", *common, "--out", str(tmp_path / "x"), "--skip", "sideways"]) == 2
     assert main(["train-seg", *common, "--out", str(tmp_path / "x"), "--real-split", "0.5,0.6"]) == 2

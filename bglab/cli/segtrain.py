@@ -82,10 +82,12 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for splits, composites and weights."),
         limit: int | None = typer.Option(None, "--limit", min=4, help="Use only this many photos (smoke tests)."),
         val_composites: int = typer.Option(240, "--val-composites", min=1, help="Fixed validation composites."),
-        real_images: Path | None = typer.Option(
-            None, "--real-images", help="Real-scene photos, DIR/<class>/<stem>.* (e.g. rps/sxsw)."),
-        real_masks: Path | None = typer.Option(
-            None, "--real-masks", help="Their masks from `bglab key --backend hand-grabcut` (+ key_report.csv)."),
+        real_images: list[Path] | None = typer.Option(
+            None, "--real-images",
+            help="Real-scene photos, DIR/<class or any folder>/<stem>.* (e.g. rps/sxsw); repeatable."),
+        real_masks: list[Path] | None = typer.Option(
+            None, "--real-masks",
+            help="Their masks from `bglab key --backend ...` (+ key_report.csv); one per --real-images, in order."),
         real_split: str = typer.Option(
             "0.5,0.1,0.4", "--real-split",
             help="train,val,test fractions of the real photos, grouped as `bglab experiment` splits a source "
@@ -97,6 +99,9 @@ def register(app: typer.Typer) -> None:
                  "encoder (extra 'pretrained') + a U-Net decoder (v4; --size a multiple of 32)."),
         encoder_lr: float = typer.Option(0.3, "--encoder-lr", min=0.0, max=1.0,
                                          help="Pretrained encoder's learning rate as a fraction of --lr."),
+        init: Path | None = typer.Option(
+            None, "--init", help="Warm start from a train-seg checkpoint of the same architecture "
+                                 "(RUN/best.safetensors); a new run with its own data and schedule."),
         scenes: bool = typer.Option(False, "--scenes/--no-scenes",
                                     help="v4 scene kinds: hand over face, egocentric forearms, hard negatives, "
                                          "pale hands, + photometric realism."),
@@ -125,10 +130,10 @@ def register(app: typer.Typer) -> None:
                           harmonize=harmonize,
                           seed=seed, batch=batch, lr=lr, samples_per_epoch=samples, patience=patience,
                           threads=threads, workers=workers, limit=limit, val_composites=val_composites,
-                          real_images=str(real_images) if real_images else None,
-                          real_masks=str(real_masks) if real_masks else None,
+                          real_images=[str(p) for p in real_images or ()] or None,
+                          real_masks=[str(p) for p in real_masks or ()] or None,
                           real_split=_fractions(real_split), p_real=p_real, encoder=encoder,
-                          encoder_lr=encoder_lr, scenes=scenes, device=device,
+                          encoder_lr=encoder_lr, scenes=scenes, device=device, init=str(init) if init else None,
                           command=_command_line(ctx))
         train(cfg, resume=resume, progress=True)
 
@@ -169,8 +174,10 @@ def register(app: typer.Typer) -> None:
         only: list[str] | None = typer.Option(None, "--only", help="Run only these (base, +dropout, ...)."),
         workers: int = typer.Option(1, "--workers", "-w", min=0, help="Data-generating worker processes."),
         threads: int = typer.Option(2, "--threads", min=1, help="PyTorch threads."),
-        real_images: Path | None = typer.Option(None, "--real-images", help="Real photos (for +pseudo-labels)."),
-        real_masks: Path | None = typer.Option(None, "--real-masks", help="Their pseudo-label masks."),
+        real_images: list[Path] | None = typer.Option(None, "--real-images",
+                                                      help="Real photos (for +pseudo-labels); repeatable."),
+        real_masks: list[Path] | None = typer.Option(None, "--real-masks",
+                                                     help="Their pseudo-label masks, one per --real-images."),
         wild: Path | None = typer.Option(
             None, "--wild", help="A test set DIR/images + DIR/masks scored after each run (e.g. hands_wild; "
                                  "scored only, never trained on)."),
@@ -191,8 +198,8 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(keyed=str(keyed), images=str(images), out=str(out),
                           data_root=str(data_root) if data_root else None, size=size, seed=seed,
                           samples_per_epoch=samples, limit=limit, val_composites=val_composites, workers=workers,
-                          threads=threads, real_images=str(real_images) if real_images else None,
-                          real_masks=str(real_masks) if real_masks else None,
+                          threads=threads, real_images=[str(p) for p in real_images or ()] or None,
+                          real_masks=[str(p) for p in real_masks or ()] or None,
                           command=_command_line(ctx))
         rows = ablate(cfg, minutes_each=minutes, names=only, wild=wild, eval_size=eval_size)
         table = Table(title=f"ablation ({minutes:g} min each, same validation set)")

@@ -82,9 +82,13 @@ def _qc_rejects(keyed_dir: Path) -> set[str]:
     return bad
 
 
-def list_keyed(keyed_dir: str | Path, images_dir: str | Path, *, classes: Sequence[str] = CLASSES,
+def list_keyed(keyed_dir: str | Path, images_dir: str | Path, *, classes: Sequence[str] | None = CLASSES,
                use_qc: bool = True) -> list[KeyedRecord]:
-    """Keyed masks that have their photo (and passed QC when a report exists), sorted by class then stem."""
+    """Keyed masks that have their photo (and passed QC when a report exists), sorted by class then stem.
+
+    ``classes=None`` takes every sub-folder of ``keyed_dir`` (except ``_rejected``-style ones starting with
+    ``_``; the RPS classes first, in their order): real-scene sets that are not sorted into the RPS classes,
+    e.g. the face-mask photos."""
     from bglab.errors import DatasetError
 
     keyed_dir, images_dir = Path(keyed_dir), Path(images_dir)
@@ -93,6 +97,9 @@ def list_keyed(keyed_dir: str | Path, images_dir: str | Path, *, classes: Sequen
                            hint="run `bglab key` on the webcam photos first")
     bad = _qc_rejects(keyed_dir) if use_qc else set()
     out: list[KeyedRecord] = []
+    if classes is None:
+        found = {d.name for d in keyed_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
+        classes = [c for c in CLASSES if c in found] + sorted(found - set(CLASSES))
     for cls in classes:
         photos = {p.stem: p for p in sorted((images_dir / cls).glob("*")) if p.suffix.lower() in _PHOTO_EXT}
         for m in sorted((keyed_dir / cls).glob("*.png")):

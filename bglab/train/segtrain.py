@@ -70,10 +70,13 @@ class TrainConfig:
     workers: int = 1
     use_qc: bool = True
     limit: int | None = None  # cap records / backgrounds (tests)
-    real_images: str | None = None  # real-scene photos (class folders) with masks from `bglab key --backend ...`
-    real_masks: str | None = None
+    # real-scene photos (class folders, or any sub-folders) with masks from `bglab key --backend ...`: one folder
+    # or several (a list; real_masks pairs with it item by item)
+    real_images: str | list[str] | None = None
+    real_masks: str | list[str] | None = None
     real_split: tuple[float, float, float] = (0.5, 0.1, 0.4)  # grouped like `bglab experiment`; test never used
-    real_origin: str | None = None  # source name for the split's strata (default: the real_images folder name)
+    real_origin: str | None = None  # source name for the split's strata (default: each real_images folder's name)
+    init: str | None = None  # warm start: a train-seg checkpoint (.safetensors) of the same architecture
     p_real: float = 0.3
     encoder: str = "none"  # "none": the from-scratch U-Net; "efficientnet-lite0": pretrained encoder + decoder
     encoder_lr: float = 0.3  # the pretrained encoder's learning rate as a fraction of --lr
@@ -84,6 +87,19 @@ class TrainConfig:
 
     def arch(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ARCH_KEYS}
+
+    def real_sets(self) -> list[tuple[str, str]]:
+        """(photos, masks) folder pairs of the pseudo-labelled real-scene sets, in the order given."""
+        def as_list(v: str | list[str] | None) -> list[str]:
+            return [] if not v else [v] if isinstance(v, str) else list(v)
+
+        images, masks = as_list(self.real_images), as_list(self.real_masks)
+        if images and not masks:
+            raise ConfigError("real_images needs real_masks", hint="pass --real-masks DIR (from `bglab key`)")
+        if len(images) != len(masks):
+            raise ConfigError(f"{len(images)} --real-images folder(s) but {len(masks)} --real-masks folder(s)",
+                              hint="give one --real-masks per --real-images, in the same order")
+        return list(zip(images, masks, strict=True))
 
 
 def build_model(arch: dict[str, Any], *, pretrained: bool = False) -> torch.nn.Module:
@@ -180,6 +196,37 @@ def save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     atomic_write_text(run / "state.json", json.dumps(full, indent=1))
 
 
+def read_init(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
+    """The weights ``cfg.init`` names, checked against the run's architecture (None without ``init``).
+
+    A warm start: a new run (its own data, learning rate, epochs) from another run's checkpoint, e.g. fine-tuning
+    a shipped segmenter on new pseudo-labels. Checked before anything is written."""
+    if not cfg.init:
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(cfg.init)
+    hint = "pass a train-seg checkpoint: RUN/best.safetensors or RUN/last.safetensors"
+    if not path.is_file():
+        raise BglabError("--init checkpoint not found", path=path, hint=hint)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            arch = json.loads((f.metadata() or {}).get("arch", "null"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BglabError(f"--init is not a readable safetensors checkpoint ({exc})", path=path, hint=hint) from exc
+    if not isinstance(arch, dict):
+        raise BglabError("--init has no architecture record (not written by train-seg)", path=path, hint=hint)
+    want = cfg.arch()
+    diff = {k: (arch.get(k, TrainConfig.__dataclass_fields__[k].default), want[k]) for k in ARCH_KEYS
+            if arch.get(k, TrainConfig.__dataclass_fields__[k].default) != want[k]}
+    if diff:
+        listed = ", ".join(f"{k}: {a!r} in the file vs {b!r} asked" for k, (a, b) in diff.items())
+        raise ConfigError(f"--init was trained with another architecture ({listed})", path=path,
+                          hint="pass the same --encoder / --depth / --base ... as the run that wrote it")
+    return tensors
+
+
 def load_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None,
                     sched: Any = None) -> dict[str, Any]:
     state_path = run / "state.json"
@@ -235,15 +282,15 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> Data:
     real_split: dict[str, list[C.KeyedRecord]] = {"train": [], "val": [], "test": []}
     real_tr: list[tuple[np.ndarray, np.ndarray]] = []
     real_va: list[tuple[np.ndarray, np.ndarray]] = []
-    if cfg.real_images:
-        if not cfg.real_masks:
-            raise ConfigError("real_images needs real_masks", hint="pass --real-masks DIR (from `bglab key`)")
-        real_recs = C.list_keyed(cfg.real_masks, cfg.real_images, use_qc=cfg.use_qc)
-        origin = cfg.real_origin or Path(cfg.real_images).name
-        real_split = C.split_grouped(real_recs, cfg.real_split, origin=origin, seed=cfg.seed)
-        real_hands, real_tr = C.load_hands(real_split["train"], despill=False, long_side=320)
+    for images, masks in cfg.real_sets():  # each set split on its own, like an experiment splits each source
+        recs = C.list_keyed(masks, images, use_qc=cfg.use_qc, classes=None)
+        part = C.split_grouped(recs, cfg.real_split, origin=cfg.real_origin or Path(images).name, seed=cfg.seed)
+        real_hands, tr = C.load_hands(part["train"], despill=False, long_side=320)
         hands_tr = hands_tr + real_hands
-        _, real_va = C.load_hands(real_split["val"], despill=False, long_side=320, cut=False)
+        real_tr += tr
+        real_va += C.load_hands(part["val"], despill=False, long_side=320, cut=False)[1]
+        for k in real_split:
+            real_split[k] += part[k]
     spec = scene_spec(cfg, real=bool(real_tr))
     mean, std = normalisation(cfg.arch())
     train = C.CompositeDataset(hands_tr, plain_tr, [b for _, b in bg_train], size=cfg.size,
@@ -333,6 +380,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     from bglab.train.device import resolve_device
 
     device = resolve_device(cfg.device)  # cuda without a GPU: refused before the run folder is made
+    init = None if resume else read_init(cfg)  # a bad --init: refused before the run folder is made
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -349,7 +397,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if cfg.encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {cfg.encoder!r}", hint=f"choose one of: {', '.join(ENCODERS)}")
     fresh = not (resume and (run / "state.json").is_file())
-    model = build_model(cfg.arch(), pretrained=fresh)
+    model = build_model(cfg.arch(), pretrained=fresh and init is None)
+    if init is not None:
+        model.load_state_dict(init)
+        log(f"warm start from {cfg.init}")
     norm = normalisation(cfg.arch())
     data.train.mean, data.train.std = norm
     val_x = renormalise(data.val_x, data.norm, norm)
@@ -377,8 +428,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if not log_path.is_file() or not resume:
         with log_path.open("w", newline="") as fh:
             csv.writer(fh).writerow(LOG_FIELDS)
-    kind = f"EffUNet ({cfg.encoder}, {'pretrained' if fresh else 'from checkpoint'})" if cfg.encoder != "none" \
-        else "UNet"
+    start = "pretrained" if fresh and init is None else "from checkpoint"
+    kind = f"EffUNet ({cfg.encoder}, {start})" if cfg.encoder != "none" else "UNet"
     log(f"model: {kind} {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32) on {device}")
     budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
     loader = torch.utils.data.DataLoader(

@@ -168,6 +168,20 @@ def test_classifier_without_mediapipe_names_the_extra(monkeypatch: pytest.Monkey
     assert "bglab[hands]" in str(info.value.hint)
 
 
+def test_cheap_option_errors_come_before_the_fallback_loads(fake_mediapipe: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from bglab.errors import ConfigError
+    from bglab.train import classifiers
+
+    def no_loading(*a: object, **k: object) -> None:
+        raise AssertionError("the fallback backbone was built before the options were checked")
+
+    monkeypatch.setattr(classifiers, "PretrainedClassifier", no_loading)
+    for opts, match in (({"tune": "top"}, "head only"), ({"landmark_dropout": -0.1}, "landmark_dropout")):
+        with pytest.raises(ConfigError, match=match):
+            classifiers.build_classifier("hand-pose", 3, 3, 96, **opts)
+
+
 def test_study_with_hand_pose_trains_heads_on_cached_landmark_features(fake_mediapipe: None, tmp_path: Path) -> None:
     """Through the runner: the landmark rows are computed once and cached on disk, the run finishes, and the
     images with a "hand" are told from those without."""

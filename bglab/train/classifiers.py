@@ -249,8 +249,9 @@ def _lite(name: str) -> Callable[..., nn.Module]:
 
 def _hand_pose(num_classes: int, in_ch: int = 3, size: int = 224, *, fallback: str = "efficientnet-lite0",
                tune: str = "head", dropout: float = 0.2, landmark_dropout: float = 0.5) -> nn.Module:
-    from bglab.train.handpose import HandPoseClassifier
+    from bglab.train.handpose import HandPoseClassifier, check_options
 
+    check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout)  # before the fallback's weights load
     net = None
     if str(fallback).lower() != "none":
         spec = classifier_spec(fallback)

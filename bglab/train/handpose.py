@@ -68,6 +68,19 @@ class PoseHead(nn.Module):
         return torch.where(found[:, None], pose, other)
 
 
+def check_options(in_ch: int, *, tune: str, landmark_dropout: float) -> None:
+    """The hand-pose options that need nothing loaded, checked first (before a fallback backbone's weights)."""
+    if tune != "head":
+        raise ConfigError(f"model.tune: hand-pose trains its head only, not {tune!r}", hint="use tune: head")
+    if not 0.0 <= float(landmark_dropout) < 1.0:
+        raise ConfigError(f"model.landmark_dropout: {landmark_dropout!r} must be in [0, 1)")
+    if not mediapipe_installed():
+        raise ConfigError("model hand-pose needs MediaPipe Hands, which is not installed",
+                          hint="pip install 'bglab[hands]'")
+    if in_ch not in (1, 3):
+        raise ConfigError(f"model: hand-pose takes 1 (grey, replicated) or 3 channels, not {in_ch}")
+
+
 class HandPoseClassifier(nn.Module):
     """MediaPipe landmarks -> pose features -> linear layer; a frozen ImageNet backbone's features -> linear
     layer where no hand is found (the config's ``model.fallback``: a pretrained classifier's name, or ``none``).
@@ -82,15 +95,7 @@ class HandPoseClassifier(nn.Module):
         hand is found, or None (a learned class prior there); built by the registry
         (:func:`bglab.train.classifiers.build_classifier`), which checks its name."""
         super().__init__()
-        if tune != "head":
-            raise ConfigError(f"model.tune: hand-pose trains its head only, not {tune!r}", hint="use tune: head")
-        if not 0.0 <= float(landmark_dropout) < 1.0:
-            raise ConfigError(f"model.landmark_dropout: {landmark_dropout!r} must be in [0, 1)")
-        if not mediapipe_installed():
-            raise ConfigError("model hand-pose needs MediaPipe Hands, which is not installed",
-                              hint="pip install 'bglab[hands]'")
-        if in_ch not in (1, 3):
-            raise ConfigError(f"model: hand-pose takes 1 (grey, replicated) or 3 channels, not {in_ch}")
+        check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout)
         self.in_ch, self.tune = int(in_ch), "head"
         self.fallback = fallback
         n_image = 0

@@ -209,6 +209,7 @@ def test_study_with_hand_pose_trains_heads_on_cached_landmark_features(fake_medi
         "train": {"epochs": 20, "batch_size": 8, "lr": 0.05},
         "evaluate": {"distortions": {}, "bootstrap": 100},
         "studies": {"s": {"protocols": ["p"], "arms": ["original"]}},
+        "saliency": {"n": 2},
     }))
     cfg = load_experiment_config(cfg_path)
     logs: list[str] = []
@@ -218,6 +219,12 @@ def test_study_with_hand_pose_trains_heads_on_cached_landmark_features(fake_medi
     assert list((tmp_path / "run" / "cache" / "features").rglob("*.npy"))
     rows = [r for r in csv_rows(tmp_path / "run" / "metrics.csv") if r["split"] == "test"]
     assert rows and float(rows[-1]["accuracy"]) == 1.0  # a hand <=> class b; the prior takes class a
+    # saliency asked for: none for hand-pose runs (no image maps), and the report says why
+    from bglab.experiment.report import analyse_saliency
+
+    assert not list((tmp_path / "run" / "predictions").rglob("saliency__*.npz"))
+    lines = analyse_saliency(tmp_path / "run", cfg)["protocols"]["p"]["lines"]
+    assert lines and all("hand-pose" in ln["reason"] and ln["share"]["n"] == 0 for ln in lines.values())
 
 
 def test_real_webcam_hands_give_landmark_features() -> None:

@@ -280,6 +280,8 @@ def analyse_saliency(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] |
         lab = row_label(cfg, key.arm, key.variant)
         line = pr["lines"].setdefault(lab, {"values": [], "seeds": [], "reason": "", "sheet": None})
         path = out / "predictions" / key.id / f"saliency__{t}.npz"
+        if str((cfg.variants[key.variant].model or {}).get("name", "")).lower() == "hand-pose":
+            line["reason"] = "none: hand-pose reads hand landmarks, it has no image maps for Grad-CAM"
         if not path.is_file():
             continue
         with np.load(path, allow_pickle=False) as z:

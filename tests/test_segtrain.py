@@ -327,6 +327,15 @@ def test_export_matches_torch_and_backend_loads_it(fake_data, tmp_path):
     assert [m.shape for m in masks] == [(30, 50), (30, 50), (7, 5)]
     assert all(m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 for m in masks)
     assert np.array_equal(masks[0], masks[1])
+    # bench scores recorded in the JSON survive a re-export of the same weights, not a new model
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps({**json.loads(j.read_text()), "scores": {"hands_wild": {"iou": 0.5}}}))
+    assert "scores" in S.export_onnx(out, tmp_path / "m.onnx", size=48, log=lambda s: None)
+    S.train(_tiny_cfg(fake_data, out, epochs=2), resume=True, progress=False, log=lambda s: None)
+    msgs: list[str] = []
+    info2 = S.export_onnx(out, tmp_path / "m.onnx", which="last", size=48, log=msgs.append)
+    assert info2["sha256"] != info["sha256"] and "scores" not in info2 and "scores" not in json.loads(j.read_text())
+    assert any("dropped" in m for m in msgs)
 
 
 def test_failed_export_leaves_no_file_behind(fake_data, tmp_path, monkeypatch):

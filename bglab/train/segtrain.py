@@ -624,11 +624,15 @@ def export_onnx(run: str | Path, out: str | Path, *, which: str = "best", opset:
     if (run / "splits.json").is_file():  # the held-out keyed webcam photos, for the bench and the model card
         info["training"]["test_split"] = json.loads((run / "splits.json").read_text()).get("test", [])
     json_path = out.with_suffix(".json")
-    if json_path.is_file():  # keep measured scores recorded by the bench
+    if json_path.is_file():  # keep the bench's measured scores, but only for the same model file
         old = json.loads(json_path.read_text())
-        for k in ("scores", "notes"):
-            if k in old:
-                info[k] = old[k]
+        if old.get("sha256") == info["sha256"]:
+            for k in ("scores", "notes"):
+                if k in old:
+                    info[k] = old[k]
+        elif "scores" in old:
+            log(f"{json_path.name}: the bench scores of the file it replaces are dropped (another model); "
+                "measure this one with bench/bench_segment.py --record")
     atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
     log(f"wrote {out} ({info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:12]}...) and {json_path.name}")
     return info

@@ -119,7 +119,7 @@ def test_backend_record_tells_the_truth(name: str) -> None:
 
 
 def test_resolve_refuses_with_the_choices() -> None:
-    assert resolve(None).name == "unet"  # the default segmenter
+    assert resolve(None).name == "unet-effnet"  # the default segmenter
     with pytest.raises(BackendError, match="unknown backend 'nope'") as exc:
         resolve("nope")
     assert "grabcut" in (exc.value.hint or "")

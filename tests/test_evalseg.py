@@ -138,7 +138,7 @@ def test_backends_command_lists_all() -> None:
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert {"unet", "grabcut", "mask-files", "mask-box", "full", "rembg"} <= set(rows)
     assert rows["grabcut"]["available"] is True and rows["full"]["kind"] == "locator"
-    assert rows["unet"]["default"] is True
+    assert rows["unet-effnet"]["default"] is True and rows["unet"]["default"] is False
     if not rows["rembg"]["available"]:
         assert "bglab[rembg]" in rows["rembg"]["reason"]
     table = CliRunner().invoke(_app(), ["backends"])

@@ -283,12 +283,13 @@ def test_input_shape_rounds_to_multiples():
     assert input_shape(200, 300, 160) == (107, 160)  # multiple 1: v3 unchanged
 
 
-def test_unet_effnet_is_registered_and_not_the_default():
-    from bglab.foreground import DEFAULT_SEGMENTER, backends
+def test_unet_effnet_is_registered_and_the_default():
+    """v4.1 beat v3 on both shared evaluation sets (docs/segmenter-v4.md), so it is the default; v3 stays."""
+    from bglab.foreground import DEFAULT_SEGMENTER, backends, resolve
 
     names = [b.name for b in backends("segmenter")]
     assert "unet-effnet" in names and "unet" in names
-    assert DEFAULT_SEGMENTER in ("unet", "unet-effnet")
+    assert DEFAULT_SEGMENTER == "unet-effnet" and resolve(None).name == "unet-effnet"
 
 
 V4 = MODELS / "hand_unet_effnet.onnx"

@@ -116,7 +116,7 @@ def test_init_variants_runs_and_flags_win(tmp_path):
     out = tmp_path / "variants.yaml"
     assert main(["init", "variants", "--out", str(out)]) == 0
     cfg = load_variants_config(out)
-    assert cfg["backend"] == "unet" and "only-fg" in cfg["kinds"]
+    assert cfg["backend"] == "unet-effnet" and "only-fg" in cfg["kinds"]
     # a green-screen set keyed by chroma: the config gives the kinds, the flag changes the backend
     src = tmp_path / "src" / "hand"
     src.mkdir(parents=True)

@@ -102,12 +102,11 @@ def seg():
     return create("unet")
 
 
-def test_unet_is_default_and_shipped_model_verified(seg):
-    from bglab.foreground import DEFAULT_SEGMENTER
+def test_unet_shipped_model_verified(seg):
     from bglab.foreground.unet import DEFAULT_MODEL
     from bglab.io.files import sha256_file
 
-    assert DEFAULT_SEGMENTER == "unet" and seg.name == "unet"
+    assert seg.name == "unet"
     info = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert seg.model_path == DEFAULT_MODEL and info["sha256"] == sha256_file(DEFAULT_MODEL)
     assert DEFAULT_MODEL.stat().st_size <= 10 * 1024 * 1024 and info["bytes"] == DEFAULT_MODEL.stat().st_size

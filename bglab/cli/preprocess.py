@@ -167,7 +167,7 @@ def apply_overrides(
     """A config with CLI-style overrides applied: a flag sets that step's setting, adding the step (in the
     canonical order locate, segment, background, crop, pose, resize, grey, distort) when the config lacks it.
 
-    ``--background`` without a segment step adds ``segment`` (default backend ``unet``). Validation happens in
+    ``--background`` without a segment step adds ``segment`` (the default backend). Validation happens in
     :meth:`Pipeline.from_config`.
     """
     from bglab.pipeline import STEP_NAMES, step_entries

@@ -130,8 +130,8 @@ protocols:                # how sources are split and which test sets are scored
 {protocol}
 arms:                     # the preprocessing compared: bglab pipeline steps (see bglab init preprocess)
   original: []            # the photo as it is (only resized)
-  remove:                 # the background removed (bglab's U-Net; use u2netp for pets / objects)
-    - {{segment: {{backend: unet}}}}
+  remove:                 # the background removed (bglab's hand U-Net; use u2netp for pets / objects)
+    - {{segment: {{backend: unet-effnet}}}}
     - {{background: {{mode: remove, color: black}}}}
 
 model: {{name: cnn, widths: [16, 32], hidden: 64, dropout: 0.5, batchnorm: false}}
@@ -153,7 +153,7 @@ _PREPROCESS_TEMPLATE = """\
 version: 1
 seed: 0                    # seeds the random steps (dropout, noise) per sample
 steps:
-  - segment: {backend: unet, threshold: 0.5, refine: true}   # see `bglab backends` (u2netp for pets / objects)
+  - segment: {backend: unet-effnet, threshold: 0.5, refine: true}   # `bglab backends` (u2netp: pets / objects)
   - background: {mode: color, color: white}                  # remove | color | blur | swap | keep
   - resize: {size: 128, pad_color: white}                    # keeps the aspect ratio, pads to size x size
 output: {format: png}
@@ -164,7 +164,7 @@ _VARIANTS_TEMPLATE = """\
 # Run it:      bglab variants photos/ out/variants --config THIS.yaml
 # Flags given on the command line win over these values.
 kinds: [original, only-fg, no-fg, mixed-rand, bg-color]   # or all; bg-region=1.5 for a region around the box
-backend: unet             # the segmenter for the masks; null = the source's own <class>/masks files
+backend: unet-effnet      # the segmenter for the masks; null = the source's own <class>/masks files
 options: {}               # backend options (-O key=value)
 locator: null             # a locator for the foreground box; null = the mask's box
 seed: 0                   # Mixed-* partners and bg-color colours

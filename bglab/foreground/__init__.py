@@ -11,10 +11,11 @@ from bglab.foreground.registry import (DEFAULT_SEGMENTER, BackendInfo, Runtime, 
                                        is_available, path_options, register, resolve)
 
 register(BackendInfo("unet", "segmenter", "bglab.foreground.unet", "create",
-                     "bglab's own hand U-Net (ONNX Runtime, shipped in the package); the default",
+                     "bglab's small hand U-Net v3 (ONNX Runtime, shipped; the fastest; green screens, studio photos)",
                      path_options=("model",)))
 register(BackendInfo("unet-effnet", "segmenter", "bglab.foreground.unet", "create_effnet",
-                     "hand U-Net v4: pretrained EfficientNet-Lite0 encoder + U-Net decoder (ONNX Runtime, shipped)",
+                     "hand U-Net v4.1: pretrained EfficientNet-Lite0 encoder + U-Net decoder, also taught on real "
+                     "scenes (ONNX Runtime, shipped); the default",
                      path_options=("model",)))
 register(BackendInfo("chroma", "segmenter", "bglab.foreground.chroma", "create",
                      "chroma key for green / blue screens (key colour estimated from the border)", screen=True))

@@ -79,16 +79,15 @@ def backend_hint(backend: str | None, flags: Iterable[str], not_found: int = 0) 
     fl = set(flags)
     name = str(backend or DEFAULT_SEGMENTER)
     if name == "chroma" and (fl & {"full", "no-screen", "border"} or not_found):
-        return ("hint: these photos do not look like a green / blue screen; for hands use --backend unet, for "
-                "hands in real scenes --backend hand-grabcut (extra 'hands'), for other objects --backend rembg "
-                "(extra 'rembg')")
+        return ("hint: these photos do not look like a green / blue screen; for hands use --backend unet-effnet "
+                "(the default), for other objects --backend u2netp or rembg (extra 'rembg'), or --backend auto")
     if name == "hand-grabcut" and not_found:
         return (f"hint: MediaPipe found no hand in {not_found} photo(s) (status not-found); if they hold other "
                 "objects use --backend rembg (extra 'rembg') or grabcut; if they are green-screen shots, chroma")
-    if name == "unet" and (fl or not_found):
-        return ("hint: bglab's U-Net knows hands on green screens and pasted backgrounds; for hands in real scenes "
-                "try --backend hand-grabcut (extra 'hands'), for green-screen shots --backend chroma, for other "
-                "objects --backend rembg (extra 'rembg')")
+    if name in ("unet", "unet-effnet") and (fl or not_found):
+        return (f"hint: {name} is a hand segmenter; for hands it misses in real scenes try --backend auto (extra "
+                "'hands': MediaPipe finds them first), for green-screen shots --backend chroma, for other "
+                "objects --backend u2netp or rembg (extra 'rembg')")
     if fl or not_found:
         return (f"hint: check the suspect masks (--mode mask shows them) or try another backend than {name} "
                 "(`bglab backends` lists them); the QC rules are in docs/trust.md")

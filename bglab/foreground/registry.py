@@ -20,7 +20,7 @@ from bglab.errors import BackendError
 
 Kind = Literal["segmenter", "locator"]
 
-DEFAULT_SEGMENTER = "unet"
+DEFAULT_SEGMENTER = "unet-effnet"
 """The segmenter used when none is named (CLI, pipeline ``segment`` step, server)."""
 
 

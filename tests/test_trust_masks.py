@@ -127,6 +127,20 @@ def test_remove_marks_unet_misses_on_real_backgrounds_suspect(tmp_path: Path, ca
     assert "suspect" in text.out and "--backend auto" in text.err, "one hint names a better backend"
 
 
+@pytest.mark.parametrize(("backend", "flags", "not_found", "names"), [
+    (None, {"empty"}, 0, "--backend auto"),  # the default hand U-Net
+    ("unet", set(), 2, "--backend auto"),
+    ("chroma", {"full"}, 0, "--backend unet-effnet"),
+    ("hand-grabcut", set(), 3, "no hand in 3 photo(s)"),
+    ("u2netp", {"fragmented"}, 0, "another backend than u2netp"),
+])
+def test_backend_hint_names_a_better_backend(backend, flags, not_found, names) -> None:
+    from bglab.foreground.qc import backend_hint
+
+    assert names in backend_hint(backend, flags, not_found)
+    assert backend_hint(backend, set(), 0) == "", "no flags, no hint"
+
+
 def test_on_suspect_skip_and_fail(tmp_path: Path) -> None:
     folder, bad = _sxsw_folder(tmp_path, n_good=8)
     out = tmp_path / "skip"

@@ -267,6 +267,8 @@ def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | N
 
 def analyse_saliency(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
     """Per protocol and trained line: mean share of Grad-CAM mass inside the fg mask (t-interval over seeds)."""
+    from bglab.train.classifiers import classifier_spec
+
     out = Path(out)
     if cfg.saliency is None:
         return None
@@ -280,8 +282,9 @@ def analyse_saliency(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] |
         lab = row_label(cfg, key.arm, key.variant)
         line = pr["lines"].setdefault(lab, {"values": [], "seeds": [], "reason": "", "sheet": None})
         path = out / "predictions" / key.id / f"saliency__{t}.npz"
-        if str((cfg.variants[key.variant].model or {}).get("name", "")).lower() == "hand-pose":
-            line["reason"] = "none: hand-pose reads hand landmarks, it has no image maps for Grad-CAM"
+        name = cfg.variants[key.variant].model["name"]
+        if not classifier_spec(name).grad_cam:  # the runner skips these runs
+            line["reason"] = f"none: {name} has no image feature maps for Grad-CAM (it reads other features)"
         if not path.is_file():
             continue
         with np.load(path, allow_pickle=False) as z:

@@ -244,7 +244,7 @@ def _evaluate_epoch(net: Any, model: Any, key: RunKey, cfg: ExperimentConfig, ev
         for es in extras.matrix:  # the same test images through every test arm (clean, final model)
             npz = folder / "matrix" / f"{es.test_set}__{es.test_arm}.npz"
             rows.append({**_score(net, es, row, device, npz), "test_arm": es.test_arm})
-        if extras.saliency is not None and not hasattr(model, "pose_features"):  # hand-pose: no image maps
+        if extras.saliency is not None:
             _saliency(model, extras.saliency, cfg, folder, device, featurise)
     return rows
 
@@ -427,6 +427,8 @@ def _extras(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: Pro
             cache: dict[Any, Any], log: Log) -> _Extras:
     import torch
 
+    from bglab.train.classifiers import classifier_spec
+
     matrix: list[_EvalSet] = []
     for ta in cfg.test_arms(key):
         ck = ("matrix", key.protocol, ta)
@@ -446,7 +448,7 @@ def _extras(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: Pro
         keep = torch.from_numpy((masks[idx] | ~has[idx, None, None])[:, None])
         bg = to_tensor(data.arms[aug.bg_from or key.arm].images[idx])
         ex.swap = (keep, bg, aug.bg_swap)
-    if cfg.saliency is not None:
+    if cfg.saliency is not None and classifier_spec(cfg.variants[key.variant].model["name"]).grad_cam:
         test = cfg.saliency.test_set or next(iter(pdata.tests))
         if test in pdata.tests:
             idx = pdata.tests[test]

@@ -236,6 +236,7 @@ class ClassifierSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     pretrained: bool = False  # ImageNet weights available (``pretrained: true``)
     extra: str | None = None  # pip extra it needs
+    grad_cam: bool = True  # it has image feature maps, so ``saliency:`` can run Grad-CAM on it
 
 
 def _lite(name: str) -> Callable[..., nn.Module]:
@@ -280,7 +281,7 @@ CLASSIFIERS: dict[str, ClassifierSpec] = {s.name: s for s in (
     ClassifierSpec("hand-pose", _hand_pose, "hand landmarks -> pose features -> linear; pretrained image "
                    "features where no hand is found (tune: head)",
                    {"fallback": "efficientnet-lite0", "tune": "head", "dropout": 0.2, "landmark_dropout": 0.5},
-                   extra="hands"),
+                   extra="hands", grad_cam=False),
 )}
 
 

@@ -35,12 +35,10 @@ def save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[s
 
 def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """A run checkpoint's state and (with ``tensors``) every tensor, in one pass over the file."""
-    from safetensors import safe_open
+    from bglab.train.state import read_tensors
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            found = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118 - no iterator
+        meta, found = read_tensors(path, tensors=tensors)
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
         raise BglabError(f"cannot read checkpoint: {exc}", path=path, hint="delete it to retrain this run") from None
     if "bglab" not in meta:

@@ -33,7 +33,8 @@ from bglab.errors import BglabError, ConfigError, DatasetError
 from bglab.io.files import atomic_write_text, sha256_file
 from bglab.io.seeds import seed_everything
 from bglab.train import composite as C
-from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, save_tensors, to_json
+from bglab.train.state import (from_json_float, load_optimizer, optimizer_tensors, read_tensors, save_tensors,
+                               to_json)
 from bglab.train.unet import UNet, bce_dice_loss, count_params
 
 ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable", "encoder")
@@ -203,23 +204,20 @@ def read_init(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     a shipped segmenter on new pseudo-labels. Checked before anything is written."""
     if not cfg.init:
         return None
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     path = Path(cfg.init)
     hint = "pass a train-seg checkpoint: RUN/best.safetensors or RUN/last.safetensors"
     if not path.is_file():
         raise BglabError("--init checkpoint not found", path=path, hint=hint)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            arch = json.loads((f.metadata() or {}).get("arch", "null"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+        meta, tensors = read_tensors(path)
+        arch = json.loads(meta.get("arch", "null"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BglabError(f"--init is not a readable safetensors checkpoint ({exc})", path=path, hint=hint) from exc
     if not isinstance(arch, dict):
         raise BglabError("--init has no architecture record (not written by train-seg)", path=path, hint=hint)
-    want = cfg.arch()
-    diff = {k: (arch.get(k, TrainConfig.__dataclass_fields__[k].default), want[k]) for k in ARCH_KEYS
-            if arch.get(k, TrainConfig.__dataclass_fields__[k].default) != want[k]}
+    diff = _differences(arch, cfg, ARCH_KEYS)
     if diff:
         listed = ", ".join(f"{k}: {a!r} in the file vs {b!r} asked" for k, (a, b) in diff.items())
         raise ConfigError(f"--init was trained with another architecture ({listed})", path=path,
@@ -363,12 +361,24 @@ LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_f1", "val_iou", "val_f1_co
               "img_per_s", "samples", "best"]
 
 
+def _differences(old: dict[str, Any], cfg: TrainConfig, keys: Sequence[str]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (recorded, asked)}`` where a recorded config (a run's config.json, a checkpoint's ``arch``) and
+    ``cfg`` differ; a key the record lacks counts as its default (records made before the key existed)."""
+    out = {}
+    for k in keys:
+        was = old.get(k, TrainConfig.__dataclass_fields__[k].default)
+        if was != getattr(cfg, k):
+            out[k] = (was, getattr(cfg, k))
+    return out
+
+
 def _check_resume_config(run: Path, cfg: TrainConfig) -> TrainConfig:
     old = json.loads((run / "config.json").read_text())
-    for k in ARCH_KEYS + ("size", "seed", "scenes"):
-        if old.get(k, TrainConfig.__dataclass_fields__[k].default) != getattr(cfg, k):
-            raise ConfigError(f"--resume with a different {k} ({getattr(cfg, k)!r} vs {old[k]!r} in the run)",
-                              path=run / "config.json", hint="resume with the original options or use a new --out")
+    diff = _differences(old, cfg, ARCH_KEYS + ("size", "seed", "scenes"))
+    if diff:
+        k, (was, asked) = next(iter(diff.items()))  # the first, in ARCH_KEYS order
+        raise ConfigError(f"--resume with a different {k} ({asked!r} vs {was!r} in the run)",
+                          path=run / "config.json", hint="resume with the original options or use a new --out")
     return cfg
 
 

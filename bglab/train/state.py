@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["from_json_float", "load_optimizer", "optimizer_tensors", "save_tensors", "to_json"]
+__all__ = ["from_json_float", "load_optimizer", "optimizer_tensors", "read_tensors", "save_tensors", "to_json"]
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
@@ -31,6 +31,17 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                 metadata=dict(metadata) if metadata is not None else None)
     return atomic_write_bytes(path, data)
+
+
+def read_tensors(path: str | Path, *, tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """``(metadata, tensors)`` of a safetensors file in one pass (``tensors=False``: the header only); the
+    reader's own errors pass through for the caller to name the file and the fix."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        found = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118 - no iterator
+    return meta, found
 
 
 def to_json(x: Any) -> Any:

@@ -29,6 +29,8 @@ Format (paths relative to the config file; see ``bglab/configs/rps-reference.yam
     #   distorted copies are scored at the final epoch (distortion_curves: true scores them at every eval)
     studies:                       # which protocol x arm x variant combinations to train (x every seed)
       background: {protocols: [cross-domain], arms: [original, crop], variants: [base]}
+    #   a study may add ensembles: {tuned+pose: [crop+remove/tuned, original/pose]}: per seed, the members'
+    #   class probabilities averaged (soft voting), reported as one more line and compared with each member
     baseline: original             # arm the others are compared with
     quick: {seeds: [0], train: {epochs: 3}}   # overrides applied by --quick (deep merge)
 
@@ -52,7 +54,7 @@ import copy
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,7 @@ from bglab.io.schema import Field, Schema, declare
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
     "SaliencyConfig", "StudyConfig", "TrainConfig", "VariantConfig", "deep_merge", "load_experiment_config",
-    "parse_config", "row_label",
+    "parse_config", "parse_ensembles", "row_label",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -266,6 +268,8 @@ class StudyConfig:
     variants: tuple[str, ...]
     test_arms: tuple[str, ...] = ()
     bg_gap: tuple[str, str] | None = None
+    ensembles: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # name -> its members (arm, variant): their class probabilities averaged per seed (soft voting)
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,11 @@ class ExperimentConfig:
             if key.protocol in st.protocols and key.arm in st.arms and key.variant in st.variants:
                 out += [a for a in st.test_arms if a not in out]
         return out
+
+    def in_ensemble(self, key: RunKey) -> bool:
+        """Whether a study averages this run's class probabilities with others' (``ensembles``)."""
+        return any(key.protocol in st.protocols and (key.arm, key.variant) in members
+                   for st in self.studies.values() for members in st.ensembles.values())
 
     def matrix_studies(self) -> list[StudyConfig]:
         """The studies with ``test_arms`` (train x test matrices)."""
@@ -614,7 +623,7 @@ def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, An
         key = f"studies.{name}"
         _name(key, name)
         v = _mapping(key, v, allow_none=False)
-        _keys(key, v, ("protocols", "arms", "variants", "test_arms", "bg_gap"))
+        _keys(key, v, ("protocols", "arms", "variants", "test_arms", "bg_gap", "ensembles"))
         test_arms: tuple[str, ...] = ()
         if v.get("test_arms") is not None:
             test_arms = _names(f"{key}.test_arms", v["test_arms"], arms, "arm")
@@ -632,12 +641,50 @@ def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, An
             gap = (gn[0], gn[1])
         elif "mixed-same" in test_arms and "mixed-rand" in test_arms:
             gap = ("mixed-same", "mixed-rand")
+        st_arms = _names(f"{key}.arms", v.get("arms", list(arms)), arms, "arm")
+        st_variants = _names(f"{key}.variants", v.get("variants", list(variants)[:1]), variants, "variant")
         out[name] = StudyConfig(
             name,
             _names(f"{key}.protocols", v.get("protocols", list(protocols)), protocols, "protocol"),
-            _names(f"{key}.arms", v.get("arms", list(arms)), arms, "arm"),
-            _names(f"{key}.variants", v.get("variants", list(variants)[:1]), variants, "variant"),
-            test_arms, gap)
+            st_arms, st_variants, test_arms, gap,
+            parse_ensembles(f"{key}.ensembles", v.get("ensembles"), st_arms, st_variants))
+    return out
+
+
+def parse_ensembles(key: str, raw: Any, arms: tuple[str, ...], variants: tuple[str, ...]
+                     ) -> dict[str, tuple[tuple[str, str], ...]]:
+    """``{NAME: [ARM/VARIANT, ...]}``: two or more of the study's runs per seed whose class probabilities are
+    averaged. A member may name the arm alone when the study has one variant, the variant alone when it has one
+    arm."""
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    taken = set(arms) | set(variants) | {f"{a} / {v}" for a in arms for v in variants}
+    for name, members in _mapping(key, raw).items():
+        k = f"{key}.{name}"
+        _name(k, name)
+        if name in taken:
+            raise _err(k, f"{_r(name)} is already an arm or variant of this study", "give the ensemble its own name")
+        if not isinstance(members, list | tuple) or len(members) < 2:
+            raise _err(k, f"expected a list of two or more members, got {_r(members)}",
+                       "e.g. [crop+remove/tuned, original/pose]")
+        got: list[tuple[str, str]] = []
+        for i, m in enumerate(members):
+            parts = str(m).split("/")
+            if len(parts) == 2:
+                arm, variant = (p.strip() for p in parts)
+            elif len(parts) == 1 and len(variants) == 1:
+                arm, variant = parts[0].strip(), variants[0]
+            elif len(parts) == 1 and len(arms) == 1:
+                arm, variant = arms[0], parts[0].strip()
+            else:
+                raise _err(f"{k}[{i}]", f"expected ARM/VARIANT, got {_r(m)}", f"arms: {', '.join(arms)}; "
+                           f"variants: {', '.join(variants)}")
+            if arm not in arms or variant not in variants:
+                raise _err(f"{k}[{i}]", f"{_r(m)} is not a run of this study",
+                           f"arms: {', '.join(arms)}; variants: {', '.join(variants)}")
+            if (arm, variant) in got:
+                raise _err(f"{k}[{i}]", f"{_r(m)} is listed twice")
+            got.append((arm, variant))
+        out[name] = tuple(got)
     return out
 
 

@@ -1,7 +1,9 @@
 """Score an experiment's finished models on another data set: per run, then per arm over the seeds.
 
 Each model sees the data set through its own arm's pipeline (the one recorded in its checkpoint), so the
-figures are comparable with the experiment's own test sets. ``bglab eval-cls`` prints them.
+figures are comparable with the experiment's own test sets; the study's ensembles (``studies.NAME.ensembles``
+in the run directory's config) are scored too, from their members' class probabilities on the images every
+member could read. ``bglab eval-cls`` prints them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
     from bglab.experiment.checkpoints import build_run_model, load_checkpoint
     from bglab.experiment.config import ArmConfig, arm_pipeline
     from bglab.experiment.data import prepare_arm
-    from bglab.experiment.inference import predict, to_tensor
+    from bglab.experiment.inference import predict_proba, to_tensor
 
     ckpts = sorted((run_dir / "checkpoints").glob("*.safetensors"))
     if not ckpts:
@@ -36,6 +38,7 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
                          hint="run `bglab experiment CONFIG --out RUN_DIR` first")
     samples = read_imagefolder(data_dir, origin=as_source)
     results: list[dict[str, Any]] = []
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # run -> (indices of the samples it read, probabilities)
     cache: dict[str, Any] = {}
     ok_cache: dict[str, Any] = {}
     for path in ckpts:
@@ -58,16 +61,65 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
         x, ok = cache[pkey], ok_cache[pkey]
         y = np.array([classes.index(s.label) for s in samples], np.int64)[ok]
         model = build_run_model(state, weights)
-        pred, loss = predict(model, to_tensor(x[ok]), torch.from_numpy(y))
-        per_class = {c: (float((pred[y == i] == i).mean()) if (y == i).any() else None)
-                     for i, c in enumerate(classes)}
+        pred, probs, loss = predict_proba(model, to_tensor(x[ok]), torch.from_numpy(y))
+        scored[state["run"]] = (np.flatnonzero(ok), probs)
         results.append({"run": state["run"], "protocol": state["protocol"], "arm": state["arm"],
                         "variant": state["variant"], "seed": state["seed"], "n": int(len(y)),
-                        "failed": int((~ok).sum()), "accuracy": float((pred == y).mean()) if len(y) else None,
-                        "loss": loss, "per_class": per_class})
+                        "failed": int((~ok).sum()), **_scores(pred, y, classes), "loss": loss})
     if not results:
         raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
-    return results
+    labels = np.array([classes.index(s.label) for s in samples], np.int64)
+    return results + _ensembles(run_dir, results, scored, labels, classes)
+
+
+def _scores(pred: Any, y: Any, classes: list[str]) -> dict[str, Any]:
+    per_class = {c: (float((pred[y == i] == i).mean()) if (y == i).any() else None) for i, c in enumerate(classes)}
+    return {"accuracy": float((pred == y).mean()) if len(y) else None, "per_class": per_class}
+
+
+def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, Any], labels: Any,
+               classes: list[str]) -> list[dict[str, Any]]:
+    """One row per ensemble of the run directory's studies x protocol x seed whose members were all scored:
+    their probabilities averaged on the images every member read."""
+    import numpy as np
+    import yaml
+
+    from bglab.experiment.config import RunKey, parse_ensembles
+    from bglab.experiment.ensemble import fuse
+
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    runs = {(r["protocol"], r["arm"], r["variant"], r["seed"]): r["run"] for r in results}
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for sname, st in (raw.get("studies") or {}).items():
+        if not isinstance(st, dict) or not st.get("ensembles"):
+            continue
+        arms, variants = tuple(st.get("arms") or ()), tuple(st.get("variants") or ())
+        for name, members in parse_ensembles(f"studies.{sname}.ensembles", st["ensembles"], arms, variants).items():
+            for proto in st.get("protocols") or ():
+                for seed in sorted({r["seed"] for r in results}):
+                    ids = [runs.get((proto, a, v, seed)) for a, v in members]
+                    rid = RunKey(proto, name, seed, "ensemble").id
+                    if any(i is None for i in ids) or rid in seen:
+                        continue
+                    seen.add(rid)
+                    common = scored[ids[0]][0]
+                    for i in ids[1:]:
+                        common = np.intersect1d(common, scored[i][0])
+                    parts = [{"keys": common, "y_true": labels[common],
+                              "probs": scored[i][1][np.searchsorted(scored[i][0], common)]} for i in ids]
+                    fused = fuse(parts)
+                    if fused is None:
+                        continue
+                    out.append({"run": rid, "protocol": proto, "arm": "ensemble",
+                                "variant": name, "seed": seed, "n": int(len(common)),
+                                "failed": int(len(labels) - len(common)),
+                                **_scores(fused["y_pred"], fused["y_true"], classes), "loss": None,
+                                "members": ids})
+    return out
 
 
 def by_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

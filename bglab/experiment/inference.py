@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_float", "normalise", "predict", "to_tensor"]
+__all__ = ["as_float", "normalise", "predict", "predict_proba", "to_tensor"]
 
 
 def to_tensor(x: np.ndarray) -> Any:
@@ -35,18 +35,28 @@ def normalise(x: Any) -> Any:
 
 
 def predict(model: Any, x: Any, y: Any | None = None, batch: int = 256, device: str = "cpu"
-             ) -> tuple[np.ndarray, float]:
+            ) -> tuple[np.ndarray, float]:
     """Predicted classes and mean cross-entropy loss (nan without labels), in eval mode."""
+    pred, _, loss = predict_proba(model, x, y, batch, device)
+    return pred, loss
+
+
+def predict_proba(model: Any, x: Any, y: Any | None = None, batch: int = 256, device: str = "cpu"
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Predicted classes (argmax of the logits), class probabilities (softmax, float32 N x C) and mean
+    cross-entropy loss (nan without labels), in eval mode."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
     model.eval()
-    preds, loss_sum = [], 0.0
+    preds, probs, loss_sum = [], [], 0.0
     with torch.no_grad():
         for i in range(0, x.shape[0], batch):
             logits = model(normalise(as_float(x[i:i + batch].to(device))))
             preds.append(logits.argmax(1).cpu())
+            probs.append(torch.softmax(logits.float(), 1).cpu())
             if y is not None:
                 loss_sum += float(F.cross_entropy(logits, y[i:i + batch].to(device), reduction="sum"))
     pred = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
-    return pred, (loss_sum / max(1, x.shape[0]) if y is not None else float("nan"))
+    prob = torch.cat(probs).numpy().astype(np.float32) if probs else np.zeros((0, 0), np.float32)
+    return pred, prob, (loss_sum / max(1, x.shape[0]) if y is not None else float("nan"))

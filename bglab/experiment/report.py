@@ -26,6 +26,7 @@ import numpy as np
 from bglab.experiment.checks import (MIN_SEEDS, accuracy_interval, chance_check, chance_rate, checked_verdict,
                                      min_detectable_difference, seeds_check, training_check)
 from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
+from bglab.experiment.ensemble import fuse
 from bglab.experiment.figures import (confusion_fig, curves_fig, diff_fig, matrix_fig, per_class_fig, robust_fig,
                                       sheet_b64)
 from bglab.experiment.metrics_file import read_metrics
@@ -60,7 +61,16 @@ def _load_preds(out: Path, key: RunKey, test: str, dist: str) -> dict[str, np.nd
     if not p.is_file():
         return None
     with np.load(p, allow_pickle=False) as z:
-        return {k: z[k].copy() for k in ("y_true", "y_pred", "keys")}
+        return {k: z[k].copy() for k in ("y_true", "y_pred", "keys", "probs") if k in z.files}
+
+
+def _line_preds(out: Path, proto: str, members: Sequence[tuple[str, str]], seed: int, test: str, dist: str
+                ) -> dict[str, np.ndarray] | None:
+    """A line's saved predictions for one seed: its run's, or an ensemble's fused from its members' runs."""
+    preds = [_load_preds(out, RunKey(proto, v, seed, a), test, dist) for a, v in members]
+    if any(p is None for p in preds):
+        return None
+    return preds[0] if len(preds) == 1 else fuse(preds)  # type: ignore[arg-type]
 
 
 def _final_rows(rows: Sequence[Mapping[str, Any]], cfg: ExperimentConfig) -> dict[tuple, float]:
@@ -126,15 +136,20 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
             res["curves"] = {f"{lab}|{split}|{test}": {str(e): [float(np.mean(x)), float(np.min(x)), float(np.max(x))]
                                                        for e, x in sorted(ep.items())}
                              for (lab, split, test), ep in acc.items()}
-            # per-class accuracy and confusion (clean, summed over seeds) + correctness for the paired tests
+            # per-class accuracy and confusion (clean, summed over seeds) + correctness for the paired tests;
+            # an ensemble's final accuracy too (it has no metric rows: its predictions are fused here)
             correct: dict[tuple, tuple[list[int], np.ndarray]] = {}
-            for lab, a, v in lines:
+            for en in st.ensembles:
+                res["lines"].append(en)
+                res["final"][en] = {"train|clean": _ci([]), "val|clean": _ci([])}
+            members = [(lab, ((a, v),)) for lab, a, v in lines] + list(st.ensembles.items())
+            for lab, mem in members:
                 for t in tests:
                     for d in dists:
                         seeds, mats, keys = [], [], None
                         cm = None
                         for s in cfg.seeds:
-                            pr = _load_preds(out, RunKey(proto, v, s, a), t, d)
+                            pr = _line_preds(out, proto, mem, s, t, d)
                             if pr is None:
                                 continue
                             if keys is not None and not np.array_equal(keys, pr["keys"]):
@@ -150,6 +165,8 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                                 cm = m if cm is None else cm + m
                         if mats:
                             correct[(lab, t, d)] = (seeds, np.stack(mats), keys)  # type: ignore[assignment]
+                        if lab in st.ensembles:
+                            res["final"][lab][f"{t}|{d}"] = _ci([float(m.mean()) for m in mats if m.size])
                         if cm is not None:
                             res["confusion"][f"{lab}|{t}"] = cm.tolist()
                             with np.errstate(invalid="ignore", divide="ignore"):
@@ -165,7 +182,9 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                                                                checks)
             sp[proto] = res
         studies[sname] = {"protocols": sp, "arms": list(st.arms), "variants": list(st.variants),
-                          "lines": [lab for lab, _, _ in lines]}
+                          "lines": [lab for lab, _, _ in lines] + list(st.ensembles),
+                          **({"ensembles": {en: [lab for lab, a, v in lines if (a, v) in mem]
+                                            for en, mem in st.ensembles.items()}} if st.ensembles else {})}
     return {"name": cfg.name, "classes": classes, "seeds": list(cfg.seeds), "baseline": cfg.baseline,
             "studies": studies, "matrix": analyse_matrix(out, cfg), "saliency": analyse_saliency(out, cfg)}
 
@@ -346,6 +365,8 @@ def _comparisons(cfg: ExperimentConfig, st: StudyConfig, proto: str, lines: list
         for a in st.arms:
             pairs = [(label[(a, st.variants[0])], label[(a, v)]) for v in st.variants[1:]]
             groups.append(("the model variant", f"arm {a}" if len(st.arms) > 1 else "", pairs))
+    for en, mem in st.ensembles.items():  # each member against the ensemble
+        groups.append(("combining the models", f"ensemble {en}", [(label[m], en) for m in mem]))
     comps: list[dict[str, Any]] = []
     verdicts: list[dict[str, Any]] = []
     for what, cond, pairs in groups:

@@ -13,7 +13,8 @@ Run directory (``OUT``)::
     metrics.csv, metrics.parquet     all runs together (columns in METRIC_COLUMNS)
     checkpoints/<run>.safetensors    weights (+ optimiser state while unfinished); the JSON state is in its
                                      metadata and mirrored in checkpoints/<run>.json
-    predictions/<run>/<test>__<distortion>.npz   y_true, y_pred, keys of the final model
+    predictions/<run>/<test>__<distortion>.npz   y_true, y_pred, keys, probs (class probabilities) of the
+                                     final model
     predictions/<run>/matrix/<test>__<test arm>.npz   the same test images seen through each test arm
                                      (matrix studies; metric rows with split ``matrix`` and ``test_arm``)
     predictions/<run>/saliency__<test>.npz   Grad-CAM share inside the fg mask per image + a sample sheet
@@ -48,7 +49,7 @@ from bglab.experiment.augment import apply_bg_swap, augment_selected, bg_swap_pl
 from bglab.experiment.checkpoints import checkpoint_state, load_checkpoint, restore_optimizer, save_checkpoint
 from bglab.experiment.config import ExperimentConfig, RunKey, TrainConfig, VariantConfig, resolved_config
 from bglab.experiment.data import ExperimentData, ProtocolData, arm_masks, distorted, load_data, make_protocol
-from bglab.experiment.inference import as_float, normalise, predict, to_tensor
+from bglab.experiment.inference import as_float, normalise, predict, predict_proba, to_tensor
 from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_metrics
 from bglab.io.files import atomic_write_bytes, atomic_write_npz, atomic_write_text
 from bglab.io.seeds import derive_seed, seed_everything
@@ -221,10 +222,11 @@ def _fit_epoch(net: Any, opt: Any, key: RunKey, epoch: int, train: TrainConfig, 
 
 def _score(net: Any, es: _EvalSet, row: dict[str, Any], device: str, npz: Path | None) -> dict[str, Any]:
     """``row`` completed with the accuracy and loss of ``net`` on ``es``; the predictions saved to ``npz``."""
-    pred, loss = predict(net, es.x, es.y, device=device)
+    pred, prob, loss = predict_proba(net, es.x, es.y, device=device)
     acc = float((pred == es.y.numpy()).mean()) if len(pred) else float("nan")
     if npz is not None:
-        atomic_write_npz(npz, y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys)
+        atomic_write_npz(npz, y_true=es.y.numpy().astype(np.int64), y_pred=pred.astype(np.int64), keys=es.keys,
+                         probs=prob)
     return {**row, "split": es.split, "test_set": es.test_set, "distortion": es.distortion, "accuracy": acc,
             "loss": loss, "n": len(pred)}
 
@@ -267,6 +269,8 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     model = _build(variant, len(data.classes), cfg)
     res = _resume(model, key, ckpt, mpath)
     if res.done:
+        if cfg.in_ensemble(key):
+            _add_probabilities(model, featurise is not None, key, ckpt, evalsets, out, device, log)
         return RunResult(key, "skipped", 0, 0.0)
     rows, sessions = res.rows, res.sessions
     # weights were initialised on the CPU (the same on every device); channels-last suits CPU convolutions
@@ -308,6 +312,38 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
         if on_epoch is not None:
             on_epoch(key, epoch)
     return RunResult(key, "done", trained, time.perf_counter() - t0)
+
+
+def _add_probabilities(model: Any, head: bool, key: RunKey, ckpt: Path, evalsets: list[_EvalSet], out: Path,
+                       device: str, log: Log) -> None:
+    """Class probabilities for a finished run's saved test predictions that lack them (run directories made
+    before they were stored), scored again from its final checkpoint: an ensemble averages them. The saved
+    predicted classes are kept; a disagreement with the new scoring is logged."""
+    from bglab.train.classifiers import load_trained
+
+    folder = out / "predictions" / key.id
+    todo = []
+    for es in evalsets:
+        p = folder / f"{es.test_set}__{es.distortion}.npz"
+        if es.split == "test" and p.is_file():
+            with np.load(p, allow_pickle=False) as z:
+                if "probs" not in z.files:
+                    todo.append((es, p, {k: z[k].copy() for k in z.files}))
+    if not todo:
+        return
+    load_trained(model, load_checkpoint(ckpt)[1])
+    model.to(device=device)
+    net = model.head if head else model
+    for es, p, old in todo:
+        if not np.array_equal(old["keys"], es.keys):
+            raise BglabError(f"run {key.id}: the saved test images of {es.test_set} are not this config's", path=p,
+                             hint="delete the run's checkpoint to train it again")
+        pred, prob, _ = predict_proba(net, es.x, es.y, device=device)
+        if (differ := int((pred != old["y_pred"]).sum())):
+            log(f"{key.id}: {differ} of {len(pred)} predictions on {es.test_set} ({es.distortion}) differ when "
+                "scored again (other threads or library versions); the saved classes are kept")
+        atomic_write_npz(p, **old, probs=prob)
+    log(f"{key.id}: class probabilities added to {len(todo)} saved prediction file(s), from its checkpoint")
 
 
 def _saliency(model: Any, spec: tuple, cfg: ExperimentConfig, folder: Path, device: str,
@@ -363,15 +399,21 @@ def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]
             # added to a base config that this follow-up study extends but does not train
             # the arms as written are compared in their resolved form (resolved.arms: paths absolute), so moving a
             # config file and adjusting its relative paths (bglab/configs, issue 21) keeps its run directories
+            # ensembles only combine finished runs' predictions: adding or changing one keeps the runs
             k = {n: v for n, v in d.items() if n not in ("threads", "arms")}
+            if isinstance(k.get("studies"), Mapping):
+                k["studies"] = {sn: ({a: b for a, b in st.items() if a != "ensembles"} if isinstance(st, Mapping)
+                                     else st) for sn, st in k["studies"].items()}
             if isinstance(k.get("resolved"), Mapping):
                 k["resolved"] = {**k["resolved"], "arms": used(k["resolved"].get("arms"))}
             return k
 
-        if key(old) != key(json.loads(json.dumps(resolved))):
+        new = json.loads(json.dumps(resolved))
+        if key(old) != key(new):
             raise ConfigError("this run directory holds a different experiment (config changed)", path=out,
                               hint="use another --out, or delete the directory to start again")
-        return
+        if old.get("studies") == new.get("studies"):
+            return  # else only the ensembles changed: the file records the new ones
     atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
 
 

@@ -1,0 +1,182 @@
+"""Ensembles: the soft vote on hand-made probabilities, config errors naming the key, and a micro study end to
+end (the fused line's accuracy recomputed from the saved probabilities, compared with each member; an ensemble
+added to a finished run directory without retraining; probabilities added to predictions saved without them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+from bglab.errors import ConfigError  # noqa: E402
+from bglab.experiment.config import parse_config  # noqa: E402
+from bglab.experiment.ensemble import fuse  # noqa: E402
+from tests.test_experiment import _one_thread, data_root, micro_config  # noqa: E402, F401
+
+KEYS = np.array(["a", "b", "c", "d"])
+Y = np.array([0, 1, 2, 0])
+
+
+def _member(probs: list[list[float]], keys: np.ndarray = KEYS, y: np.ndarray = Y) -> dict[str, np.ndarray]:
+    p = np.asarray(probs, np.float32)
+    return {"y_true": y, "y_pred": p.argmax(1), "keys": keys, "probs": p}
+
+
+def test_soft_vote_is_right_where_each_member_alone_is_not() -> None:
+    a = _member([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.0, 0.2, 0.8], [0.4, 0.6, 0.0]])  # wrong on b, d
+    b = _member([[0.1, 0.9, 0.0], [0.0, 1.0, 0.0], [0.4, 0.0, 0.6], [1.0, 0.0, 0.0]])  # wrong on a
+    f = fuse([a, b])
+    assert f is not None
+    np.testing.assert_allclose(f["probs"], (a["probs"] + b["probs"]) / 2, atol=1e-7)
+    assert f["y_pred"].tolist() == [0, 1, 2, 0]
+    assert (a["y_pred"] == Y).mean() == 0.5 and (b["y_pred"] == Y).mean() == 0.75 and (f["y_pred"] == Y).all()
+    assert f["keys"].tolist() == KEYS.tolist() and f["y_true"].tolist() == Y.tolist()
+
+
+def test_soft_vote_refuses_members_that_do_not_line_up() -> None:
+    a = _member([[1, 0, 0]] * 4)
+    assert fuse([a, _member([[1, 0, 0]] * 4, keys=KEYS[::-1])]) is None  # other images
+    assert fuse([a, _member([[1, 0, 0]] * 4, y=Y[::-1])]) is None  # other labels
+    assert fuse([a, {k: v for k, v in a.items() if k != "probs"}]) is None  # saved without probabilities
+    assert fuse([a, _member([[1, 0]] * 4)]) is None  # another number of classes
+    assert fuse([]) is None
+
+
+def _study(**ens: object) -> dict:
+    return {"s": {"protocols": ["cross"], "arms": ["original", "keyed"], "variants": ["base", "wide"],
+                  **({"ensembles": ens} if ens else {})}}
+
+
+_VARIANTS = {"base": {}, "wide": {"model": {"widths": [12, 24]}}}
+
+
+@pytest.mark.parametrize(("ens", "key", "msg"), [
+    ({"e": ["original/base"]}, "studies.s.ensembles.e", "two or more"),
+    ({"e": "original/base"}, "studies.s.ensembles.e", "two or more"),
+    ({"e": ["original/base", "blur/base"]}, "studies.s.ensembles.e[1]", "not a run of this study"),
+    ({"e": ["original/base", "original/none"]}, "studies.s.ensembles.e[1]", "not a run of this study"),
+    ({"e": ["original/base", "original"]}, "studies.s.ensembles.e[1]", "ARM/VARIANT"),
+    ({"e": ["original/base", "original/base"]}, "studies.s.ensembles.e[1]", "twice"),
+    ({"keyed": ["original/base", "keyed/base"]}, "studies.s.ensembles.keyed", "already an arm"),
+    ({"bad name": ["original/base", "keyed/base"]}, "studies.s.ensembles.bad name", "letters, digits"),
+])
+def test_ensemble_config_errors_name_the_key(data_root: Path, ens: dict, key: str, msg: str) -> None:  # noqa: F811
+    with pytest.raises(ConfigError, match=msg) as exc:
+        parse_config(micro_config(data_root, studies=_study(**ens), variants=_VARIANTS))
+    assert str(exc.value).startswith(f"{key}: ")
+
+
+def test_member_may_name_the_arm_alone_when_the_study_has_one_variant(data_root: Path) -> None:  # noqa: F811
+    studies = {"s": {"protocols": ["cross"], "arms": ["original", "keyed"], "ensembles": {"both": ["original", "keyed"]}}}
+    cfg = parse_config(micro_config(data_root, studies=studies))
+    assert cfg.studies["s"].ensembles == {"both": (("original", "base"), ("keyed", "base"))}
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k].copy() for k in z.files}
+
+
+def test_ensemble_line_in_a_micro_study_and_added_later_without_retraining(data_root: Path,  # noqa: F811
+                                                                          tmp_path: Path) -> None:
+    from bglab.experiment.runner import run_experiment
+
+    train = {"epochs": 2, "batch_size": 16, "lr": 0.003, "eval_every": 1}
+    seeds = [0, 1]
+    run_experiment(parse_config(micro_config(data_root, seeds=seeds, studies=_study(), variants=_VARIANTS,
+                                             train=train)), tmp_path)
+    # predictions saved before probabilities were stored: take them out of one member's files
+    member = tmp_path / "predictions" / "cross__keyed__wide__s1"
+    saved = {p.name: _npz(p) for p in member.glob("*.npz")}
+    assert saved and all(v["probs"].shape == (len(v["keys"]), 3) for v in saved.values())
+    for name, arrays in saved.items():
+        np.savez(member / name, **{k: v for k, v in arrays.items() if k != "probs"})
+
+    lines: list[str] = []
+    cfg = parse_config(micro_config(data_root, seeds=seeds, variants=_VARIANTS, train=train,
+                                    studies=_study(both=["original/base", "keyed/wide"])))
+    summary = run_experiment(cfg, tmp_path, log=lines.append)
+    assert set(summary["runs"].values()) == {"skipped"}  # nothing retrained
+    assert any("class probabilities added to" in line and "cross__keyed__wide__s1" in line for line in lines)
+    for name, arrays in saved.items():  # scored again from the checkpoint: the same probabilities
+        again = _npz(member / name)
+        np.testing.assert_allclose(again["probs"], arrays["probs"], atol=1e-6)
+        assert np.array_equal(again["y_pred"], arrays["y_pred"])
+    assert "ensembles" in (tmp_path / "config.yaml").read_text(encoding="utf-8")
+
+    res = summary["analysis"]["studies"]["s"]["protocols"]["cross"]
+    assert "both" in res["lines"]
+    assert summary["analysis"]["studies"]["s"]["ensembles"] == {"both": ["original / base", "keyed / wide"]}
+    for test in ("screen", "clutter"):
+        for dist in ("clean", "noise25"):
+            want = []
+            for s in seeds:
+                a = _npz(tmp_path / "predictions" / f"cross__original__base__s{s}" / f"{test}__{dist}.npz")
+                b = _npz(tmp_path / "predictions" / f"cross__keyed__wide__s{s}" / f"{test}__{dist}.npz")
+                assert np.array_equal(a["keys"], b["keys"])
+                want.append(float(((a["probs"] + b["probs"]).argmax(1) == a["y_true"]).mean()))
+            cell = res["final"]["both"][f"{test}|{dist}"]
+            assert cell["values"] == pytest.approx(want) and cell["mean"] == pytest.approx(np.mean(want))
+    comps = [c for c in res["comparisons"] if c["what"] == "combining the models"]
+    assert {(c["a"], c["b"]) for c in comps} == {("original / base", "both"), ("keyed / wide", "both")}
+    assert any("Combining the models does not matter" in v["text"] for v in res["verdicts"])
+    assert f"{'both'}|screen" in res["confusion"] and f"{'both'}|screen" in res["per_class"]
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert ">both<" in html
+    written = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert "both" in written["analysis"]["studies"]["s"]["protocols"]["cross"]["lines"]
+
+    # changing the ensemble again keeps the runs; changing what a run trains does not
+    cfg2 = parse_config(micro_config(data_root, seeds=seeds, variants=_VARIANTS, train=train,
+                                     studies=_study(all4=["original/base", "keyed/base", "original/wide",
+                                                          "keyed/wide"])))
+    summary2 = run_experiment(cfg2, tmp_path)
+    assert set(summary2["runs"].values()) == {"skipped"}
+    with pytest.raises(ConfigError, match="different experiment"):
+        run_experiment(parse_config(micro_config(data_root, seeds=seeds, variants=_VARIANTS,
+                                                 train={**train, "epochs": 3}, studies=_study())), tmp_path)
+
+    # eval-cls scores the ensembles too: on the whole clutter source (the experiment's test set `clutter`, read
+    # again through each member's pipeline) the same accuracy per seed as the report's
+    from bglab.experiment.evaluate import by_arm, evaluate_run_dir
+
+    rows = evaluate_run_dir(tmp_path, data_root / "clutter")
+    ens = sorted((r for r in rows if r["arm"] == "ensemble"), key=lambda r: (r["variant"], r["seed"]))
+    assert [(r["variant"], r["seed"]) for r in ens] == [("all4", 0), ("all4", 1)]  # the config.yaml's ensemble now
+    assert ens[0]["members"] == ["cross__original__base__s0", "cross__keyed__base__s0", "cross__original__wide__s0",
+                                 "cross__keyed__wide__s0"]
+    want = summary2["analysis"]["studies"]["s"]["protocols"]["cross"]["final"]["all4"]["clutter|clean"]["values"]
+    assert [r["accuracy"] for r in ens] == pytest.approx(want)
+    assert ens[0]["n"] == 90 and ens[0]["failed"] == 0
+    assert any(a["arm"] == "ensemble" and a["variant"] == "all4" and a["seeds"] == [0, 1] for a in by_arm(rows))
+
+
+@pytest.mark.slow  # the tuned network and the pose reader on the small profile: about 50 s on 2 cores
+def test_rps_ensemble_quick_profile_on_shared_data(tmp_path: Path) -> None:
+    """The shipped study with real MediaPipe: every run finishes, both ensembles are scored on every test set
+    with the same images as their members, and the summary compares each with its members."""
+    pytest.importorskip("mediapipe")
+    from conftest import shared_path
+
+    from bglab.experiment.config import load_experiment_config
+    from bglab.experiment.runner import run_experiment
+
+    shared_path("rps", "webcam")
+    shared_path("rps", "sxsw")
+    cfg = load_experiment_config(Path(__file__).resolve().parents[1] / "bglab/configs/rps-ensemble.yaml", quick=True)
+    summary = run_experiment(cfg, tmp_path)
+    assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == 8
+    for proto, tests in (("cross-domain", ("webcam", "sxsw")), ("combined", ("sxsw",))):
+        res = summary["analysis"]["studies"]["background"]["protocols"][proto]
+        for ens in ("tuned+pose", "all"):
+            for t in tests:
+                cell = res["final"][ens][f"{t}|clean"]
+                assert cell["n"] == 1 and 0.0 <= cell["mean"] <= 1.0
+        assert {c["b"] for c in res["comparisons"] if c["what"] == "combining the models"} == {"tuned+pose", "all"}
+    webcam = summary["analysis"]["studies"]["background"]["protocols"]["cross-domain"]["final"]["tuned+pose"]
+    assert webcam["webcam|clean"]["mean"] >= 0.75  # held-out studio hands: far above chance

@@ -71,10 +71,14 @@ def test_ensemble_config_errors_name_the_key(data_root: Path, ens: dict, key: st
     assert str(exc.value).startswith(f"{key}: ")
 
 
-def test_member_may_name_the_arm_alone_when_the_study_has_one_variant(data_root: Path) -> None:  # noqa: F811
-    studies = {"s": {"protocols": ["cross"], "arms": ["original", "keyed"], "ensembles": {"both": ["original", "keyed"]}}}
-    cfg = parse_config(micro_config(data_root, studies=studies))
+def test_member_may_name_the_arm_or_the_variant_alone_when_the_other_is_one(data_root: Path) -> None:  # noqa: F811
+    arms = {"s": {"protocols": ["cross"], "arms": ["original", "keyed"], "ensembles": {"both": ["original", "keyed"]}}}
+    cfg = parse_config(micro_config(data_root, studies=arms))
     assert cfg.studies["s"].ensembles == {"both": (("original", "base"), ("keyed", "base"))}
+    variants = {"s": {"protocols": ["cross"], "arms": ["keyed"], "variants": ["base", "wide"],
+                      "ensembles": {"both": ["base", "wide"]}}}
+    cfg = parse_config(micro_config(data_root, studies=variants, variants=_VARIANTS))
+    assert cfg.studies["s"].ensembles == {"both": (("keyed", "base"), ("keyed", "wide"))}
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
@@ -127,7 +131,7 @@ def test_ensemble_line_in_a_micro_study_and_added_later_without_retraining(data_
     assert any("Combining the models does not matter" in v["text"] for v in res["verdicts"])
     assert f"{'both'}|screen" in res["confusion"] and f"{'both'}|screen" in res["per_class"]
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert ">both<" in html
+    assert ">both<" in html and "<code>both</code> = original / base + keyed / wide" in html
     written = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert "both" in written["analysis"]["studies"]["s"]["protocols"]["cross"]["lines"]
 

@@ -662,6 +662,10 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
     for sname, s in analysis["studies"].items():
         parts.append(f"<h2 id='study-{e(sname)}'>Study: {e(sname)}</h2><p>arms {e(', '.join(s['arms']))}; "
                      f"variants {e(', '.join(s['variants']))}</p>")
+        if s.get("ensembles"):
+            parts.append("<p>Ensembles (per seed, the class probabilities of their members averaged; compared with "
+                         "each member): " + "; ".join(f"<code>{e(n)}</code> = {e(' + '.join(m))}"
+                                                     for n, m in s["ensembles"].items()) + "</p>")
         for proto, res in s["protocols"].items():
             title = f"{sname} / {proto}"
             parts.append(f"<h3>{e(proto)}</h3>")

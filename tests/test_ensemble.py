@@ -184,3 +184,18 @@ def test_rps_ensemble_quick_profile_on_shared_data(tmp_path: Path) -> None:
         assert {c["b"] for c in res["comparisons"] if c["what"] == "combining the models"} == {"tuned+pose", "all"}
     webcam = summary["analysis"]["studies"]["background"]["protocols"]["cross-domain"]["final"]["tuned+pose"]
     assert webcam["webcam|clean"]["mean"] >= 0.75  # held-out studio hands: far above chance
+
+
+def test_eval_cls_reads_a_study_that_leaves_variants_and_protocols_to_their_defaults(data_root: Path,  # noqa: F811
+                                                                                     tmp_path: Path) -> None:
+    from bglab.experiment.evaluate import evaluate_run_dir
+    from bglab.experiment.runner import run_experiment
+
+    studies = {"s": {"arms": ["original", "keyed"], "ensembles": {"both": ["original", "keyed"]}}}
+    train = {"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1}
+    summary = run_experiment(parse_config(micro_config(data_root, studies=studies, train=train)), tmp_path)
+    rows = evaluate_run_dir(tmp_path, data_root / "screen")
+    ens = [r for r in rows if r["arm"] == "ensemble"]
+    assert [(r["protocol"], r["variant"], r["seed"]) for r in ens] == [("cross", "both", 0)]
+    assert ens[0]["members"] == ["cross__original__base__s0", "cross__keyed__base__s0"] and ens[0]["n"] == 90
+    assert summary["analysis"]["studies"]["s"]["protocols"]["cross"]["final"]["both"]["screen|clean"]["n"] == 1

@@ -97,9 +97,14 @@ def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, A
     for sname, st in (raw.get("studies") or {}).items():
         if not isinstance(st, dict) or not st.get("ensembles"):
             continue
-        arms, variants = tuple(st.get("arms") or ()), tuple(st.get("variants") or ())
+        # a study's defaults as the config parser fills them: every arm and protocol, the first variant
+        def names(v: Any) -> tuple[str, ...]:
+            return (v,) if isinstance(v, str) else tuple(str(x) for x in v or ())
+
+        arms = names(st.get("arms") or list(raw.get("arms") or {}))
+        variants = names(st.get("variants") or list(raw.get("variants") or {"base": {}})[:1])
         for name, members in parse_ensembles(f"studies.{sname}.ensembles", st["ensembles"], arms, variants).items():
-            for proto in st.get("protocols") or ():
+            for proto in names(st.get("protocols") or list(raw.get("protocols") or {})):
                 for seed in sorted({r["seed"] for r in results}):
                     ids = [runs.get((proto, a, v, seed)) for a, v in members]
                     rid = RunKey(proto, name, seed, "ensemble").id

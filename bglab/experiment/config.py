@@ -68,7 +68,7 @@ from bglab.io.schema import Field, Schema, declare
 __all__ = [
     "ArmConfig", "AugmentConfig", "EvalConfig", "ExperimentConfig", "ProtocolConfig", "RunKey", "SourceConfig",
     "SaliencyConfig", "StudyConfig", "TrainConfig", "VariantConfig", "deep_merge", "load_experiment_config",
-    "parse_config", "parse_ensembles", "row_label",
+    "parse_config", "row_label", "run_dir_studies",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -647,12 +647,12 @@ def _parse_studies(raw: Any, protocols: Mapping[str, Any], arms: Mapping[str, An
             name,
             _names(f"{key}.protocols", v.get("protocols", list(protocols)), protocols, "protocol"),
             st_arms, st_variants, test_arms, gap,
-            parse_ensembles(f"{key}.ensembles", v.get("ensembles"), st_arms, st_variants))
+            _parse_ensembles(f"{key}.ensembles", v.get("ensembles"), st_arms, st_variants))
     return out
 
 
-def parse_ensembles(key: str, raw: Any, arms: tuple[str, ...], variants: tuple[str, ...]
-                     ) -> dict[str, tuple[tuple[str, str], ...]]:
+def _parse_ensembles(key: str, raw: Any, arms: tuple[str, ...], variants: tuple[str, ...]
+                      ) -> dict[str, tuple[tuple[str, str], ...]]:
     """``{NAME: [ARM/VARIANT, ...]}``: two or more of the study's runs per seed whose class probabilities are
     averaged. A member may name the arm alone when the study has one variant, the variant alone when it has one
     arm."""
@@ -686,6 +686,14 @@ def parse_ensembles(key: str, raw: Any, arms: tuple[str, ...], variants: tuple[s
             got.append((arm, variant))
         out[name] = tuple(got)
     return out
+
+
+def run_dir_studies(resolved: Mapping[str, Any]) -> dict[str, StudyConfig]:
+    """The studies of a run directory's ``config.yaml`` (as :func:`resolved_config` wrote it), with the defaults
+    the parser fills in: what ``bglab eval-cls`` needs to score the ensembles without the sources at hand."""
+    r = _mapping("resolved", resolved.get("resolved"))
+    return _parse_studies(resolved.get("studies"), _mapping("protocols", resolved.get("protocols")),
+                          _mapping("resolved.arms", r.get("arms")), _mapping("resolved.variants", r.get("variants")))
 
 
 def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: bool = False) -> ExperimentConfig:

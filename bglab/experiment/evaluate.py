@@ -59,7 +59,8 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
             imgs = prepare_arm(arm, samples, size=int(state["size"]), channels=int(state["channels"]), cache_dir=None)
             cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
         x, ok = cache[pkey], ok_cache[pkey]
-        y = np.array([classes.index(s.label) for s in samples], np.int64)[ok]
+        labels = np.array([classes.index(s.label) for s in samples], np.int64)
+        y = labels[ok]
         model = build_run_model(state, weights)
         pred, probs, loss = predict_proba(model, to_tensor(x[ok]), torch.from_numpy(y))
         scored[state["run"]] = (np.flatnonzero(ok), probs)
@@ -68,7 +69,6 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
                         "failed": int((~ok).sum()), **_scores(pred, y, classes), "loss": loss})
     if not results:
         raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
-    labels = np.array([classes.index(s.label) for s in samples], np.int64)
     return results + _ensembles(run_dir, results, scored, labels, classes)
 
 
@@ -84,7 +84,7 @@ def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, A
     import numpy as np
     import yaml
 
-    from bglab.experiment.config import RunKey, parse_ensembles
+    from bglab.experiment.config import RunKey, run_dir_studies
     from bglab.experiment.ensemble import fuse
 
     try:
@@ -94,17 +94,9 @@ def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, A
     runs = {(r["protocol"], r["arm"], r["variant"], r["seed"]): r["run"] for r in results}
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for sname, st in (raw.get("studies") or {}).items():
-        if not isinstance(st, dict) or not st.get("ensembles"):
-            continue
-        # a study's defaults as the config parser fills them: every arm and protocol, the first variant
-        def names(v: Any) -> tuple[str, ...]:
-            return (v,) if isinstance(v, str) else tuple(str(x) for x in v or ())
-
-        arms = names(st.get("arms") or list(raw.get("arms") or {}))
-        variants = names(st.get("variants") or list(raw.get("variants") or {"base": {}})[:1])
-        for name, members in parse_ensembles(f"studies.{sname}.ensembles", st["ensembles"], arms, variants).items():
-            for proto in names(st.get("protocols") or list(raw.get("protocols") or {})):
+    for st in run_dir_studies(raw).values():
+        for name, members in st.ensembles.items():
+            for proto in st.protocols:
                 for seed in sorted({r["seed"] for r in results}):
                     ids = [runs.get((proto, a, v, seed)) for a, v in members]
                     rid = RunKey(proto, name, seed, "ensemble").id

@@ -111,6 +111,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
     studies: dict[str, Any] = {}
     for sname, st in cfg.studies.items():
         lines = _lines(st)
+        label_of = {(a, v): lab for lab, a, v in lines}
         sp: dict[str, Any] = {}
         for proto in st.protocols:
             tests = list(cfg.protocols[proto].test_sets)
@@ -183,8 +184,8 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
             sp[proto] = res
         studies[sname] = {"protocols": sp, "arms": list(st.arms), "variants": list(st.variants),
                           "lines": [lab for lab, _, _ in lines] + list(st.ensembles),
-                          **({"ensembles": {en: [lab for lab, a, v in lines if (a, v) in mem]
-                                            for en, mem in st.ensembles.items()}} if st.ensembles else {})}
+                          **({"ensembles": {en: [label_of[m] for m in mem] for en, mem in st.ensembles.items()}}
+                             if st.ensembles else {})}
     return {"name": cfg.name, "classes": classes, "seeds": list(cfg.seeds), "baseline": cfg.baseline,
             "studies": studies, "matrix": analyse_matrix(out, cfg), "saliency": analyse_saliency(out, cfg)}
 

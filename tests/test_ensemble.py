@@ -199,3 +199,20 @@ def test_eval_cls_reads_a_study_that_leaves_variants_and_protocols_to_their_defa
     assert [(r["protocol"], r["variant"], r["seed"]) for r in ens] == [("cross", "both", 0)]
     assert ens[0]["members"] == ["cross__original__base__s0", "cross__keyed__base__s0"] and ens[0]["n"] == 90
     assert summary["analysis"]["studies"]["s"]["protocols"]["cross"]["final"]["both"]["screen|clean"]["n"] == 1
+
+
+def test_eval_cls_names_an_unreadable_run_config_instead_of_dropping_the_ensembles(data_root: Path,  # noqa: F811
+                                                                                   tmp_path: Path) -> None:
+    from bglab.errors import BglabError
+    from bglab.experiment.evaluate import evaluate_run_dir
+    from bglab.experiment.runner import run_experiment
+
+    studies = {"s": {"arms": ["original", "keyed"], "ensembles": {"both": ["original", "keyed"]}}}
+    train = {"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1}
+    run_experiment(parse_config(micro_config(data_root, studies=studies, train=train)), tmp_path)
+    (tmp_path / "config.yaml").write_text("studies: [unclosed\n", encoding="utf-8")
+    with pytest.raises(BglabError, match="cannot read the run directory's config") as exc:
+        evaluate_run_dir(tmp_path, data_root / "screen")
+    assert "config.yaml" in str(exc.value)
+    (tmp_path / "config.yaml").unlink()  # no record at all: the runs alone
+    assert {r["arm"] for r in evaluate_run_dir(tmp_path, data_root / "screen")} == {"original", "keyed"}

@@ -87,10 +87,14 @@ def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, A
     from bglab.experiment.config import RunKey, run_dir_studies
     from bglab.experiment.ensemble import fuse
 
-    try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+    path = run_dir / "config.yaml"
+    if not path.is_file():  # no record of the studies: the runs are scored, no ensemble can be
         return []
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise BglabError(f"cannot read the run directory's config ({exc})", path=path,
+                         hint="restore it (bglab experiment writes it), or delete it to score the runs alone") from None
     runs = {(r["protocol"], r["arm"], r["variant"], r["seed"]): r["run"] for r in results}
     out: list[dict[str, Any]] = []
     seen: set[str] = set()

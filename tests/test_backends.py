@@ -239,11 +239,11 @@ def test_mediapipe_rotations_retry_only_when_nothing_is_found(monkeypatch: pytes
     from bglab.foreground import mediapipe as mp_backend
 
     hands = object.__new__(mp_backend.MediaPipeHands)
-    hands.rotations, hands.pad, hands.margin, hands.tiles = True, 0.0, 0.1, 1
+    hands.rotations, hands.pads, hands.margin, hands.tiles, hands.mirror = True, (0.0,), 0.1, 1, False
     seen: list[tuple[int, int]] = []
     tall = np.array([[1.0, 1.0]] * 21)
 
-    def fake(img: np.ndarray) -> list:
+    def fake(img: np.ndarray, pad: float) -> list:
         seen.append(img.shape[:2])
         return [(0.9, tall.copy())] if img.shape[0] > img.shape[1] else []  # only taller-than-wide images
 
@@ -255,6 +255,73 @@ def test_mediapipe_rotations_retry_only_when_nothing_is_found(monkeypatch: pytes
     seen.clear()
     hands.rotations = False
     assert hands.landmarks(wide) == [] and seen == [(20, 40)]
+
+
+def test_mediapipe_further_pads_and_the_mirror_are_tried_in_order_and_mapped_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image without a hand is tried at each padding (as is, then turned), then mirrored; the first view
+    that finds one wins and its points come back in the image's pixels. The stand-in 'finds' a hand only in
+    the upright mirror image at the second padding (a marked pixel at its top right)."""
+    from bglab.foreground import mediapipe as mp_backend
+
+    hands = object.__new__(mp_backend.MediaPipeHands)
+    hands.rotations, hands.pads, hands.margin, hands.tiles, hands.mirror = True, (0.5, 1.0), 0.1, 1, True
+    seen: list[tuple[float, bool, tuple[int, int]]] = []
+    pts = np.array([[30.0, 5.0]] * 21)
+
+    def fake(img: np.ndarray, pad: float) -> list:
+        mirrored = bool(img.shape[:2] == (20, 40) and img[0, -1, 0] == 255)
+        seen.append((pad, mirrored, img.shape[:2]))
+        return [(0.7, pts.copy())] if mirrored and pad == 1.0 else []
+
+    monkeypatch.setattr(hands, "_landmarks", fake)
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[0, 0] = 255  # top left here: top right in the mirror image
+    found = hands.landmarks(img)
+    upright = [(p, m) for p, m, shape in seen if shape == (20, 40)]  # each view as is and turned by 180
+    assert [p for p, _, _ in seen] == [0.5] * 8 + [1.0] * 5  # each view in four turns, as is then mirrored
+    assert upright == [(0.5, False), (0.5, False), (0.5, True), (0.5, False), (1.0, False), (1.0, False),
+                       (1.0, True)]  # ... until the upright mirror image at the second padding finds it
+    assert len(found) == 1 and np.allclose(found[0][1], [[10.0, 5.0]] * 21)  # x mirrored back: 40 - 30
+    seen.clear()
+    hands.mirror, hands.rotations = False, False
+    assert hands.landmarks(img) == [] and [p for p, _, _ in seen] == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("bad", [-0.1, [], [0.5, -1], [0.1] * 5, "wide", [None]])
+def test_mediapipe_pad_must_be_one_or_a_few_numbers(bad: object) -> None:
+    from bglab.foreground.mediapipe import MediaPipeHands, parse_pads
+
+    assert parse_pads(0.5) == (0.5,) and parse_pads([0.5, 1]) == (0.5, 1.0)
+    with pytest.raises(ConfigError, match="pad must be"):
+        MediaPipeHands(pad=bad)  # refused before MediaPipe is imported
+
+
+#: sxsw photos (paper, rock, scissors) where MediaPipe misses the hand at 224 px at padding 0.5 even turned
+MISSED_AT_FIRST = ("training__paper.0118_png.rf.588704bf45dd4af7ff420e34c7137f3a_01298.jpg",
+                   "training__rock.0003_png.rf.c5f551008966064ae4c370591c971d83_00222.jpg",
+                   "training__scissors.0028_png.rf.3c8e3c77f9a696dadedc988dfe2d9ca4_00362.jpg")
+
+
+@pytest.mark.skipif(not mediapipe_ok, reason=f"mediapipe not installed: {mediapipe_why}")
+def test_mediapipe_mirror_and_wider_pad_find_hands_the_first_view_misses(shared_data: Path) -> None:
+    """Three rock-paper-scissors photos (224 px, as the hand-pose classifier sees them) where MediaPipe finds
+    no hand at one padding even turned, and finds one with a wider padding or in the mirror image."""
+    import cv2
+
+    from bglab.foreground.mediapipe import MediaPipeHands
+
+    sxsw = shared_data / "rps" / "sxsw"
+    names = ["paper/" + MISSED_AT_FIRST[0], "rock/" + MISSED_AT_FIRST[1], "scissors/" + MISSED_AT_FIRST[2]]
+    first = MediaPipeHands(min_confidence=0.1, pad=0.5, rotations=True, max_hands=1)
+    more = MediaPipeHands(min_confidence=0.1, pad=[0.5, 1.0], rotations=True, max_hands=1, mirror=True)
+    for name in names:
+        img = cv2.resize(read_image(sxsw / name), (224, 224), interpolation=cv2.INTER_AREA)
+        assert first.landmarks(img) == [], name
+        found = more.landmarks(img)
+        assert len(found) == 1 and found[0][1].shape == (21, 2), name
+        xy = found[0][1]
+        assert ((xy > -0.5 * 224) & (xy < 1.5 * 224)).all(), name  # mapped back near the image
 
 
 def test_tile_grid_covers_the_image_with_overlapping_tiles() -> None:
@@ -297,10 +364,10 @@ def test_mediapipe_tiles_find_hands_in_tiles_and_map_them_back(monkeypatch: pyte
     from bglab.foreground import mediapipe as mp_backend
 
     hands = object.__new__(mp_backend.MediaPipeHands)
-    hands.rotations, hands.pad, hands.margin, hands.tiles = False, 0.0, 0.1, 2
+    hands.rotations, hands.pads, hands.margin, hands.tiles, hands.mirror = False, (0.0,), 0.1, 2, False
     pts = np.array([[2.0, 2.0], [6.0, 6.0]] + [[4.0, 4.0]] * 19)
 
-    def fake(img: np.ndarray) -> list:
+    def fake(img: np.ndarray, pad: float) -> list:
         return [(0.8, pts.copy())] if img.shape[1] < 40 else []
 
     monkeypatch.setattr(hands, "_landmarks", fake)

@@ -1,4 +1,4 @@
-"""bglab.io.seeds (every random stream's seed) and train.state.save_tensors (the one atomic checkpoint writer)."""
+"""bglab.io.seeds (every random stream's seed) and io.tensorfiles.save_tensors (the one atomic checkpoint writer)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_save_tensors_is_atomic_and_round_trips(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from bglab.errors import BglabError
-    from bglab.train.state import save_tensors
+    from bglab.io.tensorfiles import save_tensors
 
     path = tmp_path / "run" / "ckpt.safetensors"  # the folder is made
     w = torch.arange(6, dtype=torch.float32).reshape(2, 3).t()  # not contiguous: written anyway

@@ -18,7 +18,7 @@ def save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[s
     import torch
 
     from bglab.train.classifiers import trained_state
-    from bglab.train.state import save_tensors
+    from bglab.io.tensorfiles import save_tensors
 
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous().clone()
                                         for k, v in trained_state(model).items()}
@@ -35,7 +35,7 @@ def save_checkpoint(path: Path, model: Any, optimizer: Any | None, state: dict[s
 
 def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """A run checkpoint's state and (with ``tensors``) every tensor, in one pass over the file."""
-    from bglab.train.state import read_tensors
+    from bglab.io.tensorfiles import read_tensors
 
     try:
         meta, found = read_tensors(path, tensors=tensors)

@@ -141,11 +141,12 @@ def _resume(model: Any, key: RunKey, ckpt: Path, mpath: Path) -> _Resume:
         if mpath.exists():
             mpath.unlink()  # metrics without a checkpoint: an interrupted first epoch
         return _Resume()
-    state, msd, osd = load_checkpoint(ckpt)
+    state = checkpoint_state(ckpt)  # the header alone: a finished run's weights are not read here
     if state.get("run") != key.id:
         raise BglabError(f"checkpoint belongs to run {state.get('run')!r}", path=ckpt, hint="delete it")
     if state.get("done"):
         return _Resume(done=True)
+    state, msd, osd = load_checkpoint(ckpt)
     load_trained(model, msd)
     start = int(state["epoch"])
     return _Resume(start, [r for r in read_metrics(mpath) if r["epoch"] <= start],

@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
 from bglab.errors import BglabError, ConfigError
+from bglab.io.tensorfiles import read_tensors
 
 __all__ = ["ARCH_KEYS", "MEAN", "STD", "BoxLabelNet", "TinyResNet", "load_detector", "order_corners", "predict",
            "to_tensor"]
@@ -122,11 +121,9 @@ def load_detector(path: str | Path) -> tuple[BoxLabelNet, dict[str, Any]]:
     if not p.is_file():
         raise BglabError("detector checkpoint not found", path=p, hint="train one with `bglab train-det`")
     try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta, state = read_tensors(p)
         arch = json.loads(meta["arch"])
         classes = json.loads(meta["classes"])
-        state = load_file(str(p))
     except (KeyError, json.JSONDecodeError) as exc:
         raise BglabError(f"not a bglab box + label checkpoint (metadata {exc} missing or broken)", path=p,
                          hint="use best.safetensors from a `bglab train-det` run") from None

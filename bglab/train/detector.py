@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bglab.errors import BglabError, ConfigError
-from bglab.train.state import save_tensors
+from bglab.io.tensorfiles import save_tensors
 from bglab.nets.boxnet import (MEAN, STD, BoxLabelNet, TinyResNet, load_detector, order_corners, predict,
                                to_tensor)
 

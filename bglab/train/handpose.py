@@ -5,7 +5,7 @@ learns that studio's look of each sign: on rock-paper-scissors, trained on the g
 every image network read the real photos' open palm (fingers spread, palm to the camera) as scissors or rock,
 because the studio's "paper" is a flat hand seen from the back with the fingers together
 (docs/pretrained.md). This classifier reads the pose instead: MediaPipe Hands finds the 21 landmarks
-(``mediapipe-hands``, padded and tried in four turns), :func:`bglab.ops.pose_features` turns them into numbers
+(``mediapipe-hands``, padded and tried in four turns, then wider padded and mirrored), :func:`bglab.ops.pose_features` turns them into numbers
 that do not depend on where the hand is, how large, how turned or which hand (joint angles, finger extension,
 spread), and a linear layer classifies those. Where no hand is found, a frozen ImageNet backbone's features
 feed a second linear layer (``fallback``) so every image gets a prediction.
@@ -30,8 +30,10 @@ from bglab.ops.pose import POSE_FEATURES, pose_features
 
 __all__ = ["LANDMARKER", "HandPoseClassifier", "PoseHead"]
 
-#: how the landmarks are found: padded (tight crops), tried in four turns (hands pointing down or sideways)
-LANDMARKER = {"min_confidence": 0.1, "pad": 0.5, "rotations": True, "max_hands": 1}
+#: how the landmarks are found: padded (tight crops), tried in four turns (hands pointing down or sideways), then
+#: with a wider border and mirrored where none is found (on the sxsw photos at 224 px: a hand in 89.7 % of
+#: them, was 81.1 % with the first padding alone; docs/pretrained.md)
+LANDMARKER = {"min_confidence": 0.1, "pad": [0.5, 1.0], "mirror": True, "rotations": True, "max_hands": 1}
 _VERSION = "1"  # of the landmark features: part of the cache identity
 
 

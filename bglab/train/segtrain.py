@@ -33,8 +33,8 @@ from bglab.errors import BglabError, ConfigError, DatasetError
 from bglab.io.files import atomic_write_text, sha256_file
 from bglab.io.seeds import seed_everything
 from bglab.train import composite as C
-from bglab.train.state import (from_json_float, load_optimizer, optimizer_tensors, read_tensors, save_tensors,
-                               to_json)
+from bglab.io.tensorfiles import read_tensors, save_tensors
+from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
 
 ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable", "encoder")

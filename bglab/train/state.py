@@ -1,5 +1,5 @@
-"""Pickle-free training state: an optimizer's state as safetensors-ready tensors plus JSON scalars, and the one
-atomic checkpoint writer (:func:`save_tensors`).
+"""Pickle-free training state: an optimizer's state as safetensors-ready tensors plus JSON scalars, written with
+the one atomic checkpoint writer (:func:`bglab.io.tensorfiles.save_tensors`).
 
 Every trainer (``bglab train-seg``, ``bglab train-det`` and ``bglab experiment``) checkpoints with these, so a
 resumed run restores Adam's moments and step counts exactly, no checkpoint is ever half-written, and none needs
@@ -9,39 +9,12 @@ resumed run restores Adam's moments and step counts exactly, no checkpoint is ev
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["from_json_float", "load_optimizer", "optimizer_tensors", "read_tensors", "save_tensors", "to_json"]
-
-
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
-                 ) -> Path:
-    """Write ``tensors`` (moved to the CPU) as one safetensors file, atomically
-    (:func:`bglab.io.files.atomic_write_bytes`: an interrupted save leaves the previous checkpoint, never half a
-    file); returns the path."""
-    from safetensors.torch import save
-
-    from bglab.io.files import atomic_write_bytes
-
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-                metadata=dict(metadata) if metadata is not None else None)
-    return atomic_write_bytes(path, data)
-
-
-def read_tensors(path: str | Path, *, tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """``(metadata, tensors)`` of a safetensors file in one pass (``tensors=False``: the header only); the
-    reader's own errors pass through for the caller to name the file and the fix."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        found = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118 - no iterator
-    return meta, found
+__all__ = ["from_json_float", "load_optimizer", "optimizer_tensors", "to_json"]
 
 
 def to_json(x: Any) -> Any:

@@ -216,3 +216,29 @@ def test_eval_cls_names_an_unreadable_run_config_instead_of_dropping_the_ensembl
     assert "config.yaml" in str(exc.value)
     (tmp_path / "config.yaml").unlink()  # no record at all: the runs alone
     assert {r["arm"] for r in evaluate_run_dir(tmp_path, data_root / "screen")} == {"original", "keyed"}
+
+
+def test_an_ensemble_is_a_row_of_the_train_x_test_matrix(data_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A matrix study's ensemble gets its own row: each cell the soft vote of its members' predictions on the
+    test images seen through that test arm, recomputed here from the saved probabilities."""
+    from bglab.experiment.runner import run_experiment
+
+    studies = {"s": {"arms": ["original", "keyed"], "test_arms": ["original", "keyed"],
+                     "ensembles": {"both": ["original", "keyed"]}}}
+    train = {"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1}
+    summary = run_experiment(parse_config(micro_config(data_root, studies=studies, train=train)), tmp_path)
+    mx = summary["analysis"]["matrix"]
+    assert mx["rows"][-1] == "both" and mx["ensembles"] == ["both"]
+    assert mx["row_runs"]["both"] == [["original", "base"], ["keyed", "base"]]
+    cells = mx["protocols"]["cross"]["cells"]
+    for test_arm in ("original", "keyed"):
+        members = []
+        for arm in ("original", "keyed"):
+            npz = tmp_path / "predictions" / f"cross__{arm}__base__s0" / "matrix" / f"clutter__{test_arm}.npz"
+            with np.load(npz) as z:
+                members.append({k: z[k] for k in ("y_true", "keys", "probs")})
+        probs = (members[0]["probs"].astype(np.float64) + members[1]["probs"]) / 2
+        want = float((probs.argmax(1) == members[0]["y_true"]).mean())
+        assert cells[f"both|clutter|{test_arm}"]["values"] == pytest.approx([want])
+    assert summary["matrix"]["cross"]["clutter"]["both"]["keyed"] == pytest.approx(
+        cells["both|clutter|keyed"]["mean"])

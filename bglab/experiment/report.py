@@ -57,7 +57,11 @@ def _lines(study: StudyConfig) -> list[tuple[str, str, str]]:
 
 
 def _load_preds(out: Path, key: RunKey, test: str, dist: str) -> dict[str, np.ndarray] | None:
-    p = out / "predictions" / key.id / f"{test}__{dist}.npz"
+    return _load_npz(out / "predictions" / key.id / f"{test}__{dist}.npz")
+
+
+def _load_npz(p: Path) -> dict[str, np.ndarray] | None:
+    """One saved predictions file (``y_true``, ``y_pred``, ``keys``, ``probs`` where saved), None if absent."""
     if not p.is_file():
         return None
     with np.load(p, allow_pickle=False) as z:
@@ -190,14 +194,6 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
             "studies": studies, "matrix": analyse_matrix(out, cfg), "saliency": analyse_saliency(out, cfg)}
 
 
-def _acc_file(path: Path) -> float | None:
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        y, p = z["y_true"], z["y_pred"]
-    return float((y == p).mean()) if len(y) else None
-
-
 def gap_text(label: str, gap: Mapping[str, Any], same: Mapping[str, Any], rand: Mapping[str, Any],
              names: Sequence[str]) -> str:
     """One plain-language line on a trained arm's BG-Gap (points = percentage points of accuracy)."""
@@ -232,51 +228,60 @@ def bg_gap(label: str, same: Mapping[int, float], rand: Mapping[int, float], nam
     return g
 
 
-def matrix_accuracies(out: str | Path, protocol: str, arm: str, variant: str, seeds: Sequence[int],
+def matrix_accuracies(out: str | Path, protocol: str, members: Sequence[tuple[str, str]], seeds: Sequence[int],
                       test_set: str, test_arm: str) -> dict[int, float]:
-    """Per-seed accuracy of the run (protocol, arm, variant) on ``test_set`` seen through ``test_arm``
-    (the seeds whose predictions exist)."""
+    """Per-seed accuracy of a line on ``test_set`` seen through ``test_arm``: one run's ``(arm, variant)``, or an
+    ensemble's members fused (:func:`bglab.experiment.ensemble.fuse`); the seeds whose predictions exist."""
     accs = {}
     for s in seeds:
-        acc = _acc_file(Path(out) / "predictions" / RunKey(protocol, variant, s, arm).id / "matrix"
-                        / f"{test_set}__{test_arm}.npz")
-        if acc is not None:
-            accs[s] = acc
+        preds = [_load_npz(Path(out) / "predictions" / RunKey(protocol, v, s, a).id / "matrix"
+                           / f"{test_set}__{test_arm}.npz") for a, v in members]
+        if any(p is None for p in preds):
+            continue
+        line = preds[0] if len(preds) == 1 else fuse(preds)  # type: ignore[arg-type]
+        if line is not None and len(line["y_true"]):
+            accs[s] = float((line["y_true"] == line["y_pred"]).mean())
     return accs
 
 
 def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
     """Train x test-arm accuracy (mean, t-interval over seeds) and BG-Gap per trained line, from saved predictions.
 
-    Rows are every (arm, variant) trained by a study with ``test_arms`` (named by :func:`row_label`); None
-    when no study has test arms.
+    Rows are every (arm, variant) trained by a study with ``test_arms`` (named by :func:`row_label`), then the
+    study's ensembles (members' predictions fused per seed); None when no study has test arms.
     """
     out = Path(out)
     studies = cfg.matrix_studies()
     if not studies:
         return None
-    rows: dict[str, tuple[str, str]] = {}
+    rows: dict[str, tuple[tuple[str, str], ...]] = {}
     test_arms: list[str] = []
     protos: list[str] = []
     for st in studies:
         for v in st.variants:
             for a in st.arms:
-                rows.setdefault(row_label(cfg, a, v), (a, v))
+                rows.setdefault(row_label(cfg, a, v), ((a, v),))
+        for en, members in st.ensembles.items():
+            rows.setdefault(en, tuple(members))
         test_arms += [a for a in st.test_arms if a not in test_arms]
         protos += [p for p in st.protocols if p not in protos]
     gap_names = next((st.bg_gap for st in studies if st.bg_gap), None)
-    res: dict[str, Any] = {"rows": list(rows), "row_runs": {k: list(v) for k, v in rows.items()},
+    res: dict[str, Any] = {"rows": list(rows),
+                           "row_runs": {k: list(m[0]) if len(m) == 1 else [list(x) for x in m]
+                                        for k, m in rows.items()},
+                           **({"ensembles": [en for st in studies for en in st.ensembles]}
+                              if any(st.ensembles for st in studies) else {}),
                            "test_arms": test_arms, "bg_gap_arms": list(gap_names) if gap_names else None,
                            "protocols": {}}
     for proto in protos:
         tests = list(cfg.protocols[proto].test_sets)
         cells: dict[str, Any] = {}
         gaps: dict[str, Any] = {}
-        for lab, (a, v) in rows.items():
+        for lab, members in rows.items():
             for t in tests:
                 per_seed: dict[str, dict[int, float]] = {}
                 for ta in test_arms:
-                    per_seed[ta] = matrix_accuracies(out, proto, a, v, cfg.seeds, t, ta)
+                    per_seed[ta] = matrix_accuracies(out, proto, members, cfg.seeds, t, ta)
                     cells[f"{lab}|{t}|{ta}"] = _ci(list(per_seed[ta].values()))
                 if gap_names:
                     gaps[f"{lab}|{t}"] = bg_gap(lab, per_seed.get(gap_names[0], {}), per_seed.get(gap_names[1], {}),

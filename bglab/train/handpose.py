@@ -5,7 +5,7 @@ learns that studio's look of each sign: on rock-paper-scissors, trained on the g
 every image network read the real photos' open palm (fingers spread, palm to the camera) as scissors or rock,
 because the studio's "paper" is a flat hand seen from the back with the fingers together
 (docs/pretrained.md). This classifier reads the pose instead: MediaPipe Hands finds the 21 landmarks
-(``mediapipe-hands``, padded and tried in four turns, then wider padded and mirrored), :func:`bglab.ops.pose_features` turns them into numbers
+(``mediapipe-hands``, padded, turned, mirrored), :func:`bglab.ops.pose_features` turns them into numbers
 that do not depend on where the hand is, how large, how turned or which hand (joint angles, finger extension,
 spread), and a linear layer classifies those. Where no hand is found, a frozen ImageNet backbone's features
 feed a second linear layer (``fallback``) so every image gets a prediction.

@@ -10,7 +10,7 @@ landmarks are turned back (:func:`unrotate`). An image that still shows none can
 (``pad`` a list, in order: a wider border shows a large hand smaller, as the detector saw its training hands)
 and, with ``mirror``, as its mirror image (the detector is not left-right symmetric); each view with its turns,
 the first view that finds a hand wins, its landmarks mapped back. On the rock-paper-scissors photos at 224 px
-a second padding and the mirror find a hand in 126 of the 355 photos the first view missed
+a second padding (1.0) and the mirror find a hand in 161 of the 355 photos the first view (0.5) missed
 (``docs/pretrained.md``). With ``tiles`` = N > 1 the detector also looks at an N x N grid
 of overlapping tiles (:data:`TILE_OVERLAP`), each seen larger than in the whole frame: the palm detector sees
 192 x 192 pixels, so the small hands of wide scenes (egocentric frames, people at a table) go unseen in the
@@ -279,7 +279,6 @@ class MediaPipeHands:
         self.tiles = n_tiles
         self.margin = float(margin)
         self.pads = pads
-        self.pad = pads[0]
         self.rotations = bool(rotations)
         self.mirror = bool(mirror)
         self._lock = threading.Lock()  # a MediaPipe graph is not re-entrant

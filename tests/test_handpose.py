@@ -148,6 +148,12 @@ def test_classifier_features_from_landmarks_without_fallback(fake_mediapipe: Non
     ({"fallback": "cnn"}, "not a pretrained classifier"),
     ({"fallback": "nope"}, "unknown classifier"),
     ({"resolution": 128}, "unknown option"),
+    ({"landmarks": {"zoom": 2}}, "model.landmarks.zoom: unknown setting"),
+    ({"landmarks": {"pad": -1}}, "model.landmarks.pad must be"),
+    ({"landmarks": {"pad": [0.5, "wide"]}}, "model.landmarks.pad must be"),
+    ({"landmarks": {"mirror": "yes"}}, "model.landmarks.mirror"),
+    ({"landmarks": {"min_confidence": 2}}, "model.landmarks.min_confidence"),
+    ({"landmarks": [0.5]}, "model.landmarks must be a mapping"),
 ])
 def test_classifier_refuses_bad_options(fake_mediapipe: None, opts: dict, match: str) -> None:
     from bglab.errors import ConfigError
@@ -155,6 +161,32 @@ def test_classifier_refuses_bad_options(fake_mediapipe: None, opts: dict, match:
 
     with pytest.raises(ConfigError, match=match):
         build_classifier("hand-pose", 3, 3, 96, **opts)
+
+
+def test_landmark_settings_reach_the_landmarker_and_name_the_cached_features(
+        fake_mediapipe: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model.landmarks`` overrides the defaults one by one (one hand always), is what MediaPipe Hands gets,
+    and is part of the cached features' identity, so other settings never read the defaults' rows."""
+    from bglab.train import handpose
+    from bglab.train.classifiers import build_classifier
+
+    got: list[dict] = []
+
+    class Recording(_FakeLandmarker):
+        def __init__(self, **kw: object) -> None:
+            got.append(kw)
+            super().__init__()
+
+    from bglab.foreground import mediapipe as mp_backend
+
+    monkeypatch.setattr(mp_backend, "MediaPipeHands", Recording)
+    default = build_classifier("hand-pose", 3, 3, 96, fallback="none")
+    first = build_classifier("hand-pose", 3, 3, 96, fallback="none", landmarks={"pad": 0.5, "mirror": False})
+    assert default.landmarker == {**handpose.LANDMARKS, "max_hands": 1}
+    assert first.landmarker == {**handpose.LANDMARKS, "pad": 0.5, "mirror": False, "max_hands": 1}
+    assert default.pose_id != first.pose_id and "mirror=False" in first.pose_id
+    first.features(-torch.ones(1, 3, 96, 96))
+    assert got == [first.landmarker]
 
 
 def test_classifier_without_mediapipe_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -249,10 +249,12 @@ def _lite(name: str) -> Callable[..., nn.Module]:
 
 
 def _hand_pose(num_classes: int, in_ch: int = 3, size: int = 224, *, fallback: str = "efficientnet-lite0",
-               tune: str = "head", dropout: float = 0.2, landmark_dropout: float = 0.5) -> nn.Module:
+               tune: str = "head", dropout: float = 0.2, landmark_dropout: float = 0.5,
+               landmarks: Mapping[str, Any] | None = None) -> nn.Module:
     from bglab.train.handpose import HandPoseClassifier, check_options
 
-    check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout)  # before the fallback's weights load
+    # before the fallback's weights load
+    check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout, landmarks=landmarks)
     net = None
     if str(fallback).lower() != "none":
         spec = classifier_spec(fallback)
@@ -261,7 +263,7 @@ def _hand_pose(num_classes: int, in_ch: int = 3, size: int = 224, *, fallback: s
                               hint="use efficientnet-lite0 (or -lite1 / -lite2), or none")
         net = PretrainedClassifier(num_classes, in_ch, size, backbone=spec.name, tune="head", dropout=dropout)
     return HandPoseClassifier(num_classes, in_ch, fallback=net, tune=tune, dropout=dropout,
-                              landmark_dropout=landmark_dropout)
+                              landmark_dropout=landmark_dropout, landmarks=landmarks)
 
 
 def head_only(model: nn.Module) -> bool:

@@ -19,6 +19,7 @@ image, not only from the few without a hand.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,12 @@ from torch import nn
 from bglab.errors import ConfigError
 from bglab.ops.pose import POSE_FEATURES, pose_features
 
-__all__ = ["LANDMARKER", "HandPoseClassifier", "PoseHead"]
+__all__ = ["LANDMARKS", "HandPoseClassifier", "PoseHead", "landmarker_options"]
 
-#: how the landmarks are found: padded (tight crops), tried in four turns (hands pointing down or sideways), then
-#: with a wider border and mirrored where none is found (on the sxsw photos at 224 px: a hand in 89.7 % of
-#: them, was 81.1 % with the first padding alone; docs/pretrained.md)
-LANDMARKER = {"min_confidence": 0.1, "pad": [0.5, 1.0], "mirror": True, "rotations": True, "max_hands": 1}
+#: how the landmarks are found (``model.landmarks`` overrides any of these): padded (tight crops), tried in four
+#: turns (hands pointing down or sideways), then with a wider border and mirrored where none is found (on the
+#: sxsw photos at 224 px: a hand in 89.7 % of them, was 81.1 % with the first padding alone; docs/pretrained.md)
+LANDMARKS: dict[str, Any] = {"min_confidence": 0.1, "pad": [0.5, 1.0], "mirror": True, "rotations": True}
 _VERSION = "1"  # of the landmark features: part of the cache identity
 
 
@@ -70,8 +71,37 @@ class PoseHead(nn.Module):
         return torch.where(found[:, None], pose, other)
 
 
-def check_options(in_ch: int, *, tune: str, landmark_dropout: float) -> None:
+def landmarker_options(landmarks: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The MediaPipe Hands settings of ``model.landmarks`` over :data:`LANDMARKS` (one hand: the most confident),
+    checked; a :class:`ConfigError` names the key otherwise."""
+    from bglab.foreground.mediapipe import parse_pads
+
+    if landmarks is not None and not isinstance(landmarks, Mapping):
+        raise ConfigError(f"model.landmarks must be a mapping, not {landmarks!r}",
+                          hint="e.g. landmarks: {pad: [0.5, 1.0], mirror: true}")
+    own = dict(landmarks or {})
+    unknown = sorted(set(own) - set(LANDMARKS))
+    if unknown:
+        raise ConfigError(f"model.landmarks.{unknown[0]}: unknown setting", hint=f"use {', '.join(LANDMARKS)}")
+    opts = {**LANDMARKS, **own}
+    conf = opts["min_confidence"]
+    if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
+        raise ConfigError(f"model.landmarks.min_confidence: {conf!r} must be a number in [0, 1]")
+    for key in ("mirror", "rotations"):
+        if not isinstance(opts[key], bool):
+            raise ConfigError(f"model.landmarks.{key}: {opts[key]!r} must be true or false")
+    try:
+        pads = parse_pads(opts["pad"])
+    except ConfigError as exc:
+        raise ConfigError(f"model.landmarks.{exc.message}", hint=exc.hint) from None
+    return {**opts, "min_confidence": float(conf), "pad": list(pads) if len(pads) > 1 else pads[0],
+            "max_hands": 1}
+
+
+def check_options(in_ch: int, *, tune: str, landmark_dropout: float, landmarks: Mapping[str, Any] | None = None
+                  ) -> None:
     """The hand-pose options that need nothing loaded, checked first (before a fallback backbone's weights)."""
+    landmarker_options(landmarks)
     if tune != "head":
         raise ConfigError(f"model.tune: hand-pose trains its head only, not {tune!r}", hint="use tune: head")
     if not 0.0 <= float(landmark_dropout) < 1.0:
@@ -92,12 +122,15 @@ class HandPoseClassifier(nn.Module):
     """
 
     def __init__(self, num_classes: int, in_ch: int = 3, *, fallback: nn.Module | None = None, tune: str = "head",
-                 dropout: float = 0.2, landmark_dropout: float = 0.5) -> None:
+                 dropout: float = 0.2, landmark_dropout: float = 0.5, landmarks: Mapping[str, Any] | None = None
+                 ) -> None:
         """``fallback``: a pretrained classifier whose frozen ``features`` (and ``weights_id``) serve where no
         hand is found, or None (a learned class prior there); built by the registry
-        (:func:`bglab.train.classifiers.build_classifier`), which checks its name."""
+        (:func:`bglab.train.classifiers.build_classifier`), which checks its name. ``landmarks``: MediaPipe
+        settings over :data:`LANDMARKS`."""
         super().__init__()
-        check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout)
+        check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout, landmarks=landmarks)
+        self.landmarker = landmarker_options(landmarks)
         self.in_ch, self.tune = int(in_ch), "head"
         self.fallback = fallback
         n_image = 0
@@ -105,7 +138,7 @@ class HandPoseClassifier(nn.Module):
             fallback.head = nn.Identity()  # its features feed this model's head
             n_image = fallback.backbone.num_features
         #: the landmark features' identity (names their cached rows)
-        self.pose_id = f"hand-pose|v{_VERSION}|" + ",".join(f"{k}={v}" for k, v in sorted(LANDMARKER.items()))
+        self.pose_id = f"hand-pose|v{_VERSION}|" + ",".join(f"{k}={v}" for k, v in sorted(self.landmarker.items()))
         self.head = PoseHead(num_classes, n_image, dropout=dropout, landmark_dropout=landmark_dropout)
         self._landmarker: Any = None
 
@@ -121,7 +154,7 @@ class HandPoseClassifier(nn.Module):
         if self._landmarker is None:
             from bglab.foreground.mediapipe import MediaPipeHands
 
-            self._landmarker = MediaPipeHands(**LANDMARKER)
+            self._landmarker = MediaPipeHands(**self.landmarker)
         imgs = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
         if imgs.shape[1] == 1:
             imgs = imgs.expand(-1, 3, -1, -1)

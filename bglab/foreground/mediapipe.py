@@ -310,24 +310,13 @@ class MediaPipeHands:
         for i, pad in enumerate(self.pads):
             for mirrored in (False, True) if self.mirror else (False,):
                 view = np.ascontiguousarray(img[:, ::-1]) if mirrored else img
-                found = self._turned(view, pad, first_done=i == 0 and not mirrored)
-                if found:
-                    return [(score, unmirror(xy, w)) for score, xy in found] if mirrored else found
-        return []
-
-    def _turned(self, img: np.ndarray, pad: float, *, first_done: bool) -> list[tuple[float, np.ndarray]]:
-        """The hands of ``img`` as it is (unless ``first_done``), then turned (with ``rotations``), mapped back."""
-        if not first_done:
-            found = self._landmarks(img, pad)
-            if found or not self.rotations:
-                return found
-        elif not self.rotations:
-            return []
-        h, w = img.shape[:2]
-        for k, code in _TURNS.items():
-            found = self._landmarks(np.ascontiguousarray(cv2.rotate(img, code)), pad)
-            if found:
-                return [(score, unrotate(xy, k, w, h)) for score, xy in found]
+                for k in (0, *_TURNS) if self.rotations else (0,):
+                    if i == 0 and not mirrored and k == 0:
+                        continue  # the first view, looked at above
+                    turned = np.ascontiguousarray(cv2.rotate(view, _TURNS[k])) if k else view
+                    found = [(score, unrotate(xy, k, w, h)) for score, xy in self._landmarks(turned, pad)]
+                    if found:
+                        return [(score, unmirror(xy, w)) for score, xy in found] if mirrored else found
         return []
 
     def _landmarks(self, img: np.ndarray, pad: float) -> list[tuple[float, np.ndarray]]:

@@ -99,9 +99,10 @@ def landmarker_options(landmarks: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def check_options(in_ch: int, *, tune: str, landmark_dropout: float, landmarks: Mapping[str, Any] | None = None
-                  ) -> None:
-    """The hand-pose options that need nothing loaded, checked first (before a fallback backbone's weights)."""
-    landmarker_options(landmarks)
+                  ) -> dict[str, Any]:
+    """The hand-pose options that need nothing loaded, checked first (before a fallback backbone's weights);
+    returns the landmarker's settings (:func:`landmarker_options`)."""
+    landmarker = landmarker_options(landmarks)
     if tune != "head":
         raise ConfigError(f"model.tune: hand-pose trains its head only, not {tune!r}", hint="use tune: head")
     if not 0.0 <= float(landmark_dropout) < 1.0:
@@ -111,6 +112,7 @@ def check_options(in_ch: int, *, tune: str, landmark_dropout: float, landmarks: 
                           hint="pip install 'bglab[hands]'")
     if in_ch not in (1, 3):
         raise ConfigError(f"model: hand-pose takes 1 (grey, replicated) or 3 channels, not {in_ch}")
+    return landmarker
 
 
 class HandPoseClassifier(nn.Module):
@@ -129,8 +131,7 @@ class HandPoseClassifier(nn.Module):
         (:func:`bglab.train.classifiers.build_classifier`), which checks its name. ``landmarks``: MediaPipe
         settings over :data:`LANDMARKS`."""
         super().__init__()
-        check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout, landmarks=landmarks)
-        self.landmarker = landmarker_options(landmarks)
+        self.landmarker = check_options(in_ch, tune=tune, landmark_dropout=landmark_dropout, landmarks=landmarks)
         self.in_ch, self.tune = int(in_ch), "head"
         self.fallback = fallback
         n_image = 0

@@ -242,3 +242,20 @@ def test_an_ensemble_is_a_row_of_the_train_x_test_matrix(data_root: Path, tmp_pa
         assert cells[f"both|clutter|{test_arm}"]["values"] == pytest.approx([want])
     assert summary["matrix"]["cross"]["clutter"]["both"]["keyed"] == pytest.approx(
         cells["both|clutter|keyed"]["mean"])
+    # matrix predictions saved before probabilities were stored get them from the checkpoint, like the others
+    member = tmp_path / "predictions" / "cross__keyed__base__s0" / "matrix"
+    stripped = sorted(member.glob("*.npz"))
+    assert stripped
+    for p in stripped:
+        arrays = _npz(p)
+        np.savez(p, **{k: v for k, v in arrays.items() if k != "probs"})
+    lines: list[str] = []
+    again = run_experiment(parse_config(micro_config(data_root, studies=studies, train=train)), tmp_path,
+                           log=lines.append)
+    assert set(again["runs"].values()) == {"skipped"}
+    assert any(f"class probabilities added to {len(stripped)} saved" in line and "cross__keyed__base__s0" in line
+               for line in lines)
+    assert all("probs" in _npz(p) for p in stripped)
+    cells_again = again["analysis"]["matrix"]["protocols"]["cross"]["cells"]
+    assert cells_again.keys() == cells.keys()
+    assert all(cells_again[k]["values"] == pytest.approx(cells[k]["values"]) for k in cells)

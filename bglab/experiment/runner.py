@@ -271,7 +271,8 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     res = _resume(model, key, ckpt, mpath)
     if res.done:
         if cfg.in_ensemble(key):
-            _add_probabilities(model, featurise is not None, key, ckpt, evalsets, out, device, log)
+            _add_probabilities(model, featurise is not None, key, ckpt, evalsets,
+                               extras.matrix if extras is not None else [], out, device, log)
         return RunResult(key, "skipped", 0, 0.0)
     rows, sessions = res.rows, res.sessions
     # weights were initialised on the CPU (the same on every device); channels-last suits CPU convolutions
@@ -315,18 +316,19 @@ def _train_run(key: RunKey, cfg: ExperimentConfig, data: ExperimentData, pdata: 
     return RunResult(key, "done", trained, time.perf_counter() - t0)
 
 
-def _add_probabilities(model: Any, head: bool, key: RunKey, ckpt: Path, evalsets: list[_EvalSet], out: Path,
-                       device: str, log: Log) -> None:
-    """Class probabilities for a finished run's saved test predictions that lack them (run directories made
-    before they were stored), scored again from its final checkpoint: an ensemble averages them. The saved
-    predicted classes are kept; a disagreement with the new scoring is logged."""
+def _add_probabilities(model: Any, head: bool, key: RunKey, ckpt: Path, evalsets: list[_EvalSet],
+                       matrix: list[_EvalSet], out: Path, device: str, log: Log) -> None:
+    """Class probabilities for a finished run's saved test predictions (and train x test ``matrix`` ones) that
+    lack them (run directories made before they were stored), scored again from its final checkpoint: an
+    ensemble averages them. The saved predicted classes are kept; a disagreement with the new scoring is logged."""
     from bglab.train.classifiers import load_trained
 
     folder = out / "predictions" / key.id
+    saved = [(es, folder / f"{es.test_set}__{es.distortion}.npz") for es in evalsets if es.split == "test"]
+    saved += [(es, folder / "matrix" / f"{es.test_set}__{es.test_arm}.npz") for es in matrix]
     todo = []
-    for es in evalsets:
-        p = folder / f"{es.test_set}__{es.distortion}.npz"
-        if es.split == "test" and p.is_file():
+    for es, p in saved:
+        if p.is_file():
             with np.load(p, allow_pickle=False) as z:
                 if "probs" not in z.files:
                     todo.append((es, p, {k: z[k].copy() for k in z.files}))

@@ -134,6 +134,18 @@ def test_ensemble_line_in_a_micro_study_and_added_later_without_retraining(data_
     assert ">both<" in html and "<code>both</code> = original / base + keyed / wide" in html
     written = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert "both" in written["analysis"]["studies"]["s"]["protocols"]["cross"]["lines"]
+    # the label check: photos all 8 trained runs (not the ensemble) give the same wrong class, recomputed here
+    for test in ("screen", "clutter"):
+        runs = [_npz(tmp_path / "predictions" / f"cross__{a}__{v}__s{s}" / f"{test}__clean.npz")
+                for a in ("original", "keyed") for v in ("base", "wide") for s in seeds]
+        assert all(np.array_equal(r["keys"], runs[0]["keys"]) for r in runs)
+        votes = np.stack([r["y_pred"] for r in runs])
+        flagged = (votes == votes[0]).all(0) & (votes[0] != runs[0]["y_true"])
+        check = written["label_check"]["s"]["cross"][test]
+        assert check["runs"] == 8 and check["photos"] == len(runs[0]["keys"])
+        assert [x["key"] for x in check["suspects"]] == sorted(runs[0]["keys"][flagged].tolist())
+        assert check["count"] == int(flagged.sum()) and check["ceiling"] == pytest.approx(1 - flagged.mean())
+    assert "Photos every model gets wrong" in html and "get the same wrong class from all 8 runs" in html
 
     # changing the ensemble again keeps the runs; changing what a run trains does not
     cfg2 = parse_config(micro_config(data_root, seeds=seeds, variants=_VARIANTS, train=train,

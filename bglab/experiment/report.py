@@ -27,6 +27,7 @@ from bglab.experiment.checks import (MIN_SEEDS, accuracy_interval, chance_check,
                                      min_detectable_difference, seeds_check, training_check)
 from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
 from bglab.experiment.ensemble import fuse
+from bglab.experiment.label_check import MIN_RUNS, agreed_errors
 from bglab.experiment.figures import (confusion_fig, curves_fig, diff_fig, matrix_fig, per_class_fig, robust_fig,
                                       sheet_b64)
 from bglab.experiment.metrics_file import read_metrics
@@ -35,7 +36,7 @@ from bglab.experiment.stats import Comparison, compare, t_interval
 __all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "render_html", "write_report"]
 
 SECTION_TITLES = ("Accuracy curves", "Final accuracy", "Per-class accuracy", "Confusion matrices",
-                  "Accuracy under distortion", "Differences and paired tests")
+                  "Accuracy under distortion", "Differences and paired tests", "Photos every model gets wrong")
 
 
 # ----------------------------------------------------------------------------------------------- analysis
@@ -148,6 +149,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                 res["lines"].append(en)
                 res["final"][en] = {"train|clean": _ci([]), "val|clean": _ci([])}
             members = [(lab, ((a, v),)) for lab, a, v in lines] + list(st.ensembles.items())
+            trained: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)  # clean predictions per test set
             for lab, mem in members:
                 for t in tests:
                     for d in dists:
@@ -157,6 +159,8 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                             pr = _line_preds(out, proto, mem, s, t, d)
                             if pr is None:
                                 continue
+                            if d == "clean" and lab not in st.ensembles:
+                                trained[t].append(pr)
                             if keys is not None and not np.array_equal(keys, pr["keys"]):
                                 continue
                             keys = pr["keys"]
@@ -182,6 +186,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                 if cell is not None and cell["n"]:
                     _, cell["img_lo"], cell["img_hi"] = accuracy_interval(mats, n_boot=cfg.evaluate.bootstrap,
                                                                          seed=cfg.evaluate.seed)
+            res["label_check"] = {t: chk for t in tests if (chk := agreed_errors(trained[t], classes))}
             checks = _input_checks(res, lines, tests, len(classes))
             res["comparisons"], res["verdicts"] = _comparisons(cfg, st, proto, lines, tests, dists, correct,
                                                                checks)
@@ -616,6 +621,29 @@ _VARIANT_COLUMNS = [  # rows: (name, VariantConfig)
 ]
 
 
+def _label_check_html(res: Mapping[str, Any]) -> str:
+    """Each test set's photos that every run labels as the same other class (bglab.experiment.label_check)."""
+    e = html.escape
+    checks = res.get("label_check") or {}
+    if not checks:
+        return (f"<p>Not checked: it needs at least {MIN_RUNS} finished runs (arms x variants x seeds) that "
+                "read the same test photos.</p>")
+    parts = []
+    for t, c in checks.items():
+        parts.append(f"<p>Test set <code>{e(t)}</code>: {c['count']} of {c['photos']} photos "
+                     f"({100 * c['share']:.1f} %) get the same wrong class from all {c['runs']} runs. Look at "
+                     "them: a wrong label, a photo that shows none of the classes, or a blind spot all the models "
+                     f"share. If their labels are wrong, no model can score above {100 * c['ceiling']:.1f} % "
+                     "on this test set as labelled.</p>")
+        if c["suspects"]:
+            more = c["count"] - len(c["suspects"])
+            parts.append(_table([Column("photo", lambda r: r["key"]), Column("label", lambda r: r["label"]),
+                                 Column("every run says", lambda r: r["predicted"])], c["suspects"])
+                         + (f"<p>... and {more} more (summary.json lists the first {len(c['suspects'])}).</p>"
+                            if more > 0 else ""))
+    return "".join(parts)
+
+
 def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: Mapping[str, Any] | None = None,
                 extra: Mapping[str, Any] | None = None, out: str | Path | None = None) -> str:
     """The report as one HTML string (figures inline as base64 PNG; no external links or assets)."""
@@ -702,6 +730,7 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                 parts.append(_table(_COMPARISON_COLUMNS, comps))
             else:
                 parts.append("<p>Nothing to compare (one arm and one variant).</p>")
+            parts.append(f"<h4>{SECTION_TITLES[6]}</h4>" + _label_check_html(res))
     if mx:
         parts += _matrix_html(mx, cfg)
     if analysis.get("saliency"):
@@ -752,6 +781,10 @@ def write_report(out: str | Path, cfg: ExperimentConfig, *, data_info: Mapping[s
                                                    "hi": ln["share"]["hi"], "reason": ln["reason"]}
                                              for lab, ln in pr["lines"].items()}
                                          for p, pr in sal["protocols"].items()}
+    checks = {s: {p: res["label_check"] for p, res in st["protocols"].items() if res.get("label_check")}
+              for s, st in analysis["studies"].items()}
+    if any(checks.values()):
+        summary["label_check"] = {s: c for s, c in checks.items() if c}
     summary["analysis"] = analysis
     atomic_write_text(out / "summary.json", json.dumps(_clean_json(summary), indent=1) + "\n")
     atomic_write_text(out / "report.html", render_html(analysis, cfg, data_info, extra, out=out))

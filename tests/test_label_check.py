@@ -1,0 +1,56 @@
+"""Label check: test photos that every run gives the same wrong class (candidate label errors), on hand-made
+predictions: agreement, disagreement, too few runs, runs that read different photos or disagree on a label."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bglab.experiment.label_check import MIN_RUNS, agreed_errors
+
+KEYS = np.array(["a", "b", "c", "d", "e"])
+Y = np.array([0, 1, 2, 0, 1])
+
+
+def _run(pred: list[int], keys: np.ndarray = KEYS, y: np.ndarray = Y) -> dict[str, np.ndarray]:
+    return {"keys": keys, "y_true": y, "y_pred": np.asarray(pred)}
+
+
+def test_photos_every_run_calls_the_same_other_class_are_flagged() -> None:
+    # a: all right; b: all say 2 (flagged); c: wrong but split between 0 and 1 (not flagged); d: all say 1 (flagged)
+    runs = [_run([0, 2, 0 if i % 2 else 1, 1, 1]) for i in range(MIN_RUNS)]
+    got = agreed_errors(runs, ["paper", "rock", "scissors"])
+    assert got is not None
+    assert (got["runs"], got["photos"], got["count"]) == (MIN_RUNS, 5, 2)
+    assert got["share"] == 0.4 and got["ceiling"] == 0.6
+    assert got["suspects"] == [{"key": "b", "label": "rock", "predicted": "scissors"},
+                               {"key": "d", "label": "paper", "predicted": "rock"}]
+    # one run right on b is enough to clear it
+    runs[3] = _run([0, 1, 1, 1, 1])
+    got = agreed_errors(runs)
+    assert got is not None and [s["key"] for s in got["suspects"]] == ["d"] and got["suspects"][0]["label"] == "0"
+    assert agreed_errors(runs, limit=0)["suspects"] == [] and agreed_errors(runs, limit=0)["count"] == 1
+
+
+def test_too_few_runs_flag_nothing() -> None:
+    runs = [_run([1, 1, 1, 1, 1])] * (MIN_RUNS - 1)
+    assert agreed_errors(runs) is None
+    assert agreed_errors(runs, min_runs=MIN_RUNS - 1)["count"] == 3  # a, c, d
+    assert agreed_errors([]) is None
+
+
+def test_runs_are_aligned_by_key_and_photos_a_run_could_not_read_are_left_out() -> None:
+    order = np.array([4, 2, 0, 3, 1])
+    runs = [_run([0, 2, 2, 1, 1])] * (MIN_RUNS - 1)
+    # the same predictions in another order, without photo "c" (unreadable in that run's arm)
+    shuffled = _run(np.array([0, 2, 2, 1, 1])[order], keys=KEYS[order], y=Y[order])
+    keep = shuffled["keys"] != "c"
+    runs.append({k: v[keep] for k, v in shuffled.items()})
+    got = agreed_errors(runs)
+    assert got is not None and got["photos"] == 4
+    assert [s["key"] for s in got["suspects"]] == ["b", "d"]
+
+
+def test_runs_that_disagree_on_a_label_or_share_no_photo_are_not_checked() -> None:
+    runs = [_run([1, 1, 1, 1, 1])] * MIN_RUNS
+    assert agreed_errors([*runs[1:], _run([1, 1, 1, 1, 1], y=np.array([0, 1, 2, 0, 2]))]) is None
+    assert agreed_errors([*runs[1:], _run([1], keys=np.array(["z"]), y=np.array([0]))]) is None

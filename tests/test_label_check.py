@@ -54,3 +54,14 @@ def test_runs_that_disagree_on_a_label_or_share_no_photo_are_not_checked() -> No
     runs = [_run([1, 1, 1, 1, 1])] * MIN_RUNS
     assert agreed_errors([*runs[1:], _run([1, 1, 1, 1, 1], y=np.array([0, 1, 2, 0, 2]))]) is None
     assert agreed_errors([*runs[1:], _run([1], keys=np.array(["z"]), y=np.array([0]))]) is None
+
+
+def test_the_terminal_names_each_test_set_with_flagged_photos() -> None:
+    from bglab.cli.experiment import label_check_lines
+
+    check = {"runs": 12, "photos": 751, "count": 7, "share": 7 / 751, "ceiling": 744 / 751, "suspects": []}
+    summary = {"label_check": {"background": {"combined": {"sxsw": check, "webcam": {**check, "count": 0}}}}}
+    assert label_check_lines(summary) == [
+        "background / combined: 7 of 751 sxsw test photos get the same wrong class from all 12 runs: check their "
+        "labels (report: Photos every model gets wrong)"]
+    assert label_check_lines({}) == []

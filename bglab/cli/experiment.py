@@ -2,7 +2,7 @@
 
 ``experiment`` trains every protocol x arm x variant x seed the config asks for into ``--out`` (default
 ``work/experiments/<name>``, ``<name>-quick`` with ``--quick``), resuming an interrupted run, then writes
-``summary.json`` and ``report.html`` (and prints the verdicts and, for matrix studies, one BG-Gap line per
+``summary.json`` and ``report.html`` (and prints the verdicts, the label check and, for matrix studies, one BG-Gap line per
 trained arm; see ``docs/matrix.md``). ``eval-cls RUN_DIR DATA_DIR`` preprocesses an ImageFolder data set
 with each finished run's arm pipeline and reports the accuracy of its final model: per arm (mean and 95 %
 t-interval over the seeds, per class), then per run.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,8 +92,18 @@ def experiment(
         for test, rows in tests.items():
             for g in rows.values():
                 console.print(escape(f"[{proto}; {test}] {g['text']}"), highlight=False)
+    for line in label_check_lines(summary):
+        console.print(escape(line), highlight=False)
     console.print(f"done in {time.perf_counter() - t0:.0f} s: {escape(str(run_dir / 'report.html'))}",
                   highlight=False)
+
+
+def label_check_lines(summary: Mapping[str, Any]) -> list[str]:
+    """One line per study, protocol and test set with photos every run gives the same wrong class."""
+    return [f"{sname} / {proto}: {c['count']} of {c['photos']} {test} test photos get the same wrong class from "
+            f"all {c['runs']} runs: check their labels (report: Photos every model gets wrong)"
+            for sname, protos in (summary.get("label_check") or {}).items()
+            for proto, tests in protos.items() for test, c in tests.items() if c["count"]]
 
 
 def final_tables(summary: dict[str, Any]) -> list[Any]:

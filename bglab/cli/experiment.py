@@ -2,8 +2,8 @@
 
 ``experiment`` trains every protocol x arm x variant x seed the config asks for into ``--out`` (default
 ``work/experiments/<name>``, ``<name>-quick`` with ``--quick``), resuming an interrupted run, then writes
-``summary.json`` and ``report.html`` (and prints the verdicts, the label check and, for matrix studies, one BG-Gap line per
-trained arm; see ``docs/matrix.md``). ``eval-cls RUN_DIR DATA_DIR`` preprocesses an ImageFolder data set
+``summary.json`` and ``report.html`` (and prints the verdicts, the label check and, for matrix studies, one
+BG-Gap line per trained arm; see ``docs/matrix.md``). ``eval-cls RUN_DIR DATA_DIR`` preprocesses an ImageFolder data set
 with each finished run's arm pipeline and reports the accuracy of its final model: per arm (mean and 95 %
 t-interval over the seeds, per class), then per run.
 """

@@ -65,3 +65,29 @@ def test_the_terminal_names_each_test_set_with_flagged_photos() -> None:
         "background / combined: 7 of 751 sxsw test photos get the same wrong class from all 12 runs: check their "
         "labels (report: Photos every model gets wrong)"]
     assert label_check_lines({}) == []
+
+
+def test_flagged_photos_are_found_in_folder_sources_and_drawn(tmp_path) -> None:
+    import base64
+
+    import cv2
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from bglab.experiment.config import parse_config
+    from bglab.experiment.figures import photos_fig
+    from bglab.experiment.report import _photo_path
+
+    for rel in ("shots/rock/a.png", "shots/paper/deeper/b.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), np.full((20, 30, 3), 90, np.uint8))
+    cfg = parse_config({"name": "t", "sources": {"shots": {"path": str(tmp_path / "shots")}},
+                        "protocols": {"p": {"split": {"shots": [0.6, 0.2, 0.2]}, "test_sets": {"shots": "shots/test"}}},
+                        "arms": {"original": []}})
+    assert _photo_path(cfg, "shots/rock/a.png") == tmp_path / "shots/rock/a.png"
+    assert _photo_path(cfg, "shots/paper/b.png") == tmp_path / "shots/paper/deeper/b.png"  # in a subfolder
+    assert _photo_path(cfg, "shots/rock/gone.png") is None and _photo_path(cfg, "other/rock/a.png") is None
+    sheet = photos_fig([(tmp_path / "shots/rock/a.png", "rock -> paper"), (None, "paper -> rock")])
+    png = base64.b64decode(sheet)
+    assert png.startswith(b"\x89PNG") and cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape[1] > 60
+    assert photos_fig([]) is None

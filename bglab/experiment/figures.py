@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["confusion_fig", "curves_fig", "diff_fig", "matrix_fig", "per_class_fig", "robust_fig", "sheet_b64"]
+__all__ = ["confusion_fig", "curves_fig", "diff_fig", "matrix_fig", "per_class_fig", "photos_fig", "robust_fig",
+           "sheet_b64"]
 
 
 def _fig_to_b64(fig: Any) -> str:
@@ -193,3 +194,30 @@ def sheet_b64(path: Path, classes: Sequence[str], n: int) -> str | None:
         return base64.b64encode(buf.tobytes()).decode("ascii") if ok else None
     except (ImportError, OSError, KeyError, ValueError):
         return None
+
+
+def photos_fig(photos: Sequence[tuple[Path | None, str]], *, ncols: int = 8, cell: float = 1.4) -> str | None:
+    """A grid of photos with a caption each, as a base64 PNG; a photo that cannot be found or read is a grey
+    cell captioned "not found". None when there is nothing to show."""
+    if not photos:
+        return None
+    from bglab.errors import ImageReadError
+    from bglab.io.files import read_image
+
+    plt = _plt()
+    ncols = max(1, min(int(ncols), len(photos)))
+    nrows = math.ceil(len(photos) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, (cell + 0.25) * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (path, caption) in zip(axes.ravel(), photos, strict=False):
+        try:
+            if path is None:
+                raise FileNotFoundError
+            img = read_image(path)
+        except (ImageReadError, OSError):
+            img, caption = np.full((8, 8, 3), 200, np.uint8), f"{caption} (not found)"
+        ax.imshow(img)
+        ax.set_title(caption, fontsize=6)
+    fig.tight_layout()
+    return _fig_to_b64(fig)

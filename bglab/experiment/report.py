@@ -27,9 +27,9 @@ from bglab.experiment.checks import (MIN_SEEDS, accuracy_interval, chance_check,
                                      min_detectable_difference, seeds_check, training_check)
 from bglab.experiment.config import ExperimentConfig, RunKey, StudyConfig, row_label
 from bglab.experiment.ensemble import fuse
+from bglab.experiment.figures import (confusion_fig, curves_fig, diff_fig, matrix_fig, per_class_fig, photos_fig,
+                                      robust_fig, sheet_b64)
 from bglab.experiment.label_check import MIN_RUNS, agreed_errors
-from bglab.experiment.figures import (confusion_fig, curves_fig, diff_fig, matrix_fig, per_class_fig, robust_fig,
-                                      sheet_b64)
 from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.stats import Comparison, compare, t_interval
 
@@ -621,8 +621,20 @@ _VARIANT_COLUMNS = [  # rows: (name, VariantConfig)
 ]
 
 
-def _label_check_html(res: Mapping[str, Any]) -> str:
-    """Each test set's photos that every run labels as the same other class (bglab.experiment.label_check)."""
+def _photo_path(cfg: ExperimentConfig, key: str) -> Path | None:
+    """The file of a sample key (``origin/label/filename``) in a folder source; None for other sources."""
+    origin, _, rest = key.partition("/")
+    label, _, name = rest.partition("/")
+    src = cfg.sources.get(origin)
+    if src is None or not name or not src.path.is_dir():
+        return None
+    p = src.path / label / name
+    return p if p.is_file() else next((src.path / label).rglob(name), None)
+
+
+def _label_check_html(res: Mapping[str, Any], cfg: ExperimentConfig, *, shown: int = 24) -> str:
+    """Each test set's photos that every run labels as the same other class (bglab.experiment.label_check),
+    the first ``shown`` of them as thumbnails."""
     e = html.escape
     checks = res.get("label_check") or {}
     if not checks:
@@ -636,6 +648,10 @@ def _label_check_html(res: Mapping[str, Any]) -> str:
                      f"share. If their labels are wrong, no model can score above {100 * c['ceiling']:.1f} % "
                      "on this test set as labelled.</p>")
         if c["suspects"]:
+            sheet = photos_fig([(_photo_path(cfg, x["key"]), f"{x['label']} -> {x['predicted']}")
+                                for x in c["suspects"][:shown]])
+            if sheet:
+                parts.append(_img(sheet, f"photos every run gets wrong, test set {t}"))
             more = c["count"] - len(c["suspects"])
             parts.append(_table([Column("photo", lambda r: r["key"]), Column("label", lambda r: r["label"]),
                                  Column("every run says", lambda r: r["predicted"])], c["suspects"])
@@ -730,7 +746,7 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                 parts.append(_table(_COMPARISON_COLUMNS, comps))
             else:
                 parts.append("<p>Nothing to compare (one arm and one variant).</p>")
-            parts.append(f"<h4>{SECTION_TITLES[6]}</h4>" + _label_check_html(res))
+            parts.append(f"<h4>{SECTION_TITLES[6]}</h4>" + _label_check_html(res, cfg))
     if mx:
         parts += _matrix_html(mx, cfg)
     if analysis.get("saliency"):

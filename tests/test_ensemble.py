@@ -171,6 +171,29 @@ def test_ensemble_line_in_a_micro_study_and_added_later_without_retraining(data_
     assert ens[0]["n"] == 90 and ens[0]["failed"] == 0
     assert any(a["arm"] == "ensemble" and a["variant"] == "all4" and a["seeds"] == [0, 1] for a in by_arm(rows))
 
+    # each photo's answers (--predictions) agree with the rows, and the label check reads the 8 runs' answers
+    from bglab.cli.app import main
+
+    csv_path = tmp_path / "answers.csv"
+    assert main(["eval-cls", str(tmp_path), str(data_root / "clutter"), "--json", "--predictions",
+                 str(csv_path)]) == 0
+    import csv
+
+    with csv_path.open(encoding="utf-8", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 90 and all(Path(t["path"]).is_file() for t in table)
+    for r in rows:
+        assert np.mean([t[r["run"]] == t["label"] for t in table]) == pytest.approx(r["accuracy"]), r["run"]
+    runs = [r["run"] for r in rows if r["arm"] != "ensemble"]
+    assert len(runs) == 8
+    flagged = sorted(t["path"] for t in table
+                     if len({t[r] for r in runs}) == 1 and t[runs[0]] != t["label"])
+    from bglab.experiment.evaluate import score_run_dir
+
+    check = score_run_dir(tmp_path, data_root / "clutter").label_check()["cross"]
+    assert check["runs"] == 8 and check["photos"] == 90 and check["count"] == len(flagged)
+    assert [x["key"] for x in check["suspects"]] == flagged
+
 
 @pytest.mark.slow  # the tuned network and the pose reader on the small profile: about 50 s on 2 cores
 def test_rps_ensemble_quick_profile_on_shared_data(tmp_path: Path) -> None:

@@ -91,3 +91,24 @@ def test_flagged_photos_are_found_in_folder_sources_and_drawn(tmp_path) -> None:
     png = base64.b64decode(sheet)
     assert png.startswith(b"\x89PNG") and cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape[1] > 60
     assert photos_fig([]) is None
+
+
+def test_eval_cls_scores_check_the_runs_per_protocol_and_write_every_answer() -> None:
+    from bglab.experiment.evaluate import Scores
+
+    rows = [{"run": f"{proto}__a__b__s{s}", "protocol": proto, "arm": "a"} for proto in ("cross", "comb")
+            for s in range(MIN_RUNS)]
+    rows.append({"run": "cross__all__s0", "protocol": "cross", "arm": "ensemble"})  # ensembles do not vote
+    labels = np.array([0, 1, 2])
+    predicted = {r["run"]: np.array([1, 1, 2]) for r in rows}
+    predicted["comb__a__b__s0"] = np.array([-1, 0, 2])  # could not read photo 0; wrong on photo 1
+    predicted["cross__all__s0"] = np.array([0, 1, 2])
+    scores = Scores(rows, ["p/x.png", "p/y.png", "p/z.png"], labels, ["paper", "rock", "scissors"], predicted)
+    checks = scores.label_check()
+    assert checks["cross"]["runs"] == MIN_RUNS and checks["cross"]["suspects"] == [
+        {"key": "p/x.png", "label": "paper", "predicted": "rock"}]
+    assert checks["comb"]["photos"] == 2 and checks["comb"]["count"] == 0  # photo 0 unread by one run
+    lines = scores.predictions_csv().splitlines()
+    assert lines[0] == "path,label," + ",".join(r["run"] for r in rows)
+    assert lines[1].startswith("p/x.png,paper,rock,") and ",," in lines[1] and lines[1].endswith(",paper")
+    assert len(lines) == 4

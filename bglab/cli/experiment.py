@@ -137,22 +137,31 @@ def eval_cls(
     as_source: Annotated[str | None, typer.Option(
         "--as-source", help="The folder counts as this source of the experiment (for arms whose steps apply "
                             "to some sources only, arms.NAME.sources).")] = None,
+    predictions: Annotated[Path | None, typer.Option(
+        "--predictions", help="Also write every photo's label and each run's and ensemble's answer to this CSV.",
+        show_default=False)] = None,
 ) -> None:
     """Score every finished model of an experiment on another data set (preprocessed with its arm): accuracy
-    per arm (mean and 95 % CI over seeds) and per class, then per run.
+    per arm (mean and 95 % CI over seeds) and per class, then per run, and the photos every run gets wrong the
+    same way (the label check).
 
     Example: bglab eval-cls work/experiments/rps-reference new-photos/
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from bglab.cli._common import console
+    from bglab.experiment.evaluate import by_arm, score_run_dir
+    from bglab.io.files import atomic_write_text
 
-    from bglab.experiment.evaluate import by_arm, evaluate_run_dir
-
-    results = evaluate_run_dir(run_dir, data_dir, runs=run, as_source=as_source)
+    scores = score_run_dir(run_dir, data_dir, runs=run, as_source=as_source)
+    results = scores.rows
     arms = by_arm(results)
+    checks = scores.label_check()
+    if predictions is not None:
+        atomic_write_text(predictions, scores.predictions_csv())
     if as_json:
-        typer.echo(json.dumps({"arms": arms, "runs": results}, indent=1))
+        typer.echo(json.dumps({"arms": arms, "runs": results, "label_check": checks}, indent=1))
         return
 
     def pct(v: float | None) -> str:
@@ -175,6 +184,12 @@ def eval_cls(
     for r in results:
         table.add_row(r["run"], str(r["n"]), pct(r["accuracy"]), *(pct(v) for v in r["per_class"].values()))
     console.print(table)
+    for proto, c in checks.items():
+        if c["count"]:
+            console.print(escape(f"{proto}: {c['count']} of {c['photos']} photos get the same wrong class from all "
+                                 f"{c['runs']} runs: check their labels (--json lists them)"), highlight=False)
+    if predictions is not None:
+        console.print(f"every photo's answers: {escape(str(predictions))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

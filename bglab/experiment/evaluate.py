@@ -3,27 +3,80 @@
 Each model sees the data set through its own arm's pipeline (the one recorded in its checkpoint), so the
 figures are comparable with the experiment's own test sets; the study's ensembles (``studies.NAME.ensembles``
 in the run directory's config) are scored too, from their members' class probabilities on the images every
-member could read. ``bglab eval-cls`` prints them.
+member could read. ``bglab eval-cls`` prints them, with the photos every run gets wrong the same way
+(:mod:`bglab.experiment.label_check`), and writes each photo's answers with ``--predictions``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bglab.errors import BglabError, DatasetError
 
-__all__ = ["by_arm", "evaluate_run_dir"]
+__all__ = ["Scores", "by_arm", "evaluate_run_dir", "score_run_dir"]
+
+
+@dataclass
+class Scores:
+    """What ``score_run_dir`` saw: the rows (one per run and ensemble) and each one's answer per photo."""
+
+    rows: list[dict[str, Any]]
+    paths: list[str]  # the photos, in the data set's order
+    labels: np.ndarray  # their class indices
+    classes: list[str]
+    #: run or ensemble id -> predicted class index per photo (-1 where its arm could not read the photo)
+    predicted: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def label_check(self) -> dict[str, dict[str, Any]]:
+        """Per protocol: the photos every run (not the ensembles) gives the same wrong class
+        (:func:`bglab.experiment.label_check.agreed_errors`; protocols with too few runs are left out)."""
+        from bglab.experiment.label_check import agreed_errors
+
+        keys = np.array(self.paths)
+        out = {}
+        for proto in dict.fromkeys(r["protocol"] for r in self.rows):
+            preds = []
+            for r in self.rows:
+                if r["protocol"] == proto and r["arm"] != "ensemble":
+                    ok = self.predicted[r["run"]] >= 0
+                    preds.append({"keys": keys[ok], "y_true": self.labels[ok], "y_pred": self.predicted[r["run"]][ok]})
+            if (check := agreed_errors(preds, self.classes)) is not None:
+                out[proto] = check
+        return out
+
+    def predictions_csv(self) -> str:
+        """One line per photo: its path, label and every run's and ensemble's answer (empty where unread)."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        ids = [r["run"] for r in self.rows]
+        w.writerow(["path", "label", *ids])
+        for i, (path, y) in enumerate(zip(self.paths, self.labels, strict=True)):
+            w.writerow([path, self.classes[int(y)],
+                        *(self.classes[int(c)] if (c := self.predicted[rid][i]) >= 0 else "" for rid in ids)])
+        return buf.getvalue()
 
 
 def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None,
                      as_source: str | None = None) -> list[dict[str, Any]]:
-    """Accuracy (overall and per class) of every finished run's final model on an ImageFolder data set.
+    """Accuracy (overall and per class) of every finished run's final model on an ImageFolder data set
+    (:func:`score_run_dir`'s rows)."""
+    return score_run_dir(run_dir, data_dir, runs=runs, as_source=as_source).rows
+
+
+def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = None,
+                  as_source: str | None = None) -> Scores:
+    """Every finished run's final model (and the study's ensembles) on an ImageFolder data set: accuracy
+    overall and per class, and each one's answer per photo.
 
     ``as_source``: the folder counts as this source of the experiment, for arms whose steps apply to some
     sources only (``arms.NAME.sources``); otherwise those arms give it the resize / grey alone."""
-    import numpy as np
     import torch
 
     from bglab.data.dataset import read_imagefolder
@@ -69,7 +122,12 @@ def evaluate_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = 
                         "failed": int((~ok).sum()), **_scores(pred, y, classes), "loss": loss})
     if not results:
         raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
-    return results + _ensembles(run_dir, results, scored, labels, classes)
+    predicted = {}
+    for rid, (idx, probs) in scored.items():
+        predicted[rid] = np.full(len(samples), -1, np.int64)
+        predicted[rid][idx] = np.asarray(probs).argmax(axis=1)
+    ensembles = _ensembles(run_dir, results, scored, labels, classes, predicted)
+    return Scores(results + ensembles, [str(s.path) for s in samples], labels, classes, predicted)
 
 
 def _scores(pred: Any, y: Any, classes: list[str]) -> dict[str, Any]:
@@ -78,10 +136,9 @@ def _scores(pred: Any, y: Any, classes: list[str]) -> dict[str, Any]:
 
 
 def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, Any], labels: Any,
-               classes: list[str]) -> list[dict[str, Any]]:
+               classes: list[str], predicted: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """One row per ensemble of the run directory's studies x protocol x seed whose members were all scored:
-    their probabilities averaged on the images every member read."""
-    import numpy as np
+    their probabilities averaged on the images every member read (its answers added to ``predicted``)."""
     import yaml
 
     from bglab.experiment.config import RunKey, run_dir_studies
@@ -115,6 +172,8 @@ def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, A
                     fused = fuse(parts)
                     if fused is None:
                         continue
+                    predicted[rid] = np.full(len(labels), -1, np.int64)
+                    predicted[rid][common] = fused["y_pred"]
                     out.append({"run": rid, "protocol": proto, "arm": "ensemble",
                                 "variant": name, "seed": seed, "n": int(len(common)),
                                 "failed": int(len(labels) - len(common)),
@@ -125,8 +184,6 @@ def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, A
 
 def by_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per protocol x arm x variant: accuracy mean and 95 % t-interval over the seeds, and the per-class means."""
-    import numpy as np
-
     from bglab.experiment.stats import t_interval
 
     def num(v: float) -> float | None:

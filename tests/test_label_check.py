@@ -78,7 +78,7 @@ def test_flagged_photos_are_found_in_folder_sources_and_drawn(tmp_path) -> None:
     from bglab.experiment.figures import photos_fig
     from bglab.experiment.report import _photo_path
 
-    for rel in ("shots/rock/a.png", "shots/paper/deeper/b.png"):
+    for rel in ("shots/rock/a.png", "shots/paper/deeper/b.png", "shots/paper/deeper/c[1].png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(tmp_path / rel), np.full((20, 30, 3), 90, np.uint8))
     cfg = parse_config({"name": "t", "sources": {"shots": {"path": str(tmp_path / "shots")}},
@@ -86,6 +86,7 @@ def test_flagged_photos_are_found_in_folder_sources_and_drawn(tmp_path) -> None:
                         "arms": {"original": []}})
     assert _photo_path(cfg, "shots/rock/a.png") == tmp_path / "shots/rock/a.png"
     assert _photo_path(cfg, "shots/paper/b.png") == tmp_path / "shots/paper/deeper/b.png"  # in a subfolder
+    assert _photo_path(cfg, "shots/paper/c[1].png") == tmp_path / "shots/paper/deeper/c[1].png"  # not a pattern
     assert _photo_path(cfg, "shots/rock/gone.png") is None and _photo_path(cfg, "other/rock/a.png") is None
     sheet = photos_fig([(tmp_path / "shots/rock/a.png", "rock -> paper"), (None, "paper -> rock")])
     png = base64.b64decode(sheet)

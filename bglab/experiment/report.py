@@ -13,6 +13,7 @@ per trained arm; ``saliency:`` adds the share of Grad-CAM saliency inside the fo
 
 from __future__ import annotations
 
+import glob
 import html
 import json
 import math
@@ -629,7 +630,7 @@ def _photo_path(cfg: ExperimentConfig, key: str) -> Path | None:
     if src is None or not name or not src.path.is_dir():
         return None
     p = src.path / label / name
-    return p if p.is_file() else next((src.path / label).rglob(name), None)
+    return p if p.is_file() else next((src.path / label).rglob(glob.escape(name)), None)
 
 
 def _label_check_html(res: Mapping[str, Any], cfg: ExperimentConfig, *, shown: int = 24) -> str:

@@ -92,6 +92,17 @@ def test_flagged_photos_are_found_in_folder_sources_and_drawn(tmp_path) -> None:
     png = base64.b64decode(sheet)
     assert png.startswith(b"\x89PNG") and cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape[1] > 60
     assert photos_fig([]) is None
+    from bglab.experiment.report import _label_check_html
+
+    def section(keys: list[str]) -> str:
+        check = {"runs": 6, "photos": 10, "count": len(keys), "share": len(keys) / 10, "ceiling": 1 - len(keys) / 10,
+                 "suspects": [{"key": k, "label": "rock", "predicted": "paper"} for k in keys]}
+        return _label_check_html({"label_check": {"shots": check}}, cfg)
+
+    assert "data:image/png" in section(["shots/rock/a.png", "shots/rock/gone.png"])
+    text = section(["shots/rock/gone.png"])  # no file found (e.g. a CSV source): the table alone, no grey sheet
+    assert "data:image/png" not in text and "shots/rock/gone.png" in text
+    assert "no model can score above 90.0 %" in text
 
 
 def test_eval_cls_scores_check_the_runs_per_protocol_and_write_every_answer() -> None:

@@ -649,8 +649,8 @@ def _label_check_html(res: Mapping[str, Any], cfg: ExperimentConfig, *, shown: i
                      f"share. If their labels are wrong, no model can score above {100 * c['ceiling']:.1f} % "
                      "on this test set as labelled.</p>")
         if c["suspects"]:
-            sheet = photos_fig([(_photo_path(cfg, x["key"]), f"{x['label']} -> {x['predicted']}")
-                                for x in c["suspects"][:shown]])
+            photos = [(_photo_path(cfg, x["key"]), f"{x['label']} -> {x['predicted']}") for x in c["suspects"][:shown]]
+            sheet = photos_fig(photos) if any(p is not None for p, _ in photos) else None  # none found: no sheet
             if sheet:
                 parts.append(_img(sheet, f"photos every run gets wrong, test set {t}"))
             more = c["count"] - len(c["suspects"])

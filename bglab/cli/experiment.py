@@ -98,10 +98,15 @@ def experiment(
                   highlight=False)
 
 
+def label_check_line(where: str, photos: str, check: Mapping[str, Any], listed: str) -> str:
+    """The terminal's sentence on one label check (bglab.experiment.label_check) with flagged photos."""
+    return (f"{where}: {check['count']} of {check['photos']} {photos} get the same wrong class from all "
+            f"{check['runs']} runs: check their labels ({listed})")
+
+
 def label_check_lines(summary: Mapping[str, Any]) -> list[str]:
     """One line per study, protocol and test set with photos every run gives the same wrong class."""
-    return [f"{sname} / {proto}: {c['count']} of {c['photos']} {test} test photos get the same wrong class from "
-            f"all {c['runs']} runs: check their labels (report: Photos every model gets wrong)"
+    return [label_check_line(f"{sname} / {proto}", f"{test} test photos", c, "report: Photos every model gets wrong")
             for sname, protos in (summary.get("label_check") or {}).items()
             for proto, tests in protos.items() for test, c in tests.items() if c["count"]]
 
@@ -186,8 +191,7 @@ def eval_cls(
     console.print(table)
     for proto, c in checks.items():
         if c["count"]:
-            console.print(escape(f"{proto}: {c['count']} of {c['photos']} photos get the same wrong class from all "
-                                 f"{c['runs']} runs: check their labels (--json lists them)"), highlight=False)
+            console.print(escape(label_check_line(proto, "photos", c, "--json lists them")), highlight=False)
     if predictions is not None:
         console.print(f"every photo's answers: {escape(str(predictions))}", highlight=False)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class Scores:
     labels: np.ndarray  # their class indices
     classes: list[str]
     #: run or ensemble id -> predicted class index per photo (-1 where its arm could not read the photo)
-    predicted: dict[str, np.ndarray] = field(default_factory=dict)
+    predicted: dict[str, np.ndarray]
 
     def label_check(self) -> dict[str, dict[str, Any]]:
         """Per protocol: the photos every run (not the ensembles) gives the same wrong class
@@ -92,6 +92,7 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
     samples = read_imagefolder(data_dir, origin=as_source)
     results: list[dict[str, Any]] = []
     scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # run -> (indices of the samples it read, probabilities)
+    predicted: dict[str, np.ndarray] = {}
     cache: dict[str, Any] = {}
     ok_cache: dict[str, Any] = {}
     for path in ckpts:
@@ -117,17 +118,21 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
         model = build_run_model(state, weights)
         pred, probs, loss = predict_proba(model, to_tensor(x[ok]), torch.from_numpy(y))
         scored[state["run"]] = (np.flatnonzero(ok), probs)
+        predicted[state["run"]] = _answers(len(samples), np.flatnonzero(ok), pred)
         results.append({"run": state["run"], "protocol": state["protocol"], "arm": state["arm"],
                         "variant": state["variant"], "seed": state["seed"], "n": int(len(y)),
                         "failed": int((~ok).sum()), **_scores(pred, y, classes), "loss": loss})
     if not results:
         raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
-    predicted = {}
-    for rid, (idx, probs) in scored.items():
-        predicted[rid] = np.full(len(samples), -1, np.int64)
-        predicted[rid][idx] = np.asarray(probs).argmax(axis=1)
     ensembles = _ensembles(run_dir, results, scored, labels, classes, predicted)
     return Scores(results + ensembles, [str(s.path) for s in samples], labels, classes, predicted)
+
+
+def _answers(n: int, idx: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The predicted classes of the photos at ``idx`` spread over all ``n`` photos, -1 for the others."""
+    out = np.full(n, -1, np.int64)
+    out[idx] = pred
+    return out
 
 
 def _scores(pred: Any, y: Any, classes: list[str]) -> dict[str, Any]:
@@ -172,8 +177,7 @@ def _ensembles(run_dir: Path, results: list[dict[str, Any]], scored: dict[str, A
                     fused = fuse(parts)
                     if fused is None:
                         continue
-                    predicted[rid] = np.full(len(labels), -1, np.int64)
-                    predicted[rid][common] = fused["y_pred"]
+                    predicted[rid] = _answers(len(labels), common, fused["y_pred"])
                     out.append({"run": rid, "protocol": proto, "arm": "ensemble",
                                 "variant": name, "seed": seed, "n": int(len(common)),
                                 "failed": int(len(labels) - len(common)),

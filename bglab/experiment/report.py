@@ -798,10 +798,10 @@ def write_report(out: str | Path, cfg: ExperimentConfig, *, data_info: Mapping[s
                                                    "hi": ln["share"]["hi"], "reason": ln["reason"]}
                                              for lab, ln in pr["lines"].items()}
                                          for p, pr in sal["protocols"].items()}
-    checks = {s: {p: res["label_check"] for p, res in st["protocols"].items() if res.get("label_check")}
-              for s, st in analysis["studies"].items()}
-    if any(checks.values()):
-        summary["label_check"] = {s: c for s, c in checks.items() if c}
+    checks = {s: c for s, st in analysis["studies"].items()
+              if (c := {p: res["label_check"] for p, res in st["protocols"].items() if res["label_check"]})}
+    if checks:
+        summary["label_check"] = checks
     summary["analysis"] = analysis
     atomic_write_text(out / "summary.json", json.dumps(_clean_json(summary), indent=1) + "\n")
     atomic_write_text(out / "report.html", render_html(analysis, cfg, data_info, extra, out=out))

@@ -6,6 +6,9 @@ each pair is computed by the report's own function (mean over seeds, 95 % t-inte
 
     .venv/bin/python bench/bg_gap_masks.py pets3-u2netp work/experiments/pets3-u2netp \
         [--out bench/results/bg_gap_masks.json]
+
+``--pair NAME=SAME,RAND`` (repeatable) names other pairs of test arms (default: Mixed-Same / Mixed-Rand from
+ground-truth and from u2netp masks).
 """
 
 from __future__ import annotations
@@ -30,7 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config", type=Path, help="the experiment config that was run (a file or a shipped name)")
     ap.add_argument("run", type=Path, help="its run directory")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    ap.add_argument("--pair", action="append", default=None, metavar="NAME=SAME,RAND",
+                    help="a pair of test arms to compute the gap on (repeatable; default: "
+                         + "; ".join(f"{k}={a},{b}" for k, (a, b) in PAIRS.items()) + ")")
     args = ap.parse_args(argv)
+    pairs = dict(PAIRS)
+    if args.pair:
+        try:
+            pairs = {name: tuple(arms.split(",")) for name, arms in (x.split("=", 1) for x in args.pair)}
+        except ValueError:
+            ap.error("--pair takes NAME=SAME,RAND")
+        if any(len(v) != 2 for v in pairs.values()):
+            ap.error("--pair takes NAME=SAME,RAND (two test arms)")
     cfg = load_experiment_config(find_config(args.config))
     (study,) = cfg.matrix_studies()
     rows = []
@@ -39,18 +53,18 @@ def main(argv: list[str] | None = None) -> int:
             for arm in study.arms:
                 for variant in study.variants:
                     row = {"protocol": proto, "test_set": test_set, "train_arm": arm, "variant": variant}
-                    for masks, names in PAIRS.items():
-                        same, rand = (matrix_accuracies(args.run, proto, arm, variant, cfg.seeds, test_set, n)
+                    for masks, names in pairs.items():
+                        same, rand = (matrix_accuracies(args.run, proto, ((arm, variant),), cfg.seeds, test_set, n)
                                       for n in names)
                         g = bg_gap(arm, same, rand, names)
                         row[masks] = {"gap": g["mean"], "lo": g["lo"], "hi": g["hi"], "seeds": g["seeds"],
                                       "same": sum(same.values()) / max(len(same), 1),
                                       "rand": sum(rand.values()) / max(len(rand), 1)}
                     rows.append(row)
-    print(f"{'train arm':<12} {'test':<6} " + "  ".join(f"{m + ' BG-Gap (same / rand)':<40}" for m in PAIRS))
+    print(f"{'train arm':<12} {'test':<6} " + "  ".join(f"{m + ' BG-Gap (same / rand)':<40}" for m in pairs))
     for r in rows:
         cells = []
-        for m in PAIRS:
+        for m in pairs:
             c = r[m]
             cells.append(f"{100 * c['gap']:+5.1f} [{100 * c['lo']:+5.1f}, {100 * c['hi']:+5.1f}] "
                          f"({100 * c['same']:.1f} / {100 * c['rand']:.1f})".ljust(40))

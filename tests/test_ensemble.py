@@ -294,3 +294,35 @@ def test_an_ensemble_is_a_row_of_the_train_x_test_matrix(data_root: Path, tmp_pa
     cells_again = again["analysis"]["matrix"]["protocols"]["cross"]["cells"]
     assert cells_again.keys() == cells.keys()
     assert all(cells_again[k]["values"] == pytest.approx(cells[k]["values"]) for k in cells)
+
+
+def test_a_seed_whose_ensemble_members_do_not_line_up_is_left_out_and_said(data_root: Path,  # noqa: F811
+                                                                           tmp_path: Path) -> None:
+    """Members whose saved predictions cover other test images cannot be averaged: that seed drops out of the
+    ensemble's line and its matrix row, and the report and summary.json say which and why."""
+    from bglab.experiment.report import write_report
+    from bglab.experiment.runner import run_experiment
+
+    studies = {"s": {"arms": ["original", "keyed"], "test_arms": ["original", "keyed"],
+                     "ensembles": {"both": ["original", "keyed"]}}}
+    train = {"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1}
+    cfg = parse_config(micro_config(data_root, studies=studies, train=train))
+    first = run_experiment(cfg, tmp_path)
+    assert first.get("notes", []) == []
+    assert first["analysis"]["matrix"]["row_runs"] == {"original": [["original", "base"]],
+                                                       "keyed": [["keyed", "base"]],
+                                                       "both": [["original", "base"], ["keyed", "base"]]}
+    changed = sorted((tmp_path / "predictions" / "cross__keyed__base__s0").rglob("*.npz"))
+    assert changed
+    for p in changed:
+        arrays = _npz(p)
+        np.savez(p, **{**arrays, "keys": arrays["keys"][::-1].copy()})
+    summary = write_report(tmp_path, cfg)
+    assert any(n.startswith("ensemble both, cross, seed 0, test set clutter (clean): the members' saved "
+                            "predictions do not line up") for n in summary["notes"])
+    assert any("test set clutter through test arm keyed" in n for n in summary["notes"])
+    studies_out = summary["analysis"]["studies"]["s"]["protocols"]["cross"]
+    assert studies_out["final"]["both"]["clutter|clean"]["n"] == 0
+    assert summary["analysis"]["matrix"]["protocols"]["cross"]["cells"]["both|clutter|keyed"]["n"] == 0
+    assert studies_out["final"]["keyed"]["clutter|clean"]["n"] == 1  # the member itself still counts
+    assert "do not line up" in (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -94,6 +94,8 @@ def experiment(
                 console.print(escape(f"[{proto}; {test}] {g['text']}"), highlight=False)
     for line in label_check_lines(summary):
         console.print(escape(line), highlight=False)
+    for note in summary.get("notes", []):
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False)
     console.print(f"done in {time.perf_counter() - t0:.0f} s: {escape(str(run_dir / 'report.html'))}",
                   highlight=False)
 

@@ -70,13 +70,27 @@ def _load_npz(p: Path) -> dict[str, np.ndarray] | None:
         return {k: z[k].copy() for k in ("y_true", "y_pred", "keys", "probs") if k in z.files}
 
 
-def _line_preds(out: Path, proto: str, members: Sequence[tuple[str, str]], seed: int, test: str, dist: str
-                ) -> dict[str, np.ndarray] | None:
+def _line_preds(out: Path, proto: str, members: Sequence[tuple[str, str]], seed: int, test: str, dist: str,
+                notes: list[str] | None = None, name: str = "") -> dict[str, np.ndarray] | None:
     """A line's saved predictions for one seed: its run's, or an ensemble's fused from its members' runs."""
     preds = [_load_preds(out, RunKey(proto, v, seed, a), test, dist) for a, v in members]
+    return _fused(preds, notes, f"ensemble {name}, {proto}, seed {seed}, test set {test} ({dist})")
+
+
+def _fused(preds: Sequence[dict[str, np.ndarray] | None], notes: list[str] | None, where: str
+           ) -> dict[str, np.ndarray] | None:
+    """One run's predictions, or its members' soft vote; None when one is missing (not run yet) or, noted in
+    ``notes``, when the members' saved predictions do not line up."""
     if any(p is None for p in preds):
         return None
-    return preds[0] if len(preds) == 1 else fuse(preds)  # type: ignore[arg-type]
+    if len(preds) == 1:
+        return preds[0]
+    line = fuse(preds)  # type: ignore[arg-type]
+    if line is None and notes is not None:
+        notes.append(f"{where}: the members' saved predictions do not line up (other test images or labels, or "
+                     "no class probabilities), so this seed is left out of the ensemble's line; run the "
+                     "experiment again on this directory to rescore its runs")
+    return line
 
 
 def _final_rows(rows: Sequence[Mapping[str, Any]], cfg: ExperimentConfig) -> dict[tuple, float]:
@@ -111,6 +125,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
     final = _final_rows(rows, cfg)
     dists = ["clean", *cfg.evaluate.distortions]
     classes: list[str] = []
+    notes: list[str] = []  # what the analysis had to leave out, shown under the verdicts
     data_json = out / "data.json"
     if data_json.is_file():
         classes = json.loads(data_json.read_text(encoding="utf-8")).get("classes", [])
@@ -157,7 +172,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                         seeds, mats, keys = [], [], None
                         cm = None
                         for s in cfg.seeds:
-                            pr = _line_preds(out, proto, mem, s, t, d)
+                            pr = _line_preds(out, proto, mem, s, t, d, notes, lab)
                             if pr is None:
                                 continue
                             if d == "clean" and lab not in st.ensembles:
@@ -197,7 +212,8 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                           **({"ensembles": {en: [label_of[m] for m in mem] for en, mem in st.ensembles.items()}}
                              if st.ensembles else {})}
     return {"name": cfg.name, "classes": classes, "seeds": list(cfg.seeds), "baseline": cfg.baseline,
-            "studies": studies, "matrix": analyse_matrix(out, cfg), "saliency": analyse_saliency(out, cfg)}
+            "studies": studies, "matrix": analyse_matrix(out, cfg, notes), "saliency": analyse_saliency(out, cfg),
+            "notes": list(dict.fromkeys(notes))}
 
 
 def gap_text(label: str, gap: Mapping[str, Any], same: Mapping[str, Any], rand: Mapping[str, Any],
@@ -235,26 +251,29 @@ def bg_gap(label: str, same: Mapping[int, float], rand: Mapping[int, float], nam
 
 
 def matrix_accuracies(out: str | Path, protocol: str, members: Sequence[tuple[str, str]], seeds: Sequence[int],
-                      test_set: str, test_arm: str) -> dict[int, float]:
+                      test_set: str, test_arm: str, notes: list[str] | None = None, name: str = ""
+                      ) -> dict[int, float]:
     """Per-seed accuracy of a line on ``test_set`` seen through ``test_arm``: one run's ``(arm, variant)``, or an
-    ensemble's members fused (:func:`bglab.experiment.ensemble.fuse`); the seeds whose predictions exist."""
+    ensemble's members fused (:func:`bglab.experiment.ensemble.fuse`); the seeds whose predictions exist (a seed
+    whose ensemble members do not line up is left out and said so in ``notes``)."""
     accs = {}
     for s in seeds:
         preds = [_load_npz(Path(out) / "predictions" / RunKey(protocol, v, s, a).id / "matrix"
                            / f"{test_set}__{test_arm}.npz") for a, v in members]
-        if any(p is None for p in preds):
-            continue
-        line = preds[0] if len(preds) == 1 else fuse(preds)  # type: ignore[arg-type]
+        line = _fused(preds, notes, f"ensemble {name}, {protocol}, seed {s}, test set {test_set} through test arm "
+                                    f"{test_arm}")
         if line is not None and len(line["y_true"]):
             accs[s] = float((line["y_true"] == line["y_pred"]).mean())
     return accs
 
 
-def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+def analyse_matrix(out: str | Path, cfg: ExperimentConfig, notes: list[str] | None = None
+                   ) -> dict[str, Any] | None:
     """Train x test-arm accuracy (mean, t-interval over seeds) and BG-Gap per trained line, from saved predictions.
 
     Rows are every (arm, variant) trained by a study with ``test_arms`` (named by :func:`row_label`), then the
-    study's ensembles (members' predictions fused per seed); None when no study has test arms.
+    study's ensembles (members' predictions fused per seed); None when no study has test arms. ``row_runs``
+    names each row's runs as a list of ``[arm, variant]`` (one for a trained line, the members for an ensemble).
     """
     out = Path(out)
     studies = cfg.matrix_studies()
@@ -273,8 +292,7 @@ def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | N
         protos += [p for p in st.protocols if p not in protos]
     gap_names = next((st.bg_gap for st in studies if st.bg_gap), None)
     res: dict[str, Any] = {"rows": list(rows),
-                           "row_runs": {k: list(m[0]) if len(m) == 1 else [list(x) for x in m]
-                                        for k, m in rows.items()},
+                           "row_runs": {k: [list(x) for x in m] for k, m in rows.items()},
                            **({"ensembles": [en for st in studies for en in st.ensembles]}
                               if any(st.ensembles for st in studies) else {}),
                            "test_arms": test_arms, "bg_gap_arms": list(gap_names) if gap_names else None,
@@ -287,7 +305,7 @@ def analyse_matrix(out: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | N
             for t in tests:
                 per_seed: dict[str, dict[int, float]] = {}
                 for ta in test_arms:
-                    per_seed[ta] = matrix_accuracies(out, proto, members, cfg.seeds, t, ta)
+                    per_seed[ta] = matrix_accuracies(out, proto, members, cfg.seeds, t, ta, notes, lab)
                     cells[f"{lab}|{t}|{ta}"] = _ci(list(per_seed[ta].values()))
                 if gap_names:
                     gaps[f"{lab}|{t}"] = bg_gap(lab, per_seed.get(gap_names[0], {}), per_seed.get(gap_names[1], {}),
@@ -683,6 +701,8 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                 cls = "rej" if v["rejected"] else "unsure" if v.get("status") == "inconclusive" else "keep"
                 parts.append(f"<li class='{cls}'>{e(sname)}: {e(v['text'])}</li>")
     parts.append("</ul>")
+    for note in analysis.get("notes", []):
+        parts.append(f"<p class='unsure'>{e(note)}</p>")
     mx = analysis.get("matrix")
     if mx and mx.get("bg_gap_arms"):
         parts.append("<h4>BG-Gap (does the model rely on the background?)</h4><ul>")
@@ -802,6 +822,8 @@ def write_report(out: str | Path, cfg: ExperimentConfig, *, data_info: Mapping[s
               if (c := {p: res["label_check"] for p, res in st["protocols"].items() if res["label_check"]})}
     if checks:
         summary["label_check"] = checks
+    if analysis["notes"]:
+        summary["notes"] = analysis["notes"]
     summary["analysis"] = analysis
     atomic_write_text(out / "summary.json", json.dumps(_clean_json(summary), indent=1) + "\n")
     atomic_write_text(out / "report.html", render_html(analysis, cfg, data_info, extra, out=out))

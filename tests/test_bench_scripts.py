@@ -40,10 +40,7 @@ def test_bg_gap_masks_reads_a_run_directory_as_the_report_does(tmp_path: Path) -
     cfg_file = tmp_path / "micro.yaml"
     cfg_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
 
-    spec = importlib.util.spec_from_file_location("bg_gap_masks", REPO / "bench" / "bg_gap_masks.py")
-    assert spec and spec.loader
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("bg_gap_masks")
     out = tmp_path / "gaps.json"
     assert script.main([str(cfg_file), str(run), "--pair", "mine=original,keyed", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
@@ -55,3 +52,54 @@ def test_bg_gap_masks_reads_a_run_directory_as_the_report_does(tmp_path: Path) -
         assert r["mine"]["seeds"] == [0]
     with pytest.raises(SystemExit):
         script.main([str(cfg_file), str(run), "--pair", "broken"])
+
+
+def _script(name: str):  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_label_audit_scores_every_line_without_the_struck_groups(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from bglab.data.dataset import default_group
+    from bglab.experiment.config import parse_config
+    from bglab.experiment.runner import run_experiment
+    from tests.test_experiment import micro_config, write_shapes
+
+    root = write_shapes(tmp_path / "data", 30, 0)
+    studies = {"s": {"arms": ["original", "keyed"], "ensembles": {"both": ["original", "keyed"]}}}
+    raw = micro_config(root, studies=studies,
+                       train={"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1})
+    run = tmp_path / "run"
+    run_experiment(parse_config(raw), run)
+    cfg_file = tmp_path / "micro.yaml"
+    cfg_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    classes = json.loads((run / "data.json").read_text())["classes"]
+    with np.load(run / "predictions" / "cross__original__base__s0" / "clutter__clean.npz") as z:
+        keys, y_true, y_pred = z["keys"], z["y_true"], z["y_pred"]
+    groups = [f"{classes[int(y)]}/{default_group(Path(str(k)).name)}" for k, y in zip(keys, y_true, strict=True)]
+    struck = {groups[0], groups[-1]}
+    audit = tmp_path / "audit.csv"
+    audit.write_text("group,judgement,note\n" + "".join(f"{g},wrong label,by eye\n" for g in struck),
+                     encoding="utf-8")
+    out = tmp_path / "audit.json"
+    assert _script("label_audit").main([str(cfg_file), str(run), str(audit), "--json", str(out)]) == 0
+    rows = {(r["test_set"], r["line"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {(t, line) for t in ("screen", "clutter") for line in ("original", "keyed", "both")}
+    keep = np.array([g not in struck for g in groups])
+    got = rows[("clutter", "original")]["seeds"][0]
+    assert got["struck"] == int((~keep).sum()) >= 2
+    assert got["all"] == pytest.approx(float((y_true == y_pred).mean()))
+    assert got["kept"] == pytest.approx(float((y_true == y_pred)[keep].mean()))
+    both = rows[("clutter", "both")]["seeds"][0]
+    assert both["struck"] == got["struck"] and both["n"] == got["n"]  # the ensemble: the same photos
+    bad = tmp_path / "bad.csv"
+    bad.write_text("photo,label\na,b\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="columns group, judgement"):
+        _script("label_audit").main([str(cfg_file), str(run), str(bad)])

@@ -34,7 +34,8 @@ from bglab.experiment.label_check import MIN_RUNS, agreed_errors
 from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.stats import Comparison, compare, t_interval
 
-__all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "render_html", "write_report"]
+__all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "line_predictions", "render_html",
+           "study_lines", "write_report"]
 
 SECTION_TITLES = ("Accuracy curves", "Final accuracy", "Per-class accuracy", "Confusion matrices",
                   "Accuracy under distortion", "Differences and paired tests", "Photos every model gets wrong")
@@ -70,10 +71,19 @@ def _load_npz(p: Path) -> dict[str, np.ndarray] | None:
         return {k: z[k].copy() for k in ("y_true", "y_pred", "keys", "probs") if k in z.files}
 
 
-def _line_preds(out: Path, proto: str, members: Sequence[tuple[str, str]], seed: int, test: str, dist: str,
-                notes: list[str] | None = None, name: str = "") -> dict[str, np.ndarray] | None:
-    """A line's saved predictions for one seed: its run's, or an ensemble's fused from its members' runs."""
-    preds = [_load_preds(out, RunKey(proto, v, seed, a), test, dist) for a, v in members]
+def study_lines(study: StudyConfig) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every line of a study as ``(label, members)``: each arm x variant (one ``(arm, variant)``), then each
+    ensemble (its members)."""
+    return ([(lab, ((a, v),)) for lab, a, v in _lines(study)]
+            + [(en, tuple(mem)) for en, mem in study.ensembles.items()])
+
+
+def line_predictions(out: str | Path, proto: str, members: Sequence[tuple[str, str]], seed: int, test: str,
+                     dist: str = "clean", notes: list[str] | None = None, name: str = ""
+                     ) -> dict[str, np.ndarray] | None:
+    """A line's saved predictions (``y_true``, ``y_pred``, ``keys``, ``probs``) for one seed and test set: its
+    run's, or an ensemble's fused from its members' runs; None when one is missing or they do not line up."""
+    preds = [_load_preds(Path(out), RunKey(proto, v, seed, a), test, dist) for a, v in members]
     return _fused(preds, notes, f"ensemble {name}, {proto}, seed {seed}, test set {test} ({dist})")
 
 
@@ -164,7 +174,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
             for en in st.ensembles:
                 res["lines"].append(en)
                 res["final"][en] = {"train|clean": _ci([]), "val|clean": _ci([])}
-            members = [(lab, ((a, v),)) for lab, a, v in lines] + list(st.ensembles.items())
+            members = study_lines(st)
             trained: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)  # clean predictions per test set
             for lab, mem in members:
                 for t in tests:
@@ -172,7 +182,7 @@ def analyse(out: str | Path, cfg: ExperimentConfig, rows: Sequence[Mapping[str, 
                         seeds, mats, keys = [], [], None
                         cm = None
                         for s in cfg.seeds:
-                            pr = _line_preds(out, proto, mem, s, t, d, notes, lab)
+                            pr = line_predictions(out, proto, mem, s, t, d, notes, lab)
                             if pr is None:
                                 continue
                             if d == "clean" and lab not in st.ensembles:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -479,6 +480,12 @@ def test_cli_experiment_quick_and_eval_cls(data_root: Path, tmp_path: Path, caps
     (odd / "a.png").write_bytes((data_root / "clutter" / "rock" / "rock_000.png").read_bytes())
     assert main(["eval-cls", str(out), str(tmp_path / "odd")]) == 2  # a class the models never saw
     assert "lizard" in capsys.readouterr().err
+    shouting = tmp_path / "shouting"  # class folders named in another case count as the trained classes
+    for cls in CLASSES:
+        shutil.copytree(data_root / "clutter" / cls, shouting / cls.upper())
+    assert main(["eval-cls", str(out), str(shouting), "--json"]) == 0
+    loud = json.loads(capsys.readouterr().out)["runs"][0]
+    assert loud["n"] == 90 and loud["accuracy"] == runs[0]["accuracy"] and loud["per_class"] == runs[0]["per_class"]
 
 
 @pytest.mark.slow

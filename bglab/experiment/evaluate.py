@@ -100,8 +100,8 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
         if not state.get("done") or (runs and state["run"] not in runs):
             continue
         classes = list(state["classes"])
-        unknown = sorted({s.label for s in samples} - set(classes))
-        if unknown:
+        index = _class_index({s.label for s in samples}, classes)
+        if unknown := sorted({s.label for s in samples} - set(index)):
             raise DatasetError(f"classes {unknown} were not trained (the model knows {classes})", path=data_dir,
                                hint="use class folders named like the training classes")
         pipeline = state["pipeline"]
@@ -113,7 +113,7 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
             imgs = prepare_arm(arm, samples, size=int(state["size"]), channels=int(state["channels"]), cache_dir=None)
             cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
         x, ok = cache[pkey], ok_cache[pkey]
-        labels = np.array([classes.index(s.label) for s in samples], np.int64)
+        labels = np.array([index[s.label] for s in samples], np.int64)
         y = labels[ok]
         model = build_run_model(state, weights)
         pred, probs, loss = predict_proba(model, to_tensor(x[ok]), torch.from_numpy(y))
@@ -126,6 +126,21 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
         raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
     ensembles = _ensembles(run_dir, results, scored, labels, classes, predicted)
     return Scores(results + ensembles, [str(s.path) for s in samples], labels, classes, predicted)
+
+
+def _class_index(folders: set[str], classes: list[str]) -> dict[str, int]:
+    """Class folder name -> index of the trained class it names: the same name, else the same name in another
+    case (``Rock`` for ``rock``) where that matches one class only; folders naming no class are left out."""
+    folded: dict[str, list[int]] = {}
+    for i, c in enumerate(classes):
+        folded.setdefault(c.casefold(), []).append(i)
+    out = {}
+    for f in folders:
+        if f in classes:
+            out[f] = classes.index(f)
+        elif len(hit := folded.get(f.casefold(), [])) == 1:
+            out[f] = hit[0]
+    return out
 
 
 def _answers(n: int, idx: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -486,6 +486,23 @@ def test_cli_experiment_quick_and_eval_cls(data_root: Path, tmp_path: Path, caps
     assert main(["eval-cls", str(out), str(shouting), "--json"]) == 0
     loud = json.loads(capsys.readouterr().out)["runs"][0]
     assert loud["n"] == 90 and loud["accuracy"] == runs[0]["accuracy"] and loud["per_class"] == runs[0]["per_class"]
+    # bad files among the photos: named, not scored, the others scored; odd modes are read
+    from PIL import Image
+
+    folder = shouting / CLASSES[0].upper()
+    rgb = Image.open(sorted(folder.glob("*.png"))[0]).convert("RGB")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (folder / "empty.jpg").write_bytes(b"")
+    rgb.convert("CMYK").save(folder / "cmyk.jpg")
+    rgb.convert("P").save(folder / "palette.png")
+    Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257).save(folder / "sixteen.png")
+    assert main(["eval-cls", str(out), str(shouting), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["runs"][0]["n"] == 93 and res["runs"][0]["failed"] == 2
+    assert sorted(Path(p).name for p in res["unreadable"]) == ["corrupt.png", "empty.jpg"]
+    assert "empty" in res["unreadable"][str(folder / "empty.jpg")]
+    assert main(["eval-cls", str(out), str(shouting)]) == 0
+    assert "2 of 95 photos could not be read or preprocessed" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.slow

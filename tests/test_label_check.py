@@ -115,7 +115,7 @@ def test_eval_cls_scores_check_the_runs_per_protocol_and_write_every_answer() ->
     predicted = {r["run"]: np.array([1, 1, 2]) for r in rows}
     predicted["comb__a__b__s0"] = np.array([-1, 0, 2])  # could not read photo 0; wrong on photo 1
     predicted["cross__all__s0"] = np.array([0, 1, 2])
-    scores = Scores(rows, ["p/x.png", "p/y.png", "p/z.png"], labels, ["paper", "rock", "scissors"], predicted)
+    scores = Scores(rows, ["p/x.png", "p/y.png", "p/z.png"], labels, ["paper", "rock", "scissors"], predicted, {})
     checks = scores.label_check()
     assert checks["cross"]["runs"] == MIN_RUNS and checks["cross"]["suspects"] == [
         {"key": "p/x.png", "label": "paper", "predicted": "rock"}]

@@ -168,7 +168,8 @@ def eval_cls(
     if predictions is not None:
         atomic_write_text(predictions, scores.predictions_csv())
     if as_json:
-        typer.echo(json.dumps({"arms": arms, "runs": results, "label_check": checks}, indent=1))
+        typer.echo(json.dumps({"arms": arms, "runs": results, "label_check": checks,
+                               "unreadable": scores.unreadable}, indent=1))
         return
 
     def pct(v: float | None) -> str:
@@ -194,6 +195,12 @@ def eval_cls(
     for proto, c in checks.items():
         if c["count"]:
             console.print(escape(label_check_line(proto, "photos", c, "--json lists them")), highlight=False)
+    if scores.unreadable:
+        first = next(iter(scores.unreadable.items()))
+        console.print(f"[yellow]{len(scores.unreadable)} of {len(scores.paths)} photos could not be read or "
+                      f"preprocessed and are not scored (n counts the others; --json lists them), e.g. "
+                      f"{escape(first[1] if first[0] in first[1] else f'{first[0]}: {first[1]}')}[/]",
+                      highlight=False)
     if predictions is not None:
         console.print(f"every photo's answers: {escape(str(predictions))}", highlight=False)
 

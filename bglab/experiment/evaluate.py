@@ -33,6 +33,8 @@ class Scores:
     classes: list[str]
     #: run or ensemble id -> predicted class index per photo (-1 where its arm could not read the photo)
     predicted: dict[str, np.ndarray]
+    #: photo -> why an arm could not read or preprocess it (not scored by that arm's runs)
+    unreadable: dict[str, str]
 
     def label_check(self) -> dict[str, dict[str, Any]]:
         """Per protocol: the photos every run (not the ensembles) gives the same wrong class
@@ -95,6 +97,7 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
     predicted: dict[str, np.ndarray] = {}
     cache: dict[str, Any] = {}
     ok_cache: dict[str, Any] = {}
+    unreadable: dict[str, str] = {}
     for path in ckpts:
         state, weights, _ = load_checkpoint(path)
         if not state.get("done") or (runs and state["run"] not in runs):
@@ -112,6 +115,9 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
             arm = ArmConfig(state["arm"], [], pipeline)
             imgs = prepare_arm(arm, samples, size=int(state["size"]), channels=int(state["channels"]), cache_dir=None)
             cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
+            for sample, ok_i, why in zip(samples, imgs.ok, imgs.errors, strict=True):
+                if not ok_i:
+                    unreadable.setdefault(str(sample.path), why or f"arm {state['arm']} could not preprocess it")
         x, ok = cache[pkey], ok_cache[pkey]
         labels = np.array([index[s.label] for s in samples], np.int64)
         y = labels[ok]
@@ -125,7 +131,7 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
     if not results:
         raise BglabError("no finished runs to evaluate", path=run_dir, hint="let the experiment finish first")
     ensembles = _ensembles(run_dir, results, scored, labels, classes, predicted)
-    return Scores(results + ensembles, [str(s.path) for s in samples], labels, classes, predicted)
+    return Scores(results + ensembles, [str(s.path) for s in samples], labels, classes, predicted, unreadable)
 
 
 def _class_index(folders: set[str], classes: list[str]) -> dict[str, int]:

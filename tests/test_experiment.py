@@ -570,6 +570,50 @@ def test_affine_and_photometric_augmentation_are_seeded_and_bounded() -> None:
         parse_config({**micro_config(Path("/data")), "train": {"augment": {"rotate": -5}}})
 
 
+def test_colour_and_blur_augmentation_are_seeded_bounded_and_leave_other_configs_alone() -> None:
+    """white_balance / saturation / grey change the colour of RGB batches (grey ones pass through); blur
+    smooths edges, each image with its own sigma; all seeded, identity for unselected images; a config without
+    them draws exactly as before and resolves without the new keys."""
+    import torch
+
+    from bglab.experiment.augment import augment
+    from bglab.experiment.config import AugmentConfig, resolved_config
+
+    x = torch.full((8, 3, 16, 16), 0.2)
+    x[:, 0, 4:12, 4:12] = 0.7  # a red square on a dark grey ground
+    wb = AugmentConfig(p=1.0, white_balance=0.3)
+    a = augment(x, wb, torch.Generator().manual_seed(1))
+    assert torch.equal(a, augment(x, wb, torch.Generator().manual_seed(1)))
+    gains = a[:, :, 0, 0] / 0.2  # the ground: one gain per channel and image
+    assert float(gains.min()) >= 0.7 - 1e-5 and float(gains.max()) <= 1.3 + 1e-5
+    assert len({round(float(v), 4) for v in gains.flatten()}) == 24
+    sat = augment(x, AugmentConfig(p=1.0, saturation=1.0), torch.Generator().manual_seed(2))
+    spread = sat[:, :, 8, 8].max(dim=1).values - sat[:, :, 8, 8].min(dim=1).values  # 0.5 before
+    assert float(spread.min()) < 0.45 and float(spread.max()) > 0.55 and float(sat.max()) <= 1.0
+    grey = augment(x, AugmentConfig(p=1.0, grey=1.0), torch.Generator().manual_seed(3))
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    assert torch.allclose(grey[0, 0, 8, 8], torch.tensor(0.299 * 0.7 + 0.701 * 0.2))
+    one = x[:, :1]
+    assert torch.equal(augment(one, AugmentConfig(p=1.0, white_balance=0.3, grey=1.0),
+                               torch.Generator().manual_seed(3)), one), "grey inputs have no colour to change"
+    blurred = augment(x, AugmentConfig(p=1.0, blur=2.0), torch.Generator().manual_seed(4))
+    edge = (blurred[:, 0, 8, 3] - 0.2).abs()  # just outside the square: blur brings red in, by its own sigma
+    assert int((edge > 1e-3).sum()) >= 5 and len({round(float(v), 4) for v in edge}) >= 5
+    assert torch.allclose(blurred.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.02), "blur keeps the mean"
+    assert torch.equal(augment(x, AugmentConfig(p=0.0, blur=2.0, white_balance=0.3),
+                               torch.Generator().manual_seed(4)), x)
+    # the draws of a config without the new keys are those it had before they existed
+    old = AugmentConfig(p=0.7, flip=True, noise=5)
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(augment(x, old, g1), augment(x, old, g2)) and torch.equal(torch.rand(3, generator=g1),
+                                                                                torch.rand(3, generator=g2))
+    resolved = resolved_config(parse_config({**micro_config(Path("/data")), "train": {"epochs": 1}}))
+    for variant in resolved["resolved"]["variants"].values():
+        assert not {"white_balance", "saturation", "grey", "blur"} & set(variant["train"]["augment"])
+    with pytest.raises(ConfigError, match="augment.blur"):
+        parse_config({**micro_config(Path("/data")), "train": {"augment": {"blur": 9}}})
+
+
 def test_rot90_augmentation_is_seeded_and_keeps_old_run_configs() -> None:
     """rot90 turns square images by multiples of 90 degrees (seeded); configs without it resolve as before."""
     import torch

@@ -41,9 +41,60 @@ def _photometric(x: Any, sel: Any, aug: Any, g: Any) -> Any:
     return ((x - mean) * c + mean).mul_(b).clamp_(0.0, 1.0)
 
 
+def _grey(x: Any) -> Any:
+    """The luma (ITU-R BT.601) of an RGB float batch, (N, 1, H, W)."""
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+
+
+def _colour(x: Any, sel: Any, aug: Any, g: Any) -> Any:
+    """Random white balance (a gain per channel), saturation and grey of the selected images of an RGB batch;
+    a grey batch (1 channel) is returned as it is, after the same draws."""
+    import torch
+
+    n = x.shape[0]
+    u = torch.rand((n, 5), generator=g) * 2 - 1  # R, G, B gains, saturation, grey
+    if x.shape[1] != 3:
+        return x
+    s4 = sel[:, None, None, None]
+    if aug.white_balance > 0:
+        x = torch.where(s4, x * (1.0 + u[:, :3] * aug.white_balance)[:, :, None, None], x)
+    if aug.saturation > 0:
+        grey = _grey(x)
+        x = torch.where(s4, grey + (x - grey) * (1.0 + u[:, 3] * aug.saturation)[:, None, None, None], x)
+    if aug.grey > 0:
+        to_grey = sel & ((u[:, 4] + 1) / 2 < aug.grey)
+        x = torch.where(to_grey[:, None, None, None], _grey(x).expand_as(x), x)
+    return x.clamp_(0.0, 1.0)
+
+
+def _blur(x: Any, sel: Any, aug: Any, g: Any) -> Any:
+    """Gaussian blur of the selected images, each with its own sigma drawn in [0, ``aug.blur``] px."""
+    import math
+
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    sigmas = torch.rand(x.shape[0], generator=g) * aug.blur
+    out = x.clone()
+    for i in torch.nonzero(sel).flatten().tolist():
+        sigma = float(sigmas[i])
+        r = min(math.ceil(3 * sigma), (min(x.shape[-2:]) - 1) // 2)
+        if sigma < 0.3 or r < 1:  # below a third of a pixel the kernel is the identity
+            continue
+        t = torch.arange(-r, r + 1, dtype=x.dtype)
+        k = torch.exp(-(t * t) / (2 * sigma * sigma))
+        k = k / k.sum()
+        c = x.shape[1]
+        img = F.pad(x[i:i + 1], (r, r, r, r), mode="reflect")
+        img = F.conv2d(img, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        out[i:i + 1] = F.conv2d(img, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return out
+
+
 def augment(x: Any, aug: Any, g: Any) -> Any:
-    """Seeded augmentation of a float batch in [0, 1]: rotation / zoom / shift, brightness / contrast, flip,
-    90-degree rotation (square inputs), pixel dropout, Gaussian noise (0..255 units)."""
+    """Seeded augmentation of a float batch in [0, 1]: rotation / zoom / shift, brightness / contrast, colour
+    (white balance, saturation, grey), blur, flip, 90-degree rotation (square inputs), pixel dropout, Gaussian
+    noise (0..255 units)."""
     return augment_selected(x, aug, g)[0]
 
 
@@ -57,6 +108,10 @@ def augment_selected(x: Any, aug: Any, g: Any) -> tuple[Any, Any]:
         x = _affine(x, sel, aug, g)
     if aug.brightness > 0 or aug.contrast > 0:
         x = _photometric(x, sel, aug, g)
+    if aug.colour:  # only drawn when on, so configs without it augment as before, bit for bit
+        x = _colour(x, sel, aug, g)
+    if aug.blur > 0:
+        x = _blur(x, sel, aug, g)
     if aug.flip:
         f = sel & (torch.rand(n, generator=g) < 0.5)
         x = torch.where(f[:, None, None, None], x.flip(-1), x)

@@ -21,7 +21,9 @@ Format (paths relative to the config file; see ``bglab/configs/rps-reference.yam
     model: {name: cnn, dropout: 0.5, batchnorm: false}
     train: {epochs: 100, batch_size: 64, lr: 0.001, eval_every: 10, augment: {noise: 0}}
     #   augment (each image with probability p): noise (SD), dropout (pixel prob.), flip, rot90, rotate (+-deg),
-    #   scale (zoom 1 +- s), shift (fraction), brightness / contrast (factor 1 +- b); schedule: constant | cosine
+    #   scale (zoom 1 +- s), shift (fraction), brightness / contrast (factor 1 +- b), white_balance (a gain
+    #   1 +- w per RGB channel), saturation (1 +- s), grey (probability), blur (sigma up to N px);
+    #   schedule: constant | cosine
     variants:                      # model / train overrides, e.g. the regularisation ablation
       base: {}
       none: {model: {dropout: 0.0}}
@@ -207,15 +209,24 @@ class AugmentConfig:
     shift: float = declare(0.0, lo=0.0, hi=0.5)  # random shift by up to this fraction of the image size, per axis
     brightness: float = declare(0.0, lo=0.0, hi=1.0)  # brightness multiplied by a factor in [1 - b, 1 + b]
     contrast: float = declare(0.0, lo=0.0, hi=1.0)  # contrast around the image mean scaled by [1 - c, 1 + c]
+    # colour (3-channel inputs; no effect on grey ones): another camera's colour cast and saturation
+    white_balance: float = declare(0.0, lo=0.0, hi=0.5)  # each of R, G, B multiplied by a factor in [1 - w, 1 + w]
+    saturation: float = declare(0.0, lo=0.0, hi=1.0)  # distance from the grey image scaled by [1 - s, 1 + s]
+    grey: float = declare(0.0, lo=0.0, hi=1.0)  # probability of the grey image (replicated to 3 channels)
+    blur: float = declare(0.0, lo=0.0, hi=5.0)  # Gaussian blur, sigma drawn in [0, blur] px (defocus, motion)
 
     @property
     def geometric(self) -> bool:
         return self.rotate > 0 or self.scale > 0 or self.shift > 0
 
     @property
+    def colour(self) -> bool:
+        return self.white_balance > 0 or self.saturation > 0 or self.grey > 0
+
+    @property
     def active(self) -> bool:
         return (self.noise > 0 or self.dropout > 0 or self.flip or self.rot90 or self.geometric
-                or self.brightness > 0 or self.contrast > 0)
+                or self.brightness > 0 or self.contrast > 0 or self.colour or self.blur > 0)
 
 
 @dataclass(frozen=True)
@@ -858,7 +869,8 @@ def _train_dict(t: TrainConfig) -> dict[str, Any]:
     if t.augment.bg_swap == 0 and t.augment.bg_from is None:  # run directories made before bg_swap still match
         d["augment"].pop("bg_swap")
         d["augment"].pop("bg_from")
-    for k in ("rot90", "rotate", "scale", "shift", "brightness", "contrast"):  # ... and before these keys
+    for k in ("rot90", "rotate", "scale", "shift", "brightness", "contrast",  # ... and before these keys
+              "white_balance", "saturation", "grey", "blur"):
         if not getattr(t.augment, k):
             d["augment"].pop(k)
     if t.schedule == "constant":  # ... and before the schedule

@@ -97,9 +97,10 @@ def _fused(preds: Sequence[dict[str, np.ndarray] | None], notes: list[str] | Non
         return preds[0]
     line = fuse(preds)  # type: ignore[arg-type]
     if line is None and notes is not None:
-        notes.append(f"{where}: the members' saved predictions do not line up (other test images or labels, or "
-                     "no class probabilities), so this seed is left out of the ensemble's line; run the "
-                     "experiment again on this directory to rescore its runs")
+        notes.append(f"{where}: the members' saved predictions do not line up, so this seed is left out of the "
+                     "ensemble's line (no class probabilities: run the experiment again on this directory, which "
+                     "adds them; other test images or labels: delete the members' checkpoints to train them "
+                     "again)")
     return line
 
 

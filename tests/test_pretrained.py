@@ -320,6 +320,9 @@ def test_rps_pretrained_tuned_restates_the_arms_it_shares() -> None:
     assert all(tuned.arms[a].steps == ref.arms[a].steps for a in tuned.arms)
     assert tuned.protocols == ref.protocols and (tuned.size, tuned.channels) == (224, 3)
     assert tuned.variants["base"].model["tune"] == "top" and tuned.variants["base"].model["resolution"] == 128
+    assert tuned.variants["base"].train.augment.colour and tuned.variants["base"].train.augment.blur > 0
+    ensemble = load_experiment_config(root / "rps-ensemble.yaml")  # extends it, keeps the recipe it recorded
+    assert not any(v.train.augment.colour or v.train.augment.blur for v in ensemble.variants.values())
     assert len(tuned.runs()) == 2 * 2 * 3 and len(quick.runs()) == 2 * 2 and quick.size == 96
     steps = [s for a in quick.used_arms() for s in quick.arms[a].steps]
     assert "mediapipe" not in json.dumps(steps) and "hand-grabcut" not in json.dumps(steps)

@@ -297,27 +297,33 @@ def test_an_ensemble_is_a_row_of_the_train_x_test_matrix(data_root: Path, tmp_pa
 
 
 def test_a_seed_whose_ensemble_members_do_not_line_up_is_left_out_and_said(data_root: Path,  # noqa: F811
-                                                                           tmp_path: Path) -> None:
+                                                                           tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """Members whose saved predictions cover other test images cannot be averaged: that seed drops out of the
-    ensemble's line and its matrix row, and the report and summary.json say which and why."""
-    from bglab.experiment.report import write_report
-    from bglab.experiment.runner import run_experiment
+    ensemble's line and its matrix row, and the report, summary.json and the terminal say which and why."""
+    import yaml
+
+    from bglab.cli.app import main
 
     studies = {"s": {"arms": ["original", "keyed"], "test_arms": ["original", "keyed"],
                      "ensembles": {"both": ["original", "keyed"]}}}
     train = {"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1}
-    cfg = parse_config(micro_config(data_root, studies=studies, train=train))
-    first = run_experiment(cfg, tmp_path)
+    config, out = tmp_path / "micro.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(micro_config(data_root, studies=studies, train=train)), encoding="utf-8")
+    assert main(["experiment", str(config), "--out", str(out)]) == 0
+    first = json.loads((out / "summary.json").read_text())
     assert first.get("notes", []) == []
     assert first["analysis"]["matrix"]["row_runs"] == {"original": [["original", "base"]],
                                                        "keyed": [["keyed", "base"]],
                                                        "both": [["original", "base"], ["keyed", "base"]]}
-    changed = sorted((tmp_path / "predictions" / "cross__keyed__base__s0").rglob("*.npz"))
+    changed = sorted((out / "predictions" / "cross__keyed__base__s0").rglob("*.npz"))
     assert changed
     for p in changed:
         arrays = _npz(p)
         np.savez(p, **{**arrays, "keys": arrays["keys"][::-1].copy()})
-    summary = write_report(tmp_path, cfg)
+    capsys.readouterr()
+    assert main(["experiment", str(config), "--out", str(out)]) == 0  # nothing to train: reported again
+    assert "ensemble both, cross, seed 0" in " ".join(capsys.readouterr().out.split())
+    summary = json.loads((out / "summary.json").read_text())
     assert any(n.startswith("ensemble both, cross, seed 0, test set clutter (clean): the members' saved "
                             "predictions do not line up") for n in summary["notes"])
     assert any("test set clutter through test arm keyed" in n for n in summary["notes"])
@@ -325,4 +331,4 @@ def test_a_seed_whose_ensemble_members_do_not_line_up_is_left_out_and_said(data_
     assert studies_out["final"]["both"]["clutter|clean"]["n"] == 0
     assert summary["analysis"]["matrix"]["protocols"]["cross"]["cells"]["both|clutter|keyed"]["n"] == 0
     assert studies_out["final"]["keyed"]["clutter|clean"]["n"] == 1  # the member itself still counts
-    assert "do not line up" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "do not line up" in (out / "report.html").read_text(encoding="utf-8")

@@ -396,6 +396,18 @@ def test_changed_config_in_same_run_dir_is_refused(data_root: Path, reference_ru
     run_experiment(parse_config(micro_config(data_root, threads=2)), reference_run[0])  # threads: same experiment
 
 
+def test_arms_listed_in_another_order_are_the_same_experiment(data_root: Path, tmp_path: Path) -> None:
+    """The config's arms in another order (a YAML file dumped with sorted keys, an edit) train the same runs:
+    the run directory is accepted and nothing is trained again."""
+    from bglab.experiment.runner import run_experiment
+
+    train = {"epochs": 1, "batch_size": 16, "lr": 0.003, "eval_every": 1}
+    raw = micro_config(data_root, train=train)
+    run_experiment(parse_config(raw), tmp_path)
+    again = run_experiment(parse_config({**raw, "arms": dict(reversed(raw["arms"].items()))}), tmp_path)
+    assert again["complete"] is True and set(again["runs"].values()) == {"skipped"}
+
+
 def test_an_arm_no_run_uses_may_be_added_to_a_finished_run_dir(data_root: Path, tmp_path: Path) -> None:
     """A base config gains an arm; a follow-up study that extends it but does not train that arm still
     resumes / reports in its old run directory. Changing an arm it does train is refused."""

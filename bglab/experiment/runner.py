@@ -409,6 +409,8 @@ def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]
                                      else st) for sn, st in k["studies"].items()}
             if isinstance(k.get("resolved"), Mapping):
                 k["resolved"] = {**k["resolved"], "arms": used(k["resolved"].get("arms"))}
+                if isinstance(k["resolved"].get("runs"), list):  # the runs, not the order the arms are listed in
+                    k["resolved"]["runs"] = sorted(k["resolved"]["runs"], key=str)
             return k
 
         new = json.loads(json.dumps(resolved))

@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bglab.data.dataset import default_group  # noqa: E402
+from bglab.data.dataset import Sample  # noqa: E402
 from bglab.experiment.config import load_experiment_config  # noqa: E402
 from bglab.experiment.report import line_predictions, study_lines  # noqa: E402
 from bglab.experiment.templates import find_config  # noqa: E402
@@ -45,8 +45,8 @@ def read_audit(path: Path) -> dict[str, str]:
 
 
 def group_of(key: str, label: str) -> str:
-    """The split group of a saved test key (``SOURCE/.../FILE``) with class ``label``."""
-    return f"{label}/{default_group(Path(key).name)}"
+    """The split group of a saved test key (``SOURCE/.../FILE``) with class ``label``: the one its sample had."""
+    return Sample(Path(key), label, origin="").group
 
 
 def main(argv: list[str] | None = None) -> int:

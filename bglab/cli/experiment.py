@@ -196,11 +196,9 @@ def eval_cls(
         if c["count"]:
             console.print(escape(label_check_line(proto, "photos", c, "--json lists them")), highlight=False)
     if scores.unreadable:
-        first = next(iter(scores.unreadable.items()))
         console.print(f"[yellow]{len(scores.unreadable)} of {len(scores.paths)} photos could not be read or "
                       f"preprocessed and are not scored (n counts the others; --json lists them), e.g. "
-                      f"{escape(first[1] if first[0] in first[1] else f'{first[0]}: {first[1]}')}[/]",
-                      highlight=False)
+                      f"{escape(next(iter(scores.unreadable.values())))}[/]", highlight=False)
     if predictions is not None:
         console.print(f"every photo's answers: {escape(str(predictions))}", highlight=False)
 

@@ -33,7 +33,7 @@ class Scores:
     classes: list[str]
     #: run or ensemble id -> predicted class index per photo (-1 where its arm could not read the photo)
     predicted: dict[str, np.ndarray]
-    #: photo -> why an arm could not read or preprocess it (not scored by that arm's runs)
+    #: photo -> why an arm could not read or preprocess it, as "PATH: reason" (not scored by that arm's runs)
     unreadable: dict[str, str]
 
     def label_check(self) -> dict[str, dict[str, Any]]:
@@ -117,7 +117,8 @@ def score_run_dir(run_dir: Path, data_dir: Path, *, runs: list[str] | None = Non
             cache[pkey], ok_cache[pkey] = imgs.images, imgs.ok
             for sample, ok_i, why in zip(samples, imgs.ok, imgs.errors, strict=True):
                 if not ok_i:
-                    unreadable.setdefault(str(sample.path), why or f"arm {state['arm']} could not preprocess it")
+                    why = why or f"arm {state['arm']} could not preprocess it"
+                    unreadable.setdefault(str(sample.path), why if str(sample.path) in why else f"{sample.path}: {why}")
         x, ok = cache[pkey], ok_cache[pkey]
         labels = np.array([index[s.label] for s in samples], np.int64)
         y = labels[ok]

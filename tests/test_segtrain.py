@@ -202,6 +202,92 @@ def test_init_warm_starts_from_a_checkpoint_and_refuses_a_foreign_one(fake_data,
     assert not any((tmp_path / n).exists() for n in ("no1", "no2", "no3"))
 
 
+def _onnx_probs(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _torch_probs(model, x: np.ndarray) -> np.ndarray:
+    from bglab.train.unet import ProbModel
+
+    with torch.no_grad():
+        return ProbModel(model).eval()(torch.from_numpy(x)).numpy()
+
+
+def test_init_from_an_exported_onnx_model_rebuilds_its_function(fake_data, tmp_path):
+    """An exported model (batch-norm folded) read back with --init computes what the ONNX file computes, before
+    and after its batch-norm statistics are measured; a run warm-started from it trains."""
+    from bglab.train.onnx_weights import recalibrate_batchnorm
+
+    S.train(_tiny_cfg(fake_data, tmp_path / "first", epochs=1), progress=False, log=lambda s: None)
+    onnx_path = tmp_path / "m.onnx"
+    S.export_onnx(tmp_path / "first", onnx_path, size=32, log=lambda s: None)
+    cfg = _tiny_cfg(fake_data, tmp_path / "x", init=str(onnx_path))
+    model = S.build_model(cfg.arch())
+    model.load_state_dict(S.read_init(cfg))
+    x = np.random.default_rng(1).normal(size=(3, 3, 32, 40)).astype(np.float32)
+    ref = _onnx_probs(onnx_path, x)
+    assert np.abs(_torch_probs(model, x) - ref).max() < 1e-4
+    assert recalibrate_batchnorm(model, x[:2]) > 0  # the tiny U-Net has batch-norm
+    assert np.abs(_torch_probs(model, x) - ref).max() < 1e-4  # same function, new statistics
+    msgs: list[str] = []
+    S.train(_tiny_cfg(fake_data, tmp_path / "second", epochs=1, init=str(onnx_path)), progress=False,
+            log=msgs.append)
+    assert any("batch-norm statistics of" in m for m in msgs)
+    assert (tmp_path / "second" / "best.safetensors").is_file()
+
+
+def test_init_refuses_a_foreign_or_damaged_onnx_model_before_writing(fake_data, tmp_path):
+    S.train(_tiny_cfg(fake_data, tmp_path / "first", epochs=1), progress=False, log=lambda s: None)
+    onnx_path = tmp_path / "m.onnx"
+    S.export_onnx(tmp_path / "first", onnx_path, size=32, log=lambda s: None)
+    cases = []
+    with pytest.raises(S.ConfigError, match="another architecture: .*weight"):  # shapes listed
+        S.train(_tiny_cfg(fake_data, tmp_path / "no1", base=8, init=str(onnx_path)), progress=False,
+                log=lambda s: None)
+    cases.append("no1")
+    with pytest.raises(S.ConfigError, match="encoder 'none'.*'efficientnet-lite0'"):
+        S.read_init(_tiny_cfg(fake_data, tmp_path / "no2", encoder="efficientnet-lite0", size=64,
+                              init=str(onnx_path)))
+    cases.append("no2")
+    bad = tmp_path / "bad" / "m.onnx"
+    bad.parent.mkdir()
+    bad.write_bytes(onnx_path.read_bytes()[:-10] + b"0123456789")  # damaged: the checksum refuses it
+    (bad.with_suffix(".json")).write_text(onnx_path.with_suffix(".json").read_text())
+    from bglab.errors import ModelIntegrityError
+
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        S.train(_tiny_cfg(fake_data, tmp_path / "no3", init=str(bad)), progress=False, log=lambda s: None)
+    cases.append("no3")
+    bad.with_suffix(".json").unlink()
+    with pytest.raises(ModelIntegrityError, match="checksum cannot be verified"):
+        S.train(_tiny_cfg(fake_data, tmp_path / "no4", init=str(bad)), progress=False, log=lambda s: None)
+    cases.append("no4")
+    with pytest.raises(S.BglabError, match="not found"):
+        S.train(_tiny_cfg(fake_data, tmp_path / "no5", init=str(tmp_path / "nope.onnx")), progress=False,
+                log=lambda s: None)
+    cases.append("no5")
+    assert not any((tmp_path / n).exists() for n in cases)
+
+
+def test_the_shipped_effnet_model_reads_back_into_pytorch_exactly():
+    """`train-seg --init bglab/models/hand_unet_effnet.onnx --encoder efficientnet-lite0` starts from the shipped
+    segmenter itself: the rebuilt network agrees with ONNX Runtime on a photo-like input and on noise."""
+    from bglab.foreground.unet import EFFNET_MODEL
+    from bglab.train.onnx_weights import check_onnx_file, load_onnx_weights
+
+    check_onnx_file(EFFNET_MODEL, "efficientnet-lite0")
+    model = S.build_model({"encoder": "efficientnet-lite0"})
+    load_onnx_weights(model, EFFNET_MODEL)
+    img, _ = _hand_photo(np.random.default_rng(3), 96, 128)
+    photo = ((img.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)[None]
+    noise = np.random.default_rng(4).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    for x in (photo, noise):
+        assert np.abs(_torch_probs(model, x) - _onnx_probs(EFFNET_MODEL, x)).max() < 1e-4
+
+
 def test_make_hand_finds_arm_side_and_despills():
     img, m = _hand_photo(np.random.default_rng(1))
     img[m > 0] = (200, 230, 150)  # green spill on the hand

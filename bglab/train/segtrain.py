@@ -37,6 +37,8 @@ from bglab.io.tensorfiles import read_tensors, save_tensors
 from bglab.train.state import from_json_float, load_optimizer, optimizer_tensors, to_json
 from bglab.train.unet import UNet, bce_dice_loss, count_params
 
+#: validation images (an even sample of them) that measure the batch-norm statistics of an ``--init`` ONNX model
+INIT_CALIBRATION = 256
 ARCH_KEYS = ("depth", "base", "dropout", "batchnorm", "skip", "max_mult", "separable", "encoder")
 ENCODERS = ("none", "efficientnet-lite0")
 
@@ -200,13 +202,21 @@ def save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimize
 def read_init(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     """The weights ``cfg.init`` names, checked against the run's architecture (None without ``init``).
 
-    A warm start: a new run (its own data, learning rate, epochs) from another run's checkpoint, e.g. fine-tuning
-    a shipped segmenter on new pseudo-labels. Checked before anything is written."""
+    A warm start: a new run (its own data, learning rate, epochs) from another run's checkpoint, or from an
+    exported ONNX file such as the shipped segmenter (:mod:`bglab.train.onnx_weights`), e.g. to fine-tune it on
+    new pseudo-labels. Checked before anything is written."""
     if not cfg.init:
         return None
     from safetensors import SafetensorError
 
     path = Path(cfg.init)
+    if path.suffix.lower() == ".onnx":  # an exported model (e.g. the shipped one): its folded weights
+        from bglab.train.onnx_weights import check_onnx_file, load_onnx_weights
+
+        check_onnx_file(path, cfg.encoder)
+        model = build_model(cfg.arch())
+        load_onnx_weights(model, path)
+        return model.state_dict()
     hint = "pass a train-seg checkpoint: RUN/best.safetensors or RUN/last.safetensors"
     if not path.is_file():
         raise BglabError("--init checkpoint not found", path=path, hint=hint)
@@ -408,12 +418,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         raise ConfigError(f"unknown encoder {cfg.encoder!r}", hint=f"choose one of: {', '.join(ENCODERS)}")
     fresh = not (resume and (run / "state.json").is_file())
     model = build_model(cfg.arch(), pretrained=fresh and init is None)
-    if init is not None:
-        model.load_state_dict(init)
-        log(f"warm start from {cfg.init}")
     norm = normalisation(cfg.arch())
     data.train.mean, data.train.std = norm
     val_x = renormalise(data.val_x, data.norm, norm)
+    if init is not None:
+        model.load_state_dict(init)
+        log(f"warm start from {cfg.init}")
+        if Path(str(cfg.init)).suffix.lower() == ".onnx":  # folded batch-norms: give them real statistics
+            from bglab.train.onnx_weights import recalibrate_batchnorm
+
+            calib = val_x[::max(1, -(-len(val_x) // INIT_CALIBRATION))]  # every kind of validation image
+            n_bn = recalibrate_batchnorm(model, calib)
+            log(f"batch-norm statistics of {n_bn} trainable layers measured on {len(calib)} validation images")
     n_params = count_params(model)
     model.to(device)  # before the optimizer and the checkpoint load, so its state lands on the same device
     if hasattr(model, "encoder_parameters"):  # pretrained encoder: a smaller step than the new decoder

@@ -236,6 +236,10 @@ def test_init_from_an_exported_onnx_model_rebuilds_its_function(fake_data, tmp_p
     S.train(_tiny_cfg(fake_data, tmp_path / "second", epochs=1, init=str(onnx_path)), progress=False,
             log=msgs.append)
     assert any("batch-norm statistics of" in m for m in msgs)
+    # the start is scored first and is the bar: best.safetensors is the init until an epoch beats it
+    state = json.loads((tmp_path / "second" / "state.json").read_text())
+    assert any(m.startswith("start (the --init weights") for m in msgs)
+    assert state["best_loss"] <= state["start_scores"]["val_loss"]
     assert (tmp_path / "second" / "best.safetensors").is_file()
 
 

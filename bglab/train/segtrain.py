@@ -457,6 +457,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     start = "pretrained" if fresh and init is None else "from checkpoint"
     kind = f"EffUNet ({cfg.encoder}, {start})" if cfg.encoder != "none" else "UNet"
     log(f"model: {kind} {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32) on {device}")
+    if init is not None and fresh:  # where a warm start begins: the bar its epochs must clear to be "best"
+        ev0 = evaluate(model, val_x, data.val_y, data.val_kind, device=device)
+        state.update(best_loss=ev0["val_loss"], best_epoch=-1, best_scores=dict(ev0), start_scores=dict(ev0))
+        save_weights(model, run / "best.safetensors", cfg.arch())
+        log(f"start (the --init weights on this run's validation set): val {ev0['val_loss']:.4f}  "
+            f"F1 {ev0['val_f1']:.3f}  IoU {ev0['val_iou']:.3f}; best.safetensors holds them until an epoch "
+            "does better")
     budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=cfg.batch, shuffle=False, num_workers=cfg.workers, drop_last=False,

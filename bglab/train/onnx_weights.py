@@ -36,11 +36,13 @@ def _conv_order(model: nn.Module, size: int) -> list[tuple[nn.Conv2d, nn.BatchNo
     them), each with the batch-norm that takes its output directly (folded into it on export), if any."""
     order: list[nn.Conv2d] = []
     outputs: dict[int, nn.Conv2d] = {}
+    alive: list[torch.Tensor] = []  # every conv output kept until the pass ends, so no id is reused
     follows: dict[nn.Conv2d, nn.BatchNorm2d] = {}
 
     def on_conv(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
         order.append(mod)  # type: ignore[arg-type]
         outputs[id(out)] = mod  # type: ignore[assignment]
+        alive.append(out)
 
     def on_bn(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
         conv = outputs.get(id(inp[0]))
@@ -53,8 +55,7 @@ def _conv_order(model: nn.Module, size: int) -> list[tuple[nn.Conv2d, nn.BatchNo
     try:
         model.eval()
         with torch.no_grad():
-            x = torch.zeros(1, 3, size, size)
-            model(x)  # x stays referenced while the outputs' ids are compared
+            model(torch.zeros(1, 3, size, size))
     finally:
         for h in hooks:
             h.remove()

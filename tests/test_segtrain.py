@@ -236,6 +236,8 @@ def test_init_from_an_exported_onnx_model_rebuilds_its_function(fake_data, tmp_p
     S.train(_tiny_cfg(fake_data, tmp_path / "second", epochs=1, init=str(onnx_path)), progress=False,
             log=msgs.append)
     assert any("batch-norm statistics of" in m for m in msgs)
+    conf = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert conf["init_sha256"] == sha256_file(onnx_path)
     # the start is scored first and is the bar: best.safetensors is the init until an epoch beats it
     state = json.loads((tmp_path / "second" / "state.json").read_text())
     assert any(m.startswith("start (the --init weights") for m in msgs)
@@ -248,14 +250,19 @@ def test_init_refuses_a_foreign_or_damaged_onnx_model_before_writing(fake_data, 
     onnx_path = tmp_path / "m.onnx"
     S.export_onnx(tmp_path / "first", onnx_path, size=32, log=lambda s: None)
     cases = []
-    with pytest.raises(S.ConfigError, match="another architecture: .*weight"):  # shapes listed
+    with pytest.raises(S.ConfigError, match="base: 4 in the file vs 8 asked"):  # the model card's record
         S.train(_tiny_cfg(fake_data, tmp_path / "no1", base=8, init=str(onnx_path)), progress=False,
                 log=lambda s: None)
     cases.append("no1")
-    with pytest.raises(S.ConfigError, match="encoder 'none'.*'efficientnet-lite0'"):
+    with pytest.raises(S.ConfigError, match="encoder: 'none' in the file vs 'efficientnet-lite0' asked"):
         S.read_init(_tiny_cfg(fake_data, tmp_path / "no2", encoder="efficientnet-lite0", size=64,
                               init=str(onnx_path)))
     cases.append("no2")
+    from bglab.train.onnx_weights import load_onnx_weights
+
+    other = S.build_model(_tiny_cfg(fake_data, tmp_path / "x", base=8).arch())
+    with pytest.raises(S.ConfigError, match=r"another architecture: .*weight \(4, 3, 3, 3\) in the file"):
+        load_onnx_weights(other, onnx_path)  # a record that lies: the shapes are checked too, listed
     bad = tmp_path / "bad" / "m.onnx"
     bad.parent.mkdir()
     bad.write_bytes(onnx_path.read_bytes()[:-10] + b"0123456789")  # damaged: the checksum refuses it
@@ -280,16 +287,18 @@ def test_the_shipped_effnet_model_reads_back_into_pytorch_exactly():
     """`train-seg --init bglab/models/hand_unet_effnet.onnx --encoder efficientnet-lite0` starts from the shipped
     segmenter itself: the rebuilt network agrees with ONNX Runtime on a photo-like input and on noise."""
     from bglab.foreground.unet import EFFNET_MODEL
-    from bglab.train.onnx_weights import check_onnx_file, load_onnx_weights
 
-    check_onnx_file(EFFNET_MODEL, "efficientnet-lite0")
-    model = S.build_model({"encoder": "efficientnet-lite0"})
-    load_onnx_weights(model, EFFNET_MODEL)
+    cfg = S.TrainConfig(keyed="k", images="i", out="o", encoder="efficientnet-lite0", init="unet-effnet")
+    assert S.init_file(cfg) == EFFNET_MODEL  # a shipped model by its backend's name
+    model = S.build_model(cfg.arch())
+    model.load_state_dict(S.read_init(cfg))
     img, _ = _hand_photo(np.random.default_rng(3), 96, 128)
     photo = ((img.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)[None]
     noise = np.random.default_rng(4).normal(size=(1, 3, 64, 96)).astype(np.float32)
     for x in (photo, noise):
         assert np.abs(_torch_probs(model, x) - _onnx_probs(EFFNET_MODEL, x)).max() < 1e-4
+    with pytest.raises(S.ConfigError, match="encoder: 'efficientnet-lite0' in the file vs 'none' asked"):
+        S.read_init(S.TrainConfig(keyed="k", images="i", out="o", init="unet-effnet"))
 
 
 def test_make_hand_finds_arm_side_and_despills():

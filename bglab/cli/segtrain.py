@@ -101,9 +101,9 @@ def register(app: typer.Typer) -> None:
                                          help="Pretrained encoder's learning rate as a fraction of --lr."),
         init: Path | None = typer.Option(
             None, "--init", help="Warm start from a train-seg checkpoint of the same architecture "
-                                 "(RUN/best.safetensors) or an exported model (e.g. the shipped "
-                                 "bglab/models/hand_unet_effnet.onnx with --encoder efficientnet-lite0); a new "
-                                 "run with its own data and schedule."),
+                                 "(RUN/best.safetensors), an exported model (OUT.onnx with its .json) or a "
+                                 "shipped one by name (unet-effnet with --encoder efficientnet-lite0: the "
+                                 "default segmenter; unet); a new run with its own data and schedule."),
         scenes: bool = typer.Option(False, "--scenes/--no-scenes",
                                     help="v4 scene kinds: hand over face, egocentric forearms, hard negatives, "
                                          "pale hands, + photometric realism."),

@@ -28,7 +28,8 @@ from torch import nn
 
 from bglab.errors import BglabError, ConfigError, ModelIntegrityError
 
-_HINT = "pass an ONNX file written by `bglab export-seg` (with its .json beside it) for the same --encoder"
+_HINT = ("pass an ONNX file written by `bglab export-seg` (with its .json beside it), or a shipped model's name "
+         "(unet-effnet, unet)")
 
 
 def _conv_order(model: nn.Module, size: int) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
@@ -90,8 +91,19 @@ def _onnx_convs(path: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     return convs
 
 
-def check_onnx_file(path: Path, encoder: str) -> None:
-    """Refuse a file that is missing, fails its checksum or was exported from another encoder, before training."""
+def shipped_model(name: str | Path) -> Path | None:
+    """The ONNX file of a shipped segmenter named like its backend (``unet-effnet``, ``unet``), else None."""
+    from bglab.foreground.unet import DEFAULT_MODEL, EFFNET_MODEL
+
+    return {"unet-effnet": EFFNET_MODEL, "unet": DEFAULT_MODEL}.get(str(name))
+
+
+def is_onnx(path: Path | None) -> bool:
+    return path is not None and path.suffix.lower() == ".onnx"
+
+
+def verified_info(path: Path) -> dict[str, Any]:
+    """The model JSON beside an exported ONNX file, after its checksum is checked (before any training)."""
     from bglab.foreground.unet import verify_model
 
     if not path.is_file():
@@ -105,11 +117,7 @@ def check_onnx_file(path: Path, encoder: str) -> None:
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelIntegrityError(f"model JSON unreadable ({exc})", path=json_path, hint=_HINT) from None
     verify_model(path, info, json_path)
-    arch = info.get("arch") or {}
-    theirs = arch.get("encoder") or "none"
-    if theirs != encoder:
-        raise ConfigError(f"--init was exported from a network with encoder {theirs!r}, this run asks for "
-                          f"{encoder!r}", path=path, hint=f"pass --encoder {theirs} (or another --init)")
+    return info
 
 
 def load_onnx_weights(model: nn.Module, path: str | Path, *, probe_size: int = 64) -> None:

@@ -199,39 +199,55 @@ def save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     atomic_write_text(run / "state.json", json.dumps(full, indent=1))
 
 
+def init_file(cfg: TrainConfig) -> Path | None:
+    """The file ``cfg.init`` names: a path, or a shipped segmenter's name (``unet-effnet``, ``unet``)."""
+    if not cfg.init:
+        return None
+    from bglab.train.onnx_weights import shipped_model
+
+    return shipped_model(cfg.init) or Path(cfg.init)
+
+
 def read_init(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     """The weights ``cfg.init`` names, checked against the run's architecture (None without ``init``).
 
     A warm start: a new run (its own data, learning rate, epochs) from another run's checkpoint, or from an
-    exported ONNX file such as the shipped segmenter (:mod:`bglab.train.onnx_weights`), e.g. to fine-tune it on
-    new pseudo-labels. Checked before anything is written."""
-    if not cfg.init:
+    exported ONNX model such as the shipped segmenter (:mod:`bglab.train.onnx_weights`), e.g. to fine-tune it on
+    a user's own masks. Checked before anything is written."""
+    path = init_file(cfg)
+    if path is None:
         return None
     from safetensors import SafetensorError
 
-    path = Path(cfg.init)
-    if path.suffix.lower() == ".onnx":  # an exported model (e.g. the shipped one): its folded weights
-        from bglab.train.onnx_weights import check_onnx_file, load_onnx_weights
+    from bglab.train.onnx_weights import is_onnx, load_onnx_weights, verified_info
 
-        check_onnx_file(path, cfg.encoder)
-        model = build_model(cfg.arch())
-        load_onnx_weights(model, path)
-        return model.state_dict()
-    hint = "pass a train-seg checkpoint: RUN/best.safetensors or RUN/last.safetensors"
-    if not path.is_file():
-        raise BglabError("--init checkpoint not found", path=path, hint=hint)
-    try:
-        meta, tensors = read_tensors(path)
-        arch = json.loads(meta.get("arch", "null"))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BglabError(f"--init is not a readable safetensors checkpoint ({exc})", path=path, hint=hint) from exc
-    if not isinstance(arch, dict):
-        raise BglabError("--init has no architecture record (not written by train-seg)", path=path, hint=hint)
-    diff = _differences(arch, cfg, ARCH_KEYS)
+    if is_onnx(path):  # an exported model: its record is the JSON beside it, its weights batch-norm folded
+        info = verified_info(path)
+        arch = {"encoder": "none", **(info.get("arch") or {})}
+        keys = ("encoder",) if arch["encoder"] != "none" else tuple(k for k in ARCH_KEYS if k != "dropout")
+        tensors = None
+    else:
+        hint = "pass a train-seg checkpoint (RUN/best.safetensors), an exported .onnx or a shipped model's name"
+        if not path.is_file():
+            raise BglabError("--init checkpoint not found", path=path, hint=hint)
+        try:
+            meta, tensors = read_tensors(path)
+            arch = json.loads(meta.get("arch", "null"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BglabError(f"--init is not a readable safetensors checkpoint ({exc})", path=path,
+                             hint=hint) from exc
+        if not isinstance(arch, dict):
+            raise BglabError("--init has no architecture record (not written by train-seg)", path=path, hint=hint)
+        keys = ARCH_KEYS
+    diff = _differences(arch, cfg, keys)
     if diff:
         listed = ", ".join(f"{k}: {a!r} in the file vs {b!r} asked" for k, (a, b) in diff.items())
         raise ConfigError(f"--init was trained with another architecture ({listed})", path=path,
                           hint="pass the same --encoder / --depth / --base ... as the run that wrote it")
+    if tensors is None:
+        model = build_model(cfg.arch())
+        load_onnx_weights(model, path)
+        tensors = model.state_dict()
     return tensors
 
 
@@ -424,9 +440,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if init is not None:
         model.load_state_dict(init)
         log(f"warm start from {cfg.init}")
-        if Path(str(cfg.init)).suffix.lower() == ".onnx":  # folded batch-norms: give them real statistics
-            from bglab.train.onnx_weights import recalibrate_batchnorm
+        from bglab.train.onnx_weights import is_onnx, recalibrate_batchnorm
 
+        if is_onnx(init_file(cfg)):  # folded batch-norms: give them real statistics
             calib = val_x[::max(1, -(-len(val_x) // INIT_CALIBRATION))]  # every kind of validation image
             n_bn = recalibrate_batchnorm(model, calib)
             log(f"batch-norm statistics of {n_bn} trainable layers measured on {len(calib)} validation images")
@@ -448,6 +464,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             f"at epoch {state['best_epoch']})")
     conf = asdict(cfg)
     conf.update(params=n_params, counts=data.counts, torch=torch.__version__)
+    if init is not None:  # which file the warm start read, exactly (a shipped model's name changes with releases)
+        conf.update(init_file=str(init_file(cfg)), init_sha256=sha256_file(init_file(cfg)))
     atomic_write_text(run / "config.json", json.dumps(conf, indent=1))
     atomic_write_text(run / "splits.json", json.dumps(data.splits, indent=0))
     log_path = run / "log.csv"

@@ -7,6 +7,9 @@ Evaluation sets (``--sets``, comma list):
   into the u2netp tuning half (even image numbers, ``tune``) and the rest (``heldout``);
 
 - ``hands_wild``: the 30 real wild scenes with hand masks (``../shared/data/hands_wild``; evaluation only);
+- ``nohand``: photos without a hand (the shared background photos and the pets3 photos, pet included; pets3
+  photos a candidate trained on, its ``--split``'s ``real_train`` / ``real_val``, left out): the truth is an
+  empty mask, so what counts is how many masks are empty (``qc`` ``not-found``) and ``fg_mean``;
 - ``webcam_test``: the held-out keyed webcam photos (the U-Net's test split, listed in
   ``bglab/models/hand_unet.json``; truth = the keyed masks in ``--keyed``). Chroma runs on this set only
   (its truth *is* a chroma key, so chroma's score there is an agreement figure, not a quality figure).
@@ -72,6 +75,22 @@ def pets3_set(data: Path) -> list[tuple[str, Path, Path]]:
     out = []
     for img in sorted((data / "pets3").glob("*/images/*.jpg")):
         out.append((img.stem, img, img.parent.parent / "masks" / f"{img.stem}.png"))
+    return out
+
+
+def nohand_set(data: Path, split: Path | None) -> list[tuple[str, Path, Path | None]]:
+    """Photos with no hand in them (truth: empty); pets3 photos in a candidate's training split are left out."""
+    trained: set[str] = set()
+    if split is not None:
+        s = json.loads(split.read_text())
+        trained = set(s.get("real_train", [])) | set(s.get("real_val", []))
+    out: list[tuple[str, Path, Path | None]] = []
+    for img in sorted((data / "backgrounds").glob("*.jpg")):
+        out.append((f"backgrounds/{img.stem}", img, None))
+    for img in sorted((data / "pets3").glob("*/images/*.jpg")):
+        key = f"{img.parent.parent.name}/{img.stem}"
+        if key not in trained:
+            out.append((key, img, None))
     return out
 
 
@@ -170,7 +189,8 @@ def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int, timing_subse
     the current image; with them, pass 1 uses stored masks and the later passes run live."""
     from bglab.ops.qc import mask_flags
 
-    truths = {k: read_mask(m) for k, _, m in items}
+    truths = {k: None if m is None else read_mask(m) for k, _, m in items}  # None: no hand (empty truth)
+    fg: list[float] = []
     n_t = len(items) if timing_subset is None else min(len(items), timing_subset)
     e2e: list[list[float]] = []
     pred_ms: list[list[float]] = []
@@ -200,7 +220,9 @@ def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int, timing_subse
             t_e2e.append((t3 - t0) * 1000)
             t_pred.append((t2 - t1) * 1000)
             if r == 0:
-                scores.append(seg_scores(mask, truths[k]))
+                truth = truths[k] if truths[k] is not None else np.zeros(mask.shape[:2], np.uint8)
+                scores.append(seg_scores(mask, truth))
+                fg.append(float((np.asarray(mask) > 0.5).mean()))
                 for f in mask_flags(mask):
                     flags[f] += 1
                 if keep is not None:
@@ -220,6 +242,7 @@ def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int, timing_subse
         "n": len(items),
         **{k: round(float(v), 4) for k, v in summ.items() if k != "n"},
         "qc": flags,
+        "fg_mean": round(float(np.mean(fg)), 4),  # mean foreground share of the masks (the no-hand set's measure)
         "ms_median": round(float(np.median(per_image)), 2),
         "ms_p90": round(float(np.percentile(per_image, 90)), 2),
         "ms_first_pass_median_all": round(float(np.median(first)), 2),
@@ -291,12 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         sets["hands_wild"] = wild_set(args.data)
     if "webcam_test" in args.sets:
         sets["webcam_test"] = webcam_test_set(args.data, args.keyed, args.split)
+    if "nohand" in args.sets:
+        sets["nohand"] = nohand_set(args.data, args.split)
     if args.every > 1:
         sets = {k: v[:: args.every] for k, v in sets.items()}
     if args.limit:
         sets = {k: v[: args.limit] for k, v in sets.items()}
     mask_roots = {"pets3": args.data / "pets3", "hands_wild": args.data / "hands_wild" / "masks",
-                  "webcam_test": args.keyed}
+                  "webcam_test": args.keyed, "nohand": None}
     from bglab.foreground import registry
 
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -351,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             results[sname][name] = res
             extra = f"  tune {res['iou_tune']:.3f} held-out {res['iou_heldout']:.3f}" if "iou_tune" in res else ""
             print(f"  {sname:12s} {name:14s} IoU {res['iou']:.3f} F1 {res['f1']:.3f}{extra}  "
-                  f"{res['ms_median']:.1f} ms/img  qc {res['qc']}  ({time.time() - t0:.0f} s)", flush=True)
+                  f"{res['ms_median']:.1f} ms/img  qc {res['qc']}  fg {res['fg_mean']:.3f}  "
+                  f"({time.time() - t0:.0f} s)", flush=True)
     # table
     print()
     print(f"{'set':12s} {'backend':14s} {'n':>4s} {'IoU':>6s} {'F1':>6s} {'prec':>6s} {'recall':>6s} "

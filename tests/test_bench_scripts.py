@@ -103,3 +103,40 @@ def test_label_audit_scores_every_line_without_the_struck_groups(tmp_path: Path)
     bad.write_text("photo,label\na,b\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="columns group, judgement"):
         _script("label_audit").main([str(cfg_file), str(run), str(bad)])
+
+
+def test_bench_segment_nohand_set_scores_empty_truth_and_leaves_out_trained_pets(tmp_path: Path) -> None:
+    """`--sets nohand`: background and pet photos with an empty truth; a candidate's trained pets3 photos
+    (its splits.json) are left out; an empty mask scores 1 there and a mask with foreground 0."""
+    import cv2
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bench_segment", REPO / "bench" / "bench_segment.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (tmp_path / "backgrounds").mkdir()
+    (tmp_path / "pets3" / "Bengal" / "images").mkdir(parents=True)
+    img = np.full((40, 60, 3), 120, np.uint8)
+    cv2.imwrite(str(tmp_path / "backgrounds" / "room.jpg"), img)
+    for stem in ("Bengal_1", "Bengal_2"):
+        cv2.imwrite(str(tmp_path / "pets3" / "Bengal" / "images" / f"{stem}.jpg"), img)
+    split = tmp_path / "splits.json"
+    split.write_text(json.dumps({"real_train": ["Bengal/Bengal_1"], "real_val": []}))
+    items = bench.nohand_set(tmp_path, split)
+    assert [k for k, _, _ in items] == ["backgrounds/room", "Bengal/Bengal_2"]
+    assert len(bench.nohand_set(tmp_path, None)) == 3
+
+    class Fixed:  # a segmenter that finds "a hand" in the first image only
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def predict(self, image, *, source=None):  # noqa: ANN001, ANN202
+            self.calls += 1
+            m = np.zeros(image.shape[:2], np.float32)
+            if self.calls == 1:
+                m[:10, :10] = 1.0
+            return m
+
+    res = bench.run_one(Fixed(), items, 1)
+    assert res["iou"] == pytest.approx(0.5) and res["qc"]["not-found"] == 1
+    assert res["fg_mean"] == pytest.approx(100 / 2400 / 2, abs=1e-4)

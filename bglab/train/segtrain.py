@@ -437,12 +437,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     norm = normalisation(cfg.arch())
     data.train.mean, data.train.std = norm
     val_x = renormalise(data.val_x, data.norm, norm)
+    init_path = init_file(cfg) if init is not None else None
     if init is not None:
         model.load_state_dict(init)
-        log(f"warm start from {cfg.init}")
+        log(f"warm start from {cfg.init}" + (f" ({init_path})" if str(init_path) != str(cfg.init) else ""))
         from bglab.train.onnx_weights import is_onnx, recalibrate_batchnorm
 
-        if is_onnx(init_file(cfg)):  # folded batch-norms: give them real statistics
+        if is_onnx(init_path):  # folded batch-norms: give them real statistics
             calib = val_x[::max(1, -(-len(val_x) // INIT_CALIBRATION))]  # every kind of validation image
             n_bn = recalibrate_batchnorm(model, calib)
             log(f"batch-norm statistics of {n_bn} trainable layers measured on {len(calib)} validation images")
@@ -464,8 +465,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             f"at epoch {state['best_epoch']})")
     conf = asdict(cfg)
     conf.update(params=n_params, counts=data.counts, torch=torch.__version__)
-    if init is not None:  # which file the warm start read, exactly (a shipped model's name changes with releases)
-        conf.update(init_file=str(init_file(cfg)), init_sha256=sha256_file(init_file(cfg)))
+    if init_path is not None:  # which file the warm start read, exactly (a shipped model changes with releases)
+        conf.update(init_file=str(init_path), init_sha256=sha256_file(init_path))
+    elif resume and (run / "config.json").is_file():  # a resumed run keeps its first session's record
+        old = json.loads((run / "config.json").read_text())
+        conf.update({k: old[k] for k in ("init_file", "init_sha256") if k in old})
     atomic_write_text(run / "config.json", json.dumps(conf, indent=1))
     atomic_write_text(run / "splits.json", json.dumps(data.splits, indent=0))
     log_path = run / "log.csv"

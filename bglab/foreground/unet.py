@@ -64,6 +64,18 @@ def verify_model(model: Path, info: dict[str, Any], json_path: Path) -> None:
                  "(which rewrites the JSON)")
 
 
+def verified_info(model: Path, *, hint: str) -> dict[str, Any]:
+    """The JSON beside an exported model (``MODEL.json``), after the model's sha256 is checked against it;
+    :class:`ModelIntegrityError` when it is unreadable or the checksum differs."""
+    json_path = model.with_suffix(".json")
+    try:
+        info = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelIntegrityError(f"model JSON unreadable ({exc})", path=json_path, hint=hint) from None
+    verify_model(model, info, json_path)
+    return info
+
+
 def _onnx_metadata(sess: Any) -> dict[str, Any]:
     meta = sess.get_modelmeta().custom_metadata_map or {}
     out: dict[str, Any] = {}
@@ -126,12 +138,7 @@ class UNetSegmenter(SegmenterBase):
         json_path = path.with_suffix(".json")
         info: dict[str, Any] = {}
         if json_path.is_file():
-            try:
-                info = json.loads(json_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelIntegrityError(f"model JSON unreadable ({exc})", path=json_path,
-                                          hint="reinstall bglab or re-export the model") from None
-            verify_model(path, info, json_path)
+            info = verified_info(path, hint="reinstall bglab or re-export the model")
         elif shipped:
             raise ModelIntegrityError("the shipped model's checksum file is missing", path=json_path,
                                       hint="reinstall bglab")

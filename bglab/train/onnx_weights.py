@@ -16,7 +16,6 @@ see about the inputs the layer was calibrated on).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,16 @@ from bglab.errors import BglabError, ConfigError, ModelIntegrityError
 
 _HINT = ("pass an ONNX file written by `bglab export-seg` (with its .json beside it), or a shipped model's name "
          "(unet-effnet, unet)")
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 def _conv_order(model: nn.Module, size: int) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
@@ -52,15 +61,12 @@ def _conv_order(model: nn.Module, size: int) -> list[tuple[nn.Conv2d, nn.BatchNo
 
     hooks = [m.register_forward_hook(on_conv) for m in model.modules() if isinstance(m, nn.Conv2d)]
     hooks += [m.register_forward_pre_hook(on_bn) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with _eval(model), torch.no_grad():
             model(torch.zeros(1, 3, size, size))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return [(c, follows.get(c)) for c in order]
 
 
@@ -104,20 +110,14 @@ def is_onnx(path: Path | None) -> bool:
 
 def verified_info(path: Path) -> dict[str, Any]:
     """The model JSON beside an exported ONNX file, after its checksum is checked (before any training)."""
-    from bglab.foreground.unet import verify_model
+    from bglab.foreground.unet import verified_info as checked_json
 
     if not path.is_file():
         raise BglabError("--init model not found", path=path, hint=_HINT)
-    json_path = path.with_suffix(".json")
-    if not json_path.is_file():
-        raise ModelIntegrityError(f"no {json_path.name} next to the model, so its checksum cannot be verified",
-                                  path=path, hint=_HINT)
-    try:
-        info = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelIntegrityError(f"model JSON unreadable ({exc})", path=json_path, hint=_HINT) from None
-    verify_model(path, info, json_path)
-    return info
+    if not path.with_suffix(".json").is_file():
+        raise ModelIntegrityError(f"no {path.with_suffix('.json').name} next to the model, so its checksum cannot "
+                                  "be verified", path=path, hint=_HINT)
+    return checked_json(path, hint=_HINT)
 
 
 def load_onnx_weights(model: nn.Module, path: str | Path, *, probe_size: int = 64) -> None:
@@ -155,16 +155,6 @@ def load_onnx_weights(model: nn.Module, path: str | Path, *, probe_size: int = 6
                     conv.bias.zero_()
             elif conv.bias is not None:
                 conv.bias.copy_(bias)
-
-
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 @torch.no_grad()

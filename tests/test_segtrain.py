@@ -240,6 +240,13 @@ def test_init_from_an_exported_onnx_model_rebuilds_its_function(fake_data, tmp_p
     assert conf["init_sha256"] == sha256_file(onnx_path)
     S.train(_tiny_cfg(fake_data, tmp_path / "second", epochs=2, init=str(onnx_path)), resume=True, progress=False,
             log=lambda s: None)  # a resumed session keeps the record of what the run started from
+    # stopped before its first epoch was saved: --resume starts it again from its init, not from ImageNet
+    (tmp_path / "third").mkdir()
+    (tmp_path / "third" / "config.json").write_text(json.dumps(conf))
+    msgs.clear()
+    S.train(_tiny_cfg(fake_data, tmp_path / "third", epochs=1, init=str(onnx_path)), resume=True, progress=False,
+            log=msgs.append)
+    assert any("warm start" in m for m in msgs) and any(m.startswith("start (the --init") for m in msgs)
     assert json.loads((tmp_path / "second" / "config.json").read_text())["init_sha256"] == sha256_file(onnx_path)
     # the start is scored first and is the bar: best.safetensors is the init until an epoch beats it
     state = json.loads((tmp_path / "second" / "state.json").read_text())

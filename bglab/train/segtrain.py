@@ -416,8 +416,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     from bglab.train.device import resolve_device
 
     device = resolve_device(cfg.device)  # cuda without a GPU: refused before the run folder is made
-    init = None if resume else read_init(cfg)  # a bad --init: refused before the run folder is made
     run = Path(cfg.out)
+    fresh = not (resume and (run / "state.json").is_file())  # no epoch saved yet: the run starts from its init
+    init = read_init(cfg) if fresh else None  # a bad --init: refused before the run folder is made
     run.mkdir(parents=True, exist_ok=True)
     if resume:
         if not (run / "config.json").is_file():
@@ -432,7 +433,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     data = data or prepare_data(cfg, log)
     if cfg.encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {cfg.encoder!r}", hint=f"choose one of: {', '.join(ENCODERS)}")
-    fresh = not (resume and (run / "state.json").is_file())
     model = build_model(cfg.arch(), pretrained=fresh and init is None)
     norm = normalisation(cfg.arch())
     data.train.mean, data.train.std = norm

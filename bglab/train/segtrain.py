@@ -479,7 +479,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     start = "pretrained" if fresh and init is None else "from checkpoint"
     kind = f"EffUNet ({cfg.encoder}, {start})" if cfg.encoder != "none" else "UNet"
     log(f"model: {kind} {cfg.arch()} params={n_params} ({n_params * 4 / 1e6:.2f} MB float32) on {device}")
-    if init is not None and fresh:  # where a warm start begins: the bar its epochs must clear to be "best"
+    if init is not None:  # a fresh warm start (init is read only then): the bar its epochs must clear
         ev0 = evaluate(model, val_x, data.val_y, data.val_kind, device=device)
         state.update(best_loss=ev0["val_loss"], best_epoch=-1, best_scores=dict(ev0), start_scores=dict(ev0))
         save_weights(model, run / "best.safetensors", cfg.arch())

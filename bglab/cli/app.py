@@ -41,6 +41,7 @@ COMMAND_MODULES = [
     "bglab.cli.key",
     "bglab.cli.segtrain",
     "bglab.cli.evalseg",
+    "bglab.cli.review",
     "bglab.cli.demo",
     "bglab.cli.dataset",
     "bglab.cli.preprocess",

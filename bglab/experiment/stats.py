@@ -3,6 +3,7 @@
 * :func:`t_interval`: mean and Student-t confidence interval of a few values (accuracy over seeds).
 * :func:`mcnemar`: exact (binomial) McNemar test and its mid-p version on the discordant pairs of two
   classifiers scored on the same images (``b`` = only A right, ``c`` = only B right).
+* :func:`wilson_interval`: the Wilson score interval of a proportion (a share of photos judged usable).
 * :func:`paired_bootstrap`: bootstrap over test images of the accuracy difference B - A (images are resampled
   together across seeds, so seeds are not counted as independent images), percentile CI and two-sided p.
 * :func:`compare` bundles both for two arms; :func:`verdict` states whether "preprocessing does not matter"
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["BootstrapResult", "Comparison", "McNemarResult", "compare", "holm", "mcnemar", "mcnemar_counts",
-           "paired_bootstrap", "t_interval", "verdict"]
+           "paired_bootstrap", "t_interval", "verdict", "wilson_interval"]
 
 
 def _t_quantile(q: float, df: int) -> float:
@@ -50,6 +51,19 @@ def t_interval(values: Sequence[float], conf: float = 0.95) -> tuple[float, floa
     se = float(x.std(ddof=1)) / math.sqrt(x.size)
     h = _t_quantile(0.5 + conf / 2, x.size - 1) * se
     return (m, m - h, m + h)
+
+
+def wilson_interval(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
+    """``(lo, hi)``: the Wilson score interval of ``k`` successes in ``n`` (sound at 0, n and small n)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + conf / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (0.0 if k <= 0 else max(0.0, centre - half), 1.0 if k >= n else min(1.0, centre + half))
 
 
 def _binom_cdf_half(k: int, n: int) -> float:

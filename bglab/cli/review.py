@@ -1,0 +1,141 @@
+"""``bglab review-seg``: judge segmenters by eye, blind, on photos without masks; then tally the judgements.
+
+The library side is :mod:`bglab.foreground.review`; this module parses the options and prints the tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bglab.cli._common import device_option
+from bglab.errors import ConfigError, DatasetError
+
+review_app = typer.Typer(
+    name="review-seg",
+    help="Choose a segmenter for photos that have no masks: blind side-by-side sheets to judge by eye "
+         "(make), then the unblinded tally with intervals and paired tests (tally).",
+    no_args_is_help=True,
+)
+
+
+@review_app.command("make")
+def make(
+    images: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
+    backends: Annotated[str, typer.Option(
+        "--backends", help="Two or more backends, comma-separated (LABEL=BACKEND to name a variant); "
+                           "-O LABEL:key=value sets an option for one of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the sheets, the judgement CSV "
+                                                          "and the key.")],
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-O", help="Backend option key=value (repeatable).")] = None,
+    sample: Annotated[int, typer.Option("--sample", "-n", help="Photos to review (rows).")] = 48,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the photo draw and of the column order.")] = 0,
+    threshold: Annotated[float, typer.Option("--threshold", help="Mask threshold (foreground: > it).")] = 0.5,
+    rows_per_sheet: Annotated[int, typer.Option("--rows-per-sheet", help="Rows per PNG sheet.")] = 8,
+    cell: Annotated[int, typer.Option("--cell", help="Side of one picture on the sheet, px.")] = 200,
+    device: str = device_option(),
+) -> None:
+    """Write blind review sheets: per photo, every backend's cut-out on dark blue, columns shuffled per row.
+
+    Example: bglab review-seg make photos/ --backends unet-effnet,u2netp,hand-grabcut -o review/
+
+    Then open review/sheet-*.png, write y (usable cut-out) or n (not) in every letter column of
+    review/judgements.csv without opening review/key.json, and run: bglab review-seg tally review/
+    """
+    from rich.markup import escape
+
+    from bglab.cli._common import console, err_console, parse_options, progress_bar
+    from bglab.foreground import Runtime, create
+    from bglab.foreground.auto import resolve
+    from bglab.foreground.evaluate import options_for, parse_backend_list
+    from bglab.foreground.onnxrt import check_device
+    from bglab.foreground.review import JUDGEMENTS_FILE, KEY_FILE, column_letters, make_review
+    from bglab.io.files import list_images_checked
+
+    if not images.is_dir():
+        raise DatasetError("folder not found", path=images, hint="pass a folder of photos")
+    runs = parse_backend_list(backends)
+    column_letters(len(runs))  # 2..26 backends, checked before any model is opened
+    runtime = replace(Runtime.from_env(), device=check_device(device))
+    paths, unlisted = list_images_checked(images)
+    options = parse_options(option)
+    labels = [lb for lb, _ in runs]
+    segmenters = {}
+    chosen = {}
+    for label, name in runs:  # open every backend first: a bad name or option fails before any work
+        opts = resolve(name, options_for(label, options, labels), paths)
+        segmenters[label] = create(name, kind="segmenter", runtime=runtime, **opts)
+        chosen[label] = {"backend": name, "options": {k: str(v) for k, v in opts.items()}}
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("review-seg", total=min(sample, len(paths)), rate="")
+        made = make_review(paths, segmenters, out, root=images, sample=sample, seed=seed, threshold=threshold,
+                           rows_per_sheet=rows_per_sheet, cell=cell, meta={"backend_options": chosen},
+                           progress=lambda _p, ok: bar.advance(task) if ok else None)
+    console.print(f"{made.rows} photos x {len(runs)} backends on {len(made.sheets)} sheet(s) in "
+                  f"{escape(str(out))}", highlight=False)
+    console.print(f"judge every cell of {escape(str(out / JUDGEMENTS_FILE))} with y / n (without opening "
+                  f"{KEY_FILE}), then: bglab review-seg tally {escape(str(out))}", highlight=False)
+    problems = made.failed + unlisted
+    for p, err in problems:
+        err_console.print(f"[yellow]skipped[/] {escape(str(p))}: {escape(err)}", highlight=False)
+    if made.rows < sample and made.rows < len(paths):
+        err_console.print(f"[yellow]{made.rows} of {sample} rows: too few readable photos[/]")
+
+
+@review_app.command("tally")
+def tally(
+    folder: Annotated[Path, typer.Argument(help="A review folder made by `review-seg make`, judged.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+) -> None:
+    """Unblind a judged review: usable cut-outs per backend (share, 95 % Wilson interval) and, per pair of
+    backends, the photos only one of them got right with an exact McNemar test.
+
+    Example: bglab review-seg tally review/
+    """
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from bglab.cli._common import console
+    from bglab.experiment.stats import mcnemar, wilson_interval
+    from bglab.foreground.review import tally_review
+
+    t = tally_review(folder)
+    if t.rows == 0:
+        raise ConfigError("the review has no rows", path=folder)
+    rates = {}
+    for lb in t.labels:
+        k = t.count(lb)
+        lo, hi = wilson_interval(k, t.rows)
+        rates[lb] = {"usable": k, "rows": t.rows, "share": k / t.rows, "ci95": [lo, hi]}
+    pairs = []
+    for a, b in itertools.combinations(t.labels, 2):
+        m = mcnemar(t.usable[a], t.usable[b])
+        pairs.append({"a": a, "b": b, "only_a": m.b, "only_b": m.c, "p_exact": m.p_exact})
+    if as_json:
+        typer.echo(json.dumps({"folder": str(folder), "rows": t.rows, "backends": rates, "pairs": pairs}))
+        return
+    table = Table(title=escape(f"review-seg: usable cut-outs on {t.rows} photos (judged blind)"))
+    for col in ("backend", "usable", "share", "95 % interval"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for lb in sorted(t.labels, key=lambda x: -rates[x]["usable"]):
+        r = rates[lb]
+        table.add_row(escape(lb), f"{r['usable']} / {t.rows}", f"{100 * r['share']:.1f} %",
+                      f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f} %")
+    console.print(table)
+    ptab = Table(title="paired: photos only one backend cut out well (exact McNemar test, not corrected)")
+    for col in ("a", "b", "only a", "only b", "p"):
+        ptab.add_column(col, justify="left" if col in ("a", "b") else "right")
+    for p in pairs:
+        ptab.add_row(escape(p["a"]), escape(p["b"]), str(p["only_a"]), str(p["only_b"]), f"{p['p_exact']:.3g}")
+    console.print(ptab)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(review_app, name="review-seg")

@@ -1,0 +1,203 @@
+"""Blind side-by-side review of segmenters on photos that have no ground-truth masks.
+
+Without masks, the honest way to choose a segmenter for one's own photos is to look at the cut-outs without
+knowing which backend made which. :func:`make_review` samples photos and writes, per photo, the cut-out of
+every backend in a random order (columns A, B, C, ... shuffled per row) on contact sheets, a judgement CSV to
+fill with ``y`` (usable) / ``n`` (not), and the key (which column was which backend). :func:`tally_review`
+reads the filled CSV and unblinds it. ``bglab review-seg`` is the command; docs/segmenter-v4.md used it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import string
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bglab.errors import BglabError, ConfigError, DatasetError
+
+KEY_FILE = "key.json"
+JUDGEMENTS_FILE = "judgements.csv"
+SHEET_NAME = "sheet-{:02d}.png"
+BACKDROP = (30, 60, 150)  # dark blue: grey shadows, skin, white walls and black sleeves all show against it
+YES = frozenset({"y", "yes", "1", "usable"})
+NO = frozenset({"n", "no", "0", "unusable"})
+
+
+@dataclass(frozen=True)
+class ReviewMade:
+    """What :func:`make_review` wrote: the rows (photos), sheets, and the photos it could not use."""
+
+    out: Path
+    rows: int
+    sheets: list[Path]
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReviewTally:
+    """Unblinded judgements: per backend label, one bool per row (True = judged usable)."""
+
+    labels: list[str]
+    images: list[str]
+    usable: dict[str, np.ndarray]
+
+    @property
+    def rows(self) -> int:
+        return len(self.images)
+
+    def count(self, label: str) -> int:
+        return int(self.usable[label].sum())
+
+
+def column_letters(n: int) -> list[str]:
+    """``A, B, C, ...`` for ``n`` backends (at most 26: a row of more cut-outs cannot be judged side by side)."""
+    if not 2 <= n <= 26:
+        raise ConfigError(f"a review compares 2 to 26 backends, got {n}", hint="e.g. --backends unet,unet-effnet")
+    return list(string.ascii_uppercase[:n])
+
+
+def make_review(
+    images: Sequence[Path],
+    segmenters: Mapping[str, Any],
+    out: Path,
+    *,
+    root: Path,
+    sample: int | None = 48,
+    seed: int = 0,
+    threshold: float = 0.5,
+    rows_per_sheet: int = 8,
+    cell: int = 200,
+    meta: Mapping[str, Any] | None = None,
+    progress: Callable[[Path, bool], None] | None = None,
+) -> ReviewMade:
+    """Write a blind review of ``segmenters`` (label -> segmenter) on ``sample`` photos drawn with ``seed``.
+
+    Photos are drawn in a seeded random order; one that cannot be read or segmented is recorded in the key
+    and the next photo takes its row, so the review has ``sample`` rows when enough photos are readable. A
+    folder that already holds a review is refused (its judgements would be lost).
+    """
+    from bglab.io.files import atomic_write_text, prepare_output_dir, read_image, write_image
+    from bglab.ops.background import fill_background
+    from bglab.ops.mask import as_soft
+    from bglab.ops.viz import contact_sheet
+
+    letters = column_letters(len(segmenters))
+    if sample is not None and sample < 1:
+        raise ConfigError(f"--sample must be at least 1, got {sample}")
+    if rows_per_sheet < 1 or cell < 32:
+        raise ConfigError("rows per sheet must be >= 1 and the cell >= 32 px")
+    if (out / KEY_FILE).exists() or (out / JUDGEMENTS_FILE).exists():
+        raise ConfigError("this folder already holds a review; writing another would lose its judgements",
+                          path=out, hint="choose a new --out folder")
+    if not images:
+        raise DatasetError("no images to review", path=root, hint="pass a folder of photos")
+    prepare_output_dir(out, what="review folder")
+    order = sorted(images)
+    random.Random(seed).shuffle(order)
+    shuffler = random.Random(f"{seed}:columns")
+    labels = list(segmenters)
+    want = len(order) if sample is None else sample
+    rows: list[dict[str, Any]] = []
+    cells: list[list[np.ndarray]] = []
+    failed: list[tuple[Path, str]] = []
+    for path in order:
+        if len(rows) >= want:
+            break
+        try:
+            image = read_image(path)
+            cutouts = {lb: fill_background(image, as_soft(seg.predict(image, source=path), image.shape) > threshold,
+                                           BACKDROP)
+                       for lb, seg in segmenters.items()}
+        except (BglabError, OSError) as exc:
+            failed.append((path, str(exc)))
+            if progress is not None:
+                progress(path, False)
+            continue
+        cols = labels[:]
+        shuffler.shuffle(cols)
+        rows.append({"row": len(rows) + 1, "image": _relative(path, root),
+                     "columns": dict(zip(letters, cols, strict=True))})
+        cells.append([image] + [cutouts[lb] for lb in cols])
+        if progress is not None:
+            progress(path, True)
+    if not rows:
+        raise DatasetError("no photo could be read and segmented", path=root,
+                           hint="; ".join(f"{p.name}: {e}" for p, e in failed[:3]))
+    sheets = []
+    for s in range(0, len(rows), rows_per_sheet):
+        sheet = contact_sheet(cells[s:s + rows_per_sheet], cell=cell,
+                              row_labels=[f"row {r['row']}" for r in rows[s:s + rows_per_sheet]],
+                              col_labels=["photo", *letters])
+        sheets.append(write_image(out / SHEET_NAME.format(s // rows_per_sheet + 1), sheet))
+    key = {"backends": labels, "columns": letters, "seed": seed, "threshold": threshold, "root": str(root),
+           "rows": rows, "failed": [{"image": str(p), "error": e} for p, e in failed], **(meta or {})}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "image", *letters])
+    for r in rows:
+        w.writerow([r["row"], r["image"], *[""] * len(letters)])
+    atomic_write_text(out / KEY_FILE, json.dumps(key, indent=1) + "\n")
+    atomic_write_text(out / JUDGEMENTS_FILE, buf.getvalue())
+    return ReviewMade(out, len(rows), sheets, failed)
+
+
+def tally_review(folder: Path) -> ReviewTally:
+    """Read ``folder``'s filled judgement CSV and its key; every cell must be ``y`` or ``n``.
+
+    Raises :class:`DatasetError` naming the file and the rows to fix (blank or unknown cells, rows that do not
+    match the key), so a half-judged review is never tallied as if it were whole.
+    """
+    key_path, csv_path = folder / KEY_FILE, folder / JUDGEMENTS_FILE
+    for p in (key_path, csv_path):
+        if not p.is_file():
+            raise DatasetError("not a review folder (file missing)", path=p,
+                               hint="make one with: bglab review-seg make PHOTOS --backends A,B --out DIR")
+    try:
+        key = json.loads(key_path.read_text(encoding="utf-8"))
+        labels, letters, key_rows = list(key["backends"]), list(key["columns"]), key["rows"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"unreadable review key: {exc}", path=key_path,
+                           hint="the key is written by review-seg make; do not edit it") from exc
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        table = list(csv.DictReader(fh))
+    if len(table) != len(key_rows):
+        raise DatasetError(f"{len(table)} judgement rows but the key has {len(key_rows)}", path=csv_path,
+                           hint="keep one line per row of the sheets; do not add or delete lines")
+    usable = {lb: np.zeros(len(key_rows), bool) for lb in labels}
+    blank: list[str] = []
+    bad: list[str] = []
+    for i, (line, kr) in enumerate(zip(table, key_rows, strict=True)):
+        if str(line.get("row", "")).strip() != str(kr["row"]) or line.get("image") != kr["image"]:
+            raise DatasetError(f"line {i + 2} is row {line.get('row')!r} / {line.get('image')!r}, the key says "
+                               f"row {kr['row']} / {kr['image']!r}", path=csv_path,
+                               hint="keep the rows in the order written; do not sort the file")
+        for letter in letters:
+            value = (line.get(letter) or "").strip().lower()
+            if value in YES:
+                usable[kr["columns"][letter]][i] = True
+            elif value in NO:
+                pass
+            elif not value:
+                blank.append(f"{kr['row']}{letter}")
+            else:
+                bad.append(f"{kr['row']}{letter}={value!r}")
+    if blank or bad:
+        what = (f"{len(blank)} blank cell(s): {', '.join(blank[:12])}" if blank else "") + \
+               ("; " if blank and bad else "") + (f"unreadable cell(s): {', '.join(bad[:12])}" if bad else "")
+        raise DatasetError(what, path=csv_path, hint="judge every cell: y (usable cut-out) or n (not)")
+    return ReviewTally(labels, [r["image"] for r in key_rows], usable)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

@@ -181,3 +181,30 @@ def test_cli_make_on_real_photos(shared_data: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(_app(), ["review-seg", "make", str(wild), "--backends", "unet", "-o",
                                       str(tmp_path / "one")])
     assert res.exit_code != 0 and not (tmp_path / "one").exists()  # one backend: refused before any work
+
+
+def test_review_cutout_refines_as_remove_does() -> None:
+    from bglab.foreground.review import BACKDROP, review_cutout
+
+    image = np.full((60, 60, 3), 200, np.uint8)
+    soft = np.zeros((60, 60), np.float32)
+    soft[10:50, 10:50] = 0.9
+    soft[28:32, 28:32] = 0.0   # a hole in the hand
+    soft[2:4, 55:57] = 0.8     # a speck
+    raw = review_cutout(image, soft)
+    assert (raw[30, 30] == BACKDROP).all() and (raw[3, 56] == 200).all()
+    clean = review_cutout(image, soft, min_region=0.1)
+    assert (clean[30, 30] == 200).all() and (clean[3, 56] == BACKDROP).all()
+    assert (clean[5, 5] == BACKDROP).all() and (clean[20, 20] == 200).all()
+
+
+def test_cli_refine_option_is_recorded_and_checked(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "review"
+    res = CliRunner().invoke(_app(), ["review-seg", "make", str(photos), "--backends", "raw=unet,clean=unet",
+                                      "-O", "clean:refine=true", "-n", "2", "-o", str(out), "--cell", "48"])
+    assert res.exit_code == 0, res.output
+    key = json.loads((out / KEY_FILE).read_text())
+    assert key["refine"] == {"clean": 0.1} and key["backend_options"]["clean"]["options"] == {}
+    bad = CliRunner().invoke(_app(), ["review-seg", "make", str(photos), "--backends", "a=unet,b=unet",
+                                      "-O", "b:min_region=3", "-o", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "min_region" in str(bad.exception)

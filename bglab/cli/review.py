@@ -32,7 +32,9 @@ def make(
     out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the sheets, the judgement CSV "
                                                           "and the key.")],
     option: Annotated[list[str] | None, typer.Option(
-        "--option", "-O", help="Backend option key=value (repeatable).")] = None,
+        "--option", "-O", help="Backend option key=value (repeatable); refine=true cleans a backend's masks as "
+                               "`bglab remove` does by default (min_region=F: smallest region kept, default "
+                               "0.1 of the largest).")] = None,
     sample: Annotated[int, typer.Option("--sample", "-n", help="Photos to review (rows).")] = 48,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the photo draw and of the column order.")] = 0,
     threshold: Annotated[float, typer.Option("--threshold", help="Mask threshold (foreground: > it).")] = 0.5,
@@ -50,6 +52,7 @@ def make(
     from rich.markup import escape
 
     from bglab.cli._common import console, err_console, parse_options, progress_bar
+    from bglab.background.remove import RemoveOptions
     from bglab.foreground import Runtime, create
     from bglab.foreground.auto import resolve
     from bglab.foreground.evaluate import options_for, parse_backend_list
@@ -67,14 +70,19 @@ def make(
     labels = [lb for lb, _ in runs]
     segmenters = {}
     chosen = {}
+    refine: dict[str, float] = {}
     for label, name in runs:  # open every backend first: a bad name or option fails before any work
-        opts = resolve(name, options_for(label, options, labels), paths)
+        opts = options_for(label, options, labels)
+        min_region = opts.pop("min_region", None)
+        if _flag(opts.pop("refine", False), label) or min_region is not None:
+            refine[label] = _fraction(RemoveOptions().min_region if min_region is None else min_region, label)
+        opts = resolve(name, opts, paths)
         segmenters[label] = create(name, kind="segmenter", runtime=runtime, **opts)
         chosen[label] = {"backend": name, "options": {k: str(v) for k, v in opts.items()}}
     with progress_bar(transient=True) as bar:
         task = bar.add_task("review-seg", total=min(sample, len(paths)), rate="")
         made = make_review(paths, segmenters, out, root=images, sample=sample, seed=seed, threshold=threshold,
-                           rows_per_sheet=rows_per_sheet, cell=cell, meta={"backend_options": chosen},
+                           rows_per_sheet=rows_per_sheet, cell=cell, refine=refine, meta={"backend_options": chosen},
                            progress=lambda _p, ok: bar.advance(task) if ok else None)
     console.print(f"{made.rows} photos x {len(runs)} backends on {len(made.sheets)} sheet(s) in "
                   f"{escape(str(out))}", highlight=False)
@@ -135,6 +143,19 @@ def tally(
     for p in pairs:
         ptab.add_row(escape(p["a"]), escape(p["b"]), str(p["only_a"]), str(p["only_b"]), f"{p['p_exact']:.3g}")
     console.print(ptab)
+
+
+def _flag(value: object, label: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{label}: refine must be true or false, got {value!r}", hint="e.g. -O LABEL:refine=true")
+
+
+def _fraction(value: object, label: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{label}: min_region must be a number in [0, 1], got {value!r}",
+                          hint="e.g. -O LABEL:min_region=0.1 (of the largest region)")
+    return float(value)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,7 @@ def make_review(
     threshold: float = 0.5,
     rows_per_sheet: int = 8,
     cell: int = 200,
+    refine: Mapping[str, float] | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: Callable[[Path, bool], None] | None = None,
 ) -> ReviewMade:
@@ -82,10 +83,11 @@ def make_review(
 
     Photos are drawn in a seeded random order; one that cannot be read or segmented is recorded in the key
     and the next photo takes its row, so the review has ``sample`` rows when enough photos are readable. A
-    folder that already holds a review is refused (its judgements would be lost).
+    folder that already holds a review is refused (its judgements would be lost). ``refine`` (label -> the
+    smallest region kept, as a fraction of the largest) cleans those labels' masks the way ``bglab remove``
+    does by default (stray regions dropped, holes filled), to judge the cut-outs it writes.
     """
     from bglab.io.files import atomic_write_text, prepare_output_dir, read_image, write_image
-    from bglab.ops.background import fill_background
     from bglab.ops.mask import as_soft
     from bglab.ops.viz import contact_sheet
 
@@ -104,6 +106,10 @@ def make_review(
     random.Random(seed).shuffle(order)
     shuffler = random.Random(f"{seed}:columns")
     labels = list(segmenters)
+    refine = dict(refine or {})
+    if set(refine) - set(labels):
+        raise ConfigError(f"refine names no backend of this review: {sorted(set(refine) - set(labels))}")
+
     want = len(order) if sample is None else sample
     rows: list[dict[str, Any]] = []
     cells: list[list[np.ndarray]] = []
@@ -113,9 +119,9 @@ def make_review(
             break
         try:
             image = read_image(path)
-            cutouts = {lb: fill_background(image, as_soft(seg.predict(image, source=path), image.shape) > threshold,
-                                           BACKDROP)
-                       for lb, seg in segmenters.items()}
+            cutouts = {lb: review_cutout(image, as_soft(segmenters[lb].predict(image, source=path), image.shape),
+                                         threshold=threshold, min_region=refine.get(lb))
+                       for lb in labels}
         except (BglabError, OSError) as exc:
             failed.append((path, str(exc)))
             if progress is not None:
@@ -137,7 +143,8 @@ def make_review(
                               row_labels=[f"row {r['row']}" for r in rows[s:s + rows_per_sheet]],
                               col_labels=["photo", *letters])
         sheets.append(write_image(out / SHEET_NAME.format(s // rows_per_sheet + 1), sheet))
-    key = {"backends": labels, "columns": letters, "seed": seed, "threshold": threshold, "root": str(root),
+    key = {"backends": labels, "columns": letters, "seed": seed, "threshold": threshold, "refine": refine,
+           "root": str(root),
            "rows": rows, "failed": [{"image": str(p), "error": e} for p, e in failed], **(meta or {})}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -147,6 +154,19 @@ def make_review(
     atomic_write_text(out / KEY_FILE, json.dumps(key, indent=1) + "\n")
     atomic_write_text(out / JUDGEMENTS_FILE, buf.getvalue())
     return ReviewMade(out, len(rows), sheets, failed)
+
+
+def review_cutout(image: np.ndarray, soft: np.ndarray, *, threshold: float = 0.5,
+                  min_region: float | None = None) -> np.ndarray:
+    """The picture a reviewer judges: the photo where the mask is above ``threshold``, :data:`BACKDROP`
+    elsewhere; with ``min_region``, the mask is first cleaned as ``bglab remove`` does (regions under that
+    fraction of the largest dropped, holes filled)."""
+    from bglab.ops.background import fill_background
+    from bglab.ops.mask import refine
+
+    if min_region is not None:
+        soft = refine(soft, threshold=threshold, min_fraction=min_region, fill=True)
+    return fill_background(image, soft > threshold, BACKDROP)
 
 
 def tally_review(folder: Path) -> ReviewTally:

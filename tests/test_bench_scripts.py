@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import subprocess
@@ -140,3 +141,34 @@ def test_bench_segment_nohand_set_scores_empty_truth_and_leaves_out_trained_pets
     res = bench.run_one(Fixed(), items, 1)
     assert res["iou"] == pytest.approx(0.5) and res["qc"]["not-found"] == 1
     assert res["fg_mean"] == pytest.approx(100 / 2400 / 2, abs=1e-4)
+
+
+def test_sxsw_clips_groups_frames_of_one_recording(tmp_path: Path) -> None:
+    """bench/sxsw_clips.py: frames of one video / EgoHands session share a group across classes; Roboflow's
+    copies of a photo fall together; sessions split at gaps over 10 minutes."""
+    clips = _script("sxsw_clips")
+    names = {
+        "rock": ["training__rock.egohands-public-1620914959610_png_jpg.rf.aa_01.jpg",
+                 "training__rock.IMG_7043_MOV-142_jpg.rf.bb_02.jpg",
+                 "training__rock.Screen-Shot-2022-02-08-at-12-51-02-PM_png.rf.cc_03.jpg",
+                 "training__rock.0101_png.rf.dd_04.jpg"],
+        "paper": ["training__paper.egohands-public-1620914960773_png_jpg.rf.ee_05.jpg",
+                  "training__paper.egohands-public-1620914960773_png_jpg.rf.ff_06.jpg",
+                  "training__paper.egohands-public-1620999999999_png_jpg.rf.gg_07.jpg",
+                  "training__paper.IMG_7043_MOV-9_jpg.rf.hh_08.jpg",
+                  "training__paper.20220216_222247_jpg.rf.ii_09.jpg",
+                  "training__paper.youtube-17_jpg.rf.jj_10.jpg"],
+    }
+    for label, files in names.items():
+        (tmp_path / "sxsw" / label).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "sxsw" / label / f).write_bytes(b"")
+    out = tmp_path / "clips.csv"
+    assert clips.main([str(tmp_path / "sxsw"), str(out)]) == 0
+    with out.open() as fh:
+        group = {Path(r["path"]).name.split(".rf.")[1]: r["group"] for r in csv.DictReader(fh)}
+    assert group["aa_01.jpg"] == group["ee_05.jpg"] == group["ff_06.jpg"] == "egohands/00"  # 1.2 s apart
+    assert group["gg_07.jpg"] == "egohands/01"                                             # a day later
+    assert group["bb_02.jpg"] == group["hh_08.jpg"] == "video/IMG_7043"
+    assert group["cc_03.jpg"] == "Screen-Shot/2022-02-08" and group["ii_09.jpg"] == "phone/20220216"
+    assert group["dd_04.jpg"] == "numbered-frames" and group["jj_10.jpg"] == "youtube"

@@ -208,3 +208,20 @@ def test_cli_refine_option_is_recorded_and_checked(photos: Path, tmp_path: Path)
     bad = CliRunner().invoke(_app(), ["review-seg", "make", str(photos), "--backends", "a=unet,b=unet",
                                       "-O", "b:min_region=3", "-o", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "min_region" in str(bad.exception)
+
+
+def test_make_on_the_bad_input_corpus_skips_every_bad_file_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Corrupt, truncated, empty, 16-bit, CMYK, palette, alpha, EXIF-rotated...: each readable file gets a row,
+    each unreadable one is listed with its error, and the review is still written."""
+    from badinput import make_bad_corpus
+
+    cases = {n: c for n, c in make_bad_corpus(tmp_path / "bad").items()
+             if c.role == "image" and c.path.is_file()}
+    made = make_review([c.path for c in cases.values()], {"good": Square(True), "empty": Square(False)},
+                       tmp_path / "review", root=tmp_path / "bad", sample=None, seed=0)
+    ok = {c.path for c in cases.values() if c.kind == "ok"}
+    bad = {c.path for c in cases.values() if c.kind == "error"}
+    assert ok and bad
+    assert made.rows == len(ok) and {p for p, _ in made.failed} == bad
+    assert all(err for _, err in made.failed)
+    assert read_image(made.sheets[0]).ndim == 3

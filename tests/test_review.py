@@ -183,6 +183,13 @@ def test_cli_make_on_real_photos(shared_data: Path, tmp_path: Path) -> None:
     assert res.exit_code != 0 and not (tmp_path / "one").exists()  # one backend: refused before any work
 
 
+def test_cli_make_refuses_a_review_folder_inside_the_photos(photos: Path) -> None:
+    res = CliRunner().invoke(_app(), ["review-seg", "make", str(photos), "--backends", "unet,box=grabcut",
+                                      "-o", str(photos / "review")])
+    assert res.exit_code != 0 and "inside the source folder" in str(res.exception)
+    assert not (photos / "review").exists()
+
+
 def test_review_cutout_refines_as_remove_does() -> None:
     from bglab.foreground.review import BACKDROP, review_cutout
 

@@ -58,10 +58,11 @@ def make(
     from bglab.foreground.evaluate import options_for, parse_backend_list
     from bglab.foreground.onnxrt import check_device
     from bglab.foreground.review import JUDGEMENTS_FILE, KEY_FILE, column_letters, make_review
-    from bglab.io.files import list_images_checked
+    from bglab.io.files import check_separate, list_images_checked
 
     if not images.is_dir():
         raise DatasetError("folder not found", path=images, hint="pass a folder of photos")
+    check_separate([images], out, what="review folder")
     runs = parse_backend_list(backends)
     column_letters(len(runs))  # 2..26 backends, checked before any model is opened
     runtime = replace(Runtime.from_env(), device=check_device(device))

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from bglab.cli import review as review_cmd
 from bglab.errors import ConfigError, DatasetError
 from bglab.experiment.stats import wilson_interval
-from bglab.foreground.review import (JUDGEMENTS_FILE, KEY_FILE, column_letters, make_review, tally_review)
+from bglab.foreground.review import (JUDGEMENTS_FILE, KEY_FILE, PAGE_FILE, column_letters, make_review,
+                                     tally_review)
 from bglab.io.files import read_image, write_image
 
 
@@ -232,3 +233,85 @@ def test_make_on_the_bad_input_corpus_skips_every_bad_file_and_keeps_the_rest(tm
     assert made.rows == len(ok) and {p for p, _ in made.failed} == bad
     assert all(err for _, err in made.failed)
     assert read_image(made.sheets[0]).ndim == 3
+
+
+def test_page_is_blind_and_has_one_clickable_cell_per_judgement(photos: Path, tmp_path: Path) -> None:
+    import re
+
+    segs = {"secret-good": Square(True), "secret-empty": Square(False), "secret-2": Square(True)}
+    out = tmp_path / "review"
+    make_review(_paths(photos), segs, out, root=photos, sample=4, seed=0, cell=48)
+    page = (out / PAGE_FILE).read_text()
+    assert "secret" not in page  # the backends' names live only in the key
+    assert len(re.findall(r'<button type="button" class="cut" data-row="\d+" data-col="[ABC]"', page)) == 4 * 3
+    assert page.count('<tr data-image="') == 4 and page.count("data:image/jpeg;base64,") == 4 * 4
+    key = json.loads((out / KEY_FILE).read_text())
+    for r in key["rows"]:
+        assert f'data-image="{r["image"]}"' in page
+    assert 'a.download = "judgements.csv"' in page and 'lines.join("\\n")' in page
+
+
+def test_tally_reads_a_csv_saved_elsewhere_with_quoted_names(photos: Path, tmp_path: Path) -> None:
+    """What the page saves: every image name quoted, the file in another folder (--judgements)."""
+    segs = {"good": Square(True), "empty": Square(False)}
+    out = tmp_path / "review"
+    make_review(_paths(photos), segs, out, root=photos, sample=3, seed=4)
+    key = json.loads((out / KEY_FILE).read_text())
+    lines = ["row,image,A,B"]
+    for r in key["rows"]:
+        lines.append(",".join([str(r["row"]), f'"{r["image"]}"',
+                               *("y" if r["columns"][c] == "good" else "n" for c in "AB")]))
+    saved = tmp_path / "Downloads" / "judgements.csv"
+    saved.parent.mkdir()
+    saved.write_text("\n".join(lines) + "\n")
+    t = tally_review(out, saved)
+    assert t.count("good") == 3 and t.count("empty") == 0
+    res = CliRunner().invoke(_app(), ["review-seg", "tally", str(out), "--judgements", str(saved), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["backends"]["good"]["usable"] == 3
+
+
+def test_page_in_a_browser_saves_what_was_clicked(photos: Path, tmp_path: Path) -> None:
+    """review.html in headless Chromium: mouse and keyboard judgements, the counter, the saved CSV, the tally."""
+    import os
+
+    chromium = Path(os.environ.get("BGLAB_CHROMIUM", "/usr/bin/chromium"))
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium, or set BGLAB_CHROMIUM)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (extra 'dev') is missing")
+    segs = {"good": Square(True), "empty": Square(False)}
+    out = tmp_path / "review"
+    make_review(_paths(photos), segs, out, root=photos, sample=3, seed=5, cell=40)
+    key = json.loads((out / KEY_FILE).read_text())
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), headless=True,
+                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(accept_downloads=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((out / PAGE_FILE).as_uri())
+            assert page.inner_text("#left") == "6 of 6 left to judge"
+            for r in key["rows"]:
+                for c in "AB":
+                    button = f'button.cut[data-row="{r["row"]}"][data-col="{c}"]'
+                    if r["row"] == 1:  # by keyboard: focus, Enter (usable), Enter again (not)
+                        page.focus(button)
+                        page.keyboard.press("Enter")
+                        if r["columns"][c] == "empty":
+                            page.keyboard.press("Enter")
+                    else:
+                        page.click(button)
+                        if r["columns"][c] == "empty":
+                            page.click(button)
+            assert page.inner_text("#left") == "all 6 judged"
+            assert "not usable" in (page.get_attribute('button.cut[data-row="2"][data-col="A"]', "aria-label")
+                                    + page.get_attribute('button.cut[data-row="2"][data-col="B"]', "aria-label"))
+            with page.expect_download() as dl:
+                page.click("#save")
+            saved = tmp_path / "saved.csv"
+            dl.value.save_as(saved)
+            assert not errors, errors
+        finally:
+            browser.close()
+    t = tally_review(out, saved)
+    assert t.count("good") == 3 and t.count("empty") == 0

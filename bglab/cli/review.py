@@ -46,8 +46,9 @@ def make(
 
     Example: bglab review-seg make photos/ --backends unet-effnet,u2netp,hand-grabcut -o review/
 
-    Then open review/sheet-*.png, write y (usable cut-out) or n (not) in every letter column of
-    review/judgements.csv without opening review/key.json, and run: bglab review-seg tally review/
+    Then judge every cut-out without opening review/key.json: click through review/review.html (it saves
+    judgements.csv), or look at review/sheet-*.png and write y (usable) or n (not) in every letter column of
+    review/judgements.csv; then run: bglab review-seg tally review/
     """
     from rich.markup import escape
 
@@ -57,7 +58,7 @@ def make(
     from bglab.foreground.auto import resolve
     from bglab.foreground.evaluate import options_for, parse_backend_list
     from bglab.foreground.onnxrt import check_device
-    from bglab.foreground.review import JUDGEMENTS_FILE, KEY_FILE, column_letters, make_review
+    from bglab.foreground.review import JUDGEMENTS_FILE, KEY_FILE, PAGE_FILE, column_letters, make_review
     from bglab.io.files import check_separate, list_images_checked
 
     if not images.is_dir():
@@ -87,8 +88,10 @@ def make(
                            progress=lambda _p, ok: bar.advance(task) if ok else None)
     console.print(f"{made.rows} photos x {len(runs)} backends on {len(made.sheets)} sheet(s) in "
                   f"{escape(str(out))}", highlight=False)
-    console.print(f"judge every cell of {escape(str(out / JUDGEMENTS_FILE))} with y / n (without opening "
-                  f"{KEY_FILE}), then: bglab review-seg tally {escape(str(out))}", highlight=False)
+    console.print(f"judge every cut-out without opening {KEY_FILE}: click through "
+                  f"{escape(str(out / PAGE_FILE))} (it saves {JUDGEMENTS_FILE}), or fill "
+                  f"{escape(str(out / JUDGEMENTS_FILE))} with y / n from the sheets; then: bglab review-seg tally "
+                  f"{escape(str(out))} [--judgements FILE]", highlight=False)
     problems = made.failed + unlisted
     for p, err in problems:
         err_console.print(f"[yellow]skipped[/] {escape(str(p))}: {escape(err)}", highlight=False)
@@ -99,6 +102,9 @@ def make(
 @review_app.command("tally")
 def tally(
     folder: Annotated[Path, typer.Argument(help="A review folder made by `review-seg make`, judged.")],
+    judgements: Annotated[Path | None, typer.Option(
+        "--judgements", help="The filled CSV, when it is not FOLDER/judgements.csv (e.g. saved by review.html "
+                             "to your downloads).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
 ) -> None:
     """Unblind a judged review: usable cut-outs per backend (share, 95 % Wilson interval) and, per pair of
@@ -115,7 +121,7 @@ def tally(
     from bglab.experiment.stats import mcnemar, wilson_interval
     from bglab.foreground.review import tally_review
 
-    t = tally_review(folder)
+    t = tally_review(folder, judgements)
     if t.rows == 0:
         raise ConfigError("the review has no rows", path=folder)
     rates = {}

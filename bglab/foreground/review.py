@@ -3,8 +3,9 @@
 Without masks, the honest way to choose a segmenter for one's own photos is to look at the cut-outs without
 knowing which backend made which. :func:`make_review` samples photos and writes, per photo, the cut-out of
 every backend in a random order (columns A, B, C, ... shuffled per row) on contact sheets, a judgement CSV to
-fill with ``y`` (usable) / ``n`` (not), and the key (which column was which backend). :func:`tally_review`
-reads the filled CSV and unblinds it. ``bglab review-seg`` is the command; docs/segmenter-v4.md used it.
+fill with ``y`` (usable) / ``n`` (not), the same rows as a page to judge by clicking (it saves that CSV), and
+the key (which column was which backend). :func:`tally_review` reads the filled CSV and unblinds it.
+``bglab review-seg`` is the command; docs/segmenter-v4.md used it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bglab.errors import BglabError, ConfigError, DatasetError
 
 KEY_FILE = "key.json"
 JUDGEMENTS_FILE = "judgements.csv"
+PAGE_FILE = "review.html"
 SHEET_NAME = "sheet-{:02d}.png"
 BACKDROP = (30, 60, 150)  # dark blue: grey shadows, skin, white walls and black sleeves all show against it
 YES = frozenset({"y", "yes", "1", "usable"})
@@ -137,6 +139,7 @@ def make_review(
     if not rows:
         raise DatasetError("no photo could be read and segmented", path=root,
                            hint="; ".join(f"{p.name}: {e}" for p, e in failed[:3]))
+    page = review_page(rows, cells, letters, cell=cell)
     sheets = []
     for s in range(0, len(rows), rows_per_sheet):
         sheet = contact_sheet(cells[s:s + rows_per_sheet], cell=cell,
@@ -153,6 +156,7 @@ def make_review(
         w.writerow([r["row"], r["image"], *[""] * len(letters)])
     atomic_write_text(out / KEY_FILE, json.dumps(key, indent=1) + "\n")
     atomic_write_text(out / JUDGEMENTS_FILE, buf.getvalue())
+    atomic_write_text(out / PAGE_FILE, page)
     return ReviewMade(out, len(rows), sheets, failed)
 
 
@@ -169,13 +173,85 @@ def review_cutout(image: np.ndarray, soft: np.ndarray, *, threshold: float = 0.5
     return fill_background(image, soft > threshold, BACKDROP)
 
 
-def tally_review(folder: Path) -> ReviewTally:
-    """Read ``folder``'s filled judgement CSV and its key; every cell must be ``y`` or ``n``.
+def review_page(rows: Sequence[Mapping[str, Any]], cells: Sequence[Sequence[np.ndarray]], letters: Sequence[str],
+                *, cell: int = 200) -> str:
+    """A self-contained HTML page of the review rows: click each cut-out to mark it usable (green) or not (red),
+    then save ``judgements.csv``. It names no backend (the key stays in its own file)."""
+    import base64
+    import html
+
+    from bglab.io.files import encode_image
+    from bglab.ops.viz import fit_cell
+
+    def img(a: np.ndarray, alt: str) -> str:
+        b64 = base64.b64encode(encode_image(fit_cell(a, cell), "jpg", quality=85)).decode("ascii")
+        return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{b64}">'
+
+    body = []
+    for r, row_cells in zip(rows, cells, strict=True):
+        tds = [f'<td class="photo">{img(row_cells[0], "photo")}<div>row {r["row"]}</div></td>']
+        tds += [f'<td><button type="button" class="cut" data-row="{r["row"]}" data-col="{c}" '
+                f'aria-label="row {r["row"]} {c}: not judged">{img(a, c)}<div>{c}: <span class="v">?</span></div>'
+                f'</button></td>' for c, a in zip(letters, row_cells[1:], strict=True)]
+        body.append(f'<tr data-image="{html.escape(str(r["image"]))}">{"".join(tds)}</tr>')
+    return _PAGE.format(n=len(rows) * len(letters), letters=html.escape(",".join(letters)),
+                        file=JUDGEMENTS_FILE, rows="\n".join(body))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>bglab review-seg</title>
+<style>
+body {{ font-family: sans-serif; margin: 1em; }} table {{ border-collapse: collapse; }}
+td {{ padding: 2px; text-align: center; }} button.cut {{ cursor: pointer; background: #fff; padding: 2px;
+border: 5px solid #ccc; }} button.y {{ border-color: #2a2; }} button.n {{ border-color: #d22; }}
+button.cut:focus {{ outline: 3px dashed #000; }} #bar {{ position: sticky; top: 0; background: #fff; padding: .5em 0; }}
+</style></head><body>
+<div id="bar"><b>Blind review</b>: click a cut-out (or Tab to it and press Enter) once for usable (green), twice
+for not usable (red). <span id="left" aria-live="polite"></span> <button type="button" id="save">Save {file}</button>
+</div>
+<table data-letters="{letters}">
+{rows}
+</table>
+<script>
+const letters = document.querySelector("table").dataset.letters.split(",");
+const cells = [...document.querySelectorAll("button.cut")];
+function count() {{
+  const left = cells.filter(c => !c.dataset.v).length;
+  document.getElementById("left").textContent = left ? left + " of {n} left to judge" : "all {n} judged";
+}}
+cells.forEach(c => c.addEventListener("click", () => {{
+  c.dataset.v = c.dataset.v === "y" ? "n" : "y";
+  c.className = "cut " + c.dataset.v;
+  c.querySelector(".v").textContent = c.dataset.v;
+  c.setAttribute("aria-label", "row " + c.dataset.row + " " + c.dataset.col + ": " +
+                 (c.dataset.v === "y" ? "usable" : "not usable"));
+  count();
+}}));
+document.getElementById("save").addEventListener("click", () => {{
+  const q = s => '"' + String(s).replace(/"/g, '""') + '"';
+  const lines = ["row,image," + letters.join(",")];
+  document.querySelectorAll("tr[data-image]").forEach((tr, i) => {{
+    const v = [...tr.querySelectorAll("button.cut")].map(c => c.dataset.v || "");
+    lines.push([i + 1, q(tr.dataset.image), ...v].join(","));
+  }});
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([lines.join("\\n") + "\\n"], {{type: "text/csv"}}));
+  a.download = "{file}";
+  a.click();
+}});
+count();
+</script></body></html>
+"""
+
+
+def tally_review(folder: Path, judgements: Path | None = None) -> ReviewTally:
+    """Read ``folder``'s filled judgement CSV (or ``judgements``, e.g. the one the page saved to Downloads) and
+    its key; every cell must be ``y`` or ``n``.
 
     Raises :class:`DatasetError` naming the file and the rows to fix (blank or unknown cells, rows that do not
     match the key), so a half-judged review is never tallied as if it were whole.
     """
-    key_path, csv_path = folder / KEY_FILE, folder / JUDGEMENTS_FILE
+    key_path, csv_path = folder / KEY_FILE, judgements or folder / JUDGEMENTS_FILE
     for p in (key_path, csv_path):
         if not p.is_file():
             raise DatasetError("not a review folder (file missing)", path=p,

@@ -878,3 +878,30 @@ def test_report_settings_are_plain_text() -> None:
     assert augment_text(AugmentConfig()) == "none"
     assert augment_text(AugmentConfig(p=0.5, flip=True, noise=10.0, bg_from="only-bg-t")) == \
         "p 0.5: noise 10, flip, bg_from only-bg-t"
+
+
+def test_source_group_pattern_ties_frames_of_one_video_across_classes(data_root: Path) -> None:
+    """sources.NAME.group: files whose names match share one group (first capture), whatever their class; no
+    split divides such a group; the other files keep their own groups; a bad pattern fails at parse time."""
+    from bglab.data.dataset import split as split_samples
+    from bglab.experiment.data import load_sources
+
+    raw = micro_config(data_root)
+    raw["sources"]["screen"]["group"] = r"_0(\d)\d\.png$"   # files 000-099: one "video" per tens digit
+    cfg = parse_config(raw)
+    assert cfg.sources["screen"].group == r"_0(\d)\d\.png$" and cfg.sources["clutter"].group is None
+    samples = load_sources(cfg)
+    groups = {s.group for s in samples["screen"]}
+    assert groups == {"screen:0", "screen:1", "screen:2"}  # 30 per class: tens digits 0, 1, 2
+    assert {s.label for s in samples["screen"] if s.group == "screen:1"} == set(CLASSES)  # across classes
+    assert len({s.group for s in samples["clutter"]}) == len(samples["clutter"])  # untouched: one per file
+    parts = split_samples(samples["screen"], fractions=(0.6, 0.2, 0.2), seed=0)
+    seen = [{s.group for s in getattr(parts, p)} for p in ("train", "val", "test")]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    from bglab.experiment.config import resolved_config
+
+    assert resolved_config(cfg)["sources"]["screen"]["group"] == r"_0(\d)\d\.png$"
+    assert "group" not in resolved_config(cfg)["sources"]["clutter"]  # old run directories stay comparable
+    raw["sources"]["screen"]["group"] = "frame_(\\d+"
+    with pytest.raises(ConfigError, match=r"sources\.screen\.group.*not a regular expression"):
+        parse_config(raw)

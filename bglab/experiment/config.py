@@ -8,7 +8,7 @@ Format (paths relative to the config file; see ``bglab/configs/rps-reference.yam
     threads: 2                     # torch.set_num_threads (0 = leave torch's default)
     input: {size: 64, channels: 1} # every arm ends with resize(size) (+ grey when channels is 1)
     sources:                       # ImageFolder folders or CSV manifests; the name is the origin
-      webcam: {path: ../../shared/data/rps/webcam, per_class: null}
+      webcam: {path: ../../shared/data/rps/webcam, per_class: null}   # group: REGEX ties frames of one video
     protocols:                     # which parts train / validate / test
       cross-domain:
         split: {webcam: [0.7, 0.15, 0.15]}           # train, val, test fractions per source
@@ -136,11 +136,14 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One data source: an ImageFolder folder or a CSV manifest; ``per_class`` keeps that many per class."""
+    """One data source: an ImageFolder folder or a CSV manifest; ``per_class`` keeps that many per class;
+    ``group``, a regular expression searched in each file name, ties the files it matches with the same text
+    (its first capture, else the whole match) into one group that no split divides: frames of one video."""
 
     name: str
     path: Path
     per_class: int | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -408,13 +411,27 @@ def _parse_sources(raw: Any, base: Path) -> dict[str, SourceConfig]:
         if isinstance(v, str):
             v = {"path": v}
         v = _mapping(key, v, allow_none=False)
-        _keys(key, v, ("path", "per_class"))
+        _keys(key, v, ("path", "per_class", "group"))
         if "path" not in v:
             raise _err(f"{key}.path", "missing", "an ImageFolder folder or a CSV manifest")
         p = _under(base, str(v["path"]))
         pc = v.get("per_class")
-        out[name] = SourceConfig(name, p, None if pc is None else _int(f"{key}.per_class", pc, lo=1))
+        out[name] = SourceConfig(name, p, None if pc is None else _int(f"{key}.per_class", pc, lo=1),
+                                 _group_pattern(f"{key}.group", v.get("group")))
     return out
+
+
+def _group_pattern(key: str, value: Any) -> str | None:
+    """A ``sources.NAME.group`` regular expression, compiled once here so a typo fails before any work."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _err(key, f"expected a regular expression, got {_r(value)}", r"e.g. group: '^(.+)_frame\d+'")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _err(key, f"not a regular expression ({exc})", r"e.g. group: '^(.+)_frame\d+'") from None
+    return value
 
 
 def _fractions(key: str, value: Any) -> tuple[float, float, float]:
@@ -850,7 +867,8 @@ def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
 def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as run: paths absolute, the quick profile applied, arm pipelines and variants expanded."""
     out = {k: v for k, v in cfg.raw.items() if k != "quick"}
-    out["sources"] = {n: {"path": str(s.path), "per_class": s.per_class} for n, s in cfg.sources.items()}
+    out["sources"] = {n: {"path": str(s.path), "per_class": s.per_class, **({"group": s.group} if s.group else {})}
+                      for n, s in cfg.sources.items()}
     out["resolved"] = {
         "quick": cfg.quick,
         "arms": {n: {**a.pipeline, **({"from": str(a.source_dir)} if a.source_dir is not None else {}),

@@ -1,7 +1,8 @@
 """Experiment data: sources with their origins, one seeded split for every arm, arm preprocessing, caching.
 
 * :func:`load_sources` reads every source (ImageFolder folder or CSV manifest) with ``origin`` = the source's
-  name, keeping at most ``per_class`` samples per class (whole near-duplicate groups, seeded).
+  name, keeping at most ``per_class`` samples per class (whole near-duplicate groups, seeded); a source's
+  ``group`` pattern ties files by name (frames of one video: :func:`group_by_name`).
 * :func:`prepare_arm` runs an arm's :class:`bglab.pipeline.Pipeline` over every sample once and caches the
   result as ``cache/<arm>-<fingerprint>.npz`` (uint8 images, ok flags, errors, keys; read back with
   ``allow_pickle=False``). The fingerprint covers the pipeline config and the sample list, so a changed arm
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bglab.data.dataset import Sample, combine, read_imagefolder, read_manifest, sample_key
+from bglab.data.dataset import Sample, combine, read_imagefolder, read_manifest, regroup, sample_key
 from bglab.data.dataset import split as split_samples
 from bglab.errors import BglabError, DatasetError
 from bglab.experiment.config import ArmConfig, ExperimentConfig, ProtocolConfig, SourceConfig
@@ -66,12 +68,28 @@ def _limit(samples: list[Sample], per_class: int, seed: int, source: str) -> lis
 def _read_source(src: SourceConfig) -> list[Sample]:
     p = src.path
     if p.is_file():
-        samples = read_manifest(p)
-        return [replace(s, origin=src.name) for s in samples]
-    if not p.exists():
+        samples = [replace(s, origin=src.name) for s in read_manifest(p)]
+    elif not p.exists():
         raise DatasetError(f"source {src.name!r} not found", path=p,
                            hint=f"fix sources.{src.name}.path (relative paths are relative to the config file)")
-    return read_imagefolder(p, origin=src.name)
+    else:
+        samples = read_imagefolder(p, origin=src.name)
+    return samples if src.group is None else group_by_name(samples, src.group, src.name)
+
+
+def group_by_name(samples: Sequence[Sample], pattern: str, source: str) -> list[Sample]:
+    """``sources.NAME.group``: a file whose name ``pattern`` matches joins group ``SOURCE:<text>`` (the first
+    capture, else the whole match), whatever its class, so frames of one video stay on one side of every
+    split; the others keep their group."""
+    rx = re.compile(pattern)
+
+    def key(s: Sample) -> str:
+        m = rx.search(Path(s.path).name)
+        if m is None:
+            return s.group
+        return f"{source}:{m.group(1) if rx.groups and m.group(1) is not None else m.group(0)}"
+
+    return regroup(samples, key)
 
 
 def load_sources(cfg: ExperimentConfig) -> dict[str, list[Sample]]:

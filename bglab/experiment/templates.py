@@ -124,7 +124,9 @@ threads: 1                # torch threads per training run
 input: {{size: 32, channels: 1}}   # every image is resized (padded) to size x size; channels 1 = grey, 3 = RGB
 
 sources:                  # ImageFolder folders (one sub-folder per class) or CSV manifests; paths relative
-{sources}
+{sources}                          # frames of one video? add group: '^(.+)_frame' (a regex on file names) so
+                          # that no split puts frames of one video on both sides (docs: "Splits")
+
 protocols:                # how sources are split and which test sets are scored
   main:
 {protocol}

@@ -91,7 +91,7 @@ def make_review(
     """
     from bglab.io.files import atomic_write_text, prepare_output_dir, read_image, write_image
     from bglab.ops.mask import as_soft
-    from bglab.ops.viz import contact_sheet
+    from bglab.ops.viz import contact_sheet, fit_cell
 
     letters = column_letters(len(segmenters))
     if sample is not None and sample < 1:
@@ -111,7 +111,6 @@ def make_review(
     refine = dict(refine or {})
     if set(refine) - set(labels):
         raise ConfigError(f"refine names no backend of this review: {sorted(set(refine) - set(labels))}")
-
     want = len(order) if sample is None else sample
     rows: list[dict[str, Any]] = []
     cells: list[list[np.ndarray]] = []
@@ -133,7 +132,7 @@ def make_review(
         shuffler.shuffle(cols)
         rows.append({"row": len(rows) + 1, "image": _relative(path, root),
                      "columns": dict(zip(letters, cols, strict=True))})
-        cells.append([image] + [cutouts[lb] for lb in cols])
+        cells.append([fit_cell(a, cell) for a in (image, *(cutouts[lb] for lb in cols))])  # small: many rows
         if progress is not None:
             progress(path, True)
     if not rows:

@@ -315,3 +315,13 @@ def test_page_in_a_browser_saves_what_was_clicked(photos: Path, tmp_path: Path) 
             browser.close()
     t = tally_review(out, saved)
     assert t.count("good") == 3 and t.count("empty") == 0
+
+
+def test_cli_make_lists_bad_photos_and_exits_1_with_the_review_written(photos: Path, tmp_path: Path) -> None:
+    (photos / "b" / "broken.jpg").write_bytes(b"not a picture")
+    out = tmp_path / "review"
+    res = CliRunner().invoke(_app(), ["review-seg", "make", str(photos), "--backends", "a=unet,b=unet",
+                                      "-o", str(out), "--cell", "48"])
+    assert res.exit_code == 1, res.output
+    assert "broken.jpg" in res.output and (out / KEY_FILE).is_file() and (out / PAGE_FILE).is_file()
+    assert json.loads((out / KEY_FILE).read_text())["failed"][0]["image"].endswith("broken.jpg")

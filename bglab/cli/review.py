@@ -43,6 +43,7 @@ def make(
     device: str = device_option(),
 ) -> None:
     """Write blind review sheets: per photo, every backend's cut-out on dark blue, columns shuffled per row.
+    A photo that cannot be read or segmented is skipped and listed (exit code 1; the review is still written).
 
     Example: bglab review-seg make photos/ --backends unet-effnet,u2netp,hand-grabcut -o review/
 
@@ -97,6 +98,8 @@ def make(
         err_console.print(f"[yellow]skipped[/] {escape(str(p))}: {escape(err)}", highlight=False)
     if made.rows < sample and made.rows < len(paths):
         err_console.print(f"[yellow]{made.rows} of {sample} rows: too few readable photos[/]")
+    if problems:  # the review is written; exit 1 as every batch command does when a file failed
+        raise typer.Exit(1)
 
 
 @review_app.command("tally")

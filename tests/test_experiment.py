@@ -316,6 +316,9 @@ def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
     assert tests == {("clean", "1"): 2, ("clean", "2"): 2, ("dropout25", "2"): 2, ("noise25", "2"): 2}
     data = json.loads((out / "data.json").read_text())
     assert data["protocols"]["cross"]["test:clutter"]["total"] == 90
+    twins = data["near_twins"]["cross"]  # the split-leak check (bglab.experiment.leaks) on every test set
+    assert set(twins) == {"screen", "clutter"} and twins["clutter"]["n"] == 90
+    assert all(0 <= t["twins"] <= t["n"] and len(t["examples"]) <= min(t["twins"], 10) for t in twins.values())
     # identical splits for every arm: the same test images in the same order
     k1 = np.load(out / "predictions" / runs[0] / "clutter__clean.npz")["keys"]
     k2 = np.load(out / "predictions" / runs[1] / "clutter__clean.npz")["keys"]

@@ -34,6 +34,8 @@ from bglab.experiment.label_check import MIN_RUNS, agreed_errors
 from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.stats import Comparison, compare, t_interval
 
+NEAR_TWIN_WARN = 0.02  # a test set with at least this share of near-twins in training is flagged in the report
+
 __all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "line_predictions", "render_html",
            "study_lines", "write_report"]
 
@@ -662,6 +664,24 @@ def _photo_path(cfg: ExperimentConfig, key: str) -> Path | None:
     return p if p.is_file() else next((src.path / label).rglob(glob.escape(name)), None)
 
 
+def _near_twins_html(by_test: Mapping[str, Any]) -> list[str]:
+    """The test sets with images that have a near-identical training image (bglab.experiment.leaks)."""
+    e = html.escape
+    out = []
+    for test, tw in by_test.items():
+        if not tw.get("twins"):
+            continue
+        share = tw["twins"] / max(tw["n"], 1)
+        ex = tw["examples"][0]
+        out.append(f"<p{' class=unsure' if share >= NEAR_TWIN_WARN else ''}>Test set {e(test)}: {tw['twins']} "
+                   f"of {tw['n']} images ({100 * share:.1f} %) have a near-identical training image (cosine >= "
+                   f"{tw['threshold']} between 16 x 16 thumbnails), e.g. {e(ex['test'])} and {e(ex['train'])}. "
+                   "Frames of one video, one studio's near-identical shots or re-exports of one photo on both sides "
+                   "of a split make its test an easy one; where the test should measure new scenes, group them "
+                   "(<code>sources.NAME.group</code>, docs/results.md, Splits).</p>")
+    return out
+
+
 def _label_check_html(res: Mapping[str, Any], cfg: ExperimentConfig, *, shown: int = 24) -> str:
     """Each test set's photos that every run labels as the same other class (bglab.experiment.label_check),
     the first ``shown`` of them as thumbnails."""
@@ -732,6 +752,7 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                          Column("total", lambda row: str(row[1]["total"]))]
         for proto, counts in data_info.get("protocols", {}).items():
             parts.append(f"<h4>{e(proto)}</h4>" + _table(count_columns, counts.items()))
+            parts += _near_twins_html(data_info.get("near_twins", {}).get(proto, {}))
         for arm, sus in data_info.get("suspect_masks", {}).items():
             parts.append(f"<p class='unsure'>Arm {e(arm)}: {sus['count']} image(s) kept although their mask failed "
                          f"QC (docs/trust.md; <code>on_suspect: skip</code> in the segment step leaves them out), "

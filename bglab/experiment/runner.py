@@ -636,6 +636,17 @@ def _backbone_features(model: Any, cfg: ExperimentConfig, folder: Path, device: 
     return FeatureCache(f"{model.weights_id}|{engine}", embed, folder, log=log, maps=maps)
 
 
+def _near_twins(cfg: ExperimentConfig, data: ExperimentData,
+                protocols: Mapping[str, ProtocolData]) -> dict[str, dict[str, Any]]:
+    """Per protocol and test set, the test images with a near-identical training image (bglab.experiment.leaks),
+    on the baseline arm's images (the photos as they are, in the usual configs)."""
+    from bglab.experiment.leaks import split_twins
+
+    arm = cfg.baseline if cfg.baseline in data.arms else next(iter(data.arms))
+    images = data.arms[arm].images
+    return {name: split_twins(images, data.keys, p.train, p.tests) for name, p in protocols.items()}
+
+
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | None = None,
                    threads: int | None = None, log: Log | None = None, report: bool = True,
                    on_epoch: Callable[[RunKey, int], None] | None = None, device: str = "cpu",
@@ -701,6 +712,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
             "left_out": {a: errs[:50] for a, errs in data.dropped().items() if errs},
             "suspect_masks": {a: {"count": len(n), "examples": n[:20]} for a, n in data.suspect().items() if n},
             "protocols": {n: p.counts(data) for n, p in protocols.items()},
+            "near_twins": _near_twins(cfg, data, protocols),
             "preprocess_seconds": round(time.perf_counter() - t0, 2)}
     atomic_write_text(out / "data.json", json.dumps(info, indent=2) + "\n")
     results: list[RunResult] = []

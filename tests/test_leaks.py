@@ -44,9 +44,10 @@ def test_split_twins_reports_counts_and_named_examples() -> None:
 def test_report_flags_a_test_set_with_many_twins() -> None:
     from bglab.experiment.report import _near_twins_html
 
-    many = {"n": 100, "twins": 30, "threshold": 0.95, "examples": [{"test": "a.png", "train": "b.png", "cosine": 1}]}
-    few = {**many, "twins": 1}
+    many = {"n": 100, "twins": 30, "threshold": 0.97, "examples": [{"test": "a.png", "train": "b.png", "cosine": 1}]}
+    few = {**many, "twins": 0, "n": 1000}
+    few["twins"] = 5  # 0.5 %: named, not flagged
     html = _near_twins_html({"webcam": many, "sxsw": few, "clean": {**many, "twins": 0, "examples": []}})
     assert len(html) == 2 and html[0].startswith("<p class=unsure>") and "30 of 100" in html[0]
-    assert "a.png" in html[0] and html[1].startswith("<p>") and "1 of 100" in html[1]
+    assert "a.png" in html[0] and html[1].startswith("<p>") and "5 of 1000" in html[1]
     assert "sources.NAME.group" in html[0]

@@ -34,7 +34,7 @@ from bglab.experiment.label_check import MIN_RUNS, agreed_errors
 from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.stats import Comparison, compare, t_interval
 
-NEAR_TWIN_WARN = 0.02  # a test set with at least this share of near-twins in training is flagged in the report
+NEAR_TWIN_WARN = 0.01  # a test set with at least this share of near-twins in training is flagged in the report
 
 __all__ = ["analyse", "analyse_matrix", "analyse_saliency", "gap_text", "line_predictions", "render_html",
            "study_lines", "write_report"]

@@ -60,6 +60,7 @@ def make(
     from bglab.foreground.evaluate import options_for, parse_backend_list
     from bglab.foreground.onnxrt import check_device
     from bglab.foreground.review import JUDGEMENTS_FILE, KEY_FILE, PAGE_FILE, column_letters, make_review
+    from bglab.io.configfile import check_bool, check_number
     from bglab.io.files import check_separate, list_images_checked
 
     if not images.is_dir():
@@ -77,8 +78,9 @@ def make(
     for label, name in runs:  # open every backend first: a bad name or option fails before any work
         opts = options_for(label, options, labels)
         min_region = opts.pop("min_region", None)
-        if _flag(opts.pop("refine", False), label) or min_region is not None:
-            refine[label] = _fraction(RemoveOptions().min_region if min_region is None else min_region, label)
+        if check_bool(f"{label}: refine", opts.pop("refine", False)) or min_region is not None:
+            refine[label] = check_number(f"{label}: min_region",
+                                         RemoveOptions().min_region if min_region is None else min_region, lo=0, hi=1)
         opts = resolve(name, opts, paths)
         segmenters[label] = create(name, kind="segmenter", runtime=runtime, **opts)
         chosen[label] = {"backend": name, "options": {k: str(v) for k, v in opts.items()}}
@@ -153,19 +155,6 @@ def tally(
     for p in pairs:
         ptab.add_row(escape(p["a"]), escape(p["b"]), str(p["only_a"]), str(p["only_b"]), f"{p['p_exact']:.3g}")
     console.print(ptab)
-
-
-def _flag(value: object, label: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"{label}: refine must be true or false, got {value!r}", hint="e.g. -O LABEL:refine=true")
-
-
-def _fraction(value: object, label: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigError(f"{label}: min_region must be a number in [0, 1], got {value!r}",
-                          hint="e.g. -O LABEL:min_region=0.1 (of the largest region)")
-    return float(value)
 
 
 def register(app: typer.Typer) -> None:

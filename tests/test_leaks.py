@@ -35,7 +35,8 @@ def test_split_twins_reports_counts_and_named_examples() -> None:
     images = _photos(12, 3)
     images[10] = images[2]                      # a test image that is a training image under another name
     keys = [f"src/c/{i}.png" for i in range(12)]
-    out = split_twins(images, keys, np.arange(8), {"held-out": np.array([8, 9, 10, 11]), "empty": np.array([], int)})
+    tests = {"held-out": np.array([8, 9, 10, 11]), "empty": np.array([], int)}
+    out = split_twins(thumbnails(images), keys, np.arange(8), tests)
     assert out["held-out"]["n"] == 4 and out["held-out"]["twins"] == 1
     assert out["held-out"]["examples"] == [{"test": "src/c/10.png", "train": "src/c/2.png", "cosine": 1.0}]
     assert out["empty"] == {"n": 0, "twins": 0, "threshold": TWIN_COSINE, "examples": []}

@@ -58,16 +58,16 @@ def near_twins(train: np.ndarray, test: np.ndarray, *, threshold: float = TWIN_C
     return order, arg[order], best[order]
 
 
-def split_twins(images: np.ndarray, keys: Sequence[str], train: np.ndarray, tests: Mapping[str, np.ndarray],
+def split_twins(thumbs: np.ndarray, keys: Sequence[str], train: np.ndarray, tests: Mapping[str, np.ndarray],
                 *, threshold: float = TWIN_COSINE, examples: int = 10) -> dict[str, dict[str, Any]]:
     """Per test set (name -> sample indices): how many of its images have a near-twin among the ``train``
-    indices, with the closest pairs as examples (``{"test", "train", "cosine"}`` by sample key)."""
-    thumbs = thumbnails(images[np.asarray(train, np.int64)]) if len(train) else np.zeros((0, 1), np.float32)
+    indices, with the closest pairs as examples (``{"test", "train", "cosine"}`` by sample key). ``thumbs`` are
+    every sample's :func:`thumbnails`, made once for all protocols."""
+    train = np.asarray(train, np.int64)
     out: dict[str, dict[str, Any]] = {}
     for name, idx in tests.items():
         idx = np.asarray(idx, np.int64)
-        hit, nn, cos = near_twins(thumbs, thumbnails(images[idx]) if len(idx) else np.zeros((0, 1), np.float32),
-                                  threshold=threshold)
+        hit, nn, cos = near_twins(thumbs[train], thumbs[idx], threshold=threshold)
         out[name] = {"n": int(len(idx)), "twins": int(len(hit)), "threshold": threshold,
                      "examples": [{"test": keys[int(idx[h])], "train": keys[int(train[t])],
                                    "cosine": round(float(c), 4)}

@@ -640,11 +640,11 @@ def _near_twins(cfg: ExperimentConfig, data: ExperimentData,
                 protocols: Mapping[str, ProtocolData]) -> dict[str, dict[str, Any]]:
     """Per protocol and test set, the test images with a near-identical training image (bglab.experiment.leaks),
     on the baseline arm's images (the photos as they are, in the usual configs)."""
-    from bglab.experiment.leaks import split_twins
+    from bglab.experiment.leaks import split_twins, thumbnails
 
     arm = cfg.baseline if cfg.baseline in data.arms else next(iter(data.arms))
-    images = data.arms[arm].images
-    return {name: split_twins(images, data.keys, p.train, p.tests) for name, p in protocols.items()}
+    thumbs = thumbnails(data.arms[arm].images)
+    return {name: split_twins(thumbs, data.keys, p.train, p.tests) for name, p in protocols.items()}
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, max_epochs: int | None = None,

@@ -138,7 +138,7 @@ def make_review(
     if not rows:
         raise DatasetError("no photo could be read and segmented", path=root,
                            hint="; ".join(f"{p.name}: {e}" for p, e in failed[:3]))
-    page = review_page(rows, cells, letters, cell=cell)
+    page = review_page(rows, cells, letters)
     sheets = []
     for s in range(0, len(rows), rows_per_sheet):
         sheet = contact_sheet(cells[s:s + rows_per_sheet], cell=cell,
@@ -172,18 +172,18 @@ def review_cutout(image: np.ndarray, soft: np.ndarray, *, threshold: float = 0.5
     return fill_background(image, soft > threshold, BACKDROP)
 
 
-def review_page(rows: Sequence[Mapping[str, Any]], cells: Sequence[Sequence[np.ndarray]], letters: Sequence[str],
-                *, cell: int = 200) -> str:
-    """A self-contained HTML page of the review rows: click each cut-out to mark it usable (green) or not (red),
-    then save ``judgements.csv``. It names no backend (the key stays in its own file)."""
+def review_page(rows: Sequence[Mapping[str, Any]], cells: Sequence[Sequence[np.ndarray]],
+                letters: Sequence[str]) -> str:
+    """A self-contained HTML page of the review rows (``cells``: per row the photo and the cut-outs, already
+    fitted to the cell size): click each cut-out to mark it usable (green) or not (red), then save
+    ``judgements.csv``. It names no backend (the key stays in its own file)."""
     import base64
     import html
 
     from bglab.io.files import encode_image
-    from bglab.ops.viz import fit_cell
 
     def img(a: np.ndarray, alt: str) -> str:
-        b64 = base64.b64encode(encode_image(fit_cell(a, cell), "jpg", quality=85)).decode("ascii")
+        b64 = base64.b64encode(encode_image(a, "jpg", quality=85)).decode("ascii")
         return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{b64}">'
 
     body = []

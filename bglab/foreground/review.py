@@ -284,10 +284,10 @@ def tally_review(folder: Path, judgements: Path | None = None) -> ReviewTally:
                 blank.append(f"{kr['row']}{letter}")
             else:
                 bad.append(f"{kr['row']}{letter}={value!r}")
-    if blank or bad:
-        what = (f"{len(blank)} blank cell(s): {', '.join(blank[:12])}" if blank else "") + \
-               ("; " if blank and bad else "") + (f"unreadable cell(s): {', '.join(bad[:12])}" if bad else "")
-        raise DatasetError(what, path=csv_path, hint="judge every cell: y (usable cut-out) or n (not)")
+    problems = [f"{what}: {', '.join(cells[:12])}"
+                for what, cells in ((f"{len(blank)} blank cell(s)", blank), ("unreadable cell(s)", bad)) if cells]
+    if problems:
+        raise DatasetError("; ".join(problems), path=csv_path, hint="judge every cell: y (usable cut-out) or n (not)")
     return ReviewTally(labels, [r["image"] for r in key_rows], usable)
 
 

@@ -16,8 +16,8 @@ import typer
 
 from bglab.cli._common import device_option
 from bglab.errors import ConfigError, DatasetError
-from bglab.foreground.evaluate import (QC_FLAGS, EvalFailure, EvalItem, EvalResult, evaluate_segmenter, options_for,
-                                       pair_by_stem, parse_backend_list, worst_sheet)
+from bglab.foreground.evaluate import (QC_FLAGS, EvalFailure, EvalItem, EvalResult, evaluate_segmenter,
+                                       open_backends, pair_by_stem, parse_backend_list, worst_sheet)
 from bglab.foreground.registry import choices_help
 from bglab.ops.metrics import json_safe
 
@@ -55,7 +55,7 @@ def eval_seg(
     from rich.table import Table
 
     from bglab.cli._common import console, err_console, parse_options, progress_bar
-    from bglab.foreground import DEFAULT_SEGMENTER, Runtime, create
+    from bglab.foreground import DEFAULT_SEGMENTER, Runtime
     from bglab.foreground.onnxrt import check_device
     from bglab.io.files import list_images, write_image
 
@@ -76,18 +76,11 @@ def eval_seg(
     runs = parse_backend_list(backends) if multi else [(backend or DEFAULT_SEGMENTER,) * 2]
     if multi and sheet is not None and len(runs) > 1:
         raise ConfigError("--sheet works with one backend", hint="run eval-seg --backend NAME --sheet FILE")
-    options = parse_options(option)
     labels = [lb for lb, _ in runs]
-    per_label = {lb: (options_for(lb, options, labels) if multi else options) for lb in labels}
-    segmenters = {}
-    load_s = {}
-    from bglab.foreground.auto import resolve
-
-    for label, name in runs:  # open every backend first: a bad name or option fails before any work
-        per_label[label] = resolve(name, per_label[label], [im for im, _ in pairs])  # auto: per data set
-        t_load = time.perf_counter()
-        segmenters[label] = create(name, kind="segmenter", runtime=runtime, **per_label[label])
-        load_s[label] = time.perf_counter() - t_load
+    opened = open_backends(runs, parse_options(option), [im for im, _ in pairs], runtime)
+    segmenters = {label: o.segmenter for label, o in opened.items()}
+    per_label = {label: o.options for label, o in opened.items()}
+    load_s = {label: o.load_s for label, o in opened.items()}
     keep = max(0, sheet_rows) if sheet is not None else 0
 
     results: dict[str, EvalResult] = {}

@@ -55,9 +55,8 @@ def make(
 
     from bglab.cli._common import console, err_console, parse_options, progress_bar
     from bglab.background.remove import RemoveOptions
-    from bglab.foreground import Runtime, create
-    from bglab.foreground.auto import resolve
-    from bglab.foreground.evaluate import options_for, parse_backend_list
+    from bglab.foreground import Runtime
+    from bglab.foreground.evaluate import open_backends, parse_backend_list
     from bglab.foreground.onnxrt import check_device
     from bglab.foreground.review import JUDGEMENTS_FILE, KEY_FILE, PAGE_FILE, column_letters, make_review
     from bglab.io.configfile import check_bool, check_number
@@ -70,20 +69,16 @@ def make(
     column_letters(len(runs))  # 2..26 backends, checked before any model is opened
     runtime = replace(Runtime.from_env(), device=check_device(device))
     paths, unlisted = list_images_checked(images)
-    options = parse_options(option)
-    labels = [lb for lb, _ in runs]
-    segmenters = {}
-    chosen = {}
+    opened = open_backends(runs, parse_options(option), paths, runtime, take=("refine", "min_region"))
+    segmenters = {label: o.segmenter for label, o in opened.items()}
+    chosen = {label: {"backend": o.name, "options": {k: str(v) for k, v in o.options.items()}}
+              for label, o in opened.items()}
     refine: dict[str, float] = {}
-    for label, name in runs:  # open every backend first: a bad name or option fails before any work
-        opts = options_for(label, options, labels)
-        min_region = opts.pop("min_region", None)
-        if check_bool(f"{label}: refine", opts.pop("refine", False)) or min_region is not None:
+    for label, o in opened.items():  # the cut-outs cleaned as `bglab remove` cleans them
+        min_region = o.taken.get("min_region")
+        if check_bool(f"{label}: refine", o.taken.get("refine", False)) or min_region is not None:
             refine[label] = check_number(f"{label}: min_region",
                                          RemoveOptions().min_region if min_region is None else min_region, lo=0, hi=1)
-        opts = resolve(name, opts, paths)
-        segmenters[label] = create(name, kind="segmenter", runtime=runtime, **opts)
-        chosen[label] = {"backend": name, "options": {k: str(v) for k, v in opts.items()}}
     with progress_bar(transient=True) as bar:
         task = bar.add_task("review-seg", total=min(sample, len(paths)), rate="")
         made = make_review(paths, segmenters, out, root=images, sample=sample, seed=seed, threshold=threshold,

@@ -223,6 +223,38 @@ def parse_backend_list(text: str) -> list[tuple[str, str]]:
     return out
 
 
+@dataclass
+class OpenedBackend:
+    """One ``--backends`` entry, opened: the segmenter, the options it was created with (``auto``'s data-set
+    decision filled in), the options its caller took for itself, and how long opening took."""
+
+    name: str
+    segmenter: Any
+    options: dict[str, Any]
+    taken: dict[str, Any]
+    load_s: float
+
+
+def open_backends(runs: Sequence[tuple[str, str]], options: dict[str, Any], paths: Sequence[str | Path],
+                  runtime: Any = None, *, take: Sequence[str] = ()) -> dict[str, OpenedBackend]:
+    """Every ``(label, backend)`` of ``runs`` created with its ``-O`` options (:func:`options_for`), in order,
+    before any image is segmented, so a bad name or option fails first; ``auto`` decides hands / objects on
+    ``paths``. Option keys in ``take`` are not backend options: they are handed back in ``taken``."""
+    from bglab.foreground.auto import resolve
+    from bglab.foreground.registry import create
+
+    labels = [lb for lb, _ in runs]
+    out: dict[str, OpenedBackend] = {}
+    for label, name in runs:
+        opts = options_for(label, options, labels)
+        taken = {k: opts.pop(k) for k in take if k in opts}
+        opts = resolve(name, opts, paths)
+        t0 = time.perf_counter()
+        seg = create(name, kind="segmenter", runtime=runtime, **opts)
+        out[label] = OpenedBackend(name, seg, opts, taken, time.perf_counter() - t0)
+    return out
+
+
 def options_for(label: str, options: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
     """The ``-O`` options meant for ``label``: ``LABEL:key=value`` ones, plus unprefixed ones (all backends)."""
     norm = {lb.replace("-", "_"): lb for lb in labels}

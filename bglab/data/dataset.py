@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
 from bglab.errors import BglabError, ConfigError, DatasetError
-from bglab.io.files import IMAGE_SUFFIXES, atomic_write_text
+from bglab.io.files import IMAGE_SUFFIXES, atomic_write_text, relative_posix
 from bglab.ops.box import Box
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -372,15 +372,6 @@ def _fmt_float(x: float) -> str:
     return repr(float(x))
 
 
-def _manifest_path(p: Path, base: Path) -> str:
-    """``p`` relative to ``base`` when it lies under it, else absolute; always with forward slashes."""
-    ap, ab = Path(os.path.abspath(p)), Path(os.path.abspath(base))
-    try:
-        return ap.relative_to(ab).as_posix()
-    except ValueError:
-        return ap.as_posix()
-
-
 def write_manifest(samples: Iterable[Sample], path: str | Path) -> Path:
     """Write ``samples`` as a CSV manifest that :func:`read_manifest` reads back to equal samples.
 
@@ -394,8 +385,8 @@ def write_manifest(samples: Iterable[Sample], path: str | Path) -> Path:
     w.writerow(MANIFEST_COLUMNS)
     for s in samples:
         box = ["", "", "", ""] if s.box is None else [_fmt_float(v) for v in s.box.xyxy]
-        mask = _manifest_path(s.mask_path, base) if s.mask_path is not None else ""
-        w.writerow([_manifest_path(s.path, base), s.label, s.origin, mask, *box, s.group])
+        mask = relative_posix(s.mask_path, base) if s.mask_path is not None else ""
+        w.writerow([relative_posix(s.path, base), s.label, s.origin, mask, *box, s.group])
     atomic_write_text(path, buf.getvalue())
     return path
 

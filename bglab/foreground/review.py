@@ -89,7 +89,7 @@ def make_review(
     smallest region kept, as a fraction of the largest) cleans those labels' masks the way ``bglab remove``
     does by default (stray regions dropped, holes filled), to judge the cut-outs it writes.
     """
-    from bglab.io.files import atomic_write_text, prepare_output_dir, read_image, write_image
+    from bglab.io.files import atomic_write_text, prepare_output_dir, read_image, relative_posix, write_image
     from bglab.ops.mask import as_soft
     from bglab.ops.viz import contact_sheet, fit_cell
 
@@ -130,7 +130,7 @@ def make_review(
             continue
         cols = labels[:]
         shuffler.shuffle(cols)
-        rows.append({"row": len(rows) + 1, "image": _relative(path, root),
+        rows.append({"row": len(rows) + 1, "image": relative_posix(path, root),
                      "columns": dict(zip(letters, cols, strict=True))})
         cells.append([fit_cell(a, cell) for a in (image, *(cutouts[lb] for lb in cols))])  # small: many rows
         if progress is not None:
@@ -289,10 +289,3 @@ def tally_review(folder: Path, judgements: Path | None = None) -> ReviewTally:
     if problems:
         raise DatasetError("; ".join(problems), path=csv_path, hint="judge every cell: y (usable cut-out) or n (not)")
     return ReviewTally(labels, [r["image"] for r in key_rows], usable)
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()

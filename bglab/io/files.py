@@ -933,6 +933,16 @@ def _real(p: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.fspath(p))))
 
 
+def relative_posix(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> str:
+    """``path`` relative to ``base`` when it lies under it, else absolute; always with forward slashes (how
+    manifests and review keys name files, so they read the same on every system)."""
+    ap, ab = Path(os.path.abspath(path)), Path(os.path.abspath(base))
+    try:
+        return ap.relative_to(ab).as_posix()
+    except ValueError:
+        return ap.as_posix()
+
+
 def check_separate(sources: Iterable[str | os.PathLike[str]], dst: str | os.PathLike[str], *,
                    what: str = "output folder") -> None:
     """Refuse (`ConfigError`) a destination that overlaps a source, before anything is written.

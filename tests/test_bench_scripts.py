@@ -172,3 +172,23 @@ def test_sxsw_clips_groups_frames_of_one_recording(tmp_path: Path) -> None:
     assert group["bb_02.jpg"] == group["hh_08.jpg"] == "video/IMG_7043"
     assert group["cc_03.jpg"] == "Screen-Shot/2022-02-08" and group["ii_09.jpg"] == "phone/20220216"
     assert group["dd_04.jpg"] == "numbered-frames" and group["jj_10.jpg"] == "youtube"
+
+
+@pytest.mark.parametrize("script", sorted((REPO / "bench").glob("*.sh")), ids=lambda p: p.name)
+def test_every_bench_shell_script_parses(script: Path) -> None:
+    r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_train_layout_bench_times_both_layouts(tmp_path: Path) -> None:
+    """bench/bench_train_layout.py: one row per model and layout with a positive rate, and the speed-up row."""
+    pytest.importorskip("torch")
+    bench = _script("bench_train_layout")
+    out = tmp_path / "layout.json"
+    assert bench.main(["--models", "unet,effunet", "--size", "64", "--batch", "2", "--steps", "1",
+                       "--repeats", "2", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    timed = [(r["model"], r["layout"]) for r in rows if r["layout"] != "speed-up"]
+    assert timed == [("unet", "nchw"), ("unet", "channels_last"), ("effunet", "nchw"), ("effunet", "channels_last")]
+    assert all(r["img_per_s_median"] > 0 and len(r["rounds"]) == 2 for r in rows if r["layout"] != "speed-up")
+    assert [r["channels_last_over_nchw"] > 0 for r in rows if r["layout"] == "speed-up"] == [True, True]

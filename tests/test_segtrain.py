@@ -401,6 +401,44 @@ def test_checkpoint_round_trip_is_safetensors_not_pickle(tmp_path):
     assert sched2.state_dict()["best"] == sched.state_dict()["best"]
 
 
+@pytest.mark.parametrize("encoder", ["none", "efficientnet-lite0"])
+def test_channels_last_training_layout_computes_what_nchw_computes(tmp_path, encoder):
+    """train-seg trains in channels-last (S.CHANNELS_LAST, faster on CPU): the same weights give the same outputs
+    and gradients as NCHW, and a checkpoint written from it reads back into a plain NCHW network exactly."""
+    arch = {"depth": 2, "base": 4, "dropout": 0.0, "batchnorm": True, "skip": "concat", "max_mult": 4,
+            "separable": False, "encoder": encoder}
+    torch.manual_seed(0)
+    a = S.build_model(arch)
+    b = S.build_model(arch)
+    b.load_state_dict(a.state_dict())
+    b.to(memory_format=S.CHANNELS_LAST)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # training mode: batch statistics
+        ya, yb = a(x), b(x.contiguous(memory_format=S.CHANNELS_LAST))
+    assert torch.allclose(ya, yb, atol=1e-4)
+    # gradients in eval mode: with batch statistics a batch-norm's bias gradient is a cancellation of large
+    # terms (float32 noise at random weights), which says nothing about the layout
+    a.eval()
+    b.eval()
+    a(x).square().mean().backward()
+    b(x.contiguous(memory_format=S.CHANNELS_LAST)).square().mean().backward()
+    trained = 0
+    for (k, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        if pa.grad is None:  # the pretrained encoder's frozen stem and first stages
+            assert pb.grad is None, k
+            continue
+        assert float((pa.grad - pb.grad).norm()) <= 1e-3 * float(pa.grad.norm()) + 1e-6, k  # float32 sums
+        trained += 1
+    assert trained > 10
+    assert b.state_dict()[next(k for k, v in b.state_dict().items() if v.ndim == 4)].is_contiguous(
+        memory_format=S.CHANNELS_LAST)
+    S.save_weights(b, tmp_path / "w.safetensors", arch)
+    c = S.build_model(arch)
+    S.load_weights(c, tmp_path / "w.safetensors")
+    for (k, pb), (_, pc) in zip(b.state_dict().items(), c.state_dict().items(), strict=True):
+        assert torch.equal(pb, pc), k
+
+
 def test_train_then_resume_continues_at_next_epoch(fake_data, tmp_path):
     out = tmp_path / "run"
     st = S.train(_tiny_cfg(fake_data, out, epochs=2), progress=False, log=lambda s: None)

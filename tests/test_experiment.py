@@ -370,6 +370,28 @@ def test_resume_after_epoch_budget_continues_without_retraining(data_root: Path,
     assert Counter(r["session"] for r in csv_rows(out / "metrics.csv") if r["split"] == "fit") == {"1": 3, "2": 1}
 
 
+def test_metrics_of_runs_the_config_does_not_declare_are_left_out(data_root: Path, tmp_path: Path,
+                                                                  reference_run: tuple[Path, dict]) -> None:
+    """A run directory holding metrics of runs its config does not declare (a variant taken out, runs copied in
+    from another study) still finishes: those rows stay in metrics/ and out of metrics.csv and the report."""
+    import shutil
+
+    from bglab.experiment.runner import run_experiment
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_run[0], out)
+    src = next((out / "metrics").glob("*__original__*.csv"))
+    stray = out / "metrics" / src.name.replace("__original__", "__gone__")
+    text = src.read_text()
+    stray.write_text(text.replace(",original,", ",gone,"))
+    msgs: list[str] = []
+    summary = run_experiment(parse_config(micro_config(data_root)), out, log=msgs.append)
+    assert summary["complete"] is True and stray.is_file()
+    rows = csv_rows(out / "metrics.csv")
+    assert rows and not any(r["arm"] == "gone" for r in rows)
+    assert any("does not declare left out" in m and stray.stem in m for m in msgs)
+
+
 def test_resume_after_an_exception_mid_run(data_root: Path, tmp_path: Path) -> None:
     from bglab.experiment.runner import run_experiment
 

@@ -35,7 +35,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -433,11 +433,21 @@ def _next_session(out: Path, info: Mapping[str, Any]) -> int:
     return n + 1
 
 
-def collect_metrics(out: Path) -> list[dict[str, Any]]:
-    """All per-run metric rows of a run directory (sorted), written to metrics.csv and metrics.parquet."""
+def collect_metrics(out: Path, runs: Collection[str] | None = None,
+                    log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """All per-run metric rows of a run directory (sorted), written to metrics.csv and metrics.parquet; with
+    ``runs`` (run ids) only those runs' rows: files of runs the config no longer declares (a variant taken out,
+    runs copied in from another study) stay on disk, left out of the tables, and are logged."""
     rows: list[dict[str, Any]] = []
+    others = []
     for p in sorted((out / "metrics").glob("*.csv")):
+        if runs is not None and p.stem not in runs:
+            others.append(p.stem)
+            continue
         rows.extend(read_metrics(p))
+    if others and log is not None:
+        log(f"metrics of {len(others)} run(s) this config does not declare left out (kept in metrics/): "
+            + ", ".join(others[:4]) + (", ..." if len(others) > 4 else ""))
     write_metrics(out / "metrics.csv", rows)
     try:
         import pandas as pd
@@ -754,7 +764,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
             if res.status == "partial":
                 complete = False
                 break
-    collect_metrics(out)
+    collect_metrics(out, {k.id for k in cfg.runs()}, log)
     summary: dict[str, Any] = {"name": cfg.name, "complete": complete, "session": session,
                                "runs": {r.key.id: r.status for r in results},
                                **({"failed": failed} if failed else {}),

@@ -195,9 +195,11 @@ def test_ensemble_line_in_a_micro_study_and_added_later_without_retraining(data_
     assert [x["key"] for x in check["suspects"]] == flagged
 
 
-@pytest.mark.slow  # the tuned network and the pose reader on the small profile: about 50 s on 2 cores
-def test_rps_ensemble_quick_profile_on_shared_data(tmp_path: Path) -> None:
-    """The shipped study with real MediaPipe: every run finishes, both ensembles are scored on every test set
+@pytest.mark.slow  # the tuned network and the pose reader on the small profile: about 50 s on 2 cores each
+@pytest.mark.parametrize(("config", "ensembles"), [("rps-ensemble", ("tuned+pose", "all")),
+                                                   ("rps-ensemble-lite2", ("lite2+pose", "all"))])
+def test_rps_ensemble_quick_profile_on_shared_data(tmp_path: Path, config: str, ensembles: tuple[str, str]) -> None:
+    """The shipped studies with real MediaPipe: every run finishes, both ensembles are scored on every test set
     with the same images as their members, and the summary compares each with its members."""
     pytest.importorskip("mediapipe")
     from conftest import shared_path
@@ -207,17 +209,17 @@ def test_rps_ensemble_quick_profile_on_shared_data(tmp_path: Path) -> None:
 
     shared_path("rps", "webcam")
     shared_path("rps", "sxsw")
-    cfg = load_experiment_config(Path(__file__).resolve().parents[1] / "bglab/configs/rps-ensemble.yaml", quick=True)
+    cfg = load_experiment_config(Path(__file__).resolve().parents[1] / f"bglab/configs/{config}.yaml", quick=True)
     summary = run_experiment(cfg, tmp_path)
     assert summary["complete"] is True and set(summary["runs"].values()) == {"done"} and len(summary["runs"]) == 8
     for proto, tests in (("cross-domain", ("webcam", "sxsw")), ("combined", ("sxsw",))):
         res = summary["analysis"]["studies"]["background"]["protocols"][proto]
-        for ens in ("tuned+pose", "all"):
+        for ens in ensembles:
             for t in tests:
                 cell = res["final"][ens][f"{t}|clean"]
                 assert cell["n"] == 1 and 0.0 <= cell["mean"] <= 1.0
-        assert {c["b"] for c in res["comparisons"] if c["what"] == "combining the models"} == {"tuned+pose", "all"}
-    webcam = summary["analysis"]["studies"]["background"]["protocols"]["cross-domain"]["final"]["tuned+pose"]
+        assert {c["b"] for c in res["comparisons"] if c["what"] == "combining the models"} == set(ensembles)
+    webcam = summary["analysis"]["studies"]["background"]["protocols"]["cross-domain"]["final"][ensembles[0]]
     assert webcam["webcam|clean"]["mean"] >= 0.75  # held-out studio hands: far above chance
 
 

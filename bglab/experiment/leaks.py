@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 __all__ = ["THUMB", "TWIN_COSINE", "near_twins", "split_twins", "thumbnails"]
@@ -29,6 +28,8 @@ and the demo's hands pasted on new backgrounds (1 of 120); at 0.95 plain backgro
 
 def thumbnails(images: np.ndarray) -> np.ndarray:
     """``(N, H, W[, C])`` uint8 images -> ``(N, THUMB * THUMB * C)`` float32 rows, mean-centred and of unit length."""
+    import cv2  # here, not at import: the report reads THUMB without OpenCV
+
     if len(images) == 0:
         return np.zeros((0, 1), np.float32)
     rows = []

@@ -31,6 +31,7 @@ from bglab.experiment.ensemble import fuse
 from bglab.experiment.figures import (confusion_fig, curves_fig, diff_fig, matrix_fig, per_class_fig, photos_fig,
                                       robust_fig, sheet_b64)
 from bglab.experiment.label_check import MIN_RUNS, agreed_errors
+from bglab.experiment.leaks import THUMB
 from bglab.experiment.metrics_file import read_metrics
 from bglab.experiment.stats import Comparison, compare, t_interval
 
@@ -675,7 +676,8 @@ def _near_twins_html(by_test: Mapping[str, Any]) -> list[str]:
         ex = tw["examples"][0]
         out.append(f"<p{' class=unsure' if share >= NEAR_TWIN_WARN else ''}>Test set {e(test)}: {tw['twins']} "
                    f"of {tw['n']} images ({100 * share:.1f} %) have a near-identical training image (cosine >= "
-                   f"{tw['threshold']} between 16 x 16 thumbnails), e.g. {e(ex['test'])} and {e(ex['train'])}. "
+                   f"{tw['threshold']} between {THUMB} x {THUMB} thumbnails), e.g. {e(ex['test'])} and "
+                   f"{e(ex['train'])}. "
                    "Frames of one video, one studio's near-identical shots or re-exports of one photo on both sides "
                    "of a split make its test an easy one; where the test should measure new scenes, group them "
                    "(<code>sources.NAME.group</code>, docs/results.md, Splits).</p>")

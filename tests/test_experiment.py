@@ -930,3 +930,30 @@ def test_source_group_pattern_ties_frames_of_one_video_across_classes(data_root:
     raw["sources"]["screen"]["group"] = "frame_(\\d+"
     with pytest.raises(ConfigError, match=r"sources\.screen\.group.*not a regular expression"):
         parse_config(raw)
+
+
+def test_label_smoothing_trains_on_softened_targets_and_old_run_dirs_still_match(data_root: Path,
+                                                                                  tmp_path: Path) -> None:
+    """train.label_smoothing s: the training loss's target is 1 - s on the label (s spread over the classes);
+    recorded in each checkpoint; 0 (the default) leaves the resolved config as it was before the key."""
+    from bglab.experiment.config import resolved_config
+    from bglab.experiment.runner import run_experiment
+
+    train = {"epochs": 2, "batch_size": 16, "lr": 0.004, "eval_every": 1}
+    assert "label_smoothing" not in json.dumps(resolved_config(parse_config(micro_config(data_root)))), \
+        "run directories made before label smoothing must still match"
+    with pytest.raises(ConfigError, match="train.label_smoothing"):
+        parse_config(micro_config(data_root, train={**train, "label_smoothing": 0.6}))
+    smooth = parse_config(micro_config(data_root, arms={"original": []}, train={**train, "label_smoothing": 0.2}))
+    assert smooth.variants["base"].train.label_smoothing == 0.2
+    assert '"label_smoothing": 0.2' in json.dumps(resolved_config(smooth))
+    run_experiment(smooth, tmp_path / "s")
+    run_experiment(parse_config(micro_config(data_root, arms={"original": []}, train=train)), tmp_path / "p")
+    key = "cross__original__base__s0"
+    assert json.loads((tmp_path / "s" / "checkpoints" / f"{key}.json").read_text())["train"]["label_smoothing"] == 0.2
+    assert "label_smoothing" not in json.loads((tmp_path / "p" / "checkpoints" / f"{key}.json").read_text())["train"]
+
+    def fit_loss(run: str) -> float:
+        return float(next(r["loss"] for r in csv_rows(tmp_path / run / "metrics.csv") if r["split"] == "fit"))
+
+    assert fit_loss("s") != fit_loss("p"), "same weights, order and draws: only the target differs"

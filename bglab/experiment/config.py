@@ -23,7 +23,7 @@ Format (paths relative to the config file; see ``bglab/configs/rps-reference.yam
     #   augment (each image with probability p): noise (SD), dropout (pixel prob.), flip, rot90, rotate (+-deg),
     #   scale (zoom 1 +- s), shift (fraction), brightness / contrast (factor 1 +- b), white_balance (a gain
     #   1 +- w per RGB channel), saturation (1 +- s), grey (probability), blur (sigma up to N px);
-    #   schedule: constant | cosine
+    #   schedule: constant | cosine; label_smoothing: s (the target 1 - s on the label, s over every class)
     variants:                      # model / train overrides, e.g. the regularisation ablation
       base: {}
       none: {model: {dropout: 0.0}}
@@ -238,6 +238,8 @@ class TrainConfig:
     batch_size: int = declare(64, lo=1, hi=MAX_BATCH_SIZE)
     lr: float = declare(1e-3, lo=1e-9, hi=MAX_LR)
     weight_decay: float = declare(0.0, lo=0.0)
+    # the training loss's target: 1 - s on the label, s spread over every class (0 = plain cross-entropy)
+    label_smoothing: float = declare(0.0, lo=0.0, hi=0.5)
     optimizer: str = declare("adam", "choice", choices=("adam", "sgd"), what="optimizer")
     eval_every: int = declare(10, lo=1)
     checkpoint_every: int = declare(1, lo=1)
@@ -893,4 +895,6 @@ def _train_dict(t: TrainConfig) -> dict[str, Any]:
             d["augment"].pop(k)
     if t.schedule == "constant":  # ... and before the schedule
         d.pop("schedule")
+    if not t.label_smoothing:  # ... and before label smoothing
+        d.pop("label_smoothing")
     return d

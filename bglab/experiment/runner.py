@@ -163,7 +163,8 @@ def _run_state(key: RunKey, cfg: ExperimentConfig, data: ExperimentData) -> dict
             **({"from": str(arm.source_dir)} if arm.source_dir else {}),
             **({"sources": list(arm.sources)} if arm.sources is not None else {}),
             "train": {"batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer,
-                      **({"schedule": t.schedule} if t.schedule != "constant" else {})}}
+                      **({"schedule": t.schedule} if t.schedule != "constant" else {}),
+                      **({"label_smoothing": t.label_smoothing} if t.label_smoothing else {})}}
 
 
 @dataclass
@@ -211,7 +212,7 @@ def _fit_epoch(net: Any, opt: Any, key: RunKey, epoch: int, train: TrainConfig, 
             x = feats
         x, y = x.to(device), ts.labels[idx].to(device)
         logits = net(normalise(x))
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -223,3 +223,26 @@ def test_key_command_exit_code_and_summary(tmp_path):
     assert (tmp_path / "k" / "key_report.csv").is_file() and not (tmp_path / "k" / "contact_sheet.png").exists()
     res = CliRunner().invoke(app, ["key", "--help"])
     assert res.exit_code == 0 and "--tolerance" in res.output and "--min-fg" in res.output
+
+
+def test_equalize_lightness_stretches_a_dark_flat_photo_and_keeps_shape_and_hue() -> None:
+    """CLAHE on the lightness: a dim, low-contrast image gets a wider lightness range, same shape and dtype,
+    its hue (a blue cast stays blue); anything but (H, W, 3) uint8 is refused."""
+    import cv2
+
+    from bglab.ops.color import equalize_lightness
+
+    rng = np.random.default_rng(1)
+    img = np.zeros((64, 80, 3), np.uint8)
+    img[..., 2] = 40 + (rng.random((64, 80)) * 20).astype(np.uint8)  # dim blue
+    img[..., 0] = 10 + (rng.random((64, 80)) * 10).astype(np.uint8)
+    out = equalize_lightness(img)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    light = [cv2.cvtColor(a, cv2.COLOR_RGB2LAB)[..., 0] for a in (img, out)]
+    assert np.ptp(light[1]) > 2 * np.ptp(light[0])
+    assert (out[..., 2] >= out[..., 0]).mean() > 0.95  # still bluer than red
+    for bad in (img[..., 0], img.astype(np.float32), img[..., :2]):
+        with pytest.raises(ValueError, match="uint8 RGB"):
+            equalize_lightness(bad)
+    with pytest.raises(ConfigError, match="clip"):
+        equalize_lightness(img, clip=0)

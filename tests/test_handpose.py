@@ -152,6 +152,7 @@ def test_classifier_features_from_landmarks_without_fallback(fake_mediapipe: Non
     ({"landmarks": {"pad": -1}}, "model.landmarks.pad must be"),
     ({"landmarks": {"pad": [0.5, "wide"]}}, "model.landmarks.pad must be"),
     ({"landmarks": {"mirror": "yes"}}, "model.landmarks.mirror"),
+    ({"landmarks": {"equalize": 1}}, "model.landmarks.equalize"),
     ({"landmarks": {"min_confidence": 2}}, "model.landmarks.min_confidence"),
     ({"landmarks": [0.5]}, "model.landmarks must be a mapping"),
 ])
@@ -182,11 +183,16 @@ def test_landmark_settings_reach_the_landmarker_and_name_the_cached_features(
     monkeypatch.setattr(mp_backend, "MediaPipeHands", Recording)
     default = build_classifier("hand-pose", 3, 3, 96, fallback="none")
     first = build_classifier("hand-pose", 3, 3, 96, fallback="none", landmarks={"pad": 0.5, "mirror": False})
-    assert default.landmarker == {**handpose.LANDMARKS, "max_hands": 1}
-    assert first.landmarker == {**handpose.LANDMARKS, "pad": 0.5, "mirror": False, "max_hands": 1}
+    plain = {k: v for k, v in handpose.LANDMARKS.items() if k != "equalize"}  # off: left out of the identity
+    assert default.landmarker == {**plain, "max_hands": 1} and handpose.LANDMARKS["equalize"] is False
+    assert first.landmarker == {**plain, "pad": 0.5, "mirror": False, "max_hands": 1}
     assert default.pose_id != first.pose_id and "mirror=False" in first.pose_id
+    assert "equalize" not in default.pose_id, "features cached before the equalize key keep their identity"
+    equal = build_classifier("hand-pose", 3, 3, 96, fallback="none", landmarks={"equalize": True})
+    assert equal.landmarker == {**plain, "equalize": True, "max_hands": 1} and "equalize=True" in equal.pose_id
     first.features(-torch.ones(1, 3, 96, 96))
-    assert got == [first.landmarker]
+    equal.features(-torch.ones(1, 3, 96, 96))
+    assert got == [first.landmarker, equal.landmarker]
 
 
 def test_classifier_without_mediapipe_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

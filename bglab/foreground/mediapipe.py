@@ -11,7 +11,9 @@ landmarks are turned back (:func:`unrotate`). An image that still shows none can
 and, with ``mirror``, as its mirror image (the detector is not left-right symmetric); each view with its turns,
 the first view that finds a hand wins, its landmarks mapped back. On the rock-paper-scissors photos at 224 px
 a second padding (1.0) and the mirror find a hand in 161 of the 355 photos the first view (0.5) missed
-(``docs/pretrained.md``). With ``tiles`` = N > 1 the detector also looks at an N x N grid
+(``docs/pretrained.md``). With ``equalize`` an image that shows none in any of these views is looked at once
+more, every view again, with its lightness contrast-equalised (:func:`bglab.ops.color.equalize_lightness`):
+dark, back-lit or colour-cast photos. With ``tiles`` = N > 1 the detector also looks at an N x N grid
 of overlapping tiles (:data:`TILE_OVERLAP`), each seen larger than in the whole frame: the palm detector sees
 192 x 192 pixels, so the small hands of wide scenes (egocentric frames, people at a table) go unseen in the
 whole image. A tile's hand is added unless it overlaps one already found (:func:`merge_hands`); measured in
@@ -39,6 +41,7 @@ import numpy as np
 from bglab.errors import BackendError, ConfigError
 from bglab.foreground.base import SegmenterBase, rgb_input
 from bglab.foreground.registry import Runtime
+from bglab.io.configfile import check_bool
 from bglab.ops.box import Box
 
 TILE_OVERLAP = 0.3  # share of a tile that overlaps its neighbour (a hand on a seam is whole in one of them)
@@ -259,10 +262,13 @@ class MediaPipeHands:
     def __init__(
         self, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2,
         pad: float | Sequence[float] = 0.25, rotations: bool = False, tiles: int = 1, mirror: bool = False,
+        equalize: bool = False,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ConfigError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
         pads = parse_pads(pad)
+        flags = tuple(check_bool(k, v, text=True) for k, v in
+                      (("rotations", rotations), ("mirror", mirror), ("equalize", equalize)))
         if margin < 0:
             raise ConfigError(f"margin must be >= 0, got {margin!r}")
         if int(max_hands) < 1:
@@ -279,8 +285,7 @@ class MediaPipeHands:
         self.tiles = n_tiles
         self.margin = float(margin)
         self.pads = pads
-        self.rotations = bool(rotations)
-        self.mirror = bool(mirror)
+        self.rotations, self.mirror, self.equalize = flags
         self._lock = threading.Lock()  # a MediaPipe graph is not re-entrant
         self._warm = False  # True once a hand was found: native log lines come until then
         with quiet_native_logs():
@@ -307,12 +312,23 @@ class MediaPipeHands:
             found = merge_hands(found, more)
         if found:
             return found
+        found = self._retries(img, skip_first=True)
+        if found or not self.equalize:
+            return found
+        from bglab.ops.color import equalize_lightness
+
+        return self._retries(equalize_lightness(img), skip_first=False)
+
+    def _retries(self, img: np.ndarray, *, skip_first: bool) -> list[tuple[float, np.ndarray]]:
+        """The hands in the first of ``img``'s views (paddings x mirror x turns, in that order) that shows any,
+        mapped back to ``img``'s pixels; ``skip_first``: the plain first view was looked at already."""
+        h, w = img.shape[:2]
         for i, pad in enumerate(self.pads):
             for mirrored in (False, True) if self.mirror else (False,):
                 view = np.ascontiguousarray(img[:, ::-1]) if mirrored else img
                 for k in (0, *_TURNS) if self.rotations else (0,):
-                    if i == 0 and not mirrored and k == 0:
-                        continue  # the first view, looked at above
+                    if skip_first and i == 0 and not mirrored and k == 0:
+                        continue  # the first view, looked at already
                     turned = np.ascontiguousarray(cv2.rotate(view, _TURNS[k])) if k else view
                     found = [(score, unrotate(xy, k, w, h)) for score, xy in self._landmarks(turned, pad)]
                     if found:
@@ -388,11 +404,12 @@ class MediaPipeSelfie(SegmenterBase):
 def create_hands(
     runtime: Runtime, *, min_confidence: float = 0.1, margin: float = 0.1, max_hands: int = 2,
     pad: float | Sequence[float] = 0.25, rotations: bool = False, tiles: int = 1, mirror: bool = False,
+    equalize: bool = False,
 ) -> MediaPipeHands:
-    """MediaPipe Hands locator (see the module doc for ``pad``, ``margin``, ``rotations``, ``mirror`` and
-    ``tiles``)."""
+    """MediaPipe Hands locator (see the module doc for ``pad``, ``margin``, ``rotations``, ``mirror``,
+    ``equalize`` and ``tiles``)."""
     return MediaPipeHands(min_confidence=min_confidence, margin=margin, max_hands=max_hands, pad=pad,
-                          rotations=rotations, tiles=tiles, mirror=mirror)
+                          rotations=rotations, tiles=tiles, mirror=mirror, equalize=equalize)
 
 
 def create_selfie(runtime: Runtime, *, model: str | None = None) -> MediaPipeSelfie:

@@ -1,4 +1,5 @@
-"""Colour spill: suppress a screen's colour on the foreground (colours users type are read by bglab.io.colors)."""
+"""Colour spill: suppress a screen's colour on the foreground; lightness equalised for detectors that miss dark or
+flat-lit subjects (colours users type are read by bglab.io.colors)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,16 @@ def despill(image: np.ndarray, mask: np.ndarray, *, channel: str = "green", band
     if image.shape[-1] == 4:
         out = np.dstack([out, image[..., 3]])
     return out
+
+
+def equalize_lightness(image: np.ndarray, *, clip: float = 2.0, tiles: int = 4) -> np.ndarray:
+    """``image`` (H, W, 3 uint8 RGB) with its lightness contrast-equalised tile by tile (CLAHE on L of Lab; hue
+    and saturation kept): a second look for a detector on a dark, back-lit or colour-cast photo."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"equalize_lightness needs an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
+    if not clip > 0 or int(tiles) < 1:
+        raise ConfigError(f"equalize_lightness: clip must be > 0 and tiles >= 1, got {clip!r}, {tiles!r}")
+    lab = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(int(tiles), int(tiles))).apply(lab[:, :, 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)

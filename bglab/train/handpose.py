@@ -33,8 +33,10 @@ __all__ = ["LANDMARKS", "HandPoseClassifier", "PoseHead", "landmarker_options"]
 
 #: how the landmarks are found (``model.landmarks`` overrides any of these): padded (tight crops), tried in four
 #: turns (hands pointing down or sideways), then with a wider border and mirrored where none is found (on the
-#: sxsw photos at 224 px: a hand in 89.7 % of them, was 81.1 % with the first padding alone; docs/pretrained.md)
-LANDMARKS: dict[str, Any] = {"min_confidence": 0.1, "pad": [0.5, 1.0], "mirror": True, "rotations": True}
+#: sxsw photos at 224 px: a hand in 89.7 % of them, was 81.1 % with the first padding alone; docs/pretrained.md);
+#: ``equalize`` (off) looks at every view once more with the lightness equalised where none shows a hand
+LANDMARKS: dict[str, Any] = {"min_confidence": 0.1, "pad": [0.5, 1.0], "mirror": True, "rotations": True,
+                             "equalize": False}
 _VERSION = "1"  # of the landmark features: part of the cache identity
 
 
@@ -87,15 +89,17 @@ def landmarker_options(landmarks: Mapping[str, Any] | None) -> dict[str, Any]:
     conf = opts["min_confidence"]
     if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
         raise ConfigError(f"model.landmarks.min_confidence: {conf!r} must be a number in [0, 1]")
-    for key in ("mirror", "rotations"):
+    for key in ("mirror", "rotations", "equalize"):
         if not isinstance(opts[key], bool):
             raise ConfigError(f"model.landmarks.{key}: {opts[key]!r} must be true or false")
     try:
         pads = parse_pads(opts["pad"])
     except ConfigError as exc:
         raise ConfigError(f"model.landmarks.{exc.message}", hint=exc.hint) from None
-    return {**opts, "min_confidence": float(conf), "pad": list(pads) if len(pads) > 1 else pads[0],
-            "max_hands": 1}
+    out = {**opts, "min_confidence": float(conf), "pad": list(pads) if len(pads) > 1 else pads[0], "max_hands": 1}
+    if not out["equalize"]:
+        del out["equalize"]  # off: the landmark features' identity (their cached rows) as before the key
+    return out
 
 
 def check_options(in_ch: int, *, tune: str, landmark_dropout: float, landmarks: Mapping[str, Any] | None = None

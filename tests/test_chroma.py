@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bglab.errors import ConfigError
+from bglab.errors import BglabError, ConfigError
 from bglab.foreground import Segmenter, create
 from bglab.foreground.chroma import ChromaKeySegmenter, estimate_key, parse_key
 from bglab.foreground.key import QCRules, key_folder
@@ -242,7 +242,7 @@ def test_equalize_lightness_stretches_a_dark_flat_photo_and_keeps_shape_and_hue(
     assert np.ptp(light[1]) > 2 * np.ptp(light[0])
     assert (out[..., 2] >= out[..., 0]).mean() > 0.95  # still bluer than red
     for bad in (img[..., 0], img.astype(np.float32), img[..., :2]):
-        with pytest.raises(ValueError, match="uint8 RGB"):
+        with pytest.raises(BglabError, match="RGB uint8"):
             equalize_lightness(bad)
     with pytest.raises(ConfigError, match="clip"):
         equalize_lightness(img, clip=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bglab.errors import ConfigError
+from bglab.errors import BglabError, ConfigError
 from bglab.ops.mask import as_soft
 
 
@@ -43,7 +43,9 @@ def equalize_lightness(image: np.ndarray, *, clip: float = 2.0, tiles: int = 4) 
     and saturation kept): a second look for a detector on a dark, back-lit or colour-cast photo."""
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"equalize_lightness needs an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
+        raise BglabError(f"equalize_lightness needs an RGB uint8 array (H, W, 3), got {img.dtype} array of shape "
+                         f"{img.shape}", hint="drop an alpha channel with image[..., :3]; stack a grey image to 3 "
+                                              "channels")
     if not clip > 0 or int(tiles) < 1:
         raise ConfigError(f"equalize_lightness: clip must be > 0 and tiles >= 1, got {clip!r}, {tiles!r}")
     lab = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2LAB)

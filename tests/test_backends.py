@@ -322,6 +322,20 @@ def test_mediapipe_equalize_looks_again_at_every_view_with_the_lightness_equalis
     assert len(hands.landmarks(bright)) == 1 and len(seen) == 1  # found at once: nothing equalised
 
 
+@pytest.mark.parametrize(("backend", "key"), [("chroma", "despill"), ("chroma", "largest"), ("chroma", "fill_holes"),
+                                            ("u2netp", "flip"), ("u2netp", "fill_holes"), ("unet", "unverified")])
+def test_backend_switches_read_true_or_false_and_refuse_anything_else(backend: str, key: str) -> None:
+    """``-O key=VALUE`` switches: true / yes / on / 1 and false / no / off / 0 (as text or as JSON read them);
+    anything else is refused by name before a model is opened (``flip=maybe`` used to count as true)."""
+    from bglab.foreground import create
+
+    for bad in ("maybe", 2, ""):
+        with pytest.raises(ConfigError, match=f"{key}: expected true or false"):
+            create(backend, **{key: bad})
+    if backend == "chroma":
+        assert getattr(create(backend, **{key: "off"}), "use_despill" if key == "despill" else key) is False
+
+
 @pytest.mark.parametrize("key", ["mirror", "rotations", "equalize"])
 def test_mediapipe_switches_must_be_true_or_false(key: str) -> None:
     """``-O mirror=maybe`` is refused by name (it used to count as true), before MediaPipe is imported."""

@@ -65,8 +65,10 @@ def test_check_bool_reads_text_only_where_declared():
     from bglab.io.configfile import check_bool
 
     assert check_bool("k", True) is True and check_bool("k", "Yes", text=True) is True
-    assert check_bool("k", "0", text=True) is False
-    for bad, kw in (("yes", {}), (1, {"text": True}), ("maybe", {"text": True})):
+    assert check_bool("k", "0", text=True) is False and check_bool("k", " Off", text=True) is False
+    assert check_bool("k", 1, text=True) is True and check_bool("k", 0, text=True) is False  # -O key=1 (JSON)
+    for bad, kw in (("yes", {}), (1, {}), (2, {"text": True}), (0.5, {"text": True}), ("maybe", {"text": True}),
+                    ("", {"text": True}), (None, {"text": True})):
         with pytest.raises(ConfigError, match="k: expected true or false"):
             check_bool("k", bad, **kw)
 

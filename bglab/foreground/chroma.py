@@ -38,6 +38,7 @@ import numpy as np
 from bglab.errors import ConfigError
 from bglab.foreground.base import SegmenterBase
 from bglab.ops.color import despill
+from bglab.io.configfile import check_bool
 
 # Weights of the normalised HSV distance (hue, saturation, value).
 W_HUE, W_SAT, W_VAL = 1.0, 0.6, 0.15
@@ -186,9 +187,9 @@ class ChromaKeySegmenter(SegmenterBase):
         self.key_spec = parse_key(key)
         self.tolerance = float(tolerance)
         self.softness = float(softness)
-        self.use_despill = bool(despill)
-        self.largest = bool(largest)
-        self.fill_holes = bool(fill_holes)
+        self.use_despill = check_bool("despill", despill, text=True)
+        self.largest = check_bool("largest", largest, text=True)
+        self.fill_holes = check_bool("fill_holes", fill_holes, text=True)
 
     def analyse(self, image: np.ndarray) -> ChromaResult:
         """Key one image; returns the cleaned soft mask plus the raw binary mask and the key colour used."""

@@ -31,6 +31,7 @@ import numpy as np
 from bglab.errors import BackendError, BoxError, ConfigError
 from bglab.foreground.registry import Runtime
 from bglab.ops.box import Box
+from bglab.io.configfile import check_bool
 
 PAD_VALUE = 114
 
@@ -123,7 +124,7 @@ class BoxCsvLocator:
         self.path = Path(boxes).expanduser()
         labels = [label] if isinstance(label, str) else (list(label) if label is not None else None)
         self.labels = set(labels) if labels is not None else None
-        self.strict = bool(strict)
+        self.strict = check_bool("strict", strict, text=True)
         self.index: dict[str, list[Box]] = {}
         self.unusable: list[str] = []  # where a box could not be read (reported by `bglab boxes check`)
         for a in read_boxes(self.path):

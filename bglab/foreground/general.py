@@ -48,6 +48,7 @@ from bglab.foreground.fetch_models import INSTALL_COMMAND, MODELS_DIR, U2NETP_FI
 from bglab.foreground.registry import Runtime
 from bglab.foreground.rembg_backend import U2NetOnnx, u2net_home
 from bglab.ops.mask import guided_filter
+from bglab.io.configfile import check_bool
 
 # Chosen on 151 images of the pets3 tuning half (even image numbers) by bench/tune_u2netp.py: flip, raw sigmoid,
 # threshold and holes (IoU 0.792 there, rembg's settings 0.749); then --refine: edge snapping (radius 4 of the
@@ -181,24 +182,17 @@ def create(runtime: Runtime, *, model_path: str | Path | None = None, verify: bo
                           hint="options: model_path, verify, size, flip, normalize, threshold, keep, fill_holes, "
                                "guided, guided_eps, "
                                "locator (+ its options), box_margin, no_box")
+    mirror, holes = check_bool("flip", flip, text=True), check_bool("fill_holes", fill_holes, text=True)
     path = find_model(model_path)
     if verify or model_path is None:
         verify_model(path)
 
     def make() -> GeneralSegmenter:
-        net = U2NetOnnx(path, runtime, size=int(size), flip=_bool(flip), normalize=str(normalize))
-        return GeneralSegmenter(net, threshold=float(threshold), keep=float(keep), fill_holes=_bool(fill_holes),
+        net = U2NetOnnx(path, runtime, size=int(size), flip=mirror, normalize=str(normalize))
+        return GeneralSegmenter(net, threshold=float(threshold), keep=float(keep), fill_holes=holes,
                                 guided=float(guided), guided_eps=float(guided_eps))
 
     return box_prompted("u2netp", make, create, runtime, locator, box_margin=float(box_margin), no_box=str(no_box),
                         **locator_options)
 
 
-def _bool(v: Any) -> bool:
-    if isinstance(v, str):
-        if v.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if v.strip().lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise ConfigError(f"expected true or false, got {v!r}")
-    return bool(v)

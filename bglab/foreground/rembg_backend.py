@@ -24,6 +24,7 @@ from bglab.errors import BackendError
 from bglab.foreground.base import SegmenterBase, rgb_input
 from bglab.foreground.onnxrt import open_session, session_providers
 from bglab.foreground.registry import Runtime
+from bglab.io.configfile import check_bool
 
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -56,7 +57,7 @@ class U2NetOnnx(SegmenterBase):
         self.size = int(fixed[0]) if len(fixed) == 2 and fixed[0] == fixed[1] else int(size)
         if self.size < 32:
             raise BackendError(f"size must be >= 32, not {self.size}")
-        self.flip = bool(flip)
+        self.flip = check_bool("flip", flip, text=True)
         self.normalize = normalize
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:

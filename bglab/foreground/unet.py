@@ -36,6 +36,7 @@ from bglab.foreground.boxprompt import box_prompted
 from bglab.foreground.onnxrt import open_session
 from bglab.foreground.registry import Runtime
 from bglab.io.files import sha256_file
+from bglab.io.configfile import check_bool
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "hand_unet.onnx"
@@ -227,8 +228,9 @@ def create(runtime: Runtime | None = None, *, model: str | None = None, size: in
            **locator_options: Any) -> Segmenter:
     """Factory for the registry: the shipped model unless ``model=`` names another exported ONNX file; with
     ``locator=NAME`` it runs on that locator's padded boxes (:mod:`bglab.foreground.boxprompt`)."""
+    trust = check_bool("unverified", unverified, text=True)
     return box_prompted("unet", lambda: UNetSegmenter(model, runtime, size=size, threshold=threshold,
-                                                      batch_size=batch_size, unverified=bool(unverified)),
+                                                      batch_size=batch_size, unverified=trust),
                         create, runtime, locator, box_margin=box_margin, no_box=no_box, **locator_options)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from bglab.errors import ConfigError
 from bglab.errors import short_repr as _r
 
-_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def config_error(key: str, message: str, hint: str | None = None) -> ConfigError:
@@ -52,11 +52,14 @@ def check_number(key: str, value: Any, *, lo: float | None = None, hi: float | N
 
 
 def check_bool(key: str, value: Any, *, text: bool = False) -> bool:
-    """``value`` as a bool; with ``text=True`` also true / yes / 1 and false / no / 0 written as text."""
+    """``value`` as a bool; with ``text=True`` also true / yes / on / 1 and false / no / off / 0 written as text
+    (or 1 / 0 as read from ``-O key=1``)."""
     if isinstance(value, bool):
         return value
-    if text and isinstance(value, str) and value.lower() in (*_TRUE, *_FALSE):
-        return value.lower() in _TRUE
+    if text and isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if text and isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
+        return value.strip().lower() in _TRUE
     raise config_error(key, f"expected true or false, got {_r(value)}")
 
 

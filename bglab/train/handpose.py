@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from bglab.errors import ConfigError
+from bglab.io.configfile import check_bool
 from bglab.ops.pose import POSE_FEATURES, pose_features
 
 __all__ = ["LANDMARKS", "HandPoseClassifier", "PoseHead", "landmarker_options"]
@@ -90,8 +91,7 @@ def landmarker_options(landmarks: Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
         raise ConfigError(f"model.landmarks.min_confidence: {conf!r} must be a number in [0, 1]")
     for key in ("mirror", "rotations", "equalize"):
-        if not isinstance(opts[key], bool):
-            raise ConfigError(f"model.landmarks.{key}: {opts[key]!r} must be true or false")
+        check_bool(f"model.landmarks.{key}", opts[key])
     try:
         pads = parse_pads(opts["pad"])
     except ConfigError as exc:

@@ -37,8 +37,8 @@ import numpy as np
 
 from bglab.errors import ConfigError
 from bglab.foreground.base import SegmenterBase
-from bglab.ops.color import despill
 from bglab.io.configfile import check_bool
+from bglab.ops.color import despill
 
 # Weights of the normalised HSV distance (hue, saturation, value).
 W_HUE, W_SAT, W_VAL = 1.0, 0.6, 0.15

@@ -30,8 +30,8 @@ import numpy as np
 
 from bglab.errors import BackendError, BoxError, ConfigError
 from bglab.foreground.registry import Runtime
-from bglab.ops.box import Box
 from bglab.io.configfile import check_bool
+from bglab.ops.box import Box
 
 PAD_VALUE = 114
 

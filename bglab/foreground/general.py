@@ -47,8 +47,8 @@ from bglab.foreground.boxprompt import box_prompted
 from bglab.foreground.fetch_models import INSTALL_COMMAND, MODELS_DIR, U2NETP_FILE, U2NETP_SHA256, sha256_path
 from bglab.foreground.registry import Runtime
 from bglab.foreground.rembg_backend import U2NetOnnx, u2net_home
-from bglab.ops.mask import guided_filter
 from bglab.io.configfile import check_bool
+from bglab.ops.mask import guided_filter
 
 # Chosen on 151 images of the pets3 tuning half (even image numbers) by bench/tune_u2netp.py: flip, raw sigmoid,
 # threshold and holes (IoU 0.792 there, rembg's settings 0.749); then --refine: edge snapping (radius 4 of the

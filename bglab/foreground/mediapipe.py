@@ -43,6 +43,7 @@ from bglab.foreground.base import SegmenterBase, rgb_input
 from bglab.foreground.registry import Runtime
 from bglab.io.configfile import check_bool
 from bglab.ops.box import Box
+from bglab.ops.color import equalize_lightness
 
 TILE_OVERLAP = 0.3  # share of a tile that overlaps its neighbour (a hand on a seam is whole in one of them)
 MAX_TILES = 4  # grid side limit: 16 tiles = 17 detector passes per image
@@ -315,8 +316,6 @@ class MediaPipeHands:
         found = self._retries(img, skip_first=True)
         if found or not self.equalize:
             return found
-        from bglab.ops.color import equalize_lightness
-
         return self._retries(equalize_lightness(img), skip_first=False)
 
     def _retries(self, img: np.ndarray, *, skip_first: bool) -> list[tuple[float, np.ndarray]]:

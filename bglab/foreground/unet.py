@@ -35,8 +35,8 @@ from bglab.foreground.base import Segmenter, SegmenterBase
 from bglab.foreground.boxprompt import box_prompted
 from bglab.foreground.onnxrt import open_session
 from bglab.foreground.registry import Runtime
-from bglab.io.files import sha256_file
 from bglab.io.configfile import check_bool
+from bglab.io.files import sha256_file
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "hand_unet.onnx"

@@ -309,3 +309,48 @@ def test_rps_handpose_quick_profile_on_shared_data(tmp_path: Path) -> None:
     shared_path("rps", "webcam")
     webcam = quick_study("rps-handpose.yaml", tmp_path / "quick", runs=4, epoch=10)
     assert len(webcam) == 2 and min(webcam) >= 0.75
+
+
+def test_landmarks_do_not_depend_on_what_the_landmarker_saw_before() -> None:
+    """eval-cls on new photos must give each photo the answer the experiment gave it, whatever came before: on
+    real sxsw photos (hands found at once, found only on the equalised second look, never found) one landmarker in
+    order, the same in reverse and a fresh landmarker per photo give the same hands, point for point."""
+    pytest.importorskip("mediapipe")
+    import cv2
+
+    from bglab.foreground.mediapipe import MediaPipeHands
+    from bglab.io.files import read_image
+    from bglab.train.handpose import LANDMARKS
+
+    root = shared_path("rps", "sxsw")
+    names = ["paper/training__paper.IMG_7079_MOV-24_jpg.rf.a1113d95947e201f6b4666a275f615ff_00747.jpg",
+             "paper/training__paper.IMG_7043_MOV-141_jpg.rf.219f4bdc8fb4b925aa44921eba27525f_00260.jpg",
+             "paper/training__paper.IMG_5636_MOV-60_jpg.rf.db0e62813518af0f6663899eff401322_00877.jpg",
+             "paper/training__paper.IMG_7079_MOV-27_jpg.rf.0095a6f39845d2b7b60fb591f58d991a_00401.jpg"]
+    names += [f"{c}/{p.name}" for c in ("rock", "scissors") for p in sorted((root / c).glob("*.jpg"))[:2]]
+    paths = [root / n for n in names]
+    if not all(p.is_file() for p in paths):
+        pytest.skip("the sxsw photos this test names are not in the shared data")
+    imgs = [np.ascontiguousarray(cv2.resize(read_image(p), (224, 224), interpolation=cv2.INTER_AREA)) for p in paths]
+    kw = {"min_confidence": LANDMARKS["min_confidence"], "pad": LANDMARKS["pad"], "mirror": True, "rotations": True,
+          "equalize": True}
+
+    def hands(order: list[int], loc: MediaPipeHands | None = None) -> dict[int, list]:
+        own = loc is None
+        loc = loc or MediaPipeHands(**kw)
+        try:
+            return {i: loc.landmarks(imgs[i]) for i in order}
+        finally:
+            if own:
+                loc.close()
+
+    forward = hands(list(range(len(imgs))))
+    backward = hands(list(range(len(imgs)))[::-1])
+    fresh = {i: hands([i])[i] for i in range(len(imgs))}
+    found = [bool(forward[i]) for i in range(len(imgs))]
+    assert any(found) and not all(found)  # both kinds of photo in the sequence
+    for other in (backward, fresh):
+        for i in range(len(imgs)):
+            assert len(other[i]) == len(forward[i]), names[i]
+            for (s0, xy0), (s1, xy1) in zip(forward[i], other[i], strict=True):
+                assert s0 == pytest.approx(s1, abs=1e-6) and np.allclose(xy0, xy1, atol=1e-4), names[i]

@@ -962,3 +962,40 @@ def test_label_smoothing_trains_on_softened_targets_and_old_run_dirs_still_match
     on, off = 1 - 0.2 + 0.2 / k, 0.2 / k
     floor = -(on * math.log(on) + (k - 1) * off * math.log(off))
     assert all(loss >= floor - 1e-6 for loss in fit_losses("s")), (fit_losses("s"), floor)
+
+
+def test_train_on_val_trains_on_a_sources_val_part_and_keeps_every_test_set(data_root: Path, tmp_path: Path) -> None:
+    """protocols.P.train_on_val: [SOURCE]: that source's val part joins the training images, nothing else moves
+    (the same test images as without the key); another source keeps a val part to watch; the key is recorded
+    in each checkpoint and absent from configs that do not use it (old run directories still match)."""
+    from bglab.experiment.config import resolved_config
+    from bglab.experiment.data import load_data, make_protocol
+    from bglab.experiment.runner import run_experiment
+
+    split = {"screen": [0.6, 0.2, 0.2], "clutter": [0.5, 0.2, 0.3]}
+    tests = {"screen": "screen/test", "clutter": "clutter/test"}
+
+    def proto(**extra: object) -> dict:
+        return {"both": {"split": split, "test_sets": tests, **extra}}
+
+    plain = parse_config(micro_config(data_root, arms={"original": []}, protocols=proto()))
+    fit = parse_config(micro_config(data_root, arms={"original": []}, protocols=proto(train_on_val=["clutter"])))
+    assert fit.protocols["both"].train_on_val == ("clutter",) and plain.protocols["both"].train_on_val == ()
+    assert "train_on_val" not in json.dumps(resolved_config(plain))
+    data = load_data(plain, cache_dir=tmp_path / "cache")
+    a, b = make_protocol(plain, plain.protocols["both"], data), make_protocol(fit, fit.protocols["both"], data)
+    origin = data.origins
+    assert all(np.array_equal(a.tests[t], b.tests[t]) for t in tests)
+    moved = a.val[origin[a.val] == "clutter"]
+    assert len(moved) and np.array_equal(np.sort(np.concatenate([a.train, moved])), b.train)
+    assert np.array_equal(b.val, a.val[origin[a.val] == "screen"]) and len(b.val)
+    run_experiment(fit, tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "checkpoints" / "both__original__base__s0.json").read_text())
+    assert state["train_on_val"] == ["clutter"]
+    for bad, match in [(["nope"], "not split"), (["screen", "clutter"], "no val part would be left"),
+                       ("clutter, screen", "not split"), ([3], "list of source names")]:
+        with pytest.raises(ConfigError, match=rf"protocols\.both\.train_on_val.*{match}"):
+            parse_config(micro_config(data_root, protocols=proto(train_on_val=bad)))
+    with pytest.raises(ConfigError, match=r"protocols\.both\.test_sets\.v.*trains this protocol"):
+        parse_config(micro_config(data_root, protocols={"both": {"split": split, "train_on_val": ["clutter"],
+                                                                 "test_sets": {**tests, "v": "clutter/val"}}}))

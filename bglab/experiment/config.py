@@ -13,6 +13,8 @@ Format (paths relative to the config file; see ``bglab/configs/rps-reference.yam
       cross-domain:
         split: {webcam: [0.7, 0.15, 0.15]}           # train, val, test fractions per source
         test_sets: {webcam: webcam/test, sxsw: sxsw} # SOURCE/PART (train|val|test) or a whole SOURCE
+    #   train_on_val: [sxsw]: these sources' val parts train too, once the recipe is chosen (the split and so
+    #   every test set stay as they are; another source must keep a val part to watch)
     arms:                          # preprocessing: pipeline steps before resize / grey (bglab.pipeline)
       original: []
       crop: [{segment: {backend: unet}}, {crop: {to: mask, margin: 0.1}}]
@@ -161,6 +163,7 @@ class ProtocolConfig:
     name: str
     split: dict[str, tuple[float, float, float]]
     test_sets: dict[str, TestSetRef]
+    train_on_val: tuple[str, ...] = ()  # sources whose val part trains too (the split itself unchanged)
 
 
 @dataclass(frozen=True)
@@ -458,7 +461,7 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
         key = f"protocols.{name}"
         _name(key, name)
         v = _mapping(key, v, allow_none=False)
-        _keys(key, v, ("split", "test_sets"))
+        _keys(key, v, ("split", "test_sets", "train_on_val"))
         split_raw = _mapping(f"{key}.split", v.get("split"), allow_none=False)
         if not split_raw:
             raise _err(f"{key}.split", "needs at least one source to train on",
@@ -470,6 +473,7 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
             split[s] = _fractions(f"{key}.split.{s}", fr)
         if not any(f[1] > 0 for f in split.values()):
             raise _err(f"{key}.split", "no source gives a validation part", "give some source a val fraction > 0")
+        on_val = _train_on_val(f"{key}.train_on_val", v.get("train_on_val"), split)
         tests_raw = _mapping(f"{key}.test_sets", v.get("test_sets"), allow_none=False)
         if not tests_raw:
             raise _err(f"{key}.test_sets", "needs at least one test set", "e.g. test_sets: {webcam: webcam/test}")
@@ -487,6 +491,8 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
                     raise _err(tkey, f"source {_r(src)} is not split in this protocol", f"use {src} (the whole source)")
                 if split[src][PARTS.index(part)] <= 0:
                     raise _err(tkey, f"the {part} fraction of {_r(src)} is 0")
+                if part == "val" and src in on_val:
+                    raise _err(tkey, f"{_r(src)}'s val part trains this protocol (train_on_val)", "use SOURCE/test")
                 if part == "train":
                     raise _err(tkey, "testing on the training part measures nothing", "use SOURCE/test")
                 tests[t] = TestSetRef(src, part)
@@ -495,8 +501,27 @@ def _parse_protocols(raw: Any, sources: Mapping[str, SourceConfig]) -> dict[str,
                     raise _err(tkey, f"source {_r(src)} trains this protocol: testing on all of it would leak",
                                f"use {src}/test")
                 tests[t] = TestSetRef(src, None)
-        out[name] = ProtocolConfig(name, split, tests)
+        out[name] = ProtocolConfig(name, split, tests, on_val)
     return out
+
+
+def _train_on_val(key: str, raw: Any, split: Mapping[str, tuple[float, float, float]]) -> tuple[str, ...]:
+    """``train_on_val``: split sources with a val part, leaving at least one source's val part to watch."""
+    if raw is None:
+        return ()
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _err(key, f"must be a list of source names, got {_r(raw)}", "e.g. train_on_val: [sxsw]")
+    for n in names:
+        if n not in split:
+            raise _err(key, f"source {_r(n)} is not split in this protocol", f"split: {', '.join(split)}")
+        if split[n][1] <= 0:
+            raise _err(key, f"the val fraction of {_r(n)} is 0: nothing to train on")
+    chosen = tuple(dict.fromkeys(names))
+    if all(f[1] <= 0 or s in chosen for s, f in split.items()):
+        raise _err(key, "no val part would be left to watch training on",
+                   "leave one source's val part out of train_on_val")
+    return chosen
 
 
 def arm_pipeline(steps: list[Any], size: int, channels: int, seed: int = 0) -> dict[str, Any]:

@@ -403,8 +403,8 @@ def make_protocol(cfg: ExperimentConfig, proto: ProtocolConfig, data: Experiment
         a = np.array(sorted(ids), np.int64)
         return a[data.ok[a]] if len(a) else a
 
-    train = keep([i for p in parts.values() for i in p["train"]])
-    val = keep([i for p in parts.values() for i in p["val"]])
+    train = keep([i for src, p in parts.items() for i in p["train"] + (p["val"] if src in proto.train_on_val else [])])
+    val = keep([i for src, p in parts.items() if src not in proto.train_on_val for i in p["val"]])
     tests = {}
     for name, ref in proto.test_sets.items():
         if ref.part is None:

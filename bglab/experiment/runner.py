@@ -156,8 +156,9 @@ def _resume(model: Any, key: RunKey, ckpt: Path, mpath: Path) -> _Resume:
 def _run_state(key: RunKey, cfg: ExperimentConfig, data: ExperimentData) -> dict[str, Any]:
     """The part of a run's checkpoint state that no epoch changes."""
     variant, arm = cfg.variants[key.variant], cfg.arms[key.arm]
-    t = variant.train
+    t, on_val = variant.train, cfg.protocols[key.protocol].train_on_val
     return {"run": key.id, "protocol": key.protocol, "arm": key.arm, "variant": key.variant, "seed": key.seed,
+            **({"train_on_val": list(on_val)} if on_val else {}),
             "epochs": t.epochs, "classes": data.classes, "size": cfg.size, "channels": cfg.channels,
             "model": variant.model, "pipeline": arm.pipeline,
             **({"from": str(arm.source_dir)} if arm.source_dir else {}),

@@ -334,3 +334,17 @@ def test_a_seed_whose_ensemble_members_do_not_line_up_is_left_out_and_said(data_
     assert summary["analysis"]["matrix"]["protocols"]["cross"]["cells"]["both|clutter|keyed"]["n"] == 0
     assert studies_out["final"]["keyed"]["clutter|clean"]["n"] == 1  # the member itself still counts
     assert "do not line up" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_rps_ensemble_lite2_keeps_rps_ensembles_split_and_trains_on_the_sxsw_val_photos() -> None:
+    """rps-ensemble-lite2 restates rps-ensemble's protocols (same split, so the same test photos) and, in the
+    combined one only, lets the sxsw val photos train (docs/pretrained.md, "Training on the validation photos
+    too"); the webcam val photos still watch both."""
+    from bglab.experiment.config import load_experiment_config
+
+    root = Path(__file__).resolve().parents[1] / "bglab/configs"
+    lite2, base = (load_experiment_config(root / f"{n}.yaml") for n in ("rps-ensemble-lite2", "rps-ensemble"))
+    for name in ("cross-domain", "combined"):
+        a, b = lite2.protocols[name], base.protocols[name]
+        assert (a.split, a.test_sets) == (b.split, b.test_sets) and b.train_on_val == ()
+    assert lite2.protocols["combined"].train_on_val == ("sxsw",) and lite2.protocols["cross-domain"].train_on_val == ()

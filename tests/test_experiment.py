@@ -992,6 +992,7 @@ def test_train_on_val_trains_on_a_sources_val_part_and_keeps_every_test_set(data
     run_experiment(fit, tmp_path / "run")
     state = json.loads((tmp_path / "run" / "checkpoints" / "both__original__base__s0.json").read_text())
     assert state["train_on_val"] == ["clutter"]
+    assert "The val part of clutter trains too" in (tmp_path / "run" / "report.html").read_text()
     for bad, match in [(["nope"], "not split"), (["screen", "clutter"], "no val part would be left"),
                        ("clutter, screen", "not split"), ([3], "list of source names")]:
         with pytest.raises(ConfigError, match=rf"protocols\.both\.train_on_val.*{match}"):

@@ -754,6 +754,9 @@ def render_html(analysis: Mapping[str, Any], cfg: ExperimentConfig, data_info: M
                          Column("total", lambda row: str(row[1]["total"]))]
         for proto, counts in data_info.get("protocols", {}).items():
             parts.append(f"<h4>{e(proto)}</h4>" + _table(count_columns, counts.items()))
+            if proto in cfg.protocols and (on_val := cfg.protocols[proto].train_on_val):
+                parts.append(f"<p>The val part of {e(', '.join(on_val))} trains too (<code>train_on_val</code>): it "
+                             "is in the train row above; the val row is what is left to watch training.</p>")
             parts += _near_twins_html(data_info.get("near_twins", {}).get(proto, {}))
         for arm, sus in data_info.get("suspect_masks", {}).items():
             parts.append(f"<p class='unsure'>Arm {e(arm)}: {sus['count']} image(s) kept although their mask failed "

@@ -320,7 +320,7 @@ def test_landmarks_do_not_depend_on_what_the_landmarker_saw_before() -> None:
 
     from bglab.foreground.mediapipe import MediaPipeHands
     from bglab.io.files import read_image
-    from bglab.train.handpose import LANDMARKS
+    from bglab.train.handpose import landmarker_options
 
     root = shared_path("rps", "sxsw")
     names = ["paper/training__paper.IMG_7079_MOV-24_jpg.rf.a1113d95947e201f6b4666a275f615ff_00747.jpg",
@@ -332,17 +332,14 @@ def test_landmarks_do_not_depend_on_what_the_landmarker_saw_before() -> None:
     if not all(p.is_file() for p in paths):
         pytest.skip("the sxsw photos this test names are not in the shared data")
     imgs = [np.ascontiguousarray(cv2.resize(read_image(p), (224, 224), interpolation=cv2.INTER_AREA)) for p in paths]
-    kw = {"min_confidence": LANDMARKS["min_confidence"], "pad": LANDMARKS["pad"], "mirror": True, "rotations": True,
-          "equalize": True}
+    kw = landmarker_options({"equalize": True})  # the pose reader's landmarker, with the equalised second look
 
-    def hands(order: list[int], loc: MediaPipeHands | None = None) -> dict[int, list]:
-        own = loc is None
-        loc = loc or MediaPipeHands(**kw)
+    def hands(order: list[int]) -> dict[int, list]:
+        loc = MediaPipeHands(**kw)
         try:
             return {i: loc.landmarks(imgs[i]) for i in order}
         finally:
-            if own:
-                loc.close()
+            loc.close()
 
     forward = hands(list(range(len(imgs))))
     backward = hands(list(range(len(imgs)))[::-1])

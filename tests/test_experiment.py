@@ -993,8 +993,10 @@ def test_train_on_val_trains_on_a_sources_val_part_and_keeps_every_test_set(data
     state = json.loads((tmp_path / "run" / "checkpoints" / "both__original__base__s0.json").read_text())
     assert state["train_on_val"] == ["clutter"]
     assert "The val part of clutter trains too" in (tmp_path / "run" / "report.html").read_text()
-    for bad, match in [(["nope"], "not split"), (["screen", "clutter"], "no val part would be left"),
-                       ("clutter, screen", "not split"), ([3], "list of source names")]:
+    for bad, match in [(["nope"], r"\[0\].*unknown split source 'nope'"),
+                       (["screen", "clutter"], "no val part would be left"),
+                       ("clutter, screen", r"\[0\].*unknown split source 'clutter, screen'"),
+                       ([3], r"\[0\].*unknown split source 3 "), ([], "non-empty list")]:
         with pytest.raises(ConfigError, match=rf"protocols\.both\.train_on_val.*{match}"):
             parse_config(micro_config(data_root, protocols=proto(train_on_val=bad)))
     with pytest.raises(ConfigError, match=r"protocols\.both\.test_sets\.v.*trains this protocol"):

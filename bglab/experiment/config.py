@@ -509,15 +509,10 @@ def _train_on_val(key: str, raw: Any, split: Mapping[str, tuple[float, float, fl
     """``train_on_val``: split sources with a val part, leaving at least one source's val part to watch."""
     if raw is None:
         return ()
-    names = [raw] if isinstance(raw, str) else raw
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise _err(key, f"must be a list of source names, got {_r(raw)}", "e.g. train_on_val: [sxsw]")
-    for n in names:
-        if n not in split:
-            raise _err(key, f"source {_r(n)} is not split in this protocol", f"split: {', '.join(split)}")
+    chosen = _names(key, raw, split, "split source")
+    for n in chosen:
         if split[n][1] <= 0:
             raise _err(key, f"the val fraction of {_r(n)} is 0: nothing to train on")
-    chosen = tuple(dict.fromkeys(names))
     if all(f[1] <= 0 or s in chosen for s, f in split.items()):
         raise _err(key, "no val part would be left to watch training on",
                    "leave one source's val part out of train_on_val")

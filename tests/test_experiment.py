@@ -145,6 +145,54 @@ def test_extends_replaces_top_level_keys_and_keeps_the_base_paths(tmp_path: Path
         load_experiment_config(tmp_path / "b" / "bad.yaml")
 
 
+def test_a_variant_extends_another_by_name(tmp_path: Path) -> None:
+    """``extends: NAME`` in a variant starts from that variant (of the same file, else of the extended config; a
+    variant naming itself means the extended config's) and merges its own model and train over it; a model of
+    another name starts afresh; unknown names and cycles are clear errors naming the file."""
+    import yaml
+
+    from bglab.experiment.config import load_experiment_config
+
+    pose_train = {"epochs": 5, "lr": 0.01, "augment": {"p": 0.5, "flip": False}}
+    base = micro_config(Path("data"), variants={
+        "base": {},
+        "wide": {"model": {"widths": [16, 32], "dropout": 0.2}, "train": pose_train}})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    child = {"extends": "base.yaml", "name": "child", "variants": {
+        "wide": {"extends": "wide", "model": {"dropout": 0.4}},                    # the base's wide, changed
+        "wider": {"extends": "wide", "train": {"augment": {"flip": True}}},       # this file's wide
+        "other": {"extends": "wide", "model": {"name": "vgg", "widths": [8, 16]}},  # another net: starts afresh
+        "plain": {"extends": "base"}},
+        "studies": {"s": {"protocols": ["cross"], "arms": ["original"],
+                          "variants": ["wide", "wider", "other", "plain"]}}}
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(child))
+    cfg = load_experiment_config(tmp_path / "child.yaml")
+    wide, wider = cfg.variants["wide"], cfg.variants["wider"]
+    assert wide.model["widths"] == [16, 32] and wide.model["dropout"] == 0.4 and wide.train.epochs == 5
+    assert wide.train.augment.p == 0.5 and wide.train.augment.flip is False and wide.train.lr == 0.01
+    assert wider.model == wide.model and wider.train.epochs == 5 and wider.train.augment.flip is True
+    assert wider.train.augment.p == 0.5
+    other = cfg.variants["other"]
+    assert other.model["name"] == "vgg" and other.model["widths"] == [8, 16] and other.train.epochs == 5
+    assert cfg.variants["plain"].model == parse_config(micro_config(Path("data"))).variants["base"].model
+    assert all("extends" not in v for v in cfg.raw["variants"].values())  # the config as run: resolved
+    # the same within one mapping, without a file
+    inline = parse_config(micro_config(Path("data"), variants={
+        "a": {"model": {"dropout": 0.1}}, "b": {"extends": "a", "train": {"epochs": 7}}}))
+    assert inline.variants["b"].model == inline.variants["a"].model and inline.variants["b"].train.epochs == 7
+    for variants, match in (
+            ({"x": {"extends": "nope"}},
+             r"variants\.x\.extends: unknown variant 'nope' \(defined: base, wide \(the extended config\)\)"),
+            ({"x": {"extends": "y"}, "y": {"extends": "x"}}, r"cycle: x -> y -> x"),
+            ({"x": {"extends": 3}}, r"variants\.x\.extends: expected a variant name")):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**child, "variants": variants}))
+        with pytest.raises(ConfigError, match=match) as err:
+            load_experiment_config(tmp_path / "bad.yaml")
+        assert err.value.path == tmp_path / "bad.yaml"
+    with pytest.raises(ConfigError, match=r"variants\.b\.extends: unknown variant 'c'"):
+        parse_config(micro_config(Path("data"), variants={"b": {"extends": "c"}}))
+
+
 def test_shipped_follow_up_configs_extend_the_reference() -> None:
     """The follow-up configs (rps-viewpoint, rps-recipe, rps-recipe-cosine, rps-swap) are the reference plus their
     own keys."""

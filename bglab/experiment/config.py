@@ -39,7 +39,9 @@ Format (paths relative to the config file; see ``bglab/configs/rps-reference.yam
     quick: {seeds: [0], train: {epochs: 3}}   # overrides applied by --quick (deep merge)
 
 A follow-up study starts from another file: ``extends: rps-reference.yaml`` (relative to this file); the keys
-written here replace that file's keys whole (e.g. ``name``, ``variants``, ``studies``), the rest is kept.
+written here replace that file's keys whole (e.g. ``name``, ``variants``, ``studies``), the rest is kept. A variant
+can start from another by name, ``pose: {extends: pose, model: {dropout: 0.3}}`` (one of this file, else of the
+extended config), and merge its own model and train over it (:func:`inherit_variants`).
 
 Matrix experiments (see ``docs/matrix.md`` and ``bglab/configs/pets3-matrix.yaml``)::
 
@@ -621,6 +623,51 @@ def _variant_model(base: Mapping[str, Any], own: Mapping[str, Any], base_dir: Pa
     return m
 
 
+def inherit_variants(raw: Any, model: Any, outer: Any = None) -> Any:
+    """``variants`` with each ``extends: NAME`` resolved: the variant starts from variant NAME's model and train
+    (another variant of this mapping, else ``outer``'s, the variants of the config this file extends; a variant
+    naming itself means the extended config's) and merges its own over them, as the top-level ``model`` and
+    ``train`` merge into a variant (a model of another name starts afresh). Anything not a mapping is returned
+    as it is for the parser to report."""
+    if not isinstance(raw, Mapping) or not any(isinstance(v, Mapping) and "extends" in v for v in raw.values()):
+        return raw
+    own = {str(k): v for k, v in raw.items()}
+    others = {str(k): v for k, v in outer.items()} if isinstance(outer, Mapping) else {}
+    top_name = str(model.get("name", "cnn")) if isinstance(model, Mapping) else "cnn"
+    done: dict[str, Any] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> Any:
+        v = own[name]
+        if name in done or not isinstance(v, Mapping) or "extends" not in v:
+            return done.get(name, v)
+        here, parent = f"variants.{name}", v["extends"]
+        key = f"{here}.extends"
+        if not isinstance(parent, str) or not parent:
+            raise _err(key, f"expected a variant name, got {_r(parent)}", "e.g. extends: pose")
+        if parent != name and parent in own:
+            if parent in chain:
+                raise _err(key, f"variants extend each other in a cycle: {' -> '.join((*chain, name, parent))}")
+            start = _mapping(f"variants.{parent}", resolve(parent, (*chain, name)))
+        elif parent in others:
+            start = _mapping(f"variants.{parent}", others[parent])
+        else:
+            here_names = [n for n in own if n != name]
+            where = [f"{', '.join(names)} ({what})" for names, what in ((here_names, "here"),
+                                                                      (list(others), "the extended config")) if names]
+            raise _err(key, f"unknown variant {_r(parent)}", f"defined: {'; '.join(where) or 'none'}")
+        mine = {k: x for k, x in v.items() if k != "extends"}
+        m0, m1 = _mapping(f"variants.{parent}.model", start.get("model")), _mapping(f"{here}.model", mine.get("model"))
+        fresh = "name" in m1 and str(m1["name"]) != str(m0.get("name", top_name))
+        merged = {**start, **mine,
+                  "model": m1 if fresh else deep_merge(m0, m1),
+                  "train": deep_merge(_mapping(f"variants.{parent}.train", start.get("train")),
+                                      _mapping(f"{here}.train", mine.get("train")))}
+        done[name] = {k: x for k, x in merged.items() if x != {}}
+        return done[name]
+
+    return {n: resolve(n, ()) for n in own}
+
+
 def _parse_variants(raw: Any, model: Mapping[str, Any], train: Mapping[str, Any], size: int, channels: int,
                     base_dir: Path = Path(".")) -> dict[str, VariantConfig]:
     from bglab.train.classifiers import build_classifier
@@ -770,7 +817,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: str | Path = ".", quick: b
     model = _mapping("model", raw.get("model"))
     train = _mapping("train", raw.get("train"))
     TRAIN.build("train", train)  # validates the defaults themselves
-    variants = _parse_variants(raw.get("variants"), model, train, size, channels, base)
+    variants = _parse_variants(inherit_variants(raw.get("variants"), model), model, train, size, channels, base)
     studies = _parse_studies(raw.get("studies"), protocols, arms, variants)
     baseline = str(raw.get("baseline", next(iter(arms))))
     if baseline not in arms:
@@ -823,7 +870,7 @@ def read_experiment_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     raw = read_config_file(path, what="experiment config",
                            shape_hint="see bglab/configs/rps-reference.yaml, or write one with bglab init experiment")
     if "extends" not in raw:
-        return raw
+        return _with_variants_inherited(raw, None, path)
     ext = raw.pop("extends")
     if not isinstance(ext, str) or not ext:
         raise ConfigError(f"extends: expected a config file name, got {_r(ext)}", path=path,
@@ -833,13 +880,23 @@ def read_experiment_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     if base_path in seen:
         raise ConfigError(f"extends: {ext} extends itself (a cycle)", path=path)
     base = _absolute_paths(read_experiment_raw(base_path, seen), base_path.parent)
-    merged = {**base, **raw}
+    merged = _with_variants_inherited({**base, **raw}, base.get("variants"), path)
     quick = merged.get("quick")
     if "quick" not in raw and "studies" in raw and isinstance(quick, dict) and isinstance(quick.get("studies"), dict):
         # the base's quick profile shrinks the base's studies: it must not bring them back into this one
         own = raw["studies"] if isinstance(raw["studies"], dict) else {}
         merged["quick"] = {**quick, "studies": {k: v for k, v in quick["studies"].items() if k in own}}
     return merged
+
+
+def _with_variants_inherited(raw: dict[str, Any], outer: Any, path: Path) -> dict[str, Any]:
+    """``raw`` with its variants' ``extends`` resolved (against ``outer``, the extended config's variants); the
+    file named in any error."""
+    try:
+        return {**raw, "variants": inherit_variants(raw["variants"], raw.get("model"), outer)} \
+            if "variants" in raw else raw
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=path, hint=exc.hint) from None
 
 
 def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:

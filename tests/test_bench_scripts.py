@@ -192,3 +192,12 @@ def test_train_layout_bench_times_both_layouts(tmp_path: Path) -> None:
     assert timed == [("unet", "nchw"), ("unet", "channels_last"), ("effunet", "nchw"), ("effunet", "channels_last")]
     assert all(r["img_per_s_median"] > 0 and len(r["rounds"]) == 2 for r in rows if r["layout"] != "speed-up")
     assert [r["channels_last_over_nchw"] > 0 for r in rows if r["layout"] == "speed-up"] == [True, True]
+
+
+def test_bench_experiment_gives_pretrained_studies_the_two_minute_quick_target() -> None:
+    """The issue's --quick target is 2 min for a study on a pretrained backbone (found in its variants, the
+    pose reader's frozen fallback included), 5 min otherwise; a config is named as the CLI takes it."""
+    bench = _script("bench_experiment")
+    assert [bench._uses_pretrained(c) for c in ("rps-reference", "rps-recipe", "rps-pretrained", "rps-ensemble-lite2",
+                                                "rps-handpose", "pets3-pretrained")] == [False, False, True, True,
+                                                                                         True, True]

@@ -76,7 +76,8 @@ def test_init_experiment_on_the_users_folder(tmp_path):
     assert main(["init", "experiment", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x.yaml")]) == 2
 
 
-@pytest.mark.parametrize("name", ["rps-reference", "pets3-matrix", "looks/rgb", "rps-swap"])
+@pytest.mark.parametrize("name", ["rps-reference", "pets3-matrix", "looks/rgb", "rps-swap",
+                                  "rps-recipe-cosine", "rps-ensemble-lite2"])  # variants that extend one by name
 def test_init_from_a_shipped_experiment_resolves_like_the_original(tmp_path, name):
     out = tmp_path / "sub" / "copy.yaml"
     out.parent.mkdir()
@@ -86,6 +87,7 @@ def test_init_from_a_shipped_experiment_resolves_like_the_original(tmp_path, nam
     assert {n: a.pipeline for n, a in copy.arms.items()} == {n: a.pipeline for n, a in orig.arms.items()}
     assert {n: a.source_dir for n, a in copy.arms.items()} == {n: a.source_dir for n, a in orig.arms.items()}
     assert [k.id for k in copy.runs()] == [k.id for k in orig.runs()]
+    assert copy.variants == orig.variants
 
 
 def test_init_preprocess_and_from_reference(tmp_path):

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
@@ -88,7 +89,6 @@ def main() -> int:
 def _uses_pretrained(config: str) -> bool:
     """Whether any variant of the config trains on a pretrained backbone (its own ``pretrained`` option, or the
     hand-pose reader's frozen ``fallback`` network): the issue's --quick target is 2 min for those studies."""
-    sys.path.insert(0, str(REPO))
     from bglab.experiment.config import load_experiment_config
     from bglab.experiment.templates import find_config
 

@@ -604,13 +604,19 @@ def _relative_made_absolute(value: Any, base: Path) -> Any:
     return value
 
 
+def _other_network(base: Mapping[str, Any], own: Mapping[str, Any], default: str = "cnn") -> bool:
+    """Whether model options ``own`` name another classifier than ``base`` (``default`` where base names none):
+    then ``own`` starts afresh, since ``base``'s options belong to another network."""
+    return "name" in own and str(own["name"]) != str(base.get("name", default))
+
+
 def _variant_model(base: Mapping[str, Any], own: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
     """A variant's model options: the config's ``model`` with the variant's merged in, on top of the named
     classifier's defaults. A variant that names another classifier starts from that classifier's defaults
     (the base model's options belong to another network); a relative ``pretrained:`` file is made absolute."""
     from bglab.train.classifiers import classifier_spec
 
-    if "name" in own and str(own["name"]) != str(base.get("name", "cnn")):
+    if _other_network(base, own):
         base = {}
     name = str(own.get("name", base.get("name", "cnn")))
     if name in ("cnn", "vgg"):  # unchanged construction: run directories made before the registry still match
@@ -657,9 +663,8 @@ def inherit_variants(raw: Any, model: Any, outer: Any = None) -> Any:
             raise _err(key, f"unknown variant {_r(parent)}", f"defined: {'; '.join(where) or 'none'}")
         mine = {k: x for k, x in v.items() if k != "extends"}
         m0, m1 = _mapping(f"variants.{parent}.model", start.get("model")), _mapping(f"{here}.model", mine.get("model"))
-        fresh = "name" in m1 and str(m1["name"]) != str(m0.get("name", top_name))
         merged = {**start, **mine,
-                  "model": m1 if fresh else deep_merge(m0, m1),
+                  "model": m1 if _other_network(m0, m1, top_name) else deep_merge(m0, m1),
                   "train": deep_merge(_mapping(f"variants.{parent}.train", start.get("train")),
                                       _mapping(f"{here}.train", mine.get("train")))}
         done[name] = {k: x for k, x in merged.items() if x != {}}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -38,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bglab.train.machine import machine_info  # noqa: E402
 
 
 def main() -> int:
@@ -112,8 +113,7 @@ def _time_run(a: argparse.Namespace, out: Path, parallel_runs: int, threads: int
                     "target_s": target_s, "quick": a.quick, "workers": a.workers,
                     "parallel_runs": parallel_runs, "threads": threads,
                     "peak_child_rss_mb": round(peak_kb / 1024, 1), "load_avg_at_start": load,
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "platform": platform.platform()},
+                    "machine": machine_info(),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     try:
         data = json.loads((out / "data.json").read_text())

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bglab.train.machine import machine_info  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data")) / "rps" / "webcam"
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nper-step mean ms/img (1 worker): {runs[0]['ms_per_step_mean']}")
     print(f"found: {runs[0]['found_pct']} % ({locator}); failed: {runs[0]['failed']}")
     out = {"data": str(args.data), "limit": args.limit, "locator": locator, "segmenter": segmenter,
-           "size": args.size, "chunk": args.chunk, "cpus": os.cpu_count(), "python": platform.python_version(),
+           "size": args.size, "chunk": args.chunk, "machine": machine_info(),
            "floor": res_floor, "runs": runs,
            "speedup": {r["label"]: round(base / r["wall_s"], 3) for r in runs}}
     if args.json:

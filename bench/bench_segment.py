@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -58,6 +57,7 @@ from bglab.foreground.registry import Runtime  # noqa: E402
 from bglab.io.files import decode_image, encode_image, read_mask  # noqa: E402
 from bglab.ops.background import cutout  # noqa: E402
 from bglab.ops.metrics import seg_scores, summarize  # noqa: E402
+from bglab.train.machine import machine_info  # noqa: E402
 
 DATA = Path(os.environ.get("BGLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 U2NETP = DATA.parent / "anchors" / "u2netp.onnx"  # the shared anchor copy (comparison only; never shipped)
@@ -268,17 +268,7 @@ def run_one(seg, items: list[tuple[str, Path, Path]], repeats: int, timing_subse
 def machine() -> dict:
     import onnxruntime
 
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "onnxruntime": onnxruntime.__version__}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        info["loadavg_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
+    return {**machine_info(), "onnxruntime": onnxruntime.__version__, "loadavg_start": os.getloadavg()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     runtime = Runtime(threads=args.threads)
-    machine_info = machine()  # before the run: its load average is the one at the start
+    facts = machine()  # before the run: its load average is the one at the start
     sets = {}
     if "pets3" in args.sets:
         sets["pets3"] = pets3_set(args.data)
@@ -392,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in skipped.items():
         print(f"skipped {k}: {v}")
     report = {"command": "python bench/bench_segment.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info,
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": facts,
               "threads": args.threads, "repeats": args.repeats, "timing_subset": args.timing_subset,
               "every": args.every, "results": results, "skipped": skipped}
     report["machine"]["loadavg_end"] = os.getloadavg()

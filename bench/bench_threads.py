@@ -20,7 +20,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bglab.train.machine import machine_info  # noqa: E402
 
 
 def _steps(config: str, variant: str, threads: int, images: int, seed: int, start: object | None = None) -> float:
@@ -104,8 +105,7 @@ def main() -> int:
         f"thread_scaling_{n}t_vs_1t": round(med[f"serial-{n}t"] / med["serial-1t"], 2),
         f"parallel_vs_serial_{n}t": round(med[f"parallel-{n}x1t"] / med[f"serial-{n}t"], 2),
         "parallel_vs_serial_1t": round(med[f"parallel-{n}x1t"] / med["serial-1t"], 2),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**machine_info(), "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     print(json.dumps(result, indent=1))

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bglab.train.machine import machine_info  # noqa: E402
 
 
 def _model(name: str):  # noqa: ANN202
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                          "img_per_s_min": min(r), "img_per_s_max": max(r), "rounds": r})
         speed = statistics.median(rates["channels_last"]) / statistics.median(rates["nchw"])
         rows.append({"model": name, "layout": "speed-up", "channels_last_over_nchw": speed})
-    out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "python": platform.python_version(), "torch": torch.__version__},
+    out = {"machine": machine_info(),
            "args": vars(a), "rows": rows}
     for r in rows:
         if r["layout"] == "speed-up":

@@ -1,5 +1,6 @@
 """``--device`` for ONNX Runtime inference: provider choice (auto / cpu / cuda), the clear error for ``cuda``
-without onnxruntime-gpu (before anything is written), and unchanged outputs on a CPU-only machine.
+without onnxruntime-gpu (before anything is written), and unchanged outputs on a CPU-only machine; the
+machine facts recorded with every experiment session (``bglab.train.machine``).
 
 No GPU is needed: ``onnxruntime.get_available_providers`` is monkeypatched to play a machine with
 onnxruntime-gpu installed.
@@ -175,3 +176,23 @@ def test_train_seg_with_cuda_but_no_gpu_writes_nothing(monkeypatch, tmp_path) ->
     assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
     assert "torch sees no GPU" in str(res.exception)
     assert not out.exists()
+
+
+def test_machine_info_names_what_bit_for_bit_training_depends_on(monkeypatch) -> None:
+    """The CPU model, torch's kernel instruction set and torch's version: two machines that differ in one of
+    them do not repeat each other's CPU training bit for bit."""
+    pytest.importorskip("torch")
+    import torch
+
+    from bglab.train import machine
+
+    info = machine.machine_info()
+    assert info["cpus"] >= 1 and info["python"] and info["torch"] == torch.__version__
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    key = machine.reproducibility_key(info)
+    assert key == (info["cpu"], info["cpu_capability"], info["torch"])
+    assert machine.reproducibility_key({**info, "cpu_capability": "other"}) != key
+    real_path = machine.Path
+    monkeypatch.setattr(machine, "Path", lambda *_: real_path("/nonexistent/cpuinfo"))
+    monkeypatch.setattr(machine.platform, "processor", lambda: "")
+    assert machine.cpu_model() is None  # no /proc/cpuinfo and no processor name: unknown, not an error

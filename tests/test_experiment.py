@@ -371,6 +371,35 @@ def test_run_directory_contents(reference_run: tuple[Path, dict]) -> None:
     k1 = np.load(out / "predictions" / runs[0] / "clutter__clean.npz")["keys"]
     k2 = np.load(out / "predictions" / runs[1] / "clutter__clean.npz")["keys"]
     assert np.array_equal(k1, k2)
+    # the machine that trained it, in the session line, the summary and the report's Run section
+    session = json.loads((out / "sessions.jsonl").read_text().splitlines()[0])
+    assert session["machine"] == summary["machine"] and summary["machine"]["device"] == "cpu"
+    assert summary["machine"]["cpu_capability"] and summary["machine"]["threads"] >= 1
+    assert "sessions_on_other_machines" not in summary
+    assert "<h4>machine</h4>" in (out / "report.html").read_text()
+
+
+def test_a_resume_on_another_kind_of_machine_is_said(data_root: Path, tmp_path: Path,
+                                                     reference_run: tuple[Path, dict]) -> None:
+    """Runs finished on another CPU kind are kept, and the log and the summary say they do not repeat bit for
+    bit here."""
+    import shutil
+
+    from bglab.experiment.runner import run_experiment
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_run[0], out)
+    lines = (out / "sessions.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["machine"] = {**first["machine"], "cpu_capability": "NOT-" + str(first["machine"]["cpu_capability"])}
+    (out / "sessions.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    msgs: list[str] = []
+    summary = run_experiment(parse_config(micro_config(data_root)), out, log=msgs.append)
+    assert summary["complete"] is True and summary["sessions_on_other_machines"] == [1]
+    assert set(summary["runs"].values()) == {"skipped"}  # nothing retrained
+    assert any("session(s) 1 of this run directory ran on another kind of machine" in m for m in msgs)
+    again = run_experiment(parse_config(micro_config(data_root)), out, log=msgs.append)
+    assert again["sessions_on_other_machines"] == [1]  # session 2 ran here, so it is not counted
 
 
 def test_same_seed_same_initial_weights_across_arms() -> None:

@@ -18,7 +18,7 @@ Run directory (``OUT``)::
     predictions/<run>/matrix/<test>__<test arm>.npz   the same test images seen through each test arm
                                      (matrix studies; metric rows with split ``matrix`` and ``test_arm``)
     predictions/<run>/saliency__<test>.npz   Grad-CAM share inside the fg mask per image + a sample sheet
-    sessions.jsonl                   one line per invocation
+    sessions.jsonl                   one line per invocation, with the machine it ran on
     summary.json, report.html        written by :mod:`bglab.experiment.report`
 
 Determinism: the initial weights come from ``(seed, "init")`` only, so every arm of a seed starts from the
@@ -27,6 +27,9 @@ from ``torch.manual_seed((seed, e))``, so a resumed run continues exactly where 
 finished run (checkpoint marked done) is skipped; an unfinished one continues at the epoch after its
 checkpoint, and metric rows after that epoch are dropped first. A run's files are written in the order
 predictions -> metrics -> checkpoint, each atomically, so an interruption never leaves them disagreeing.
+Bit for bit means on one kind of machine: the CPU model, the instruction set torch's kernels use (AVX2,
+AVX-512) and the torch version, all recorded per session (:mod:`bglab.train.machine`); elsewhere a
+fine-tuned run lands within its seed spread, not on the same figure, and a resumed directory says so.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from bglab.experiment.metrics_file import METRIC_COLUMNS, read_metrics, write_me
 from bglab.io.files import atomic_write_bytes, atomic_write_npz, atomic_write_text
 from bglab.io.seeds import derive_seed, seed_everything
 from bglab.train.device import resolve_device
+from bglab.train.machine import machine_info, reproducibility_key
 
 __all__ = ["METRIC_COLUMNS", "RunResult", "collect_metrics", "derive_seed", "run_experiment"]
 
@@ -424,6 +428,26 @@ def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]
     atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
 
 
+def _sessions_elsewhere(out: Path, machine: Mapping[str, Any]) -> list[int]:
+    """Earlier sessions of ``out`` whose recorded machine would not repeat this one's CPU training bit for bit
+    (another CPU model, kernel instruction set or torch; sessions from before machines were recorded are not
+    counted)."""
+    path = out / "sessions.jsonl"
+    if not path.is_file():
+        return []
+    here = (*reproducibility_key(machine), machine.get("device"))
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        m = rec.get("machine") if isinstance(rec, dict) else None
+        if isinstance(m, dict) and (*reproducibility_key(m), m.get("device")) != here:
+            found.append(rec.get("session"))
+    return found
+
+
 def _next_session(out: Path, info: Mapping[str, Any]) -> int:
     path = out / "sessions.jsonl"
     n = 0
@@ -712,8 +736,14 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
          on_epoch: Callable[[RunKey, int], None] | None, device: str, workers: int = 1, parallel_runs: int = 1,
          threads: int = 1, engine: str = "local", engine_options: Mapping[str, Any] | None = None
          ) -> dict[str, Any]:
+    machine = {**machine_info(), "device": device, "threads": threads}
+    others = _sessions_elsewhere(out, machine)
     session = _next_session(out, {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": cfg.quick,
-                                  "max_epochs": max_epochs, "pid": os.getpid()})
+                                  "max_epochs": max_epochs, "pid": os.getpid(), "machine": machine})
+    if others:
+        log(f"note: session(s) {', '.join(map(str, others))} of this run directory ran on another kind of machine "
+            f"(sessions.jsonl); this one: {machine['cpu'] or 'CPU unknown'}, {machine.get('cpu_capability')}, torch "
+            f"{machine.get('torch')}. Runs trained here do not repeat theirs bit for bit; finished runs are kept")
     t0 = time.perf_counter()
     log(f"reading and preprocessing {len(cfg.used_arms())} arm(s)")
     data = load_data(cfg, cache_dir=out / "cache", workers=workers,
@@ -767,7 +797,8 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
                 complete = False
                 break
     collect_metrics(out, {k.id for k in cfg.runs()}, log)
-    summary: dict[str, Any] = {"name": cfg.name, "complete": complete, "session": session,
+    summary: dict[str, Any] = {"name": cfg.name, "complete": complete, "session": session, "machine": machine,
+                               **({"sessions_on_other_machines": others} if others else {}),
                                "runs": {r.key.id: r.status for r in results},
                                **({"failed": failed} if failed else {}),
                                "seconds": round(time.perf_counter() - t0, 2)}

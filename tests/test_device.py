@@ -190,7 +190,8 @@ def test_machine_info_names_what_bit_for_bit_training_depends_on(monkeypatch) ->
     assert info["cpus"] >= 1 and info["python"] and info["torch"] == torch.__version__
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     key = machine.reproducibility_key(info)
-    assert key == (info["cpu"], info["cpu_capability"], info["torch"])
+    assert key == (info["cpu"], info["cpu_capability"], info["torch"], None)  # no device: not training here
+    assert machine.reproducibility_key({**info, "device": "cuda"}) != key
     assert machine.reproducibility_key({**info, "cpu_capability": "other"}) != key
     real_path = machine.Path
     monkeypatch.setattr(machine, "Path", lambda *_: real_path("/nonexistent/cpuinfo"))

@@ -428,35 +428,25 @@ def _check_run_dir(out: Path, resolved: dict[str, Any], used_arms: Sequence[str]
     atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
 
 
-def _sessions_elsewhere(out: Path, machine: Mapping[str, Any]) -> list[int]:
-    """Earlier sessions of ``out`` whose recorded machine would not repeat this one's CPU training bit for bit
-    (another CPU model, kernel instruction set or torch; sessions from before machines were recorded are not
-    counted)."""
+def _next_session(out: Path, info: Mapping[str, Any]) -> tuple[int, list[int]]:
+    """Append this invocation's line to ``sessions.jsonl``; return its number and the earlier sessions whose
+    recorded machine (``info["machine"]``) would not repeat this one's training bit for bit (sessions from
+    before machines were recorded are not counted)."""
     path = out / "sessions.jsonl"
-    if not path.is_file():
-        return []
-    here = (*reproducibility_key(machine), machine.get("device"))
-    found = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()] if path.is_file() else []
+    here = reproducibility_key(info["machine"])
+    elsewhere = []
+    for line in lines:
         try:
             rec = json.loads(line)
         except ValueError:
             continue
         m = rec.get("machine") if isinstance(rec, dict) else None
-        if isinstance(m, dict) and (*reproducibility_key(m), m.get("device")) != here:
-            found.append(rec.get("session"))
-    return found
-
-
-def _next_session(out: Path, info: Mapping[str, Any]) -> int:
-    path = out / "sessions.jsonl"
-    n = 0
-    if path.is_file():
-        n = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    line = json.dumps({"session": n + 1, **info}, default=str)
+        if isinstance(m, dict) and reproducibility_key(m) != here:
+            elsewhere.append(rec.get("session"))
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-    return n + 1
+        fh.write(json.dumps({"session": len(lines) + 1, **info}, default=str) + "\n")
+    return len(lines) + 1, elsewhere
 
 
 def collect_metrics(out: Path, runs: Collection[str] | None = None,
@@ -737,9 +727,9 @@ def _run(cfg: ExperimentConfig, out: Path, *, max_epochs: int | None, log: Log, 
          threads: int = 1, engine: str = "local", engine_options: Mapping[str, Any] | None = None
          ) -> dict[str, Any]:
     machine = {**machine_info(), "device": device, "threads": threads}
-    others = _sessions_elsewhere(out, machine)
-    session = _next_session(out, {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": cfg.quick,
-                                  "max_epochs": max_epochs, "pid": os.getpid(), "machine": machine})
+    session, others = _next_session(out, {"started": datetime.now(UTC).isoformat(timespec="seconds"),
+                                           "quick": cfg.quick, "max_epochs": max_epochs, "pid": os.getpid(),
+                                           "machine": machine})
     if others:
         log(f"note: session(s) {', '.join(map(str, others))} of this run directory ran on another kind of machine "
             f"(sessions.jsonl); this one: {machine['cpu'] or 'CPU unknown'}, {machine.get('cpu_capability')}, torch "

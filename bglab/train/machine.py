@@ -37,5 +37,6 @@ def machine_info() -> dict[str, Any]:
 
 
 def reproducibility_key(info: dict[str, Any]) -> tuple[Any, ...]:
-    """What two sessions must share for their CPU runs to repeat bit for bit (threads are part of each run)."""
-    return info.get("cpu"), info.get("cpu_capability"), info.get("torch")
+    """What two sessions must share for their runs to repeat bit for bit: CPU model, kernel instruction set,
+    torch version and, where the caller recorded it, the device (threads are set per run)."""
+    return info.get("cpu"), info.get("cpu_capability"), info.get("torch"), info.get("device")
